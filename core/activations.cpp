@@ -1,0 +1,40 @@
+// Activations, forward and backward side by side.
+#include "activations.h"
+
+#include <cmath>
+
+#include "parallel.h"
+
+namespace pylenet {
+
+void sigmoid_forward(float* y, const float* x, int64_t n) {
+#pragma omp parallel for num_threads(threads_for(n * 8))
+    for (int64_t i = 0; i < n; i++) y[i] = 1.0f / (1.0f + std::exp(-x[i]));
+}
+
+void sigmoid_backward(float* dx, const float* y, const float* dy, int64_t n) {
+#pragma omp parallel for num_threads(threads_for(n))
+    for (int64_t i = 0; i < n; i++) dx[i] = dy[i] * y[i] * (1.0f - y[i]);
+}
+
+void tanh_forward(float* y, const float* x, int64_t n) {
+#pragma omp parallel for num_threads(threads_for(n * 8))
+    for (int64_t i = 0; i < n; i++) y[i] = std::tanh(x[i]);
+}
+
+void tanh_backward(float* dx, const float* y, const float* dy, int64_t n) {
+#pragma omp parallel for num_threads(threads_for(n))
+    for (int64_t i = 0; i < n; i++) dx[i] = dy[i] * (1.0f - y[i] * y[i]);
+}
+
+void relu_forward(float* y, const float* x, int64_t n) {
+#pragma omp parallel for num_threads(threads_for(n))
+    for (int64_t i = 0; i < n; i++) y[i] = (x[i] > 0.0f || x[i] != x[i]) ? x[i] : 0.0f;
+}
+
+void relu_backward(float* dx, const float* x, const float* dy, int64_t n) {
+#pragma omp parallel for num_threads(threads_for(n))
+    for (int64_t i = 0; i < n; i++) dx[i] = x[i] <= 0.0f ? 0.0f : dy[i];
+}
+
+}  // namespace pylenet

@@ -1,0 +1,20 @@
+// Element-wise activations over n floats. Backward functions overwrite dx.
+#pragma once
+#include <cstdint>
+
+namespace pylenet {
+
+// y = 1 / (1 + exp(-x)).
+void sigmoid_forward(float* y, const float* x, int64_t n);
+// dx = dy * y * (1 - y), from the forward output y.
+void sigmoid_backward(float* dx, const float* y, const float* dy, int64_t n);
+// y = tanh(x).
+void tanh_forward(float* y, const float* x, int64_t n);
+// dx = dy * (1 - y^2), from the forward output y.
+void tanh_backward(float* dx, const float* y, const float* dy, int64_t n);
+// y = max(x, 0); NaN stays NaN as in PyTorch.
+void relu_forward(float* y, const float* x, int64_t n);
+// dx = dy where x > 0 (or x is NaN, as PyTorch's threshold_backward), else 0; from the input x.
+void relu_backward(float* dx, const float* x, const float* dy, int64_t n);
+
+}  // namespace pylenet

@@ -1,0 +1,422 @@
+// The only pybind11 file: converts Python inputs, validates them with the core's check_*
+// functions, allocates fresh outputs, and runs each kernel with the GIL released.
+//
+// Conversion policy: every float input is converted to a C-contiguous float32 array (a copy
+// when the input is anything else); the copy is never written back and the caller's arrays
+// are never modified. Labels and argmax must have an integer dtype.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <string>
+
+#include "activations.h"
+#include "build_info.h"
+#include "conv2d.h"
+#include "linear.h"
+#include "losses.h"
+#include "parallel.h"
+#include "pool2d.h"
+
+namespace py = pybind11;
+using namespace pylenet;
+
+namespace {
+
+using FArr = py::array_t<float, py::array::c_style | py::array::forcecast>;
+using I32Arr = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
+using I64Arr = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
+
+std::string type_name(const py::handle& obj) {
+    return py::str(py::type::of(obj).attr("__name__")).cast<std::string>();
+}
+
+// Any array-like of numbers -> C-contiguous float32 (TypeError naming the argument otherwise).
+FArr as_float(const char* op, const char* arg, const py::handle& obj) {
+    if (obj.is_none())
+        throw py::type_error(std::string(op) + ": " + arg + " must be an array, got None");
+    py::array arr = py::array::ensure(obj);
+    if (!arr) {
+        PyErr_Clear();
+        throw py::type_error(std::string(op) + ": " + arg +
+                             " must be an array-like of numbers, got " + type_name(obj));
+    }
+    const char kind = arr.dtype().kind();
+    if (kind != 'f' && kind != 'i' && kind != 'u' && kind != 'b')
+        throw py::type_error(std::string(op) + ": " + arg +
+                             " must have a real numeric dtype, got " +
+                             py::str(arr.dtype()).cast<std::string>());
+    return FArr::ensure(arr);
+}
+
+// An integer array-like (any signed/unsigned width) -> C-contiguous array of T.
+template <class Arr>
+Arr as_int(const char* op, const char* arg, const py::handle& obj) {
+    py::array arr = py::array::ensure(obj);
+    if (!arr) {
+        PyErr_Clear();
+        throw py::type_error(std::string(op) + ": " + arg + " must be an integer array, got " +
+                             type_name(obj));
+    }
+    const char kind = arr.dtype().kind();
+    if (kind != 'i' && kind != 'u')
+        throw py::type_error(std::string(op) + ": " + arg +
+                             " must have an integer dtype, got " +
+                             py::str(arr.dtype()).cast<std::string>());
+    return Arr::ensure(arr);
+}
+
+Shape shape_of(const py::array& a) { return Shape(a.shape(), a.shape() + a.ndim()); }
+
+FArr new_float(const Shape& s) { return FArr(std::vector<py::ssize_t>(s.begin(), s.end())); }
+
+// (N, C, H, W) from a sequence of 4 non-negative ints.
+Shape as_shape4(const char* op, const py::handle& obj) {
+    Shape s;
+    try {
+        for (auto item : py::iter(obj)) s.push_back(item.cast<int64_t>());
+    } catch (const py::error_already_set&) {
+        throw py::type_error(std::string(op) + ": x_shape must be a sequence of 4 ints, got " +
+                             type_name(obj));
+    } catch (const py::cast_error&) {
+        throw py::type_error(std::string(op) + ": x_shape must be a sequence of 4 ints, got " +
+                             py::repr(obj).cast<std::string>());
+    }
+    if (s.size() != 4)
+        throw py::value_error(std::string(op) + ": x_shape must have 4 entries (N, C, H, W), got " +
+                              shape_str(s));
+    for (int64_t d : s)
+        if (d < 0)
+            throw py::value_error(std::string(op) + ": x_shape entries must be >= 0, got " +
+                                  shape_str(s));
+    return s;
+}
+
+
+// ----------------------------------------------------------------------------- conv2d
+
+FArr py_conv2d_forward(const py::object& xo, const py::object& wo, const py::object& bo,
+                       int64_t stride, int64_t padding) {
+    FArr x = as_float("conv2d", "x", xo), w = as_float("conv2d", "w", wo);
+    FArr b;
+    if (!bo.is_none()) {
+        b = as_float("conv2d", "b", bo);
+        check_ndim("conv2d", "b", shape_of(b), 1, "(K,)");
+    }
+    const Conv2dParams p = check_conv2d(shape_of(x), shape_of(w), bo.is_none() ? -1 : b.shape(0),
+                                        stride, padding);
+    FArr y = new_float({p.N, p.K, p.out_h(), p.out_w()});
+    const float* bp = bo.is_none() ? nullptr : b.data();
+    float* yp = y.mutable_data();
+    py::gil_scoped_release nogil;
+    conv2d_forward(yp, x.data(), w.data(), bp, p);
+    return y;
+}
+
+py::tuple py_conv2d_backward(const py::object& xo, const py::object& wo, const py::object& dyo,
+                             int64_t stride, int64_t padding) {
+    FArr x = as_float("conv2d_backward", "x", xo), w = as_float("conv2d_backward", "w", wo);
+    FArr dy = as_float("conv2d_backward", "dy", dyo);
+    const Shape dys = shape_of(dy);
+    const Conv2dParams p = check_conv2d(shape_of(x), shape_of(w), -1, stride, padding, &dys);
+    FArr dx = new_float(shape_of(x)), dw = new_float(shape_of(w)), db = new_float({p.K});
+    float *dxp = dx.mutable_data(), *dwp = dw.mutable_data(), *dbp = db.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        conv2d_backward(dxp, dwp, dbp, x.data(), w.data(), dy.data(), p);
+    }
+    return py::make_tuple(dx, dw, db);
+}
+
+// ----------------------------------------------------------------------------- pooling
+
+py::tuple py_maxpool2d_forward(const py::object& xo, int64_t kernel, int64_t stride) {
+    FArr x = as_float("maxpool2d", "x", xo);
+    const Pool2dParams p = check_pool2d("maxpool2d", shape_of(x), kernel, stride);
+    if (p.H * p.W > INT32_MAX)
+        throw py::value_error("maxpool2d: planes of " + std::to_string(p.H * p.W) +
+                              " pixels do not fit int32 argmax indices");
+    const Shape ys = {p.N, p.C, p.out_h(), p.out_w()};
+    FArr y = new_float(ys);
+    I32Arr argmax(std::vector<py::ssize_t>(ys.begin(), ys.end()));
+    float* yp = y.mutable_data();
+    int32_t* ap = argmax.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        maxpool2d_forward(yp, ap, x.data(), p);
+    }
+    return py::make_tuple(y, argmax);
+}
+
+FArr py_maxpool2d_backward(const py::object& dyo, const py::object& argmaxo,
+                           const py::object& x_shape) {
+    const char* op = "maxpool2d_backward";
+    FArr dy = as_float(op, "dy", dyo);
+    I32Arr argmax = as_int<I32Arr>(op, "argmax", argmaxo);
+    const Shape xs = as_shape4(op, x_shape), dys = shape_of(dy);
+    check_ndim(op, "dy", dys, 4, "(N, C, P, Q)");
+    check_same_shape(op, "argmax", shape_of(argmax), "dy", dys);
+    check_equal(op, "dy batch dy.shape[0]", dys[0], "x_shape[0]", xs[0]);
+    check_equal(op, "dy channels dy.shape[1]", dys[1], "x_shape[1]", xs[1]);
+    const int64_t plane = xs[2] * xs[3], count = numel(dys);
+    const int32_t* ap = argmax.data();
+    for (int64_t i = 0; i < count; i++)
+        if (ap[i] < 0 || ap[i] >= plane)
+            throw py::value_error(std::string(op) + ": argmax value " + std::to_string(ap[i]) +
+                                  " at flat position " + std::to_string(i) +
+                                  " is outside [0, H*W) = [0, " + std::to_string(plane) + ")");
+    FArr dx = new_float(xs);
+    float* dxp = dx.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        maxpool2d_backward(dxp, dy.data(), ap, xs[0], xs[1], xs[2], xs[3], dys[2], dys[3]);
+    }
+    return dx;
+}
+
+FArr py_avgpool2d_forward(const py::object& xo, int64_t kernel, int64_t stride) {
+    FArr x = as_float("avgpool2d", "x", xo);
+    const Pool2dParams p = check_pool2d("avgpool2d", shape_of(x), kernel, stride);
+    FArr y = new_float({p.N, p.C, p.out_h(), p.out_w()});
+    float* yp = y.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        avgpool2d_forward(yp, x.data(), p);
+    }
+    return y;
+}
+
+FArr py_avgpool2d_backward(const py::object& dyo, const py::object& x_shape, int64_t kernel,
+                           int64_t stride) {
+    const char* op = "avgpool2d_backward";
+    FArr dy = as_float(op, "dy", dyo);
+    const Shape xs = as_shape4(op, x_shape);
+    const Pool2dParams p = check_pool2d(op, xs, kernel, stride);
+    const Shape want = {p.N, p.C, p.out_h(), p.out_w()};
+    if (shape_of(dy) != want)
+        throw py::value_error(std::string(op) + ": dy must have shape " + shape_str(want) +
+                              " for x_shape " + shape_str(xs) + ", got " + shape_str(shape_of(dy)));
+    FArr dx = new_float(xs);
+    float* dxp = dx.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        avgpool2d_backward(dxp, dy.data(), p);
+    }
+    return dx;
+}
+
+// ----------------------------------------------------------------------------- linear
+
+FArr py_linear_forward(const py::object& xo, const py::object& wo, const py::object& bo) {
+    FArr x = as_float("linear", "x", xo), w = as_float("linear", "w", wo);
+    FArr b;
+    if (!bo.is_none()) {
+        b = as_float("linear", "b", bo);
+        check_ndim("linear", "b", shape_of(b), 1, "(O,)");
+    }
+    const LinearParams p =
+        check_linear(shape_of(x), shape_of(w), bo.is_none() ? -1 : b.shape(0));
+    FArr y = new_float({p.N, p.O});
+    const float* bp = bo.is_none() ? nullptr : b.data();
+    float* yp = y.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        linear_forward(yp, x.data(), w.data(), bp, p);
+    }
+    return y;
+}
+
+py::tuple py_linear_backward(const py::object& xo, const py::object& wo, const py::object& dyo) {
+    FArr x = as_float("linear_backward", "x", xo), w = as_float("linear_backward", "w", wo);
+    FArr dy = as_float("linear_backward", "dy", dyo);
+    const Shape dys = shape_of(dy);
+    const LinearParams p = check_linear(shape_of(x), shape_of(w), -1, &dys);
+    FArr dx = new_float(shape_of(x)), dw = new_float(shape_of(w)), db = new_float({p.O});
+    float *dxp = dx.mutable_data(), *dwp = dw.mutable_data(), *dbp = db.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        linear_backward(dxp, dwp, dbp, x.data(), w.data(), dy.data(), p);
+    }
+    return py::make_tuple(dx, dw, db);
+}
+
+// ----------------------------------------------------------------------------- activations
+
+using Unary = void (*)(float*, const float*, int64_t);
+using Binary = void (*)(float*, const float*, const float*, int64_t);
+
+FArr run_unary(const char* op, Unary f, const py::object& xo) {
+    FArr x = as_float(op, "x", xo);
+    FArr y = new_float(shape_of(x));
+    float* yp = y.mutable_data();
+    const int64_t n = x.size();
+    {
+        py::gil_scoped_release nogil;
+        f(yp, x.data(), n);
+    }
+    return y;
+}
+
+FArr run_binary(const char* op, const char* first, Binary f, const py::object& ao,
+                const py::object& dyo) {
+    FArr a = as_float(op, first, ao), dy = as_float(op, "dy", dyo);
+    check_same_shape(op, "dy", shape_of(dy), first, shape_of(a));
+    FArr dx = new_float(shape_of(a));
+    float* dxp = dx.mutable_data();
+    const int64_t n = a.size();
+    {
+        py::gil_scoped_release nogil;
+        f(dxp, a.data(), dy.data(), n);
+    }
+    return dx;
+}
+
+// ----------------------------------------------------------------------------- losses
+
+FArr py_softmax(const py::object& xo) {
+    FArr x = as_float("softmax", "x", xo);
+    const Shape xs = shape_of(x);
+    check_ndim("softmax", "x", xs, 2, "(N, C)");
+    check_at_least("softmax", "classes x.shape[1]", xs[1], 1);
+    FArr p = new_float(xs);
+    float* pp = p.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        softmax(pp, x.data(), xs[0], xs[1]);
+    }
+    return p;
+}
+
+py::tuple py_softmax_cross_entropy(const py::object& lo, const py::object& labo) {
+    const char* op = "softmax_cross_entropy";
+    FArr logits = as_float(op, "logits", lo);
+    I64Arr labels = as_int<I64Arr>(op, "labels", labo);
+    const Shape ls = shape_of(logits);
+    check_softmax_cross_entropy(ls, shape_of(labels));
+    const int64_t bad = find_bad_label(labels.data(), ls[0], ls[1]);
+    if (bad >= 0)
+        throw py::value_error(std::string(op) + ": labels[" + std::to_string(bad) + "] = " +
+                              std::to_string(labels.data()[bad]) + " is outside [0, " +
+                              std::to_string(ls[1]) + ") for logits of shape " + shape_str(ls));
+    FArr d = new_float(ls);
+    float* dp = d.mutable_data();
+    double loss;
+    {
+        py::gil_scoped_release nogil;
+        loss = softmax_cross_entropy(dp, logits.data(), labels.data(), ls[0], ls[1]);
+    }
+    return py::make_tuple(loss, d);
+}
+
+py::tuple py_mse_loss(const py::object& po, const py::object& to) {
+    FArr pred = as_float("mse_loss", "pred", po), target = as_float("mse_loss", "target", to);
+    check_same_shape("mse_loss", "pred", shape_of(pred), "target", shape_of(target));
+    if (pred.size() == 0) throw py::value_error("mse_loss: pred is empty (shape " +
+                                                shape_str(shape_of(pred)) + ")");
+    FArr d = new_float(shape_of(pred));
+    float* dp = d.mutable_data();
+    const int64_t n = pred.size();
+    double loss;
+    {
+        py::gil_scoped_release nogil;
+        loss = mse_loss(dp, pred.data(), target.data(), n);
+    }
+    return py::make_tuple(loss, d);
+}
+
+py::dict py_build_info() {
+    const BuildInfo info = build_info();
+    py::dict d;
+    d["version"] = info.version;
+    d["compiler"] = info.compiler;
+    d["openmp"] = info.openmp;
+    d["max_threads"] = info.max_threads;
+    d["num_threads"] = get_num_threads();
+    py::list compiled;
+    for (const auto& s : info.simd_compiled) compiled.append(s);
+    d["simd_compiled"] = compiled;
+    d["simd_used"] = info.simd_used;
+    d["cuda"] = info.cuda;
+    return d;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "pylenet's C++ compute core (float32, NCHW). Use it through pylenet.ops.";
+    py::options opts;
+    opts.disable_function_signatures();  // the docstrings below carry the signatures
+
+    m.def("conv2d_forward", &py_conv2d_forward, py::arg("x"), py::arg("w"), py::arg("b") = py::none(),
+          py::arg("stride") = 1, py::arg("padding") = 0,
+          "conv2d_forward(x, w, b=None, stride=1, padding=0) -> y\n\n"
+          "Cross-correlation of x (N,C,H,W) with w (K,C,R,S) plus bias b (K,) or None; "
+          "y is (N,K,P,Q).");
+    m.def("conv2d_backward", &py_conv2d_backward, py::arg("x"), py::arg("w"), py::arg("dy"),
+          py::arg("stride") = 1, py::arg("padding") = 0,
+          "conv2d_backward(x, w, dy, stride=1, padding=0) -> (dx, dw, db)\n\n"
+          "Gradients of conv2d_forward given dy (N,K,P,Q).");
+    m.def("maxpool2d_forward", &py_maxpool2d_forward, py::arg("x"), py::arg("kernel") = 2,
+          py::arg("stride") = 2,
+          "maxpool2d_forward(x, kernel=2, stride=2) -> (y, argmax)\n\n"
+          "Window maxima of x (N,C,H,W); argmax (int32) holds each maximum's flat index in its "
+          "H*W plane (the first one on ties; NaN wins, as in PyTorch).");
+    m.def("maxpool2d_backward", &py_maxpool2d_backward, py::arg("dy"), py::arg("argmax"),
+          py::arg("x_shape"),
+          "maxpool2d_backward(dy, argmax, x_shape) -> dx\n\n"
+          "Routes dy to the input pixels argmax points at; dx has shape x_shape.");
+    m.def("avgpool2d_forward", &py_avgpool2d_forward, py::arg("x"), py::arg("kernel") = 2,
+          py::arg("stride") = 2,
+          "avgpool2d_forward(x, kernel=2, stride=2) -> y\n\nWindow means of x (N,C,H,W).");
+    m.def("avgpool2d_backward", &py_avgpool2d_backward, py::arg("dy"), py::arg("x_shape"),
+          py::arg("kernel") = 2, py::arg("stride") = 2,
+          "avgpool2d_backward(dy, x_shape, kernel=2, stride=2) -> dx\n\n"
+          "Spreads each dy evenly over its window.");
+    m.def("linear_forward", &py_linear_forward, py::arg("x"), py::arg("w"), py::arg("b") = py::none(),
+          "linear_forward(x, w, b=None) -> y\n\ny (N,O) = x (N,I) w (O,I)^T + b (O,).");
+    m.def("linear_backward", &py_linear_backward, py::arg("x"), py::arg("w"), py::arg("dy"),
+          "linear_backward(x, w, dy) -> (dx, dw, db)\n\nGradients of linear_forward.");
+    m.def("sigmoid_forward", [](const py::object& x) { return run_unary("sigmoid", sigmoid_forward, x); },
+          py::arg("x"), "sigmoid_forward(x) -> y\n\ny = 1 / (1 + exp(-x)).");
+    m.def("sigmoid_backward",
+          [](const py::object& y, const py::object& dy) {
+              return run_binary("sigmoid_backward", "y", sigmoid_backward, y, dy);
+          },
+          py::arg("y"), py::arg("dy"),
+          "sigmoid_backward(y, dy) -> dx\n\ndx = dy * y * (1 - y), from the forward output y.");
+    m.def("tanh_forward", [](const py::object& x) { return run_unary("tanh", tanh_forward, x); },
+          py::arg("x"), "tanh_forward(x) -> y\n\ny = tanh(x).");
+    m.def("tanh_backward",
+          [](const py::object& y, const py::object& dy) {
+              return run_binary("tanh_backward", "y", tanh_backward, y, dy);
+          },
+          py::arg("y"), py::arg("dy"),
+          "tanh_backward(y, dy) -> dx\n\ndx = dy * (1 - y^2), from the forward output y.");
+    m.def("relu_forward", [](const py::object& x) { return run_unary("relu", relu_forward, x); },
+          py::arg("x"), "relu_forward(x) -> y\n\ny = max(x, 0); NaN propagates.");
+    m.def("relu_backward",
+          [](const py::object& x, const py::object& dy) {
+              return run_binary("relu_backward", "x", relu_backward, x, dy);
+          },
+          py::arg("x"), py::arg("dy"),
+          "relu_backward(x, dy) -> dx\n\ndx = dy where x > 0, else 0; from the forward input x.");
+    m.def("softmax", &py_softmax, py::arg("x"),
+          "softmax(x) -> p\n\nRow-wise softmax of x (N,C); rows of p sum to 1.");
+    m.def("softmax_cross_entropy", &py_softmax_cross_entropy, py::arg("logits"), py::arg("labels"),
+          "softmax_cross_entropy(logits, labels) -> (loss, dlogits)\n\n"
+          "Mean cross-entropy of softmax(logits) (N,C) against integer labels (N,) in [0, C); "
+          "dlogits = (softmax - onehot) / N.");
+    m.def("mse_loss", &py_mse_loss, py::arg("pred"), py::arg("target"),
+          "mse_loss(pred, target) -> (loss, dpred)\n\n"
+          "Mean of (pred - target)^2 over all elements; dpred = 2 (pred - target) / numel.");
+    m.def("set_num_threads",
+          [](int n) {
+              if (n < 1)
+                  throw py::value_error("set_num_threads: n must be >= 1, got " + std::to_string(n));
+              set_num_threads(n);
+          },
+          py::arg("n"), "set_num_threads(n)\n\nThreads the core uses from now on (n >= 1).");
+    m.def("get_num_threads", &get_num_threads,
+          "get_num_threads() -> int\n\nThreads the core uses (1 without OpenMP).");
+    m.def("build_info", &py_build_info,
+          "build_info() -> dict\n\nVersion, compiler, OpenMP, threads, SIMD levels and CUDA.");
+}

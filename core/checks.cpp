@@ -1,0 +1,60 @@
+// Message-building helpers for the per-op shape checks.
+#include "checks.h"
+
+#include <sstream>
+
+namespace pylenet {
+
+std::string shape_str(const Shape& s) {
+    std::ostringstream out;
+    out << "(";
+    for (size_t i = 0; i < s.size(); i++) out << (i ? ", " : "") << s[i];
+    out << (s.size() == 1 ? ",)" : ")");
+    return out.str();
+}
+
+void check_ndim(const char* op, const char* arg, const Shape& s, size_t ndim, const char* layout) {
+    if (s.size() != ndim)
+        throw std::invalid_argument(std::string(op) + ": " + arg + " must be " +
+                                    std::to_string(ndim) + "-D " + layout + ", got shape " +
+                                    shape_str(s));
+}
+
+void check_at_least(const char* op, const char* arg, int64_t value, int64_t lo) {
+    if (value < lo)
+        throw std::invalid_argument(std::string(op) + ": " + arg + " must be >= " +
+                                    std::to_string(lo) + ", got " + std::to_string(value));
+}
+
+void check_equal(const char* op, const char* what_a, int64_t a, const char* what_b, int64_t b) {
+    if (a != b)
+        throw std::invalid_argument(std::string(op) + ": " + what_a + " (" + std::to_string(a) +
+                                    ") does not match " + what_b + " (" + std::to_string(b) + ")");
+}
+
+void check_same_shape(const char* op, const char* arg_a, const Shape& a, const char* arg_b,
+                      const Shape& b) {
+    if (a != b)
+        throw std::invalid_argument(std::string(op) + ": " + arg_a + " has shape " + shape_str(a) +
+                                    " but " + arg_b + " has shape " + shape_str(b) +
+                                    "; they must be equal");
+}
+
+void check_output_size(const char* op, double elements) {
+    // Counted in double so that huge paddings cannot overflow the product first.
+    // 2^36 floats = 256 GiB: larger is certainly a mistake on any machine.
+    if (elements > 68719476736.0) {
+        std::ostringstream msg;
+        msg << op << ": the output would hold " << elements
+            << " elements, more than any machine's memory";
+        throw std::invalid_argument(msg.str());
+    }
+}
+
+int64_t numel(const Shape& s) {
+    int64_t n = 1;
+    for (int64_t d : s) n *= d;
+    return n;
+}
+
+}  // namespace pylenet

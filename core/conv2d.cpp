@@ -1,0 +1,177 @@
+// Conv2d forward/backward: shape checks, the im2col + GEMM fast path, and the naive oracle.
+#include "conv2d.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "gemm.h"
+#include "im2col.h"
+#include "parallel.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace pylenet {
+
+Conv2dParams check_conv2d(const Shape& x, const Shape& w, int64_t bias_len, int64_t stride,
+                          int64_t pad, const Shape* dy) {
+    const char* op = "conv2d";
+    check_ndim(op, "x", x, 4, "(N, C, H, W)");
+    check_ndim(op, "w", w, 4, "(K, C, R, S)");
+    check_at_least(op, "stride", stride, 1);
+    check_at_least(op, "padding", pad, 0);
+    check_at_least(op, "x channels (dim 1)", x[1], 1);
+    check_at_least(op, "w output channels (dim 0)", w[0], 1);
+    check_at_least(op, "kernel height w.shape[2]", w[2], 1);
+    check_at_least(op, "kernel width w.shape[3]", w[3], 1);
+    check_equal(op, "w input channels w.shape[1]", w[1], "x channels x.shape[1]", x[1]);
+    if (bias_len >= 0) check_equal(op, "b length", bias_len, "w output channels w.shape[0]", w[0]);
+    Conv2dParams p;
+    p.N = x[0], p.C = x[1], p.H = x[2], p.W = x[3];
+    p.K = w[0], p.R = w[2], p.S = w[3];
+    p.stride = stride, p.pad = pad;
+    if (pad > (int64_t(1) << 30))
+        throw std::invalid_argument("conv2d: padding " + std::to_string(pad) + " is absurdly large");
+    if (p.H + 2 * pad < p.R || p.W + 2 * pad < p.S)
+        throw std::invalid_argument(
+            "conv2d: kernel " + std::to_string(p.R) + "x" + std::to_string(p.S) +
+            " is larger than the padded input " + std::to_string(p.H + 2 * pad) + "x" +
+            std::to_string(p.W + 2 * pad) + " (x " + shape_str(x) + ", padding " +
+            std::to_string(pad) + ")");
+    check_output_size(op, double(p.N) * p.K * p.out_h() * p.out_w());
+    check_output_size(op, double(p.crs()) * p.out_h() * p.out_w());  // im2col workspace
+    if (dy) {
+        const Shape want = {p.N, p.K, p.out_h(), p.out_w()};
+        if (*dy != want)
+            throw std::invalid_argument("conv2d_backward: dy must have shape " + shape_str(want) +
+                                        " (N, K, P, Q), got " + shape_str(*dy));
+    }
+    return p;
+}
+
+// ---------------------------------------------------------------------------------------
+// Fast path: per image, col = im2col(x_n); y_n (K, PQ) = w (K, CRS) * col (CRS, PQ) + b.
+
+void conv2d_forward(float* y, const float* x, const float* w, const float* b,
+                    const Conv2dParams& p) {
+    const int64_t PQ = p.out_h() * p.out_w(), CRS = p.crs();
+    const int nt = threads_for(p.N * p.K * PQ * CRS);
+    std::vector<float> cols(size_t(nt) * CRS * PQ);
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t n = 0; n < p.N; n++) {
+#ifdef _OPENMP
+        float* col = cols.data() + int64_t(omp_get_thread_num()) * CRS * PQ;
+#else
+        float* col = cols.data();
+#endif
+        float* yn = y + n * p.K * PQ;
+        im2col(col, x + n * p.C * p.H * p.W, p);
+        for (int64_t k = 0; k < p.K; k++) {
+            const float bk = b ? b[k] : 0.0f;
+            std::fill(yn + k * PQ, yn + (k + 1) * PQ, bk);
+        }
+        gemm_nn(p.K, PQ, CRS, w, CRS, col, PQ, yn, PQ, /*accumulate=*/true);
+    }
+}
+
+// Backward of y_n = w * col_n + b:
+//   dcol_n = w^T dy_n, dx_n = col2im(dcol_n); dw = sum_n dy_n col_n^T; db = sum_n,pq dy_n.
+// The batch is cut into blocks whose count depends only on N; each block sums its images'
+// dw/db in order and the blocks are added in order, so results do not depend on threads.
+void conv2d_backward(float* dx, float* dw, float* db, const float* x, const float* w,
+                     const float* dy, const Conv2dParams& p) {
+    const int64_t PQ = p.out_h() * p.out_w(), CRS = p.crs(), KCRS = p.K * CRS;
+    const int64_t block = std::max<int64_t>(4, (p.N + 15) / 16);
+    const int64_t nblocks = (p.N + block - 1) / block;
+    const int nt = threads_for(3 * p.N * p.K * PQ * CRS);
+    std::vector<float> work(size_t(nt) * 2 * CRS * PQ);
+    std::vector<float> dw_part(size_t(nblocks) * KCRS), db_part(size_t(nblocks) * p.K);
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t blk = 0; blk < nblocks; blk++) {
+#ifdef _OPENMP
+        float* col = work.data() + int64_t(omp_get_thread_num()) * 2 * CRS * PQ;
+#else
+        float* col = work.data();
+#endif
+        float* dcol = col + CRS * PQ;
+        float* dwb = dw_part.data() + blk * KCRS;
+        float* dbb = db_part.data() + blk * p.K;
+        std::memset(dwb, 0, sizeof(float) * KCRS);
+        std::memset(dbb, 0, sizeof(float) * p.K);
+        for (int64_t n = blk * block; n < std::min(p.N, (blk + 1) * block); n++) {
+            const float* dyn = dy + n * p.K * PQ;
+            im2col(col, x + n * p.C * p.H * p.W, p);
+            gemm_nt(p.K, CRS, PQ, dyn, PQ, col, PQ, dwb, CRS, /*accumulate=*/true);
+            for (int64_t k = 0; k < p.K; k++) {
+                float acc = 0.0f;
+                for (int64_t i = 0; i < PQ; i++) acc += dyn[k * PQ + i];
+                dbb[k] += acc;
+            }
+            gemm_tn(CRS, PQ, p.K, w, CRS, dyn, PQ, dcol, PQ, /*accumulate=*/false);
+            col2im(dx + n * p.C * p.H * p.W, dcol, p);
+        }
+    }
+    std::memset(dw, 0, sizeof(float) * KCRS);
+    std::memset(db, 0, sizeof(float) * p.K);
+    for (int64_t blk = 0; blk < nblocks; blk++) {
+        for (int64_t i = 0; i < KCRS; i++) dw[i] += dw_part[blk * KCRS + i];
+        for (int64_t k = 0; k < p.K; k++) db[k] += db_part[blk * p.K + k];
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Naive oracle: the definitions, loop by loop.
+
+void conv2d_forward_naive(float* y, const float* x, const float* w, const float* b,
+                          const Conv2dParams& p) {
+    const int64_t P = p.out_h(), Q = p.out_w();
+    for (int64_t n = 0; n < p.N; n++)
+        for (int64_t k = 0; k < p.K; k++)
+            for (int64_t oh = 0; oh < P; oh++)
+                for (int64_t ow = 0; ow < Q; ow++) {
+                    double acc = b ? b[k] : 0.0;
+                    for (int64_t c = 0; c < p.C; c++)
+                        for (int64_t r = 0; r < p.R; r++)
+                            for (int64_t s = 0; s < p.S; s++) {
+                                const int64_t ih = oh * p.stride - p.pad + r;
+                                const int64_t iw = ow * p.stride - p.pad + s;
+                                if (ih < 0 || ih >= p.H || iw < 0 || iw >= p.W) continue;
+                                acc += double(x[((n * p.C + c) * p.H + ih) * p.W + iw]) *
+                                       w[((k * p.C + c) * p.R + r) * p.S + s];
+                            }
+                    y[((n * p.K + k) * P + oh) * Q + ow] = float(acc);
+                }
+}
+
+void conv2d_backward_naive(float* dx, float* dw, float* db, const float* x, const float* w,
+                           const float* dy, const Conv2dParams& p) {
+    const int64_t P = p.out_h(), Q = p.out_w();
+    std::vector<double> dxa(size_t(p.N * p.C * p.H * p.W)), dwa(size_t(p.K * p.crs())),
+        dba(size_t(p.K));
+    // y[n,k,oh,ow] += x[n,c,ih,iw] * w[k,c,r,s]  =>  dx += w * dy, dw += x * dy.
+    for (int64_t n = 0; n < p.N; n++)
+        for (int64_t k = 0; k < p.K; k++)
+            for (int64_t oh = 0; oh < P; oh++)
+                for (int64_t ow = 0; ow < Q; ow++) {
+                    const double g = dy[((n * p.K + k) * P + oh) * Q + ow];
+                    dba[k] += g;
+                    for (int64_t c = 0; c < p.C; c++)
+                        for (int64_t r = 0; r < p.R; r++)
+                            for (int64_t s = 0; s < p.S; s++) {
+                                const int64_t ih = oh * p.stride - p.pad + r;
+                                const int64_t iw = ow * p.stride - p.pad + s;
+                                if (ih < 0 || ih >= p.H || iw < 0 || iw >= p.W) continue;
+                                const int64_t xi = ((n * p.C + c) * p.H + ih) * p.W + iw;
+                                const int64_t wi = ((k * p.C + c) * p.R + r) * p.S + s;
+                                dxa[xi] += double(w[wi]) * g;
+                                dwa[wi] += double(x[xi]) * g;
+                            }
+                }
+    for (size_t i = 0; i < dxa.size(); i++) dx[i] = float(dxa[i]);
+    for (size_t i = 0; i < dwa.size(); i++) dw[i] = float(dwa[i]);
+    for (size_t i = 0; i < dba.size(); i++) db[i] = float(dba[i]);
+}
+
+}  // namespace pylenet

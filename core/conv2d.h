@@ -1,0 +1,28 @@
+// 2-D convolution (cross-correlation, as in PyTorch) with zero padding and stride:
+// a naive reference kept as the oracle, and the fast im2col + GEMM path.
+#pragma once
+#include "checks.h"
+#include "params.h"
+
+namespace pylenet {
+
+// Validates conv2d shapes and returns the params. x (N,C,H,W), w (K,C,R,S);
+// bias_len is b's length or -1 when there is no bias; dy, when given, must be (N,K,P,Q).
+Conv2dParams check_conv2d(const Shape& x, const Shape& w, int64_t bias_len, int64_t stride,
+                          int64_t pad, const Shape* dy = nullptr);
+
+// y (N,K,P,Q) = x (N,C,H,W) correlated with w (K,C,R,S) + b (K,) (b may be null).
+void conv2d_forward(float* y, const float* x, const float* w, const float* b,
+                    const Conv2dParams& p);
+// Overwrites dx (N,C,H,W), dw (K,C,R,S), db (K,) given dy (N,K,P,Q).
+// dx = W^T dy (full correlation with the flipped kernel), dw = dy (x) correlated, db = sum dy.
+void conv2d_backward(float* dx, float* dw, float* db, const float* x, const float* w,
+                     const float* dy, const Conv2dParams& p);
+
+// The same two functions as direct loops: the oracle for tests and benchmarks.
+void conv2d_forward_naive(float* y, const float* x, const float* w, const float* b,
+                          const Conv2dParams& p);
+void conv2d_backward_naive(float* dx, float* dw, float* db, const float* x, const float* w,
+                           const float* dy, const Conv2dParams& p);
+
+}  // namespace pylenet

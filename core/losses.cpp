@@ -1,0 +1,70 @@
+// Softmax and the two losses. Sums run in double over a fixed order (deterministic).
+#include "losses.h"
+
+#include <cmath>
+
+namespace pylenet {
+
+void check_softmax_cross_entropy(const Shape& logits, const Shape& labels) {
+    const char* op = "softmax_cross_entropy";
+    check_ndim(op, "logits", logits, 2, "(N, C)");
+    check_ndim(op, "labels", labels, 1, "(N,)");
+    check_at_least(op, "batch size logits.shape[0]", logits[0], 1);
+    check_at_least(op, "classes logits.shape[1]", logits[1], 1);
+    check_equal(op, "labels length", labels[0], "logits rows logits.shape[0]", logits[0]);
+}
+
+int64_t find_bad_label(const int64_t* labels, int64_t N, int64_t C) {
+    for (int64_t n = 0; n < N; n++)
+        if (labels[n] < 0 || labels[n] >= C) return n;
+    return -1;
+}
+
+void softmax(float* p, const float* x, int64_t N, int64_t C) {
+    for (int64_t n = 0; n < N; n++) {
+        const float* xr = x + n * C;
+        float* pr = p + n * C;
+        float mx = xr[0];
+        for (int64_t c = 1; c < C; c++) mx = (xr[c] > mx || xr[c] != xr[c]) ? xr[c] : mx;
+        double sum = 0.0;
+        for (int64_t c = 0; c < C; c++) {
+            pr[c] = std::exp(xr[c] - mx);
+            sum += pr[c];
+        }
+        const float inv = float(1.0 / sum);
+        for (int64_t c = 0; c < C; c++) pr[c] *= inv;
+    }
+}
+
+double softmax_cross_entropy(float* dlogits, const float* logits, const int64_t* labels,
+                             int64_t N, int64_t C) {
+    softmax(dlogits, logits, N, C);
+    double loss = 0.0;
+    const float invN = 1.0f / float(N);
+    for (int64_t n = 0; n < N; n++) {
+        const float* xr = logits + n * C;
+        float mx = xr[0];
+        for (int64_t c = 1; c < C; c++) mx = (xr[c] > mx || xr[c] != xr[c]) ? xr[c] : mx;
+        double sum = 0.0;
+        for (int64_t c = 0; c < C; c++) sum += std::exp(double(xr[c]) - mx);
+        // -log p_y = logsumexp(x) - x_y, computed without forming p_y (no log of 0).
+        loss += std::log(sum) + mx - xr[labels[n]];
+        float* dr = dlogits + n * C;
+        dr[labels[n]] -= 1.0f;
+        for (int64_t c = 0; c < C; c++) dr[c] *= invN;
+    }
+    return loss / double(N);
+}
+
+double mse_loss(float* dpred, const float* pred, const float* target, int64_t n) {
+    double loss = 0.0;
+    const float scale = 2.0f / float(n);
+    for (int64_t i = 0; i < n; i++) {
+        const float d = pred[i] - target[i];
+        loss += double(d) * d;
+        dpred[i] = scale * d;
+    }
+    return loss / double(n);
+}
+
+}  // namespace pylenet

@@ -1,0 +1,23 @@
+// Output normalisation and losses: softmax, softmax cross-entropy, mean squared error.
+#pragma once
+#include <cstdint>
+
+#include "checks.h"
+
+namespace pylenet {
+
+// Validates logits (N,C) with N >= 1, C >= 1 and labels of length N (values checked apart).
+void check_softmax_cross_entropy(const Shape& logits, const Shape& labels);
+// Returns the index of the first label outside [0, C), or -1 when all are valid.
+int64_t find_bad_label(const int64_t* labels, int64_t N, int64_t C);
+
+// p (N,C) = softmax of each row of x (the row max is subtracted first).
+void softmax(float* p, const float* x, int64_t N, int64_t C);
+// Returns mean_n [logsumexp(logits_n) - logits_n[label_n]] and overwrites
+// dlogits (N,C) = (softmax(logits) - onehot(labels)) / N. Labels must be in [0, C).
+double softmax_cross_entropy(float* dlogits, const float* logits, const int64_t* labels,
+                             int64_t N, int64_t C);
+// Returns mean((pred - target)^2) over n elements; overwrites dpred = 2 (pred - target) / n.
+double mse_loss(float* dpred, const float* pred, const float* target, int64_t n);
+
+}  // namespace pylenet

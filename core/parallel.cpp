@@ -1,0 +1,38 @@
+// Thread-count control: a process-wide count used through `num_threads` clauses, so that
+// set_num_threads from one Python thread applies to kernels started from any other.
+#include "parallel.h"
+
+#include <atomic>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace pylenet {
+
+namespace {
+int initial_threads() {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+std::atomic<int> g_threads{initial_threads()};
+}  // namespace
+
+int get_num_threads() { return g_threads.load(std::memory_order_relaxed); }
+
+void set_num_threads(int n) {
+#ifdef _OPENMP
+    g_threads.store(n < 1 ? 1 : n, std::memory_order_relaxed);
+#else
+    (void)n;  // without OpenMP the core is single-threaded
+#endif
+}
+
+int threads_for(int64_t work) {
+    // Below ~64k multiply-adds a fork/join costs more than it saves.
+    return work < (int64_t(1) << 16) ? 1 : get_num_threads();
+}
+
+}  // namespace pylenet

@@ -1,0 +1,97 @@
+// Pooling forward/backward. Threads split over the N*C planes, which own their outputs.
+#include "pool2d.h"
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "parallel.h"
+
+namespace pylenet {
+
+Pool2dParams check_pool2d(const char* op, const Shape& x, int64_t kernel, int64_t stride) {
+    check_ndim(op, "x", x, 4, "(N, C, H, W)");
+    check_at_least(op, "kernel", kernel, 1);
+    check_at_least(op, "stride", stride, 1);
+    if (kernel > x[2] || kernel > x[3])
+        throw std::invalid_argument(std::string(op) + ": kernel " + std::to_string(kernel) +
+                                    " is larger than the input plane " + std::to_string(x[2]) +
+                                    "x" + std::to_string(x[3]) + " (x " + shape_str(x) + ")");
+    Pool2dParams p;
+    p.N = x[0], p.C = x[1], p.H = x[2], p.W = x[3];
+    p.kernel = kernel, p.stride = stride;
+    return p;
+}
+
+void maxpool2d_forward(float* y, int32_t* argmax, const float* x, const Pool2dParams& p) {
+    const int64_t P = p.out_h(), Q = p.out_w(), planes = p.N * p.C;
+#pragma omp parallel for num_threads(threads_for(planes * P * Q * p.kernel * p.kernel))
+    for (int64_t nc = 0; nc < planes; nc++) {
+        const float* xp = x + nc * p.H * p.W;
+        for (int64_t oh = 0; oh < P; oh++)
+            for (int64_t ow = 0; ow < Q; ow++) {
+                const int64_t h0 = oh * p.stride, w0 = ow * p.stride;
+                float best = -std::numeric_limits<float>::infinity();
+                int64_t best_i = h0 * p.W + w0;
+                for (int64_t r = 0; r < p.kernel; r++)
+                    for (int64_t s = 0; s < p.kernel; s++) {
+                        const int64_t i = (h0 + r) * p.W + w0 + s;
+                        const float v = xp[i];
+                        // Strict > keeps the first maximum; NaN propagates (PyTorch's rule).
+                        if (v > best || std::isnan(v)) {
+                            best = v;
+                            best_i = i;
+                        }
+                    }
+                y[nc * P * Q + oh * Q + ow] = best;
+                argmax[nc * P * Q + oh * Q + ow] = int32_t(best_i);
+            }
+    }
+}
+
+void maxpool2d_backward(float* dx, const float* dy, const int32_t* argmax, int64_t N, int64_t C,
+                        int64_t H, int64_t W, int64_t P, int64_t Q) {
+    const int64_t planes = N * C;
+#pragma omp parallel for num_threads(threads_for(planes * H * W))
+    for (int64_t nc = 0; nc < planes; nc++) {
+        float* dxp = dx + nc * H * W;
+        std::memset(dxp, 0, sizeof(float) * H * W);
+        for (int64_t i = 0; i < P * Q; i++) dxp[argmax[nc * P * Q + i]] += dy[nc * P * Q + i];
+    }
+}
+
+void avgpool2d_forward(float* y, const float* x, const Pool2dParams& p) {
+    const int64_t P = p.out_h(), Q = p.out_w(), planes = p.N * p.C;
+    const float scale = 1.0f / float(p.kernel * p.kernel);
+#pragma omp parallel for num_threads(threads_for(planes * P * Q * p.kernel * p.kernel))
+    for (int64_t nc = 0; nc < planes; nc++) {
+        const float* xp = x + nc * p.H * p.W;
+        for (int64_t oh = 0; oh < P; oh++)
+            for (int64_t ow = 0; ow < Q; ow++) {
+                float acc = 0.0f;
+                for (int64_t r = 0; r < p.kernel; r++)
+                    for (int64_t s = 0; s < p.kernel; s++)
+                        acc += xp[(oh * p.stride + r) * p.W + ow * p.stride + s];
+                y[nc * P * Q + oh * Q + ow] = acc * scale;
+            }
+    }
+}
+
+void avgpool2d_backward(float* dx, const float* dy, const Pool2dParams& p) {
+    const int64_t P = p.out_h(), Q = p.out_w(), planes = p.N * p.C;
+    const float scale = 1.0f / float(p.kernel * p.kernel);
+#pragma omp parallel for num_threads(threads_for(planes * P * Q * p.kernel * p.kernel))
+    for (int64_t nc = 0; nc < planes; nc++) {
+        float* dxp = dx + nc * p.H * p.W;
+        std::memset(dxp, 0, sizeof(float) * p.H * p.W);
+        for (int64_t oh = 0; oh < P; oh++)
+            for (int64_t ow = 0; ow < Q; ow++) {
+                const float g = dy[nc * P * Q + oh * Q + ow] * scale;
+                for (int64_t r = 0; r < p.kernel; r++)
+                    for (int64_t s = 0; s < p.kernel; s++)
+                        dxp[(oh * p.stride + r) * p.W + ow * p.stride + s] += g;
+            }
+    }
+}
+
+}  // namespace pylenet

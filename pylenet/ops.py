@@ -1,0 +1,37 @@
+"""The core's operations over numpy arrays (float32, NCHW): forward/backward pairs.
+
+Every function converts its float inputs to C-contiguous float32 (copying when needed, never
+writing back), validates shapes (ValueError/TypeError naming the argument and what was
+received), allocates fresh outputs and runs the C++ kernel with the GIL released.
+NaN and Inf propagate as in PyTorch.
+"""
+from pylenet._core import (  # noqa: F401  (re-exported API)
+    avgpool2d_backward,
+    avgpool2d_forward,
+    build_info,
+    conv2d_backward,
+    conv2d_forward,
+    get_num_threads,
+    linear_backward,
+    linear_forward,
+    maxpool2d_backward,
+    maxpool2d_forward,
+    mse_loss,
+    relu_backward,
+    relu_forward,
+    set_num_threads,
+    sigmoid_backward,
+    sigmoid_forward,
+    softmax,
+    softmax_cross_entropy,
+    tanh_backward,
+    tanh_forward,
+)
+
+__all__ = [
+    "avgpool2d_backward", "avgpool2d_forward", "build_info", "conv2d_backward",
+    "conv2d_forward", "get_num_threads", "linear_backward", "linear_forward",
+    "maxpool2d_backward", "maxpool2d_forward", "mse_loss", "relu_backward", "relu_forward",
+    "set_num_threads", "sigmoid_backward", "sigmoid_forward", "softmax",
+    "softmax_cross_entropy", "tanh_backward", "tanh_forward",
+]

@@ -1,0 +1,46 @@
+"""Builds pylenet's C++ core into the extension pylenet._core (metadata lives in pyproject.toml).
+
+Environment switches: PYLENET_NATIVE=1 compiles for this CPU only (-march=native);
+PYLENET_NO_OPENMP=1 builds without OpenMP. By default the hot kernels carry AVX-512, AVX2 and
+baseline x86-64 clones chosen at run time, so the wheel runs on any x86-64 CPU.
+"""
+import os
+import re
+from glob import glob
+
+from pybind11.setup_helpers import ParallelCompile, Pybind11Extension, build_ext, has_flag
+from setuptools import setup
+
+VERSION = re.search(r'__version__ = "(.+)"', open("pylenet/_version.py").read()).group(1)
+
+
+class BuildCore(build_ext):
+    """Adds OpenMP when the compiler has it, and -march=native on request."""
+
+    def build_extensions(self):
+        flags, links = [], []
+        if os.environ.get("PYLENET_NO_OPENMP") != "1" and has_flag(self.compiler, "-fopenmp"):
+            flags.append("-fopenmp")
+            links.append("-fopenmp")
+        elif has_flag(self.compiler, "-fopenmp-simd"):
+            flags.append("-fopenmp-simd")  # still vectorise the `omp simd` loops
+        if os.environ.get("PYLENET_NATIVE") == "1":
+            flags += ["-march=native", "-DPYLENET_NATIVE"]
+        for ext in self.extensions:
+            ext.extra_compile_args += flags
+            ext.extra_link_args += links
+        super().build_extensions()
+
+
+ParallelCompile("PYLENET_BUILD_JOBS", default=2).install()
+
+core = Pybind11Extension(
+    "pylenet._core",
+    sorted(glob("core/*.cpp")),
+    include_dirs=["core"],
+    cxx_std=17,
+    define_macros=[("PYLENET_VERSION", f'"{VERSION}"')],
+    extra_compile_args=["-O3", "-ffp-contract=fast"],
+)
+
+setup(version=VERSION, ext_modules=[core], cmdclass={"build_ext": BuildCore})

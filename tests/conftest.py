@@ -1,0 +1,21 @@
+"""Shared pytest fixtures: where the real MNIST files live, and the repository root."""
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_mnist_dir() -> Path:
+    """The canonical MNIST folder: $PYLENET_TEST_MNIST, else ../shared/data/mnist from the repo root."""
+    env = os.environ.get("PYLENET_TEST_MNIST")
+    return Path(env) if env else REPO_ROOT.parent / "shared" / "data" / "mnist"
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    path = shared_mnist_dir()
+    if not (path / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"real MNIST not found at {path}")
+    return path
