@@ -8,6 +8,7 @@
 #include <pybind11/pybind11.h>
 
 #include <string>
+#include <vector>
 
 #include "activations.h"
 #include "build_info.h"
@@ -63,6 +64,13 @@ Arr as_int(const char* op, const char* arg, const py::handle& obj) {
                              " must have an integer dtype, got " +
                              py::str(arr.dtype()).cast<std::string>());
     return Arr::ensure(arr);
+}
+
+// The value as the caller wrote it: uint64 values above INT64_MAX wrapped negative in int64.
+std::string int_str(const py::handle& original, int64_t v) {
+    py::array arr = py::array::ensure(original);
+    if (v < 0 && arr && arr.dtype().kind() == 'u') return std::to_string(uint64_t(v));
+    return std::to_string(v);
 }
 
 Shape shape_of(const py::array& a) { return Shape(a.shape(), a.shape() + a.ndim()); }
@@ -151,19 +159,25 @@ FArr py_maxpool2d_backward(const py::object& dyo, const py::object& argmaxo,
                            const py::object& x_shape) {
     const char* op = "maxpool2d_backward";
     FArr dy = as_float(op, "dy", dyo);
-    I32Arr argmax = as_int<I32Arr>(op, "argmax", argmaxo);
+    // Range-checked as int64 first, so that wide values cannot wrap into range as int32.
+    I64Arr argmax = as_int<I64Arr>(op, "argmax", argmaxo);
     const Shape xs = as_shape4(op, x_shape), dys = shape_of(dy);
     check_ndim(op, "dy", dys, 4, "(N, C, P, Q)");
     check_same_shape(op, "argmax", shape_of(argmax), "dy", dys);
     check_equal(op, "dy batch dy.shape[0]", dys[0], "x_shape[0]", xs[0]);
     check_equal(op, "dy channels dy.shape[1]", dys[1], "x_shape[1]", xs[1]);
     const int64_t plane = xs[2] * xs[3], count = numel(dys);
-    const int32_t* ap = argmax.data();
-    for (int64_t i = 0; i < count; i++)
-        if (ap[i] < 0 || ap[i] >= plane)
-            throw py::value_error(std::string(op) + ": argmax value " + std::to_string(ap[i]) +
-                                  " at flat position " + std::to_string(i) +
-                                  " is outside [0, H*W) = [0, " + std::to_string(plane) + ")");
+    const int64_t* wide = argmax.data();
+    std::vector<int32_t> idx(static_cast<size_t>(count));
+    for (int64_t i = 0; i < count; i++) {
+        if (wide[i] < 0 || wide[i] >= plane)
+            throw py::value_error(std::string(op) + ": argmax value " +
+                                  int_str(argmaxo, wide[i]) + " at flat position " +
+                                  std::to_string(i) + " is outside [0, H*W) = [0, " +
+                                  std::to_string(plane) + ")");
+        idx[size_t(i)] = int32_t(wide[i]);
+    }
+    const int32_t* ap = idx.data();
     FArr dx = new_float(xs);
     float* dxp = dx.mutable_data();
     {
@@ -295,7 +309,7 @@ py::tuple py_softmax_cross_entropy(const py::object& lo, const py::object& labo)
     const int64_t bad = find_bad_label(labels.data(), ls[0], ls[1]);
     if (bad >= 0)
         throw py::value_error(std::string(op) + ": labels[" + std::to_string(bad) + "] = " +
-                              std::to_string(labels.data()[bad]) + " is outside [0, " +
+                              int_str(labo, labels.data()[bad]) + " is outside [0, " +
                               std::to_string(ls[1]) + ") for logits of shape " + shape_str(ls));
     FArr d = new_float(ls);
     float* dp = d.mutable_data();

@@ -1,5 +1,17 @@
 """pylenet: LeNet-5 training on a C++/OpenMP core. Public API."""
 from pylenet._version import __version__
 from pylenet import ops
+from pylenet import optim
+from pylenet.data import DataLoader, load_mnist
+from pylenet.layers import (AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, Module, Parameter,
+                            ReLU, Sequential, Sigmoid, Tanh)
+from pylenet.losses import CrossEntropyLoss, MSELoss
+from pylenet.models import LeNet5
+from pylenet.train import History, Trainer, TrainingDiverged, evaluate, fit, predict
 
-__all__ = ["__version__", "ops"]
+__all__ = [
+    "__version__", "ops", "optim", "DataLoader", "load_mnist", "AvgPool2d", "Conv2d", "Flatten",
+    "Linear", "MaxPool2d", "Module", "Parameter", "ReLU", "Sequential", "Sigmoid", "Tanh",
+    "CrossEntropyLoss", "MSELoss", "LeNet5", "History", "Trainer", "TrainingDiverged",
+    "evaluate", "fit", "predict",
+]

@@ -1,0 +1,239 @@
+"""The `pylenet` command: train, evaluate, predict, info."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+EPILOG = "Data: --data DIR, else $PYLENET_DATA, else a per-user cache that is downloaded into."
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pylenet", description="Train and use LeNet-5 on MNIST.",
+                                epilog=EPILOG)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    t = sub.add_parser("train", help="train LeNet-5 on MNIST", epilog=EPILOG,
+                       description="Train LeNet-5; writes model.ckpt, metrics.json and curves.png into --out.")
+    t.add_argument("--data", metavar="DIR", help="folder with the MNIST IDX files")
+    t.add_argument("--epochs", type=int, default=10, help="total epochs (default 10)")
+    t.add_argument("--batch-size", type=int, default=64, help="default 64")
+    t.add_argument("--lr", type=float, help="learning rate (default 0.01 for sgd, 0.001 for adam)")
+    t.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd", help="default sgd")
+    t.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    t.add_argument("--weight-decay", type=float, default=0.0, help="default 0")
+    t.add_argument("--schedule", choices=["cosine", "step", "none"], default="cosine",
+                   help="learning-rate schedule over the epochs (default cosine)")
+    t.add_argument("--activation", choices=["relu", "tanh", "sigmoid"], default="relu")
+    t.add_argument("--pooling", choices=["max", "avg"], default="max")
+    t.add_argument("--loss", choices=["cross_entropy", "mse"], default="cross_entropy")
+    t.add_argument("--threads", type=int, help="core threads (default: all cores)")
+    t.add_argument("--seed", type=int, default=0, help="weights and shuffling seed (default 0)")
+    t.add_argument("--limit", type=int, metavar="N", help="train on the first N images only")
+    t.add_argument("--out", default="runs/lenet5", metavar="DIR", help="default runs/lenet5")
+    t.add_argument("--resume", metavar="CKPT", help="continue from a checkpoint written by train")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    e = sub.add_parser("evaluate", help="accuracy and confusion matrix on the MNIST test set",
+                       epilog=EPILOG)
+    e.add_argument("--model", required=True, metavar="CKPT")
+    e.add_argument("--data", metavar="DIR", help="folder with the MNIST IDX files")
+    e.add_argument("--split", choices=["test", "train"], default="test")
+    e.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    r = sub.add_parser("predict", help="classify PNG/JPEG images of digits")
+    r.add_argument("--model", required=True, metavar="CKPT")
+    r.add_argument("images", nargs="+", metavar="IMAGE")
+
+    sub.add_parser("info", help="print the core's build information")
+    return p
+
+
+def _optimizer(args, params):
+    from pylenet.optim import SGD, Adam
+    if args.optimizer == "adam":
+        return Adam(params, lr=args.lr if args.lr is not None else 1e-3, weight_decay=args.weight_decay)
+    return SGD(params, lr=args.lr if args.lr is not None else 0.01, momentum=args.momentum,
+               weight_decay=args.weight_decay)
+
+
+def _scheduler(args, optimizer):
+    from pylenet.optim import CosineLR, StepLR
+    if args.schedule == "cosine":
+        return CosineLR(optimizer, T_max=max(args.epochs, 1))
+    if args.schedule == "step":
+        return StepLR(optimizer, step_size=max(args.epochs // 3, 1), gamma=0.1)
+    return None
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def _plot(history: list[dict], path: Path) -> bool:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("warning: matplotlib is not installed, so no plot was written "
+              "(pip install 'pylenet[plot]')", file=sys.stderr)
+        return False
+    epochs = [r["epoch"] for r in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.plot(epochs, [r["loss"] for r in history], "o-", label="train")
+    if all("val_loss" in r for r in history):
+        ax1.plot(epochs, [r["val_loss"] for r in history], "o-", label="test")
+    ax1.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax2.plot(epochs, [100 * r["accuracy"] for r in history], "o-", label="train")
+    if all("val_accuracy" in r for r in history):
+        ax2.plot(epochs, [100 * r["val_accuracy"] for r in history], "o-", label="test")
+    ax2.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return True
+
+
+def cmd_train(args) -> int:
+    import pylenet
+    from pylenet.checkpoint import load_checkpoint
+    from pylenet.serialize import model_from_checkpoint
+
+    for name in ("epochs", "batch_size"):
+        if getattr(args, name) < (0 if name == "epochs" else 1):
+            raise ValueError(f"--{name.replace('_', '-')} must be >= {0 if name == 'epochs' else 1}, "
+                             f"got {getattr(args, name)}")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / "model.ckpt"
+    progress = not args.no_progress
+    train = pylenet.load_mnist("train", root=args.data, progress=progress)
+    test = pylenet.load_mnist("test", root=args.data, progress=progress)
+    if args.limit is not None:
+        if args.limit < 1:
+            raise ValueError(f"--limit must be >= 1, got {args.limit}")
+        train = (train[0][:args.limit], train[1][:args.limit])
+
+    resumed = load_checkpoint(args.resume) if args.resume else None
+    if resumed is not None:
+        model = model_from_checkpoint(resumed, args.resume)
+        opt_type = (resumed.optimizer or {}).get("config", {}).get("type", args.optimizer)
+        args.optimizer = opt_type
+        args.seed = int(resumed.extra.get("seed", args.seed))
+        args.batch_size = int(resumed.extra.get("batch_size", args.batch_size))
+    else:
+        model = pylenet.LeNet5(activation=args.activation, pooling=args.pooling, seed=args.seed)
+    optimizer = _optimizer(args, model.parameters())
+    scheduler = _scheduler(args, optimizer)
+    trainer = pylenet.Trainer(model, optimizer, loss=args.loss, scheduler=scheduler,
+                              batch_size=args.batch_size, seed=args.seed, threads=args.threads,
+                              progress=progress, checkpoint=ckpt_path)
+    if resumed is not None:
+        trainer.restore(resumed)
+        print(f"resuming from {args.resume} at epoch {trainer.epoch}", file=sys.stderr)
+    else:
+        trainer.save()  # so that an interrupted first epoch still leaves a loadable model
+    print(f"training {model!r} on {len(train[0])} images for {args.epochs} epochs; "
+          f"writing {out}/", file=sys.stderr)
+    start = time.perf_counter()
+    try:
+        history = trainer.fit(train, epochs=args.epochs, validation=test)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {ckpt_path} holds epoch {trainer.epoch} "
+              f"(continue with: pylenet train --resume {ckpt_path} --out {out})", file=sys.stderr)
+        return 130
+    wall = time.perf_counter() - start
+    result = pylenet.evaluate(model, test)
+    metrics = {"model": model.config, "epochs": trainer.epoch, "history": history.records,
+               "test_accuracy": result["accuracy"], "test_loss": result["loss"],
+               "confusion": result["confusion"].tolist(), "wall_time_s": wall,
+               "threads": pylenet.ops.get_num_threads(), "train_images": len(train[0])}
+    _write_json(out / "metrics.json", metrics)
+    plotted = _plot(history.records, out / "curves.png")
+    for r in history.records:
+        print(f"epoch {r['epoch']:3d}  loss {r['loss']:.4f}  train acc {100 * r['accuracy']:.2f}%  "
+              f"test acc {100 * r.get('val_accuracy', float('nan')):.2f}%  {r['time']:.1f}s")
+    print(f"test accuracy {100 * result['accuracy']:.2f}% after {trainer.epoch} epochs "
+          f"({wall:.1f}s); wrote {ckpt_path}, {out / 'metrics.json'}"
+          + (f", {out / 'curves.png'}" if plotted else ""))
+    return 0
+
+
+def _confusion_table(confusion) -> str:
+    n = len(confusion)
+    width = max(5, len(str(int(confusion.max()))) + 1)
+    lines = ["true\\pred" + "".join(f"{j:>{width}}" for j in range(n))]
+    for i in range(n):
+        lines.append(f"{i:>9}" + "".join(f"{int(v):>{width}}" for v in confusion[i]))
+    return "\n".join(lines)
+
+
+def cmd_evaluate(args) -> int:
+    import pylenet
+    model = pylenet.LeNet5.load(args.model)
+    data = pylenet.load_mnist(args.split, root=args.data)
+    result = pylenet.evaluate(model, data)
+    if args.json:
+        print(json.dumps({"accuracy": result["accuracy"], "loss": result["loss"],
+                          "confusion": result["confusion"].tolist()}))
+    else:
+        print(f"{args.split} accuracy {100 * result['accuracy']:.2f}%  "
+              f"loss {result['loss']:.4f}  ({len(data[0])} images)")
+        print(_confusion_table(result["confusion"]))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    import pylenet
+    from pylenet.images import load_image
+    model = pylenet.LeNet5.load(args.model)
+    failed = 0
+    for path in args.images:
+        try:
+            label, probs = pylenet.predict(model, load_image(path))
+        except (ValueError, OSError) as e:
+            print(f"pylenet: error: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{path}: {label} (probability {probs[label]:.3f})")
+    return 1 if failed else 0
+
+
+def cmd_info(args) -> int:
+    import pylenet
+    for key, value in pylenet.ops.build_info().items():
+        print(f"{key}: {', '.join(value) if isinstance(value, list) else value}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `pylenet` command; returns the exit code."""
+    args = _parser().parse_args(argv)
+    commands = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
+                "info": cmd_info}
+    try:
+        return commands[args.command](args)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, OSError, RuntimeError, ImportError, ArithmeticError) as e:
+        # CheckpointError, DownloadError, TrainingDiverged and FileNotFoundError land here.
+        print(f"pylenet: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

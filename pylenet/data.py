@@ -1,0 +1,442 @@
+"""MNIST input: IDX reader, checksummed download and cache, 32x32 normalisation, batch loader."""
+import gzip
+import hashlib
+import http.client
+import math
+import operator
+import os
+import secrets
+import struct
+import urllib.error
+import urllib.request
+import zlib
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+__all__ = [
+    "DEFAULT_MIRRORS", "MNIST_CHECKSUMS", "MNIST_FILES", "DataLoader", "DownloadError",
+    "default_root", "load_mnist", "pad_and_normalize", "read_idx",
+]
+
+MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+
+# Hashes of the UNCOMPRESSED files: mirrors re-compress MNIST with different gzip settings, so
+# only the decompressed bytes are stable. (size in bytes, MD5, SHA-256) per canonical .gz name.
+MNIST_CHECKSUMS = {
+    "train-images-idx3-ubyte.gz": (
+        47040016, "6bbc9ace898e44ae57da46a324031adb",
+        "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
+    "train-labels-idx1-ubyte.gz": (
+        60008, "a25bea736e30d166cdddb491f175f624",
+        "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
+    "t10k-images-idx3-ubyte.gz": (
+        7840016, "2646ac647ad5339dbf082846283269ea",
+        "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
+    "t10k-labels-idx1-ubyte.gz": (
+        10008, "27ae3e4e09519cfbb04c329615203637",
+        "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
+}
+
+# yann.lecun.com comes last: it is often down or rate-limited.
+DEFAULT_MIRRORS = [
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    "http://yann.lecun.com/exdb/mnist/",
+]
+
+MNIST_MEAN = 0.1307
+MNIST_STD = 0.3081
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_IDX_DTYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_MAX_IDX_BYTES = 1 << 30  # no MNIST-like file comes near this; a larger promise is a forged header
+_CHUNK = 1 << 20
+_TIMEOUT_S = 30
+_GZIP_ERRORS = (EOFError, zlib.error, OSError)
+_LOCAL_HINT = ("To use local copies instead, put the four IDX files (.gz or uncompressed) in a "
+               "folder DIR and pass root=DIR to load_mnist, set PYLENET_DATA=DIR, or run "
+               "`pylenet train --data DIR`; other mirrors can be given with "
+               "PYLENET_MNIST_MIRRORS=URL1,URL2.")
+
+
+class DownloadError(RuntimeError):
+    """Every mirror failed for an MNIST file; `failures` holds (url, reason) pairs."""
+
+    def __init__(self, message, failures=()):
+        super().__init__(message)
+        self.failures = list(failures)
+
+
+class _MirrorFailed(Exception):
+    """One mirror could not deliver a verified file; the message is the reason."""
+
+
+# ---------------------------------------------------------------------------- IDX reading
+
+def _read_exact(stream, n):
+    """Read up to n bytes, looping because a stream may return short reads before EOF."""
+    parts, got = [], 0
+    while got < n:
+        part = stream.read(n - got)
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
+
+
+def _read_payload(stream, path, expected, known_size):
+    """Read exactly `expected` payload bytes, allocating only what the stream really holds."""
+    if known_size is not None:
+        # A raw file's length is known: refuse before allocating anything.
+        if known_size != expected:
+            raise ValueError(f"{path}: payload has {known_size} bytes, header promises {expected}")
+        buf = bytearray(expected)
+        if stream.readinto(buf) != expected:
+            raise ValueError(f"{path}: file shrank while being read")
+        return buf
+    # A gzip stream's length is unknown until decompressed: grow in bounded chunks and stop one
+    # byte past the promise, so a forged header costs no more memory than the real data.
+    buf = bytearray()
+    while True:
+        chunk = stream.read(min(_CHUNK, expected + 1 - len(buf)))
+        if not chunk:
+            break
+        buf += chunk
+        if len(buf) > expected:
+            raise ValueError(f"{path}: payload has more than {expected} bytes "
+                             f"(trailing data), header promises {expected}")
+    if len(buf) != expected:
+        raise ValueError(f"{path}: payload has {len(buf)} bytes, header promises {expected}")
+    return buf
+
+
+def _parse_idx(stream, path, file_size):
+    """Parse and validate an IDX header, then read its payload; file_size is None for gzip."""
+    magic = _read_exact(stream, 4)
+    if len(magic) < 4:
+        raise ValueError(f"{path}: {len(magic)} bytes, too short for the 4-byte IDX magic")
+    if magic[:2] != b"\0\0":
+        raise ValueError(f"{path}: bad IDX magic {magic.hex()}, expected 0000<dtype><ndim>")
+    code, ndim = magic[2], magic[3]
+    if code not in _IDX_DTYPES:
+        raise ValueError(f"{path}: unknown IDX dtype code 0x{code:02x}, expected one of "
+                         + ", ".join(f"0x{c:02x}" for c in _IDX_DTYPES))
+    if not 1 <= ndim <= 4:
+        raise ValueError(f"{path}: IDX ndim is {ndim}, expected 1..4")
+    raw_dims = _read_exact(stream, 4 * ndim)
+    if len(raw_dims) < 4 * ndim:
+        raise ValueError(f"{path}: header truncated: {len(raw_dims)} of {4 * ndim} dimension bytes")
+    dims = struct.unpack(f">{ndim}I", raw_dims)
+    dtype = np.dtype(_IDX_DTYPES[code])
+    expected = math.prod(dims) * dtype.itemsize  # Python ints: no overflow on forged dims
+    if expected > _MAX_IDX_BYTES:
+        raise ValueError(f"{path}: header promises {expected} bytes for shape {dims}, "
+                         f"more than the {_MAX_IDX_BYTES} byte limit (corrupt or forged header)")
+    payload_size = None if file_size is None else file_size - 4 - 4 * ndim
+    buf = _read_payload(stream, path, expected, payload_size)
+    arr = np.frombuffer(buf, dtype=dtype).reshape(dims)
+    return arr.astype(dtype.newbyteorder("=")) if dtype.byteorder == ">" else arr
+
+
+def read_idx(path):
+    """Read a raw or gzip-compressed IDX file into a native-byte-order numpy array."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        is_gzip = f.read(2) == _GZIP_MAGIC  # trust the bytes, not the suffix
+        f.seek(0)
+        if not is_gzip:
+            return _parse_idx(f, path, os.fstat(f.fileno()).st_size)
+        try:
+            with gzip.GzipFile(fileobj=f, mode="rb") as gz:
+                return _parse_idx(gz, path, None)
+        except _GZIP_ERRORS as exc:
+            raise ValueError(f"{path}: corrupted gzip stream: {exc}") from exc
+
+
+# ---------------------------------------------------------------------------- download and cache
+
+def default_root():
+    """The MNIST folder: $PYLENET_DATA, else $XDG_CACHE_HOME/pylenet/mnist (~/.cache/...)."""
+    env = os.environ.get("PYLENET_DATA")
+    if env:
+        return Path(env).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME")
+    # The XDG spec says to ignore a relative XDG_CACHE_HOME.
+    base = Path(cache) if cache and os.path.isabs(cache) else Path.home() / ".cache"
+    return base / "pylenet" / "mnist"
+
+
+def _resolve_mirrors(mirrors):
+    """The mirror list: the argument, else $PYLENET_MNIST_MIRRORS, else DEFAULT_MIRRORS."""
+    if mirrors is None:
+        mirrors = os.environ.get("PYLENET_MNIST_MIRRORS") or list(DEFAULT_MIRRORS)
+    if isinstance(mirrors, str):
+        mirrors = mirrors.split(",")
+    return [m.strip() for m in mirrors if m.strip()]
+
+
+def _verify_content(path, name):
+    """Check the uncompressed bytes of a downloaded file against the canonical size and hashes."""
+    size, md5_want, sha_want = MNIST_CHECKSUMS[name]
+    sha, md5, got = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0
+    with open(path, "rb") as f:
+        is_gzip = f.read(2) == _GZIP_MAGIC
+        f.seek(0)
+        try:
+            stream = gzip.GzipFile(fileobj=f, mode="rb") if is_gzip else f
+            # Stop one byte past the expected size so a gzip bomb cannot run for long.
+            while got <= size:
+                chunk = stream.read(_CHUNK)
+                if not chunk:
+                    break
+                sha.update(chunk)
+                md5.update(chunk)
+                got += len(chunk)
+        except _GZIP_ERRORS as exc:
+            raise _MirrorFailed(f"corrupted gzip stream: {exc}") from exc
+    if got != size:
+        raise _MirrorFailed(f"checksum mismatch: uncompressed size is "
+                            f"{got if got <= size else f'more than {size}'} bytes, expected {size}")
+    if sha.hexdigest() != sha_want or md5.hexdigest() != md5_want:
+        raise _MirrorFailed(f"checksum mismatch: uncompressed SHA-256 {sha.hexdigest()}, "
+                            f"expected {sha_want}")
+    return is_gzip
+
+
+def _stream_to(url, out, name, progress):
+    """Copy a URL's body into the open file `out`; network problems become _MirrorFailed."""
+    limit = MNIST_CHECKSUMS[name][0] + _CHUNK  # gzip never grows data by more than a few bytes
+    try:
+        resp = urllib.request.urlopen(url, timeout=_TIMEOUT_S)
+    except urllib.error.HTTPError as exc:
+        raise _MirrorFailed(f"HTTP {exc.code} {exc.reason}") from exc
+    except urllib.error.URLError as exc:
+        raise _MirrorFailed(f"cannot connect: {exc.reason}") from exc
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        raise _MirrorFailed(f"{type(exc).__name__}: {exc}") from exc
+    with resp:
+        length = resp.headers.get("Content-Length")
+        length = int(length) if length and length.isdigit() else None
+        got = 0
+        with tqdm(total=length, desc=name, unit="B", unit_scale=True, disable=not progress,
+                  leave=False) as bar:
+            while True:
+                try:
+                    chunk = resp.read(_CHUNK)
+                except (OSError, http.client.HTTPException) as exc:
+                    raise _MirrorFailed(f"connection broke after {got} bytes: "
+                                        f"{type(exc).__name__}: {exc}") from exc
+                if not chunk:
+                    break
+                got += len(chunk)
+                if got > limit:
+                    raise _MirrorFailed(f"response exceeds {limit} bytes")
+                out.write(chunk)
+                bar.update(len(chunk))
+    # http.client returns a short body silently when the peer closes early.
+    if length is not None and got != length:
+        raise _MirrorFailed(f"truncated response: {got} of {length} bytes")
+
+
+def _fetch(url, root, name, progress):
+    """Download one mirror's copy to a temp file in root, verify it, then rename it into place."""
+    # open(..., "xb") rather than mkstemp: mkstemp's 0600 mode would make a shared cache
+    # unreadable to other users, while "xb" honours the umask and still never clobbers a file.
+    tmp = root / f".{name}.{os.getpid()}.{secrets.token_hex(4)}.part"
+    out = open(tmp, "xb")
+    try:
+        with out:
+            _stream_to(url, out, name, progress)
+        is_gzip = _verify_content(tmp, name)
+        # A mirror may serve the file uncompressed; name it so the suffix does not lie.
+        final = root / (name if is_gzip else name[: -len(".gz")])
+        os.replace(tmp, final)
+        tmp = None
+        return final
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+
+
+def _download(name, root, mirrors, progress):
+    """Try each mirror in turn for one file; raise DownloadError listing every failure."""
+    failures = []
+    for base in mirrors:
+        url = base.rstrip("/") + "/" + name
+        try:
+            return _fetch(url, root, name, progress)
+        except _MirrorFailed as exc:
+            failures.append((url, str(exc)))
+    listing = "\n".join(f"  - {url}: {reason}" for url, reason in failures)
+    listing = listing or "  (no mirrors given)"
+    raise DownloadError(f"could not download MNIST file {name} into {root}; every mirror "
+                        f"failed:\n{listing}\n{_LOCAL_HINT}", failures)
+
+
+def _find(root, name):
+    """The existing file for a canonical .gz name: the uncompressed copy first, then the .gz."""
+    for candidate in (root / name[: -len(".gz")], root / name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _check_mnist(images, labels, image_path, label_path):
+    """Check that a loaded image/label pair has MNIST's shapes, dtypes and label range."""
+    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise ValueError(f"{image_path}: expected uint8 images of shape (N, 28, 28), "
+                         f"got {images.dtype} {images.shape}")
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise ValueError(f"{label_path}: expected integer labels of shape (N,), "
+                         f"got {labels.dtype} {labels.shape}")
+    if labels.shape[0] != images.shape[0]:
+        raise ValueError(f"{label_path}: {labels.shape[0]} labels but {image_path} "
+                         f"holds {images.shape[0]} images")
+    if labels.size and (labels.min() < 0 or labels.max() > 9):
+        raise ValueError(f"{label_path}: labels must lie in 0..9, "
+                         f"found {labels.min()}..{labels.max()}")
+
+
+def load_mnist(split="train", root=None, download=True, *, mirrors=None, progress=True):
+    """Load a split as (uint8 images (N, 28, 28), int64 labels (N,)), downloading if asked."""
+    if split not in MNIST_FILES:
+        raise ValueError(f"split must be one of {sorted(MNIST_FILES)}, got {split!r}")
+    root = Path(root).expanduser() if root is not None else default_root()
+    names = MNIST_FILES[split]
+    found = {name: _find(root, name) for name in names}
+    missing = [name for name, path in found.items() if path is None]
+    if missing and not download:
+        listing = ", ".join(f"{n} (or {n[: -len('.gz')]})" for n in missing)
+        raise FileNotFoundError(
+            f"MNIST {split} split: missing {listing} in {root}. Pass root=DIR (or "
+            f"`pylenet train --data DIR`) for a folder holding the IDX files, set "
+            f"PYLENET_DATA=DIR, or use download=True to fetch them into {root}.")
+    if missing:
+        urls = _resolve_mirrors(mirrors)
+        root.mkdir(parents=True, exist_ok=True)
+        for name in missing:
+            found[name] = _download(name, root, urls, progress)
+    image_path, label_path = (found[name] for name in names)
+    images, labels = read_idx(image_path), read_idx(label_path)
+    _check_mnist(images, labels, image_path, label_path)
+    return images, labels.astype(np.int64)
+
+
+# ---------------------------------------------------------------------------- batches
+
+def _normalize_lut(mean, std):
+    """float32 value of every uint8 pixel; index 0 is the background, which also fills the pad."""
+    if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
+        raise ValueError(f"need finite mean and std > 0, got mean={mean}, std={std}")
+    x = np.arange(256, dtype=np.float32) / np.float32(255)
+    return (x - np.float32(mean)) / np.float32(std)
+
+
+def _check_pad(pad):
+    """Validate the pad width once for pad_and_normalize and DataLoader."""
+    if isinstance(pad, bool) or not isinstance(pad, (int, np.integer)) or pad < 0:
+        raise ValueError(f"pad must be an int >= 0, got {pad!r}")
+    return int(pad)
+
+
+def _pad_normalize(images, pad, lut):
+    """(N, H, W) uint8 -> (N, 1, H+2p, W+2p) float32 through a pixel lookup table."""
+    n, h, w = images.shape
+    out = np.full((n, 1, h + 2 * pad, w + 2 * pad), lut[0], dtype=np.float32)
+    out[:, 0, pad:pad + h, pad:pad + w] = lut[images]
+    return out
+
+
+def pad_and_normalize(images, *, pad=2, mean=MNIST_MEAN, std=MNIST_STD):
+    """Zero-pad uint8 digits (H, W) or (N, H, W) and normalise to float32 (N, 1, H+2p, W+2p)."""
+    if not isinstance(images, np.ndarray):
+        raise TypeError(f"images must be a numpy array, got {type(images).__name__}")
+    if images.dtype != np.uint8:
+        raise TypeError(f"images must be uint8 (raw MNIST pixels), got {images.dtype}")
+    if images.ndim not in (2, 3):
+        raise ValueError(f"images must have shape (H, W) or (N, H, W), got {images.shape}")
+    batch = images[None] if images.ndim == 2 else images
+    return _pad_normalize(batch, _check_pad(pad), _normalize_lut(mean, std))
+
+
+def _check_int(name, value, minimum):
+    """Return value as an int, raising if it is not an integer >= minimum."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got bool")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+class DataLoader:
+    """Seeded, epoch-aware batches of padded, normalised MNIST: x (B, 1, 32, 32) f32, y (B,) i64."""
+
+    def __init__(self, images, labels, batch_size=64, *, shuffle=True, seed=0, drop_last=False,
+                 pad=2, mean=MNIST_MEAN, std=MNIST_STD):
+        if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 3:
+            raise TypeError("images must be a uint8 numpy array of shape (N, H, W), got "
+                            f"{getattr(images, 'dtype', type(images).__name__)} "
+                            f"{getattr(images, 'shape', '')}")
+        labels = np.asarray(labels)
+        if labels.ndim != 1 or labels.dtype.kind not in "iu":
+            raise TypeError(f"labels must be a 1-D integer array, "
+                            f"got {labels.dtype} {labels.shape}")
+        if labels.shape[0] != images.shape[0]:
+            raise ValueError(f"{images.shape[0]} images but {labels.shape[0]} labels")
+        # Keep the uint8 images by reference; floats exist only one batch at a time.
+        self.images = images
+        self.labels = labels.astype(np.int64, copy=False)
+        self.batch_size = _check_int("batch_size", batch_size, 1)
+        self.seed = _check_int("seed", seed, 0)
+        self.shuffle = bool(shuffle)
+        self.drop_last = bool(drop_last)
+        self.pad = _check_pad(pad)
+        self._lut = _normalize_lut(mean, std)
+        self.epoch = 0
+
+    @property
+    def num_samples(self):
+        """Number of samples in the dataset."""
+        return self.images.shape[0]
+
+    def __len__(self):
+        """Number of batches per epoch."""
+        if self.drop_last:
+            return self.num_samples // self.batch_size
+        return -(-self.num_samples // self.batch_size)
+
+    def set_epoch(self, epoch):
+        """Select the epoch whose order the next iteration uses (for resuming a run)."""
+        self.epoch = _check_int("epoch", epoch, 0)
+
+    def order(self, epoch):
+        """Sample indices for an epoch: default_rng([seed, epoch]).permutation(N), or 0..N-1."""
+        if not self.shuffle:
+            return np.arange(self.num_samples)
+        return np.random.default_rng([self.seed, epoch]).permutation(self.num_samples)
+
+    def __iter__(self):
+        """Batches of the current epoch; the epoch advances now, not at the first batch."""
+        order = self.order(self.epoch)
+        self.epoch += 1
+        return self._batches(order)
+
+    def _batches(self, order):
+        """Gather, pad and normalise one batch at a time."""
+        stop = len(self) * self.batch_size if self.drop_last else self.num_samples
+        for start in range(0, stop, self.batch_size):
+            idx = order[start:start + self.batch_size]
+            yield _pad_normalize(self.images[idx], self.pad, self._lut), self.labels[idx]

@@ -1,0 +1,323 @@
+"""Layers on the core ops: each caches in `forward` what its `backward` needs.
+
+Parameters and gradients are numpy float32 arrays. `backward(dy)` returns the gradient with
+respect to the layer's input and overwrites (never accumulates) each parameter's `.grad`.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from pylenet import ops
+
+
+class Parameter:
+    """A trainable float32 array and its gradient (same shape; zeros until a backward)."""
+
+    def __init__(self, data: np.ndarray):
+        self.data = np.ascontiguousarray(data, dtype=np.float32)
+        self.grad = np.zeros_like(self.data)
+
+    @property
+    def shape(self):
+        return self.data.shape
+
+    def __repr__(self):
+        return f"Parameter(shape={self.data.shape})"
+
+
+class Module:
+    """Base class: forward/backward, named parameters, train/eval mode."""
+
+    training = True
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def output_shape(self, in_shape: tuple) -> tuple:
+        """Shape of one sample's output given one sample's input shape (no batch dim)."""
+        return in_shape
+
+    def named_parameters(self, prefix: str = "") -> list[tuple[str, Parameter]]:
+        """(name, Parameter) pairs in a fixed order, e.g. ("weight", ...), ("bias", ...)."""
+        return [(prefix + name, p) for name, p in vars(self).items() if isinstance(p, Parameter)]
+
+    def parameters(self) -> list[Parameter]:
+        """The trainable parameters, in the order of named_parameters()."""
+        return [p for _, p in self.named_parameters()]
+
+    def num_parameters(self) -> int:
+        """Total count of trainable scalars."""
+        return int(sum(p.data.size for p in self.parameters()))
+
+    def zero_grad(self) -> None:
+        """Sets every parameter's gradient to zero."""
+        for p in self.parameters():
+            p.grad[...] = 0.0
+
+    def train(self, mode: bool = True) -> "Module":
+        """Switches to training mode (caches for backward); returns self."""
+        self.training = mode
+        return self
+
+    def eval(self) -> "Module":
+        """Switches to inference mode (no caches kept); returns self."""
+        return self.train(False)
+
+    def __call__(self, x):
+        return self.forward(x)
+
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+
+def _uniform(rng: np.random.Generator, shape: tuple, bound: float) -> np.ndarray:
+    return rng.uniform(-bound, bound, size=shape).astype(np.float32)
+
+
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return int(value)
+
+
+class Conv2d(Module):
+    """2-D convolution, weight (K, C, R, R); PyTorch's default init U(+-1/sqrt(C*R*R))."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1,
+                 padding: int = 0, bias: bool = True, rng: np.random.Generator | None = None):
+        self.in_channels = _positive_int("in_channels", in_channels)
+        self.out_channels = _positive_int("out_channels", out_channels)
+        self.kernel_size = _positive_int("kernel_size", kernel_size)
+        self.stride = _positive_int("stride", stride)
+        if padding < 0:
+            raise ValueError(f"padding must be >= 0, got {padding}")
+        self.padding = int(padding)
+        rng = rng if rng is not None else np.random.default_rng()
+        bound = 1.0 / math.sqrt(in_channels * kernel_size * kernel_size)
+        self.weight = Parameter(_uniform(rng, (out_channels, in_channels, kernel_size, kernel_size), bound))
+        self.bias = Parameter(_uniform(rng, (out_channels,), bound)) if bias else None
+        self._x = None
+
+    def forward(self, x):
+        self._x = x if self.training else None
+        b = self.bias.data if self.bias is not None else None
+        return ops.conv2d_forward(x, self.weight.data, b, self.stride, self.padding)
+
+    def backward(self, dy):
+        if self._x is None:
+            raise RuntimeError("Conv2d.backward called without a forward in training mode")
+        dx, dw, db = ops.conv2d_backward(self._x, self.weight.data, dy, self.stride, self.padding)
+        self.weight.grad = dw
+        if self.bias is not None:
+            self.bias.grad = db
+        return dx
+
+    def output_shape(self, in_shape):
+        c, h, w = in_shape
+        k, p, s = self.kernel_size, self.padding, self.stride
+        return (self.out_channels, (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1)
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}")
+
+
+class Linear(Module):
+    """Fully connected y = x W^T + b, weight (O, I); init U(+-1/sqrt(I)) as PyTorch."""
+
+    def __init__(self, in_features: int, out_features: int, *, bias: bool = True,
+                 rng: np.random.Generator | None = None):
+        self.in_features = _positive_int("in_features", in_features)
+        self.out_features = _positive_int("out_features", out_features)
+        rng = rng if rng is not None else np.random.default_rng()
+        bound = 1.0 / math.sqrt(in_features)
+        self.weight = Parameter(_uniform(rng, (out_features, in_features), bound))
+        self.bias = Parameter(_uniform(rng, (out_features,), bound)) if bias else None
+        self._x = None
+
+    def forward(self, x):
+        self._x = x if self.training else None
+        b = self.bias.data if self.bias is not None else None
+        return ops.linear_forward(x, self.weight.data, b)
+
+    def backward(self, dy):
+        if self._x is None:
+            raise RuntimeError("Linear.backward called without a forward in training mode")
+        dx, dw, db = ops.linear_backward(self._x, self.weight.data, dy)
+        self.weight.grad = dw
+        if self.bias is not None:
+            self.bias.grad = db
+        return dx
+
+    def output_shape(self, in_shape):
+        return (self.out_features,)
+
+    def extra_repr(self):
+        return f"{self.in_features}, {self.out_features}"
+
+
+class _Pool(Module):
+    def __init__(self, kernel_size: int = 2, stride: int | None = None):
+        self.kernel_size = _positive_int("kernel_size", kernel_size)
+        self.stride = _positive_int("stride", stride if stride is not None else kernel_size)
+        self._shape = None
+
+    def output_shape(self, in_shape):
+        c, h, w = in_shape
+        k, s = self.kernel_size, self.stride
+        return (c, (h - k) // s + 1, (w - k) // s + 1)
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}"
+
+
+class MaxPool2d(_Pool):
+    """Max pooling; keeps the argmax for backward (gradient 1 at the max, 0 elsewhere)."""
+
+    def forward(self, x):
+        y, argmax = ops.maxpool2d_forward(x, self.kernel_size, self.stride)
+        if self.training:
+            self._shape, self._argmax = x.shape, argmax
+        return y
+
+    def backward(self, dy):
+        if self._shape is None:
+            raise RuntimeError("MaxPool2d.backward called without a forward in training mode")
+        return ops.maxpool2d_backward(dy, self._argmax, self._shape)
+
+
+class AvgPool2d(_Pool):
+    """Average pooling (the paper's subsampling without its trainable coefficient)."""
+
+    def forward(self, x):
+        if self.training:
+            self._shape = np.shape(x)
+        return ops.avgpool2d_forward(x, self.kernel_size, self.stride)
+
+    def backward(self, dy):
+        if self._shape is None:
+            raise RuntimeError("AvgPool2d.backward called without a forward in training mode")
+        return ops.avgpool2d_backward(dy, self._shape, self.kernel_size, self.stride)
+
+
+class ReLU(Module):
+    """max(x, 0)."""
+
+    def forward(self, x):
+        self._x = x if self.training else None
+        return ops.relu_forward(x)
+
+    def backward(self, dy):
+        return ops.relu_backward(self._x, dy)
+
+
+class Sigmoid(Module):
+    """The logistic sigmoid 1 / (1 + exp(-x))."""
+
+    def forward(self, x):
+        y = ops.sigmoid_forward(x)
+        self._y = y if self.training else None
+        return y
+
+    def backward(self, dy):
+        return ops.sigmoid_backward(self._y, dy)
+
+
+class Tanh(Module):
+    """tanh(x)."""
+
+    def forward(self, x):
+        y = ops.tanh_forward(x)
+        self._y = y if self.training else None
+        return y
+
+    def backward(self, dy):
+        return ops.tanh_backward(self._y, dy)
+
+
+class Flatten(Module):
+    """(N, C, H, W) -> (N, C*H*W); a view, no copy."""
+
+    def forward(self, x):
+        self._shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dy):
+        return dy.reshape(self._shape)
+
+    def output_shape(self, in_shape):
+        return (int(np.prod(in_shape)),)
+
+
+class Sequential(Module):
+    """Named layers run in order; backward runs them in reverse."""
+
+    def __init__(self, *layers):
+        self.layers: list[tuple[str, Module]] = []
+        for i, item in enumerate(layers):
+            name, layer = item if isinstance(item, tuple) else (str(i), item)
+            if not isinstance(layer, Module):
+                raise TypeError(f"Sequential: item {i} ({name!r}) is not a layer: {layer!r}")
+            self.layers.append((name, layer))
+
+    def forward(self, x):
+        for _, layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def backward(self, dy):
+        for _, layer in reversed(self.layers):
+            dy = layer.backward(dy)
+        return dy
+
+    def named_parameters(self, prefix: str = ""):
+        out = []
+        for name, layer in self.layers:
+            out += layer.named_parameters(f"{prefix}{name}.")
+        return out
+
+    def train(self, mode: bool = True):
+        self.training = mode
+        for _, layer in self.layers:
+            layer.train(mode)
+        return self
+
+    def output_shape(self, in_shape):
+        for _, layer in self.layers:
+            in_shape = layer.output_shape(in_shape)
+        return in_shape
+
+    def summary(self, input_shape: tuple = (1, 32, 32)) -> str:
+        """A table of layer name, type, output shape and parameter count."""
+        rows = [("layer", "type", "output shape", "params"), ("input", "", "x".join(map(str, input_shape)), "")]
+        shape = tuple(input_shape)
+        for name, layer in self.layers:
+            shape = layer.output_shape(shape)
+            rows.append((name, repr(layer), "x".join(map(str, shape)), f"{layer.num_parameters():,}"))
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        lines = ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+                 for r in rows]
+        lines.insert(1, "-" * len(lines[0]))
+        lines.append("-" * len(lines[0]))
+        lines.append(f"total trainable parameters: {self.num_parameters():,}")
+        return "\n".join(lines)
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __repr__(self):
+        inner = "\n".join(f"  ({name}): {layer!r}" for name, layer in self.layers)
+        return f"{type(self).__name__}(\n{inner}\n)"

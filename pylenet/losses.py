@@ -1,0 +1,50 @@
+"""Losses: each call returns (loss as a float, gradient with respect to the model output)."""
+from __future__ import annotations
+
+import numpy as np
+
+from pylenet import ops
+
+
+class CrossEntropyLoss:
+    """Softmax cross-entropy, mean over the batch; gradient (softmax - onehot) / N."""
+
+    name = "cross_entropy"
+
+    def __call__(self, logits: np.ndarray, labels: np.ndarray):
+        return ops.softmax_cross_entropy(logits, labels)
+
+
+class MSELoss:
+    """L2 loss: mean over all elements of (output - onehot(labels))^2."""
+
+    name = "mse"
+
+    def __call__(self, outputs: np.ndarray, labels: np.ndarray):
+        outputs = np.asarray(outputs)
+        labels = np.asarray(labels)
+        if outputs.ndim != 2:
+            raise ValueError(f"MSELoss: outputs must be (N, C), got shape {outputs.shape}")
+        n, c = outputs.shape
+        if labels.shape != (n,):
+            raise ValueError(f"MSELoss: labels must have shape ({n},), got {labels.shape}")
+        if labels.size and (labels.min() < 0 or labels.max() >= c):
+            raise ValueError(f"MSELoss: labels must lie in [0, {c}), got range "
+                             f"[{labels.min()}, {labels.max()}]")
+        target = np.zeros((n, c), dtype=np.float32)
+        target[np.arange(n), labels] = 1.0
+        return ops.mse_loss(outputs, target)
+
+
+LOSSES = {"cross_entropy": CrossEntropyLoss, "mse": MSELoss}
+
+
+def get_loss(loss) -> CrossEntropyLoss | MSELoss:
+    """A loss object from a name ("cross_entropy", "mse") or a callable passed through."""
+    if isinstance(loss, str):
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
+        return LOSSES[loss]()
+    if not callable(loss):
+        raise TypeError(f"loss must be a name or a callable, got {type(loss).__name__}")
+    return loss
