@@ -9,7 +9,7 @@ HAVE_AVX512 := $(shell grep -q avx512f /proc/cpuinfo 2>/dev/null && echo yes || 
 HAVE_AVX2 := $(shell grep -q avx2 /proc/cpuinfo 2>/dev/null && echo yes || echo no)
 HAVE_NVCC := $(shell command -v nvcc >/dev/null 2>&1 && echo yes || echo no)
 
-CXXFLAGS ?= -O3 -std=c++17 -ffp-contract=fast -Wall -Wextra
+CXXFLAGS ?= -O3 -std=c++17 -ffp-contract=fast -Wall -Wextra -Wno-psabi
 ifeq ($(HAVE_OPENMP),yes)
   OMPFLAGS := -fopenmp
 else
@@ -59,11 +59,62 @@ test-py: inplace
 
 test: test-cpp test-py
 
-bench: features
-	@echo "make bench: the C++ benchmark binaries arrive with the speed work; nothing to run yet."
+$(BUILD)/bench_%: bench/bench_%.cpp bench/peak.cpp bench/bench_common.h $(BUILD)/libpylenet_core.a
+	$(CXX) $(CXXFLAGS) $(OMPFLAGS) -Icore -Ibench $< bench/peak.cpp $(BUILD)/libpylenet_core.a -o $@
+
+bench: features $(BUILD)/bench_ops
+	$(BUILD)/bench_ops
 
 wheel:
 	$(PYTHON) -m pip wheel . --no-deps -w dist
 
 clean:
 	rm -rf $(BUILD) dist *.egg-info pylenet/_core*.so
+
+# ---------------------------------------------------------------------------- sanitizers
+# `make sanitize`: AddressSanitizer (with LeakSanitizer) and UndefinedBehaviorSanitizer, gcc's
+# own, so nothing beyond the compiler is needed. Step 1 builds the core and the C++ tests into
+# $(SAN_BUILD) and runs them with leak checking. Step 2 builds the extension with the same
+# flags into $(SAN_BUILD)/py (next to copies of the pure-Python files) and runs the op tests
+# against it with libasan preloaded; leak checking is off there because CPython keeps its
+# interned objects until exit by design. Any sanitizer report stops the run with an error.
+# CXXFLAGS replaces CPython's own compile flags (-fwrapv among them), so signed overflow in the
+# core is reported in the extension as it is in the C++ tests; -fno-wrapv says so explicitly.
+SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+SAN_BUILD := $(BUILD)/sanitize
+SAN_OBJ := $(patsubst core/%.cpp,$(SAN_BUILD)/core/%.o,$(CORE_SRC))
+SAN_CXXFLAGS := -O2 -g -std=c++17 -Wall -Wextra -Wno-psabi -fno-wrapv $(SAN_FLAGS)
+SAN_PY_TESTS := tests/test_conv2d.py tests/test_pool.py tests/test_linear.py \
+                tests/test_activations.py tests/test_losses.py tests/test_bindings.py
+SAN_UBSAN := UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+
+.PHONY: sanitize sanitize-cpp sanitize-py
+
+$(SAN_BUILD)/core/%.o: core/%.cpp $(CORE_HDR)
+	@mkdir -p $(dir $@)
+	$(CXX) $(SAN_CXXFLAGS) $(OMPFLAGS) -Icore -c $< -o $@
+
+$(SAN_BUILD)/test_core: tests/cpp/test_core.cpp $(SAN_OBJ)
+	$(CXX) $(SAN_CXXFLAGS) $(OMPFLAGS) -Icore $^ -o $@
+
+sanitize-cpp: $(SAN_BUILD)/test_core
+	$(SAN_UBSAN) ASAN_OPTIONS=detect_leaks=1:halt_on_error=1 $(SAN_BUILD)/test_core
+
+sanitize-py:
+	rm -rf $(SAN_BUILD)/py
+	CFLAGS="$(SAN_CXXFLAGS)" CXXFLAGS="$(SAN_CXXFLAGS)" LDFLAGS="$(SAN_FLAGS)" \
+	    $(PYTHON) setup.py -q build_ext --build-lib $(SAN_BUILD)/py --build-temp $(SAN_BUILD)/py-temp
+	cp pylenet/*.py $(SAN_BUILD)/py/pylenet/
+	@# Refuse an extension that was linked but not compiled with the sanitizers.
+	nm -D $(SAN_BUILD)/py/pylenet/_core*.so | grep -q __asan_report_load
+	nm -D $(SAN_BUILD)/py/pylenet/_core*.so | grep -q __ubsan_handle
+	@# Import the sanitized pylenet before pytest starts, so that no test reaches the in-place
+	@# one. libstdc++ is preloaded after libasan so that ASan finds the real __cxa_throw.
+	$(SAN_UBSAN) ASAN_OPTIONS=detect_leaks=0:halt_on_error=1 \
+	    LD_PRELOAD="$$($(CXX) -print-file-name=libasan.so) $$($(CXX) -print-file-name=libstdc++.so)" \
+	    $(PYTHON) -c "import sys; sys.path.insert(0, '$(SAN_BUILD)/py'); \
+	import pylenet._core as c, pytest; print('sanitized core:', c.__file__); \
+	assert '$(SAN_BUILD)/py/pylenet/' in c.__file__, c.__file__; \
+	sys.exit(pytest.main(['-q', '--capture=sys', '-p', 'no:cacheprovider', *'$(SAN_PY_TESTS)'.split()]))"
+
+sanitize: features sanitize-cpp sanitize-py

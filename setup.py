@@ -40,7 +40,7 @@ core = Pybind11Extension(
     include_dirs=["core"],
     cxx_std=17,
     define_macros=[("PYLENET_VERSION", f'"{VERSION}"')],
-    extra_compile_args=["-O3", "-ffp-contract=fast"],
+    extra_compile_args=["-O3", "-ffp-contract=fast", "-Wno-psabi"],
 )
 
 setup(version=VERSION, ext_modules=[core], cmdclass={"build_ext": BuildCore})

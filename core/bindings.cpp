@@ -6,7 +6,9 @@
 // are never modified. Labels and argmax must have an integer dtype.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -15,6 +17,7 @@
 #include "conv2d.h"
 #include "linear.h"
 #include "losses.h"
+#include "net.h"
 #include "parallel.h"
 #include "pool2d.h"
 
@@ -337,6 +340,133 @@ py::tuple py_mse_loss(const py::object& po, const py::object& to) {
     return py::make_tuple(loss, d);
 }
 
+
+// ----------------------------------------------------------------------------- fused network
+
+LayerKind layer_kind(const std::string& name) {
+    static const std::pair<const char*, LayerKind> kinds[] = {
+        {"conv2d", LayerKind::Conv2d},   {"maxpool2d", LayerKind::MaxPool2d},
+        {"avgpool2d", LayerKind::AvgPool2d}, {"relu", LayerKind::ReLU},
+        {"sigmoid", LayerKind::Sigmoid}, {"tanh", LayerKind::Tanh},
+        {"flatten", LayerKind::Flatten}, {"linear", LayerKind::Linear}};
+    for (const auto& k : kinds)
+        if (name == k.first) return k.second;
+    throw py::value_error("Net: unknown layer kind '" + name +
+                          "' (expected conv2d, maxpool2d, avgpool2d, relu, sigmoid, tanh, "
+                          "flatten or linear)");
+}
+
+// Layer tuples from Python: (kind, in, out, kernel, stride, pad, bias).
+std::unique_ptr<Net> make_net(const py::list& layers, const py::tuple& input_shape) {
+    std::vector<LayerDesc> descs;
+    for (auto item : layers) {
+        auto t = item.cast<py::tuple>();
+        if (t.size() != 7)
+            throw py::value_error("Net: each layer must be (kind, in, out, kernel, stride, pad, bias)");
+        LayerDesc d;
+        d.kind = layer_kind(t[0].cast<std::string>());
+        d.in = t[1].cast<int64_t>(), d.out = t[2].cast<int64_t>(), d.kernel = t[3].cast<int64_t>();
+        d.stride = t[4].cast<int64_t>(), d.pad = t[5].cast<int64_t>(), d.bias = t[6].cast<bool>();
+        descs.push_back(d);
+    }
+    if (input_shape.size() != 3) throw py::value_error("Net: input_shape must be (C, H, W)");
+    return std::make_unique<Net>(descs, input_shape[0].cast<int64_t>(),
+                                 input_shape[1].cast<int64_t>(), input_shape[2].cast<int64_t>());
+}
+
+// Parameter arrays, checked against the net's shapes (float32 copies only when needed).
+std::vector<FArr> net_params(const Net& net, const py::sequence& params) {
+    const auto& shapes = net.param_shapes();
+    if (size_t(py::len(params)) != shapes.size())
+        throw py::value_error("Net: expected " + std::to_string(shapes.size()) +
+                              " parameter arrays, got " + std::to_string(py::len(params)));
+    std::vector<FArr> out;
+    for (size_t i = 0; i < shapes.size(); i++) {
+        FArr a = as_float("Net", "params", params[i]);
+        if (shape_of(a) != shapes[i])
+            throw py::value_error("Net: parameter " + std::to_string(i) + " has shape " +
+                                  shape_str(shape_of(a)) + ", expected " + shape_str(shapes[i]));
+        out.push_back(a);
+    }
+    return out;
+}
+
+FArr net_input(const Net& net, const py::object& xo) {
+    FArr x = as_float("Net", "x", xo);
+    const Shape in = net.input_shape(), xs = shape_of(x);
+    if (xs.size() != 4 || xs[1] != in[0] || xs[2] != in[1] || xs[3] != in[2])
+        throw py::value_error("Net: x must have shape (N, " + std::to_string(in[0]) + ", " +
+                              std::to_string(in[1]) + ", " + std::to_string(in[2]) + "), got " +
+                              shape_str(xs));
+    return x;
+}
+
+FArr py_net_forward(Net& net, const py::object& xo, const py::sequence& params) {
+    FArr x = net_input(net, xo);
+    std::vector<FArr> ps = net_params(net, params);
+    std::vector<const float*> pp;
+    for (auto& a : ps) pp.push_back(a.data());
+    const int64_t N = x.shape(0);
+    FArr out = new_float({N, net.out_features()});
+    float* op = out.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        net.forward(op, x.data(), N, pp.data());
+    }
+    return out;
+}
+
+py::tuple py_net_train_step(Net& net, const py::object& xo, const py::object& labo,
+                            const py::sequence& params, const py::sequence& grads,
+                            const std::string& loss) {
+    const char* op = "Net.train_step";
+    FArr x = net_input(net, xo);
+    const int64_t N = x.shape(0), classes = net.out_features();
+    if (N < 1) throw py::value_error("Net.train_step: the batch is empty");
+    I64Arr labels = as_int<I64Arr>(op, "labels", labo);
+    if (shape_of(labels) != Shape{N})
+        throw py::value_error("Net.train_step: labels must have shape (" + std::to_string(N) +
+                              ",), got " + shape_str(shape_of(labels)));
+    const int64_t bad = find_bad_label(labels.data(), N, classes);
+    if (bad >= 0)
+        throw py::value_error("Net.train_step: labels[" + std::to_string(bad) + "] = " +
+                              int_str(labo, labels.data()[bad]) + " is outside [0, " +
+                              std::to_string(classes) + ")");
+    LossKind kind;
+    if (loss == "cross_entropy") kind = LossKind::CrossEntropy;
+    else if (loss == "mse") kind = LossKind::MSE;
+    else throw py::value_error("Net.train_step: loss must be 'cross_entropy' or 'mse', got '" + loss + "'");
+    std::vector<FArr> ps = net_params(net, params);
+    std::vector<const float*> pp;
+    for (auto& a : ps) pp.push_back(a.data());
+    // Gradients are written into the caller's arrays (the one binding that does so): they
+    // must already be float32, C-contiguous, writeable and of the parameter's shape.
+    const auto& shapes = net.param_shapes();
+    if (size_t(py::len(grads)) != shapes.size())
+        throw py::value_error("Net.train_step: expected " + std::to_string(shapes.size()) +
+                              " gradient arrays, got " + std::to_string(py::len(grads)));
+    std::vector<py::array> gs;
+    std::vector<float*> gp;
+    for (size_t i = 0; i < shapes.size(); i++) {
+        py::array g = py::array::ensure(grads[i]);
+        if (!g || !py::isinstance<py::array_t<float>>(g) ||
+            !(g.flags() & py::array::c_style) || !g.writeable() || shape_of(g) != shapes[i])
+            throw py::type_error("Net.train_step: gradient " + std::to_string(i) +
+                                 " must be a writeable C-contiguous float32 array of shape " +
+                                 shape_str(shapes[i]));
+        gp.push_back(static_cast<float*>(g.mutable_data()));
+        gs.push_back(g);
+    }
+    FArr out = new_float({N, classes});
+    float* outp = out.mutable_data();
+    double value;
+    {
+        py::gil_scoped_release nogil;
+        value = net.train_step(outp, gp.data(), x.data(), labels.data(), N, pp.data(), kind);
+    }
+    return py::make_tuple(value, out);
+}
+
 py::dict py_build_info() {
     const BuildInfo info = build_info();
     py::dict d;
@@ -431,6 +561,22 @@ PYBIND11_MODULE(_core, m) {
           py::arg("n"), "set_num_threads(n)\n\nThreads the core uses from now on (n >= 1).");
     m.def("get_num_threads", &get_num_threads,
           "get_num_threads() -> int\n\nThreads the core uses (1 without OpenMP).");
+
+    py::class_<Net>(m, "Net",
+                    "Net(layers, input_shape)\n\nA layer chain run by the core in one call per "
+                    "batch. layers: list of (kind, in, out, kernel, stride, pad, bias) tuples.")
+        .def(py::init(&make_net), py::arg("layers"), py::arg("input_shape"))
+        .def("forward", &py_net_forward, py::arg("x"), py::arg("params"),
+             "forward(x, params) -> out\n\nOutputs (N, features) for x (N, C, H, W).")
+        .def("train_step", &py_net_train_step, py::arg("x"), py::arg("labels"), py::arg("params"),
+             py::arg("grads"), py::arg("loss") = "cross_entropy",
+             "train_step(x, labels, params, grads, loss='cross_entropy') -> (loss, out)\n\n"
+             "Forward, mean loss and backward; overwrites the arrays in grads.")
+        .def_property_readonly("param_shapes", [](const Net& n) {
+            py::list out;
+            for (const auto& s : n.param_shapes()) out.append(py::tuple(py::cast(s)));
+            return out;
+        });
     m.def("build_info", &py_build_info,
           "build_info() -> dict\n\nVersion, compiler, OpenMP, threads, SIMD levels and CUDA.");
 }

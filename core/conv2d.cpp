@@ -5,6 +5,7 @@
 #include <cstring>
 #include <vector>
 
+#include "conv2d_direct.h"
 #include "gemm.h"
 #include "im2col.h"
 #include "parallel.h"
@@ -54,64 +55,77 @@ Conv2dParams check_conv2d(const Shape& x, const Shape& w, int64_t bias_len, int6
 // ---------------------------------------------------------------------------------------
 // Fast path: per image, col = im2col(x_n); y_n (K, PQ) = w (K, CRS) * col (CRS, PQ) + b.
 
+int64_t conv2d_workspace(const Conv2dParams& p) {
+    const int64_t im2col_ws = 2 * p.crs() * p.out_h() * p.out_w();
+    return conv2d_direct_ok(p) ? std::max(im2col_ws, conv2d_direct_workspace(p)) : im2col_ws;
+}
+
+void conv2d_forward_image(float* y, const float* x, const float* w, const float* b,
+                          const Conv2dParams& p, float* ws) {
+    if (conv2d_direct_ok(p)) return conv2d_forward_direct(y, x, w, b, p, ws);
+    const int64_t PQ = p.out_h() * p.out_w(), CRS = p.crs();
+    im2col(ws, x, p);
+    for (int64_t k = 0; k < p.K; k++) std::fill(y + k * PQ, y + (k + 1) * PQ, b ? b[k] : 0.0f);
+    gemm_nn(p.K, PQ, CRS, w, CRS, ws, PQ, y, PQ, /*accumulate=*/true);
+}
+
+// Backward of y = w * col + b: dw += dy col^T; db += sum_pq dy; dcol = w^T dy; dx = col2im(dcol).
+void conv2d_backward_image(float* dx, float* dw, float* db, const float* x, const float* w,
+                           const float* dy, const Conv2dParams& p, float* ws) {
+    if (conv2d_direct_ok(p) && conv2d_backward_direct(dx, dw, db, x, w, dy, p, ws)) return;
+    const int64_t PQ = p.out_h() * p.out_w(), CRS = p.crs();
+    float* col = ws;
+    float* dcol = ws + CRS * PQ;
+    im2col(col, x, p);
+    gemm_nt(p.K, CRS, PQ, dy, PQ, col, PQ, dw, CRS, /*accumulate=*/true);
+    if (db)
+        for (int64_t k = 0; k < p.K; k++) {
+            float acc = 0.0f;
+            for (int64_t i = 0; i < PQ; i++) acc += dy[k * PQ + i];
+            db[k] += acc;
+        }
+    if (!dx) return;
+    gemm_tn(CRS, PQ, p.K, w, CRS, dy, PQ, dcol, PQ, /*accumulate=*/false);
+    col2im(dx, dcol, p);
+}
+
 void conv2d_forward(float* y, const float* x, const float* w, const float* b,
                     const Conv2dParams& p) {
-    const int64_t PQ = p.out_h() * p.out_w(), CRS = p.crs();
-    const int nt = threads_for(p.N * p.K * PQ * CRS);
-    std::vector<float> cols(size_t(nt) * CRS * PQ);
+    const int64_t PQ = p.out_h() * p.out_w(), ws_size = conv2d_workspace(p);
+    const int nt = threads_for(p.N * p.K * PQ * p.crs());
+    std::vector<float> ws(size_t(nt) * ws_size);
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t n = 0; n < p.N; n++) {
 #ifdef _OPENMP
-        float* col = cols.data() + int64_t(omp_get_thread_num()) * CRS * PQ;
+        float* mine = ws.data() + int64_t(omp_get_thread_num()) * ws_size;
 #else
-        float* col = cols.data();
+        float* mine = ws.data();
 #endif
-        float* yn = y + n * p.K * PQ;
-        im2col(col, x + n * p.C * p.H * p.W, p);
-        for (int64_t k = 0; k < p.K; k++) {
-            const float bk = b ? b[k] : 0.0f;
-            std::fill(yn + k * PQ, yn + (k + 1) * PQ, bk);
-        }
-        gemm_nn(p.K, PQ, CRS, w, CRS, col, PQ, yn, PQ, /*accumulate=*/true);
+        conv2d_forward_image(y + n * p.K * PQ, x + n * p.C * p.H * p.W, w, b, p, mine);
     }
 }
 
-// Backward of y_n = w * col_n + b:
-//   dcol_n = w^T dy_n, dx_n = col2im(dcol_n); dw = sum_n dy_n col_n^T; db = sum_n,pq dy_n.
 // The batch is cut into blocks whose count depends only on N; each block sums its images'
 // dw/db in order and the blocks are added in order, so results do not depend on threads.
 void conv2d_backward(float* dx, float* dw, float* db, const float* x, const float* w,
                      const float* dy, const Conv2dParams& p) {
-    const int64_t PQ = p.out_h() * p.out_w(), CRS = p.crs(), KCRS = p.K * CRS;
+    const int64_t PQ = p.out_h() * p.out_w(), KCRS = p.K * p.crs(), ws_size = conv2d_workspace(p);
     const int64_t block = std::max<int64_t>(4, (p.N + 15) / 16);
     const int64_t nblocks = (p.N + block - 1) / block;
-    const int nt = threads_for(3 * p.N * p.K * PQ * CRS);
-    std::vector<float> work(size_t(nt) * 2 * CRS * PQ);
-    std::vector<float> dw_part(size_t(nblocks) * KCRS), db_part(size_t(nblocks) * p.K);
+    const int nt = threads_for(3 * p.N * p.K * PQ * p.crs());
+    std::vector<float> ws(size_t(nt) * ws_size);
+    std::vector<float> dw_part(size_t(nblocks) * KCRS, 0.0f), db_part(size_t(nblocks) * p.K, 0.0f);
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t blk = 0; blk < nblocks; blk++) {
 #ifdef _OPENMP
-        float* col = work.data() + int64_t(omp_get_thread_num()) * 2 * CRS * PQ;
+        float* mine = ws.data() + int64_t(omp_get_thread_num()) * ws_size;
 #else
-        float* col = work.data();
+        float* mine = ws.data();
 #endif
-        float* dcol = col + CRS * PQ;
-        float* dwb = dw_part.data() + blk * KCRS;
-        float* dbb = db_part.data() + blk * p.K;
-        std::memset(dwb, 0, sizeof(float) * KCRS);
-        std::memset(dbb, 0, sizeof(float) * p.K);
-        for (int64_t n = blk * block; n < std::min(p.N, (blk + 1) * block); n++) {
-            const float* dyn = dy + n * p.K * PQ;
-            im2col(col, x + n * p.C * p.H * p.W, p);
-            gemm_nt(p.K, CRS, PQ, dyn, PQ, col, PQ, dwb, CRS, /*accumulate=*/true);
-            for (int64_t k = 0; k < p.K; k++) {
-                float acc = 0.0f;
-                for (int64_t i = 0; i < PQ; i++) acc += dyn[k * PQ + i];
-                dbb[k] += acc;
-            }
-            gemm_tn(CRS, PQ, p.K, w, CRS, dyn, PQ, dcol, PQ, /*accumulate=*/false);
-            col2im(dx + n * p.C * p.H * p.W, dcol, p);
-        }
+        for (int64_t n = blk * block; n < std::min(p.N, (blk + 1) * block); n++)
+            conv2d_backward_image(dx + n * p.C * p.H * p.W, dw_part.data() + blk * KCRS,
+                                  db_part.data() + blk * p.K, x + n * p.C * p.H * p.W, w,
+                                  dy + n * p.K * PQ, p, mine);
     }
     std::memset(dw, 0, sizeof(float) * KCRS);
     std::memset(db, 0, sizeof(float) * p.K);

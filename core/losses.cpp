@@ -36,11 +36,10 @@ void softmax(float* p, const float* x, int64_t N, int64_t C) {
     }
 }
 
-double softmax_cross_entropy(float* dlogits, const float* logits, const int64_t* labels,
-                             int64_t N, int64_t C) {
+double softmax_cross_entropy_sum(float* dlogits, const float* logits, const int64_t* labels,
+                                 int64_t N, int64_t C, float scale) {
     softmax(dlogits, logits, N, C);
     double loss = 0.0;
-    const float invN = 1.0f / float(N);
     for (int64_t n = 0; n < N; n++) {
         const float* xr = logits + n * C;
         float mx = xr[0];
@@ -51,9 +50,26 @@ double softmax_cross_entropy(float* dlogits, const float* logits, const int64_t*
         loss += std::log(sum) + mx - xr[labels[n]];
         float* dr = dlogits + n * C;
         dr[labels[n]] -= 1.0f;
-        for (int64_t c = 0; c < C; c++) dr[c] *= invN;
+        for (int64_t c = 0; c < C; c++) dr[c] *= scale;
     }
-    return loss / double(N);
+    return loss;
+}
+
+double softmax_cross_entropy(float* dlogits, const float* logits, const int64_t* labels,
+                             int64_t N, int64_t C) {
+    return softmax_cross_entropy_sum(dlogits, logits, labels, N, C, 1.0f / float(N)) / double(N);
+}
+
+double mse_onehot_sum(float* dout, const float* out, const int64_t* labels, int64_t N, int64_t C,
+                      float scale) {
+    double loss = 0.0;
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t c = 0; c < C; c++) {
+            const float d = out[n * C + c] - (c == labels[n] ? 1.0f : 0.0f);
+            loss += double(d) * d;
+            dout[n * C + c] = scale * d;
+        }
+    return loss;
 }
 
 double mse_loss(float* dpred, const float* pred, const float* target, int64_t n) {

@@ -17,6 +17,14 @@ void softmax(float* p, const float* x, int64_t N, int64_t C);
 // dlogits (N,C) = (softmax(logits) - onehot(labels)) / N. Labels must be in [0, C).
 double softmax_cross_entropy(float* dlogits, const float* logits, const int64_t* labels,
                              int64_t N, int64_t C);
+// Building blocks for callers that split a batch: return the SUM of the n rows' losses and
+// overwrite the gradient scaled by `scale` (1/N_total for the mean cross-entropy).
+double softmax_cross_entropy_sum(float* dlogits, const float* logits, const int64_t* labels,
+                                 int64_t N, int64_t C, float scale);
+// Sum over the (N,C) block of (out - onehot(labels))^2; dout = scale * (out - onehot)
+// (scale = 2 / (N_total * C) for the mean).
+double mse_onehot_sum(float* dout, const float* out, const int64_t* labels, int64_t N, int64_t C,
+                      float scale);
 // Returns mean((pred - target)^2) over n elements; overwrites dpred = 2 (pred - target) / n.
 double mse_loss(float* dpred, const float* pred, const float* target, int64_t n);
 

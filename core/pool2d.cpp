@@ -23,28 +23,54 @@ Pool2dParams check_pool2d(const char* op, const Shape& x, int64_t kernel, int64_
     return p;
 }
 
+namespace {
+// v replaces (best, best_i) when larger, or when NaN (PyTorch's rule); strict > keeps the
+// first of equal maxima. Written as selects so that random data costs no mispredictions.
+inline void take_max(float v, int32_t i, float* best, int32_t* best_i) {
+    const bool take = (v > *best) | (v != v);
+    *best = take ? v : *best;
+    *best_i = take ? i : *best_i;
+}
+}  // namespace
+
 void maxpool2d_forward(float* y, int32_t* argmax, const float* x, const Pool2dParams& p) {
-    const int64_t P = p.out_h(), Q = p.out_w(), planes = p.N * p.C;
+    const int64_t P = p.out_h(), Q = p.out_w(), planes = p.N * p.C, W = p.W;
 #pragma omp parallel for num_threads(threads_for(planes * P * Q * p.kernel * p.kernel))
     for (int64_t nc = 0; nc < planes; nc++) {
-        const float* xp = x + nc * p.H * p.W;
+        const float* xp = x + nc * p.H * W;
+        float* yp = y + nc * P * Q;
+        int32_t* ap = argmax + nc * P * Q;
+        if (p.kernel == 2 && p.stride == 2) {  // LeNet's pools
+            for (int64_t oh = 0; oh < P; oh++) {
+                const float* r0 = xp + 2 * oh * W;
+                const float* r1 = r0 + W;
+                const int32_t base = int32_t(2 * oh * W);
+                for (int64_t ow = 0; ow < Q; ow++) {
+                    const int32_t i0 = base + int32_t(2 * ow);
+                    float best = r0[2 * ow];
+                    int32_t best_i = i0;
+                    // Starting from the first element equals PyTorch's start from -inf.
+                    take_max(r0[2 * ow + 1], i0 + 1, &best, &best_i);
+                    take_max(r1[2 * ow], i0 + int32_t(W), &best, &best_i);
+                    take_max(r1[2 * ow + 1], i0 + int32_t(W) + 1, &best, &best_i);
+                    yp[oh * Q + ow] = best;
+                    ap[oh * Q + ow] = best_i;
+                }
+            }
+            continue;
+        }
         for (int64_t oh = 0; oh < P; oh++)
             for (int64_t ow = 0; ow < Q; ow++) {
                 const int64_t h0 = oh * p.stride, w0 = ow * p.stride;
                 float best = -std::numeric_limits<float>::infinity();
-                int64_t best_i = h0 * p.W + w0;
+                int32_t best_i = int32_t(h0 * W + w0);
                 for (int64_t r = 0; r < p.kernel; r++)
                     for (int64_t s = 0; s < p.kernel; s++) {
-                        const int64_t i = (h0 + r) * p.W + w0 + s;
-                        const float v = xp[i];
-                        // Strict > keeps the first maximum; NaN propagates (PyTorch's rule).
-                        if (v > best || std::isnan(v)) {
-                            best = v;
-                            best_i = i;
-                        }
+                        const int64_t i = (h0 + r) * W + w0 + s;
+                        take_max(xp[i], int32_t(i), &best, &best_i);
                     }
-                y[nc * P * Q + oh * Q + ow] = best;
-                argmax[nc * P * Q + oh * Q + ow] = int32_t(best_i);
+                yp[oh * Q + ow] = best;
+                ap[oh * Q + ow] = best_i;
             }
     }
 }

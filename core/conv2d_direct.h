@@ -1,0 +1,23 @@
+// Stride-1 convolution on the implicit-GEMM kernels (igemm.h): no im2col matrix is built.
+// Used by conv2d's per-image functions whenever the stride is 1.
+#pragma once
+#include <cstdint>
+
+#include "params.h"
+
+namespace pylenet {
+
+// Whether the direct kernels handle p.
+inline bool conv2d_direct_ok(const Conv2dParams& p) { return p.stride == 1; }
+// Scratch floats the direct functions need for one image.
+int64_t conv2d_direct_workspace(const Conv2dParams& p);
+// y (K,P,Q) for one image x (C,H,W), plus bias b (K,) when not null.
+void conv2d_forward_direct(float* y, const float* x, const float* w, const float* b,
+                           const Conv2dParams& p, float* ws);
+// ADDS dw (K,C,R,S) and db (K,) (may be null); overwrites dx (C,H,W) unless null.
+// Returns false, touching nothing, when x holds Inf/NaN: the wide grid would multiply such
+// values by the zero gradient of discarded columns, so the caller uses im2col instead.
+bool conv2d_backward_direct(float* dx, float* dw, float* db, const float* x, const float* w,
+                            const float* dy, const Conv2dParams& p, float* ws);
+
+}  // namespace pylenet

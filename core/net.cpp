@@ -1,0 +1,316 @@
+// The fused network: validation of the layer chain, block-parallel forward/backward over a
+// batch, and the in-order reduction of the per-block weight gradients.
+#include "net.h"
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "activations.h"
+#include "conv2d.h"
+#include "gemm.h"
+#include "losses.h"
+#include "parallel.h"
+#include "pool2d.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace pylenet {
+
+namespace {
+constexpr int64_t kMaxBlocks = 8;  // the batch split; fixed so results never depend on threads
+
+std::string layer_name(size_t i) { return "layer " + std::to_string(i); }
+}  // namespace
+
+Net::Net(std::vector<LayerDesc> descs, int64_t C, int64_t H, int64_t W) : C_(C), H_(H), W_(W) {
+    if (descs.empty()) throw std::invalid_argument("Net: the layer list is empty");
+    check_at_least("Net", "input channels", C, 1);
+    check_at_least("Net", "input height", H, 1);
+    check_at_least("Net", "input width", W, 1);
+    Shape shape = {C, H, W};
+    for (size_t i = 0; i < descs.size(); i++) {
+        Layer L;
+        L.desc = descs[i];
+        L.in_shape = shape;
+        const std::string name = layer_name(i);
+        switch (L.desc.kind) {
+        case LayerKind::Conv2d: {
+            if (shape.size() != 3)
+                throw std::invalid_argument("Net: " + name + " (Conv2d) needs (C, H, W) input, got " +
+                                            shape_str(shape));
+            const Shape w = {L.desc.out, L.desc.in, L.desc.kernel, L.desc.kernel};
+            L.conv = check_conv2d({1, shape[0], shape[1], shape[2]}, w, -1, L.desc.stride, L.desc.pad);
+            shape = {L.conv.K, L.conv.out_h(), L.conv.out_w()};
+            L.weight = int(param_shapes_.size());
+            param_shapes_.push_back(w);
+            if (L.desc.bias) {
+                L.bias = int(param_shapes_.size());
+                param_shapes_.push_back({L.desc.out});
+            }
+            conv_ws_ = std::max(conv_ws_, conv2d_workspace(L.conv));
+            break;
+        }
+        case LayerKind::MaxPool2d:
+        case LayerKind::AvgPool2d: {
+            if (shape.size() != 3)
+                throw std::invalid_argument("Net: " + name + " (pool) needs (C, H, W) input, got " +
+                                            shape_str(shape));
+            L.pool = check_pool2d("Net pool", {1, shape[0], shape[1], shape[2]}, L.desc.kernel,
+                                  L.desc.stride);
+            shape = {shape[0], L.pool.out_h(), L.pool.out_w()};
+            break;
+        }
+        case LayerKind::Flatten:
+            shape = {numel(shape)};
+            break;
+        case LayerKind::Linear: {
+            if (shape.size() != 1)
+                throw std::invalid_argument("Net: " + name + " (Linear) needs flat input; add a "
+                                            "Flatten before it (input " + shape_str(shape) + ")");
+            check_equal("Net", (name + " (Linear) in_features").c_str(), L.desc.in,
+                        "features coming in", shape[0]);
+            check_at_least("Net", (name + " (Linear) out_features").c_str(), L.desc.out, 1);
+            shape = {L.desc.out};
+            L.weight = int(param_shapes_.size());
+            param_shapes_.push_back({L.desc.out, L.desc.in});
+            if (L.desc.bias) {
+                L.bias = int(param_shapes_.size());
+                param_shapes_.push_back({L.desc.out});
+            }
+            break;
+        }
+        case LayerKind::ReLU:
+        case LayerKind::Sigmoid:
+        case LayerKind::Tanh:
+            break;
+        default:
+            throw std::invalid_argument("Net: " + name + " has an unknown kind");
+        }
+        L.out_shape = shape;
+        L.in_size = numel(L.in_shape);
+        L.out_size = numel(L.out_shape);
+        layers_.push_back(L);
+    }
+    if (shape.size() != 1)
+        throw std::invalid_argument("Net: the last layer must output (features,), got " +
+                                    shape_str(shape));
+    out_features_ = shape[0];
+    for (const Shape& s : param_shapes_) {
+        param_offsets_.push_back(total_params_);
+        total_params_ += numel(s);
+    }
+    // Activation slots: slot 0 is the input (read in place); Flatten reuses its input's slot.
+    int64_t offset = 0, arg_offset = 0;
+    act_offsets_.push_back(-1);
+    for (const Layer& L : layers_) {
+        max_act_ = std::max(max_act_, std::max(L.in_size, L.out_size));
+        if (L.desc.kind == LayerKind::Flatten) {
+            act_offsets_.push_back(act_offsets_.back());
+        } else {
+            act_offsets_.push_back(offset);
+            offset += L.out_size;
+        }
+        argmax_offsets_.push_back(arg_offset);
+        if (L.desc.kind == LayerKind::MaxPool2d) arg_offset += L.out_size;
+    }
+    act_offsets_.push_back(offset);  // total floats per sample
+    argmax_offsets_.push_back(arg_offset);
+}
+
+int64_t Net::blocks_for(int64_t N) const { return std::min<int64_t>(N, kMaxBlocks); }
+
+void Net::prepare(int64_t cap, int threads, int64_t grad_blocks) {
+    if (cap > block_cap_ || int(workspaces_.size()) < threads) {
+        block_cap_ = std::max(block_cap_, cap);
+        workspaces_.resize(std::max<size_t>(workspaces_.size(), size_t(threads)));
+        for (Workspace& ws : workspaces_) {
+            ws.acts.resize(size_t(block_cap_ * act_offsets_.back()));
+            ws.argmax.resize(size_t(block_cap_ * argmax_offsets_.back()));
+            ws.grad_a.resize(size_t(block_cap_ * max_act_));
+            ws.grad_b.resize(size_t(block_cap_ * max_act_));
+            ws.conv.resize(size_t(conv_ws_));
+        }
+    }
+    if (grad_blocks_.size() < size_t(grad_blocks * total_params_))
+        grad_blocks_.resize(size_t(grad_blocks * total_params_));
+}
+
+float* Net::act(Workspace& ws, const float* x, size_t slot) const {
+    return act_offsets_[slot] < 0 ? const_cast<float*>(x)
+                                  : ws.acts.data() + act_offsets_[slot] * block_cap_;
+}
+
+// Runs the n samples at x through every layer, leaving each layer's output in ws.acts.
+void Net::forward_block(Workspace& ws, const float* x, int64_t n, const float* const* params) {
+    for (size_t l = 0; l < layers_.size(); l++) {
+        const Layer& L = layers_[l];
+        const float* in = act(ws, x, l);
+        float* out = act(ws, x, l + 1);
+        const float* b = L.bias >= 0 ? params[L.bias] : nullptr;
+        switch (L.desc.kind) {
+        case LayerKind::Conv2d:
+            for (int64_t j = 0; j < n; j++)
+                conv2d_forward_image(out + j * L.out_size, in + j * L.in_size, params[L.weight], b,
+                                     L.conv, ws.conv.data());
+            break;
+        case LayerKind::MaxPool2d: {
+            Pool2dParams p = L.pool;
+            p.N = n;
+            maxpool2d_forward(out, ws.argmax.data() + argmax_offsets_[l] * block_cap_, in, p);
+            break;
+        }
+        case LayerKind::AvgPool2d: {
+            Pool2dParams p = L.pool;
+            p.N = n;
+            avgpool2d_forward(out, in, p);
+            break;
+        }
+        case LayerKind::Linear:
+            gemm_nt(n, L.desc.out, L.desc.in, in, L.desc.in, params[L.weight], L.desc.in, out,
+                    L.desc.out, false);
+            if (b)
+                for (int64_t j = 0; j < n; j++)
+                    for (int64_t o = 0; o < L.desc.out; o++) out[j * L.desc.out + o] += b[o];
+            break;
+        case LayerKind::ReLU: relu_forward(out, in, n * L.in_size); break;
+        case LayerKind::Sigmoid: sigmoid_forward(out, in, n * L.in_size); break;
+        case LayerKind::Tanh: tanh_forward(out, in, n * L.in_size); break;
+        case LayerKind::Flatten: break;  // the output slot is the input slot
+        }
+    }
+}
+
+// Backpropagates ws.grad_a (the loss gradient of the block's outputs) through every layer,
+// ADDING weight gradients into `grads` (one flat block of total_params_ floats).
+void Net::backward_block(Workspace& ws, const float* x, int64_t n, const float* const* params,
+                         float* grads) {
+    float* g = ws.grad_a.data();
+    float* gnext = ws.grad_b.data();
+    for (size_t l = layers_.size(); l-- > 0;) {
+        const Layer& L = layers_[l];
+        const bool need_dx = l > 0;  // nobody needs the gradient of the network's input
+        const float* in = act(ws, x, l);
+        const float* out = act(ws, x, l + 1);
+        switch (L.desc.kind) {
+        case LayerKind::Conv2d: {
+            float* db = L.bias >= 0 ? grads + param_offsets_[size_t(L.bias)] : nullptr;
+            for (int64_t j = 0; j < n; j++)
+                conv2d_backward_image(need_dx ? gnext + j * L.in_size : nullptr,
+                                      grads + param_offsets_[size_t(L.weight)], db,
+                                      in + j * L.in_size, params[L.weight], g + j * L.out_size,
+                                      L.conv, ws.conv.data());
+            break;
+        }
+        case LayerKind::MaxPool2d:
+            maxpool2d_backward(gnext, g, ws.argmax.data() + argmax_offsets_[l] * block_cap_, n,
+                               L.in_shape[0], L.in_shape[1], L.in_shape[2], L.out_shape[1],
+                               L.out_shape[2]);
+            break;
+        case LayerKind::AvgPool2d: {
+            Pool2dParams p = L.pool;
+            p.N = n;
+            avgpool2d_backward(gnext, g, p);
+            break;
+        }
+        case LayerKind::Linear: {
+            const int64_t I = L.desc.in, O = L.desc.out;
+            gemm_tn(O, I, n, g, O, in, I, grads + param_offsets_[size_t(L.weight)], I, true);
+            if (L.bias >= 0) {
+                float* db = grads + param_offsets_[size_t(L.bias)];
+                for (int64_t j = 0; j < n; j++)
+                    for (int64_t o = 0; o < O; o++) db[o] += g[j * O + o];
+            }
+            if (need_dx) gemm_nn(n, I, O, g, O, params[L.weight], I, gnext, I, false);
+            break;
+        }
+        case LayerKind::ReLU: relu_backward(gnext, in, g, n * L.in_size); break;
+        case LayerKind::Sigmoid: sigmoid_backward(gnext, out, g, n * L.in_size); break;
+        case LayerKind::Tanh: tanh_backward(gnext, out, g, n * L.in_size); break;
+        case LayerKind::Flatten: continue;  // same memory, same gradient
+        }
+        std::swap(g, gnext);
+    }
+}
+
+void Net::forward(float* out, const float* x, int64_t N, const float* const* params) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (N == 0) return;
+    // Inference keeps no activations for backward, so blocks are walked in chunks that stay
+    // in cache; the chunking is fixed, so results do not depend on the thread count.
+    const int64_t chunk = 16, nchunks = (N + chunk - 1) / chunk;
+    const int nt = int(std::min<int64_t>(get_num_threads(), nchunks));
+    prepare(std::min(N, chunk), nt, 0);
+    const int64_t in_size = C_ * H_ * W_, classes = out_features_;
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t c = 0; c < nchunks; c++) {
+#ifdef _OPENMP
+        Workspace& ws = workspaces_[size_t(omp_get_thread_num())];
+#else
+        Workspace& ws = workspaces_[0];
+#endif
+        const int64_t n0 = c * chunk, n = std::min(chunk, N - n0);
+        const float* xb = x + n0 * in_size;
+        forward_block(ws, xb, n, params);
+        std::memcpy(out + n0 * classes, act(ws, xb, layers_.size()), sizeof(float) * n * classes);
+    }
+}
+
+double Net::train_step(float* out, float* const* grads, const float* x, const int64_t* labels,
+                       int64_t N, const float* const* params, LossKind loss) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const int64_t nblocks = blocks_for(N);
+    const int nt = int(std::min<int64_t>(get_num_threads(), nblocks));
+    prepare((N + nblocks - 1) / nblocks, nt, nblocks);
+    const int64_t in_size = C_ * H_ * W_, classes = out_features_, P = total_params_;
+    double block_loss[kMaxBlocks] = {0};
+    const float scale = loss == LossKind::CrossEntropy ? 1.0f / float(N)
+                                                       : 2.0f / float(N * classes);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+#ifdef _OPENMP
+        Workspace& ws = workspaces_[size_t(omp_get_thread_num())];
+#else
+        Workspace& ws = workspaces_[0];
+#endif
+#pragma omp for schedule(static)
+        for (int64_t b = 0; b < nblocks; b++) {
+            const int64_t n0 = N * b / nblocks, n = N * (b + 1) / nblocks - n0;
+            const float* xb = x + n0 * in_size;
+            float* gb = grad_blocks_.data() + b * P;
+            std::memset(gb, 0, sizeof(float) * P);
+            forward_block(ws, xb, n, params);
+            const float* logits = act(ws, xb, layers_.size());
+            std::memcpy(out + n0 * classes, logits, sizeof(float) * n * classes);
+            block_loss[b] = loss == LossKind::CrossEntropy
+                ? softmax_cross_entropy_sum(ws.grad_a.data(), logits, labels + n0, n, classes, scale)
+                : mse_onehot_sum(ws.grad_a.data(), logits, labels + n0, n, classes, scale);
+            backward_block(ws, xb, n, params, gb);
+        }
+        // Reduce the block gradients in block order; threads own disjoint parameter ranges.
+        int t = 0, T = 1;
+#ifdef _OPENMP
+        t = omp_get_thread_num(), T = omp_get_num_threads();
+#endif
+        const int64_t lo = P * t / T, hi = P * (t + 1) / T;
+        for (size_t p = 0; p < param_offsets_.size(); p++) {
+            const int64_t off = param_offsets_[p], size = numel(param_shapes_[p]);
+            const int64_t a = std::max(lo, off), e = std::min(hi, off + size);
+            if (a >= e) continue;
+            float* dst = grads[p] + (a - off);
+            std::memcpy(dst, grad_blocks_.data() + a, sizeof(float) * (e - a));
+            for (int64_t b = 1; b < nblocks; b++) {
+                const float* src = grad_blocks_.data() + b * P + a;
+                for (int64_t i = 0; i < e - a; i++) dst[i] += src[i];
+            }
+        }
+    }
+    double total = 0.0;
+    for (int64_t b = 0; b < nblocks; b++) total += block_loss[b];
+    return loss == LossKind::CrossEntropy ? total / double(N) : total / double(N * classes);
+}
+
+}  // namespace pylenet

@@ -1,0 +1,85 @@
+// A whole feed-forward network run by the core in one call: the Python side assembles the
+// layer list (LeNet-5 or any chain of the supported layers) and hands it over, and the core
+// runs forward, loss and backward for a batch with the GIL released, reusing its workspaces.
+//
+// Threads split the batch into blocks whose count depends only on N (never on the thread
+// count); each block's weight gradients are summed in a buffer of its own, and the buffers
+// are added in block order, so the results are bit-identical for any number of threads.
+#pragma once
+#include <cstdint>
+#include <mutex>
+#include <vector>
+
+#include "checks.h"
+#include "params.h"
+
+namespace pylenet {
+
+enum class LayerKind : int { Conv2d, MaxPool2d, AvgPool2d, ReLU, Sigmoid, Tanh, Flatten, Linear };
+enum class LossKind : int { CrossEntropy, MSE };
+
+// One layer of the chain. Conv2d: in/out channels, kernel, stride, pad, bias.
+// Linear: in/out features, bias. Pools: kernel, stride. Others: nothing.
+struct LayerDesc {
+    LayerKind kind = LayerKind::ReLU;
+    int64_t in = 0, out = 0, kernel = 0, stride = 1, pad = 0;
+    bool bias = true;
+};
+
+// Calls on one Net are serialised by a mutex; separate Nets run concurrently.
+class Net {
+public:
+    // Validates the chain for inputs (C, H, W) and a 1-D output; throws std::invalid_argument.
+    Net(std::vector<LayerDesc> layers, int64_t C, int64_t H, int64_t W);
+
+    // Shapes of the parameter tensors in order: weight then bias (if any) per conv/linear.
+    const std::vector<Shape>& param_shapes() const { return param_shapes_; }
+    // Shape of one sample's input (C, H, W) and the output feature count.
+    Shape input_shape() const { return {C_, H_, W_}; }
+    int64_t out_features() const { return out_features_; }
+
+    // out (N, classes) = the network applied to x (N, C, H, W). params in param_shapes order.
+    void forward(float* out, const float* x, int64_t N, const float* const* params);
+    // Forward, loss (mean over the batch) and backward. Overwrites every grads[i] and
+    // out (N, classes) with the outputs; returns the loss. Labels must be in [0, classes).
+    double train_step(float* out, float* const* grads, const float* x, const int64_t* labels,
+                      int64_t N, const float* const* params, LossKind loss);
+
+private:
+    struct Layer {
+        LayerDesc desc;
+        Shape in_shape, out_shape;  // per sample
+        int64_t in_size = 0, out_size = 0;
+        int weight = -1, bias = -1;  // parameter indices
+        Conv2dParams conv;           // conv layers (N = 1)
+        Pool2dParams pool;           // pool layers (N = 1)
+    };
+    // Per-thread buffers for one block of samples.
+    struct Workspace {
+        std::vector<float> acts;      // every layer's input/output for the block
+        std::vector<int32_t> argmax;  // max-pool indices
+        std::vector<float> grad_a, grad_b, conv;  // gradient ping-pong, conv scratch
+    };
+
+    // Sizes the workspaces for blocks of `cap` samples, `threads` threads and the gradients
+    // of `grad_blocks` blocks; grows only, so steady-state steps allocate nothing.
+    void prepare(int64_t cap, int threads, int64_t grad_blocks);
+    int64_t blocks_for(int64_t N) const;
+    float* act(Workspace& ws, const float* x, size_t slot) const;
+    void forward_block(Workspace& ws, const float* x, int64_t n, const float* const* params);
+    void backward_block(Workspace& ws, const float* x, int64_t n, const float* const* params,
+                        float* grads);
+
+    std::vector<Layer> layers_;
+    std::vector<Shape> param_shapes_;
+    std::vector<int64_t> param_offsets_;  // into one flat gradient block
+    std::vector<int64_t> act_offsets_, argmax_offsets_;
+    int64_t C_, H_, W_, out_features_ = 0, total_params_ = 0;
+    int64_t max_act_ = 0, conv_ws_ = 0;
+    int64_t block_cap_ = 0;  // samples the workspaces are sized for
+    std::vector<Workspace> workspaces_;
+    std::vector<float> grad_blocks_;  // nblocks * total_params_
+    std::mutex mutex_;                // one call at a time per Net (shared workspaces)
+};
+
+}  // namespace pylenet
