@@ -28,7 +28,8 @@ CORE_HDR := $(wildcard core/*.h)
 help:
 	@echo "make install      pip install . (builds the extension)"
 	@echo "make test         C++ core tests, then pytest"
-	@echo "make bench        C++ benchmarks (see README)"
+	@echo "make bench        C++ benchmarks: per op, then a whole LeNet-5 training step"
+	@echo "make bench-compare pylenet vs PyTorch from Python (PYTHON=venv python with torch)"
 	@echo "make wheel        build a wheel into dist/"
 	@echo "make clean        remove build outputs"
 
@@ -62,8 +63,13 @@ test: test-cpp test-py
 $(BUILD)/bench_%: bench/bench_%.cpp bench/peak.cpp bench/bench_common.h $(BUILD)/libpylenet_core.a
 	$(CXX) $(CXXFLAGS) $(OMPFLAGS) -Icore -Ibench $< bench/peak.cpp $(BUILD)/libpylenet_core.a -o $@
 
-bench: features $(BUILD)/bench_ops
+bench: features $(BUILD)/bench_ops $(BUILD)/bench_step
 	$(BUILD)/bench_ops
+	$(BUILD)/bench_step
+
+# Same data, weights, optimizer and threads for both libraries; see bench/compare_torch.py.
+bench-compare: inplace
+	$(PYTHON) bench/compare_torch.py
 
 wheel:
 	$(PYTHON) -m pip wheel . --no-deps -w dist

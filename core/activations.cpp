@@ -29,12 +29,18 @@ void tanh_backward(float* dx, const float* y, const float* dy, int64_t n) {
 
 void relu_forward(float* y, const float* x, int64_t n) {
 #pragma omp parallel for num_threads(threads_for(n))
-    for (int64_t i = 0; i < n; i++) y[i] = (x[i] > 0.0f || x[i] != x[i]) ? x[i] : 0.0f;
+    for (int64_t i = 0; i < n; i++) {
+        const float v = x[i];
+        y[i] = (v > 0.0f || v != v) ? v : 0.0f;
+    }
 }
 
 void relu_backward(float* dx, const float* x, const float* dy, int64_t n) {
 #pragma omp parallel for num_threads(threads_for(n))
-    for (int64_t i = 0; i < n; i++) dx[i] = x[i] <= 0.0f ? 0.0f : dy[i];
+    for (int64_t i = 0; i < n; i++) {
+        const float g = dy[i];  // loaded unconditionally, so the loop is a vector select
+        dx[i] = x[i] <= 0.0f ? 0.0f : g;
+    }
 }
 
 }  // namespace pylenet

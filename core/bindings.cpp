@@ -20,6 +20,7 @@
 #include "net.h"
 #include "parallel.h"
 #include "pool2d.h"
+#include "preprocess.h"
 
 namespace py = pybind11;
 using namespace pylenet;
@@ -467,6 +468,42 @@ py::tuple py_net_train_step(Net& net, const py::object& xo, const py::object& la
     return py::make_tuple(value, out);
 }
 
+
+// ----------------------------------------------------------------------------- data
+
+FArr py_gather_pad_normalize(const py::array& images, const py::object& idxo, int64_t pad,
+                             const py::object& luto) {
+    const char* op = "gather_pad_normalize";
+    auto img = py::array_t<uint8_t, py::array::c_style>::ensure(images);
+    if (!img || images.dtype().kind() != 'u' || images.itemsize() != 1)
+        throw py::type_error(std::string(op) + ": images must be a uint8 array");
+    const Shape is = shape_of(img);
+    check_ndim(op, "images", is, 3, "(N, H, W)");
+    check_at_least(op, "pad", pad, 0);
+    FArr lut = as_float(op, "lut", luto);
+    if (lut.size() != 256) throw py::value_error(std::string(op) + ": lut must hold 256 floats");
+    I64Arr idx;
+    int64_t n = is[0];
+    if (!idxo.is_none()) {
+        idx = as_int<I64Arr>(op, "idx", idxo);
+        check_ndim(op, "idx", shape_of(idx), 1, "(n,)");
+        n = idx.shape(0);
+        for (int64_t i = 0; i < n; i++)
+            if (idx.data()[i] < 0 || idx.data()[i] >= is[0])
+                throw py::value_error(std::string(op) + ": idx[" + std::to_string(i) + "] = " +
+                                      std::to_string(idx.data()[i]) + " is outside [0, " +
+                                      std::to_string(is[0]) + ")");
+    }
+    FArr out = new_float({n, 1, is[1] + 2 * pad, is[2] + 2 * pad});
+    float* op_ = out.mutable_data();
+    const int64_t* ip = idxo.is_none() ? nullptr : idx.data();
+    {
+        py::gil_scoped_release nogil;
+        gather_pad_normalize(op_, img.data(), ip, n, is[1], is[2], pad, lut.data());
+    }
+    return out;
+}
+
 py::dict py_build_info() {
     const BuildInfo info = build_info();
     py::dict d;
@@ -577,6 +614,10 @@ PYBIND11_MODULE(_core, m) {
             for (const auto& s : n.param_shapes()) out.append(py::tuple(py::cast(s)));
             return out;
         });
+    m.def("gather_pad_normalize", &py_gather_pad_normalize, py::arg("images"), py::arg("idx"),
+          py::arg("pad"), py::arg("lut"),
+          "gather_pad_normalize(images, idx, pad, lut) -> x\n\n"
+          "x (n,1,H+2pad,W+2pad) = lut[images[idx]] with lut[0] in the padding (data pipeline).");
     m.def("build_info", &py_build_info,
           "build_info() -> dict\n\nVersion, compiler, OpenMP, threads, SIMD levels and CUDA.");
 }

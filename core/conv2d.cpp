@@ -60,33 +60,41 @@ int64_t conv2d_workspace(const Conv2dParams& p) {
     return conv2d_direct_ok(p) ? std::max(im2col_ws, conv2d_direct_workspace(p)) : im2col_ws;
 }
 
-void conv2d_forward_image(float* y, const float* x, const float* w, const float* b,
-                          const Conv2dParams& p, float* ws) {
-    if (conv2d_direct_ok(p)) return conv2d_forward_direct(y, x, w, b, p, ws);
+void conv2d_forward_images(float* y, const float* x, const float* w, const float* b, int64_t n,
+                           const Conv2dParams& p, float* ws) {
+    if (conv2d_direct_ok(p)) return conv2d_forward_direct(y, x, w, b, n, p, ws);
     const int64_t PQ = p.out_h() * p.out_w(), CRS = p.crs();
-    im2col(ws, x, p);
-    for (int64_t k = 0; k < p.K; k++) std::fill(y + k * PQ, y + (k + 1) * PQ, b ? b[k] : 0.0f);
-    gemm_nn(p.K, PQ, CRS, w, CRS, ws, PQ, y, PQ, /*accumulate=*/true);
+    for (int64_t i = 0; i < n; i++) {
+        float* yi = y + i * p.K * PQ;
+        im2col(ws, x + i * p.C * p.H * p.W, p);
+        for (int64_t k = 0; k < p.K; k++) std::fill(yi + k * PQ, yi + (k + 1) * PQ, b ? b[k] : 0.0f);
+        gemm_nn(p.K, PQ, CRS, w, CRS, ws, PQ, yi, PQ, /*accumulate=*/true);
+    }
 }
 
 // Backward of y = w * col + b: dw += dy col^T; db += sum_pq dy; dcol = w^T dy; dx = col2im(dcol).
-void conv2d_backward_image(float* dx, float* dw, float* db, const float* x, const float* w,
-                           const float* dy, const Conv2dParams& p, float* ws) {
-    if (conv2d_direct_ok(p) && conv2d_backward_direct(dx, dw, db, x, w, dy, p, ws)) return;
+void conv2d_backward_images(float* dx, float* dw, float* db, const float* x, const float* w,
+                            const float* dy, int64_t n, const Conv2dParams& p, float* ws) {
+    if (conv2d_direct_ok(p) && conv2d_backward_direct(dx, dw, db, x, w, dy, n, p, ws)) return;
     const int64_t PQ = p.out_h() * p.out_w(), CRS = p.crs();
     float* col = ws;
     float* dcol = ws + CRS * PQ;
-    im2col(col, x, p);
-    gemm_nt(p.K, CRS, PQ, dy, PQ, col, PQ, dw, CRS, /*accumulate=*/true);
-    if (db)
-        for (int64_t k = 0; k < p.K; k++) {
-            float acc = 0.0f;
-            for (int64_t i = 0; i < PQ; i++) acc += dy[k * PQ + i];
-            db[k] += acc;
-        }
-    if (!dx) return;
-    gemm_tn(CRS, PQ, p.K, w, CRS, dy, PQ, dcol, PQ, /*accumulate=*/false);
-    col2im(dx, dcol, p);
+    for (int64_t i = 0; i < n; i++) {
+        const float* dyi = dy + i * p.K * PQ;
+        im2col(col, x + i * p.C * p.H * p.W, p);
+        gemm_nt(p.K, CRS, PQ, dyi, PQ, col, PQ, dw, CRS, /*accumulate=*/true);
+        if (db)
+            for (int64_t k = 0; k < p.K; k++) {
+                const float* row = dyi + k * PQ;
+                float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+                for (int64_t j = 0; j < PQ; j++) acc += row[j];
+                db[k] += acc;
+            }
+        if (!dx) continue;
+        gemm_tn(CRS, PQ, p.K, w, CRS, dyi, PQ, dcol, PQ, /*accumulate=*/false);
+        col2im(dx + i * p.C * p.H * p.W, dcol, p);
+    }
 }
 
 void conv2d_forward(float* y, const float* x, const float* w, const float* b,
@@ -101,7 +109,7 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* b,
 #else
         float* mine = ws.data();
 #endif
-        conv2d_forward_image(y + n * p.K * PQ, x + n * p.C * p.H * p.W, w, b, p, mine);
+        conv2d_forward_images(y + n * p.K * PQ, x + n * p.C * p.H * p.W, w, b, 1, p, mine);
     }
 }
 
@@ -122,10 +130,10 @@ void conv2d_backward(float* dx, float* dw, float* db, const float* x, const floa
 #else
         float* mine = ws.data();
 #endif
-        for (int64_t n = blk * block; n < std::min(p.N, (blk + 1) * block); n++)
-            conv2d_backward_image(dx + n * p.C * p.H * p.W, dw_part.data() + blk * KCRS,
-                                  db_part.data() + blk * p.K, x + n * p.C * p.H * p.W, w,
-                                  dy + n * p.K * PQ, p, mine);
+        const int64_t n0 = blk * block, n = std::min(p.N, n0 + block) - n0;
+        conv2d_backward_images(dx + n0 * p.C * p.H * p.W, dw_part.data() + blk * KCRS,
+                               db_part.data() + blk * p.K, x + n0 * p.C * p.H * p.W, w,
+                               dy + n0 * p.K * PQ, n, p, mine);
     }
     std::memset(dw, 0, sizeof(float) * KCRS);
     std::memset(db, 0, sizeof(float) * p.K);

@@ -19,16 +19,16 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* b,
 void conv2d_backward(float* dx, float* dw, float* db, const float* x, const float* w,
                      const float* dy, const Conv2dParams& p);
 
-// Per-image building blocks of the two functions above, single-threaded, for callers that
+// Single-threaded building blocks of the two functions above for n images, for callers that
 // split a batch themselves (the fused network). `ws` holds conv2d_workspace(p) floats.
 int64_t conv2d_workspace(const Conv2dParams& p);
-// y (K,P,Q) for one image x (C,H,W).
-void conv2d_forward_image(float* y, const float* x, const float* w, const float* b,
-                          const Conv2dParams& p, float* ws);
-// ADDS this image's gradients into dw (K,C,R,S) and db (K,) (db may be null); overwrites
-// dx (C,H,W) unless dx is null (the first layer needs no input gradient).
-void conv2d_backward_image(float* dx, float* dw, float* db, const float* x, const float* w,
-                           const float* dy, const Conv2dParams& p, float* ws);
+// y (n,K,P,Q) for the images x (n,C,H,W).
+void conv2d_forward_images(float* y, const float* x, const float* w, const float* b, int64_t n,
+                           const Conv2dParams& p, float* ws);
+// ADDS the images' gradients into dw (K,C,R,S) and db (K,) (db may be null), image by image
+// in order; overwrites dx (n,C,H,W) unless dx is null (the first layer needs no dx).
+void conv2d_backward_images(float* dx, float* dw, float* db, const float* x, const float* w,
+                            const float* dy, int64_t n, const Conv2dParams& p, float* ws);
 
 // The same two functions as direct loops: the oracle for tests and benchmarks.
 void conv2d_forward_naive(float* y, const float* x, const float* w, const float* b,

@@ -50,7 +50,7 @@ inline int64_t align16(int64_t n) { return (n + 15) / 16 * 16; }
 // Scratch layout for one image, shared by forward and backward: each region starts on a
 // 64-byte boundary (and the int64 offsets stay aligned).
 struct Scratch {
-    float *xp, *wide, *dyp, *wflip;
+    float *xp, *wide, *dcol, *wflip;  // padded x, wide y or dy, backward dcol, w^T
     int64_t* off;
     int64_t total;  // floats
 };
@@ -58,9 +58,7 @@ struct Scratch {
 Scratch carve(float* ws, const Conv2dParams& p) {
     const int64_t P = p.out_h(), Q = p.out_w();
     const Wide f = wide_of(p.H, p.W, p.pad, P, Q);
-    const int64_t Hd = P + 2 * (p.R - 1), Wd = Q + 2 * (p.S - 1);
-    const int64_t back_Jp = round16((f.Hp - 1) * Wd + f.Wp);
-    const int64_t taps = std::max(p.crs(), p.K * p.R * p.S);
+    const int64_t taps = std::max(p.crs(), p.K);
     int64_t at = 0;
     auto take = [&](int64_t floats) {
         float* ptr = ws ? ws + at : nullptr;
@@ -69,8 +67,8 @@ Scratch carve(float* ws, const Conv2dParams& p) {
     };
     Scratch s;
     s.xp = take(p.C * f.Hp * f.Wp + kSlack);
-    s.wide = take(std::max(p.K * f.Jp, p.C * back_Jp));
-    s.dyp = take(p.K * Hd * Wd + kSlack);
+    s.wide = take(p.K * f.Jp);
+    s.dcol = take(p.crs() * f.Jp);
     s.wflip = take(p.K * p.crs());
     s.off = reinterpret_cast<int64_t*>(take(2 * taps));
     s.total = at;
@@ -82,68 +80,86 @@ Scratch carve(float* ws, const Conv2dParams& p) {
 int64_t conv2d_direct_workspace(const Conv2dParams& p) { return carve(nullptr, p).total; }
 
 void conv2d_forward_direct(float* y, const float* x, const float* w, const float* b,
-                           const Conv2dParams& p, float* ws) {
+                           int64_t n, const Conv2dParams& p, float* ws) {
     const int64_t P = p.out_h(), Q = p.out_w();
     const Wide g = wide_of(p.H, p.W, p.pad, P, Q);
     Scratch s = carve(ws, p);
-    pad_into(s.xp, x, p.C, p.H, p.W, p.pad);
     tap_offsets(s.off, p.C, p.R, p.S, g.Hp, g.Wp);
-    igemm_nn(s.wide, w, p.K, p.crs(), s.xp, s.off, g.Jp);
-    for (int64_t k = 0; k < p.K; k++) {
-        const float bk = b ? b[k] : 0.0f;
-        for (int64_t oh = 0; oh < P; oh++) {
-            const float* src = s.wide + k * g.Jp + oh * g.Wp;
-            float* dst = y + (k * P + oh) * Q;
-            for (int64_t q = 0; q < Q; q++) dst[q] = src[q] + bk;
+    for (int64_t i = 0; i < n; i++) {
+        pad_into(s.xp, x + i * p.C * p.H * p.W, p.C, p.H, p.W, p.pad);
+        igemm_nn(s.wide, g.Jp, w, p.K, p.crs(), s.xp, s.off, g.Jp, false);
+        float* yi = y + i * p.K * P * Q;
+        for (int64_t k = 0; k < p.K; k++) {
+            const float bk = b ? b[k] : 0.0f;
+            for (int64_t oh = 0; oh < P; oh++) {
+                const float* src = s.wide + k * g.Jp + oh * g.Wp;
+                float* dst = yi + (k * P + oh) * Q;
+                for (int64_t q = 0; q < Q; q++) dst[q] = src[q] + bk;
+            }
         }
     }
 }
 
+namespace {
+// True when every value is finite: x - x is 0 for numbers and NaN for Inf/NaN.
+bool all_finite(const float* x, int64_t n) {
+    float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+    for (int64_t i = 0; i < n; i++) acc += x[i] - x[i];
+    return acc == 0.0f;
+}
+}  // namespace
+
 bool conv2d_backward_direct(float* dx, float* dw, float* db, const float* x, const float* w,
-                            const float* dy, const Conv2dParams& p, float* ws) {
-    const int64_t n_in = p.C * p.H * p.W;
-    for (int64_t i = 0; i < n_in; i++)
-        if (!std::isfinite(x[i])) return false;
-    const int64_t P = p.out_h(), Q = p.out_w();
+                            const float* dy, int64_t n, const Conv2dParams& p, float* ws) {
+    const int64_t in_size = p.C * p.H * p.W;
+    if (!all_finite(x, n * in_size)) return false;
+    const int64_t P = p.out_h(), Q = p.out_w(), CRS = p.crs();
     const Wide g = wide_of(p.H, p.W, p.pad, P, Q);
     Scratch s = carve(ws, p);
-    // dw[k][t] += sum_j dy_wide[k][j] * xp[off[t] + j]   (y = w * B  =>  dw = dy B^T)
-    pad_into(s.xp, x, p.C, p.H, p.W, p.pad);
-    tap_offsets(s.off, p.C, p.R, p.S, g.Hp, g.Wp);
-    std::memset(s.wide, 0, sizeof(float) * p.K * g.Jp);
-    for (int64_t k = 0; k < p.K; k++)
-        for (int64_t oh = 0; oh < P; oh++)
-            std::memcpy(s.wide + k * g.Jp + oh * g.Wp, dy + (k * P + oh) * Q, sizeof(float) * Q);
-    igemm_nt(dw, s.wide, p.K, p.crs(), s.xp, s.off, g.Jp);
-    if (db)
-        for (int64_t k = 0; k < p.K; k++) {
-            float acc = 0.0f;
-            for (int64_t i = 0; i < P * Q; i++) acc += dy[k * P * Q + i];
-            db[k] += acc;
-        }
-    if (!dx) return true;
-    // dx = W^T dy: the "full" correlation of dy (zero-padded by R-1, S-1) with the flipped
-    // kernel, i.e. a stride-1 forward conv from K to C channels with wflip[c][k][R-1-r][S-1-s].
-    const int64_t Hd = P + 2 * (p.R - 1), Wd = Q + 2 * (p.S - 1);
-    std::memset(s.dyp, 0, sizeof(float) * (p.K * Hd * Wd + kSlack));
-    for (int64_t k = 0; k < p.K; k++)
-        for (int64_t oh = 0; oh < P; oh++)
-            std::memcpy(s.dyp + (k * Hd + oh + p.R - 1) * Wd + p.S - 1, dy + (k * P + oh) * Q,
-                        sizeof(float) * Q);
-    for (int64_t c = 0; c < p.C; c++)
+    if (dx)  // w^T (CRS, K) once for all images
+        for (int64_t t = 0; t < CRS; t++)
+            for (int64_t k = 0; k < p.K; k++) s.wflip[t * p.K + k] = w[k * CRS + t];
+    std::memset(s.wide, 0, sizeof(float) * p.K * g.Jp);  // the discarded columns stay 0
+    for (int64_t i = 0; i < n; i++) {
+        const float* dyi = dy + i * p.K * P * Q;
+        // dw[k][t] += sum_j dy_wide[k][j] * xp[off[t] + j]   (y = w * B  =>  dw = dy B^T)
+        pad_into(s.xp, x + i * in_size, p.C, p.H, p.W, p.pad);
+        tap_offsets(s.off, p.C, p.R, p.S, g.Hp, g.Wp);
         for (int64_t k = 0; k < p.K; k++)
-            for (int64_t r = 0; r < p.R; r++)
-                for (int64_t q = 0; q < p.S; q++)
-                    s.wflip[((c * p.K + k) * p.R + r) * p.S + q] =
-                        w[((k * p.C + c) * p.R + (p.R - 1 - r)) * p.S + (p.S - 1 - q)];
-    const int64_t Jb = (g.Hp - 1) * Wd + g.Wp, Jbp = round16(Jb);
-    tap_offsets(s.off, p.K, p.R, p.S, Hd, Wd);
-    igemm_nn(s.wide, s.wflip, p.C, p.K * p.R * p.S, s.dyp, s.off, Jbp);
-    // The result is the gradient of the padded input; crop the padding away.
-    for (int64_t c = 0; c < p.C; c++)
-        for (int64_t h = 0; h < p.H; h++)
-            std::memcpy(dx + (c * p.H + h) * p.W, s.wide + c * Jbp + (h + p.pad) * Wd + p.pad,
-                        sizeof(float) * p.W);
+            for (int64_t oh = 0; oh < P; oh++)
+                std::memcpy(s.wide + k * g.Jp + oh * g.Wp, dyi + (k * P + oh) * Q, sizeof(float) * Q);
+        igemm_nt(dw, s.wide, g.Jp, p.K, CRS, s.xp, s.off, g.Jp);
+        if (db)
+            for (int64_t k = 0; k < p.K; k++) {
+                const float* row = dyi + k * P * Q;
+                float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+                for (int64_t j = 0; j < P * Q; j++) acc += row[j];
+                db[k] += acc;
+            }
+        if (!dx) continue;
+        // dx = W^T dy, computed as dcol (CRS, Jp) = w^T (CRS, K) * dy_wide (K, Jp) and folded
+        // back: xp[off[t] + j] += dcol[t][j] over the valid columns only (q < Q), exactly the
+        // pairs the forward used, so NaN/Inf weights spread exactly as in PyTorch.
+        for (int64_t k = 0; k < p.K; k++) s.off[k] = k * g.Jp;
+        igemm_nn(s.dcol, g.Jp, s.wflip, CRS, p.K, s.wide, s.off, g.Jp, false);
+        tap_offsets(s.off, p.C, p.R, p.S, g.Hp, g.Wp);
+        std::memset(s.xp, 0, sizeof(float) * p.C * g.Hp * g.Wp);
+        for (int64_t t = 0; t < CRS; t++) {
+            const float* src = s.dcol + t * g.Jp;
+            float* dst = s.xp + s.off[t];
+            for (int64_t oh = 0; oh < P; oh++)
+#pragma omp simd
+                for (int64_t q = 0; q < Q; q++) dst[oh * g.Wp + q] += src[oh * g.Wp + q];
+        }
+        // The result is the gradient of the padded input; crop the padding away.
+        float* dxi = dx + i * in_size;
+        for (int64_t c = 0; c < p.C; c++)
+            for (int64_t h = 0; h < p.H; h++)
+                std::memcpy(dxi + (c * p.H + h) * p.W, s.xp + (c * g.Hp + h + p.pad) * g.Wp + p.pad,
+                            sizeof(float) * p.W);
+    }
     return true;
 }
 

@@ -9,15 +9,15 @@ namespace pylenet {
 
 // Whether the direct kernels handle p.
 inline bool conv2d_direct_ok(const Conv2dParams& p) { return p.stride == 1; }
-// Scratch floats the direct functions need for one image.
+// Scratch floats the direct functions need (for any number of images).
 int64_t conv2d_direct_workspace(const Conv2dParams& p);
-// y (K,P,Q) for one image x (C,H,W), plus bias b (K,) when not null.
+// y (n,K,P,Q) for the n images x (n,C,H,W), plus bias b (K,) when not null.
 void conv2d_forward_direct(float* y, const float* x, const float* w, const float* b,
-                           const Conv2dParams& p, float* ws);
-// ADDS dw (K,C,R,S) and db (K,) (may be null); overwrites dx (C,H,W) unless null.
-// Returns false, touching nothing, when x holds Inf/NaN: the wide grid would multiply such
-// values by the zero gradient of discarded columns, so the caller uses im2col instead.
+                           int64_t n, const Conv2dParams& p, float* ws);
+// ADDS the n images' dw (K,C,R,S) and db (K,) (may be null); overwrites dx (n,C,H,W) unless
+// null. Returns false, touching nothing, when x holds Inf/NaN: the wide grid would multiply
+// such values by the zero gradient of discarded columns, so the caller uses im2col instead.
 bool conv2d_backward_direct(float* dx, float* dw, float* db, const float* x, const float* w,
-                            const float* dy, const Conv2dParams& p, float* ws);
+                            const float* dy, int64_t n, const Conv2dParams& p, float* ws);
 
 }  // namespace pylenet

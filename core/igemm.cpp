@@ -19,38 +19,62 @@ __attribute__((always_inline)) inline v16 load(const float* p) {
     return v;
 }
 __attribute__((always_inline)) inline void store(float* p, v16 v) { std::memcpy(p, &v, sizeof v); }
+// The first n (< 16) floats at p, zeros after: tails never read past the end.
+__attribute__((always_inline)) inline v16 load_part(const float* p, int64_t n) {
+    v16 v = v16{};
+    std::memcpy(&v, p, sizeof(float) * size_t(n));
+    return v;
+}
+__attribute__((always_inline)) inline void store_part(float* p, v16 v, int64_t n) {
+    std::memcpy(p, &v, sizeof(float) * size_t(n));
+}
 __attribute__((always_inline)) inline float hsum(v16 v) {
     float s = 0.0f;
     for (int i = 0; i < 16; i++) s += v[i];
     return s;
 }
 
-// One MR x (16*NV) tile of C = A * B.
-template <int MR, int NV>
-__attribute__((always_inline)) inline void nn_tile(float* C, const float* A, int64_t T, const float* src, const int64_t* off,
-                    int64_t Jp, int64_t j0) {
+// One MR x (16*NV) tile of C (=|+=) A * B; a tail tile (NV = 1) covers only `cols` columns.
+template <int MR, int NV, bool TAIL>
+__attribute__((always_inline)) inline void nn_tile(float* C, int64_t ldc, const float* A,
+                                                   int64_t T, const float* src,
+                                                   const int64_t* off, int64_t j0, int64_t cols,
+                                                   bool accumulate) {
     v16 acc[MR][NV];
     for (int i = 0; i < MR; i++)
-        for (int v = 0; v < NV; v++) acc[i][v] = v16{};
+        for (int v = 0; v < NV; v++)
+            acc[i][v] = !accumulate ? v16{}
+                        : TAIL      ? load_part(C + i * ldc + j0, cols)
+                                    : load(C + i * ldc + j0 + 16 * v);
     for (int64_t t = 0; t < T; t++) {
         const float* b = src + off[t] + j0;
         v16 bv[NV];
-        for (int v = 0; v < NV; v++) bv[v] = load(b + 16 * v);
+        for (int v = 0; v < NV; v++) bv[v] = TAIL ? load_part(b, cols) : load(b + 16 * v);
         for (int i = 0; i < MR; i++) {
             const float a = A[i * T + t];
             for (int v = 0; v < NV; v++) acc[i][v] += a * bv[v];
         }
     }
     for (int i = 0; i < MR; i++)
-        for (int v = 0; v < NV; v++) store(C + i * Jp + j0 + 16 * v, acc[i][v]);
+        for (int v = 0; v < NV; v++) {
+            if (TAIL)
+                store_part(C + i * ldc + j0, acc[i][v], cols);
+            else
+                store(C + i * ldc + j0 + 16 * v, acc[i][v]);
+        }
 }
 
 template <int MR>
-__attribute__((always_inline)) inline void nn_rows(float* C, const float* A, int64_t T, const float* src, const int64_t* off,
-                    int64_t Jp) {
+__attribute__((always_inline)) inline void nn_rows(float* C, int64_t ldc, const float* A,
+                                                   int64_t T, const float* src,
+                                                   const int64_t* off, int64_t J, bool acc) {
     int64_t j0 = 0;
-    for (; j0 + 32 <= Jp; j0 += 32) nn_tile<MR, 2>(C, A, T, src, off, Jp, j0);
-    if (j0 < Jp) nn_tile<MR, 1>(C, A, T, src, off, Jp, j0);
+    for (; j0 + 32 <= J; j0 += 32) nn_tile<MR, 2, false>(C, ldc, A, T, src, off, j0, 32, acc);
+    if (j0 + 16 <= J) {
+        nn_tile<MR, 1, false>(C, ldc, A, T, src, off, j0, 16, acc);
+        j0 += 16;
+    }
+    if (j0 < J) nn_tile<MR, 1, true>(C, ldc, A, T, src, off, j0, J - j0, acc);
 }
 
 // Lane sums of 16 vectors as one vector: out[i] = sum of v[i]'s lanes. Four rounds of
@@ -76,19 +100,27 @@ __attribute__((always_inline)) inline v16 hsum16(v16* v) {
     return __builtin_shuffle(c[0], c[1], lo1) + __builtin_shuffle(c[0], c[1], hi1);
 }
 
-// One MR x TN tile of C += A * B^T.
+// One MR x TN tile of C += A * B^T, over J columns (a zero-filled tail past the last 16).
 template <int MR, int TN>
-__attribute__((always_inline)) inline void nt_tile(float* C, const float* A, int64_t T,
-                                                   const float* src, const int64_t* off,
-                                                   int64_t Jp, int64_t t0) {
+__attribute__((always_inline)) inline void nt_tile(float* C, const float* A, int64_t lda,
+                                                   int64_t T, const float* src,
+                                                   const int64_t* off, int64_t J, int64_t t0) {
     v16 acc[MR * TN];
     for (int i = 0; i < MR * TN; i++) acc[i] = v16{};
     const float* b[TN];
     for (int u = 0; u < TN; u++) b[u] = src + off[t0 + u];
-    for (int64_t j = 0; j < Jp; j += 16) {
+    int64_t j = 0;
+    for (; j + 16 <= J; j += 16) {
         v16 av[MR], bv[TN];
-        for (int i = 0; i < MR; i++) av[i] = load(A + i * Jp + j);
+        for (int i = 0; i < MR; i++) av[i] = load(A + i * lda + j);
         for (int u = 0; u < TN; u++) bv[u] = load(b[u] + j);
+        for (int i = 0; i < MR; i++)
+            for (int u = 0; u < TN; u++) acc[i * TN + u] += av[i] * bv[u];
+    }
+    if (j < J) {
+        v16 av[MR], bv[TN];
+        for (int i = 0; i < MR; i++) av[i] = load_part(A + i * lda + j, J - j);
+        for (int u = 0; u < TN; u++) bv[u] = load_part(b[u] + j, J - j);
         for (int i = 0; i < MR; i++)
             for (int u = 0; u < TN; u++) acc[i * TN + u] += av[i] * bv[u];
     }
@@ -103,37 +135,37 @@ __attribute__((always_inline)) inline void nt_tile(float* C, const float* A, int
 }
 
 template <int MR>
-__attribute__((always_inline)) inline void nt_rows(float* C, const float* A, int64_t T,
-                                                   const float* src, const int64_t* off,
-                                                   int64_t Jp) {
+__attribute__((always_inline)) inline void nt_rows(float* C, const float* A, int64_t lda,
+                                                   int64_t T, const float* src,
+                                                   const int64_t* off, int64_t J) {
     int64_t t0 = 0;
-    for (; t0 + 4 <= T; t0 += 4) nt_tile<MR, 4>(C, A, T, src, off, Jp, t0);
-    for (; t0 < T; t0++) nt_tile<MR, 1>(C, A, T, src, off, Jp, t0);
+    for (; t0 + 4 <= T; t0 += 4) nt_tile<MR, 4>(C, A, lda, T, src, off, J, t0);
+    for (; t0 < T; t0++) nt_tile<MR, 1>(C, A, lda, T, src, off, J, t0);
 }
 
 }  // namespace
 
 PYLENET_SIMD_CLONES
-void igemm_nn(float* C, const float* A, int64_t M, int64_t T, const float* src,
-              const int64_t* off, int64_t Jp) {
+void igemm_nn(float* C, int64_t ldc, const float* A, int64_t M, int64_t T, const float* src,
+              const int64_t* off, int64_t J, bool accumulate) {
     int64_t m = 0;
-    for (; m + 6 <= M; m += 6) nn_rows<6>(C + m * Jp, A + m * T, T, src, off, Jp);
+    for (; m + 6 <= M; m += 6) nn_rows<6>(C + m * ldc, ldc, A + m * T, T, src, off, J, accumulate);
     switch (M - m) {
-    case 5: nn_rows<5>(C + m * Jp, A + m * T, T, src, off, Jp); break;
-    case 4: nn_rows<4>(C + m * Jp, A + m * T, T, src, off, Jp); break;
-    case 3: nn_rows<3>(C + m * Jp, A + m * T, T, src, off, Jp); break;
-    case 2: nn_rows<2>(C + m * Jp, A + m * T, T, src, off, Jp); break;
-    case 1: nn_rows<1>(C + m * Jp, A + m * T, T, src, off, Jp); break;
+    case 5: nn_rows<5>(C + m * ldc, ldc, A + m * T, T, src, off, J, accumulate); break;
+    case 4: nn_rows<4>(C + m * ldc, ldc, A + m * T, T, src, off, J, accumulate); break;
+    case 3: nn_rows<3>(C + m * ldc, ldc, A + m * T, T, src, off, J, accumulate); break;
+    case 2: nn_rows<2>(C + m * ldc, ldc, A + m * T, T, src, off, J, accumulate); break;
+    case 1: nn_rows<1>(C + m * ldc, ldc, A + m * T, T, src, off, J, accumulate); break;
     default: break;
     }
 }
 
 PYLENET_SIMD_CLONES
-void igemm_nt(float* C, const float* A, int64_t M, int64_t T, const float* src,
-              const int64_t* off, int64_t Jp) {
+void igemm_nt(float* C, const float* A, int64_t lda, int64_t M, int64_t T, const float* src,
+              const int64_t* off, int64_t J) {
     int64_t m = 0;
-    for (; m + 4 <= M; m += 4) nt_rows<4>(C + m * T, A + m * Jp, T, src, off, Jp);
-    for (; m < M; m++) nt_rows<1>(C + m * T, A + m * Jp, T, src, off, Jp);
+    for (; m + 4 <= M; m += 4) nt_rows<4>(C + m * T, A + m * lda, lda, T, src, off, J);
+    for (; m < M; m++) nt_rows<1>(C + m * T, A + m * lda, lda, T, src, off, J);
 }
 
 }  // namespace pylenet

@@ -3,8 +3,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
-#include "gemm.h"
+#include "igemm.h"
 #include "parallel.h"
 
 #ifdef _OPENMP
@@ -37,29 +38,78 @@ inline void row_range(int64_t rows, int t, int nt, int64_t* lo, int64_t* hi) {
     *lo = rows * t / nt;
     *hi = rows * (t + 1) / nt;
 }
+
+// Row offsets r * stride for the implicit-GEMM kernels (rows of a row-major matrix).
+inline int64_t* row_offsets(float* ws, int64_t rows, int64_t stride) {
+    int64_t* off = reinterpret_cast<int64_t*>(ws);
+    for (int64_t r = 0; r < rows; r++) off[r] = r * stride;
+    return off;
+}
 }  // namespace
+
+int64_t linear_workspace(const LinearParams& p) {
+    // int64 row offsets (2 floats each, even count keeps them aligned), then dy^T.
+    return 2 * std::max(p.N, p.O) + p.O * p.N + 2;
+}
+
+void linear_forward_rows(float* y, const float* x, const float* w, const float* b,
+                         const LinearParams& p, float* ws) {
+    std::memset(y, 0, sizeof(float) * p.N * p.O);
+    // y (N, O) += x (N, I) * w (O, I)^T: dot products of rows, 4x4 register tiles.
+    igemm_nt(y, x, p.I, p.N, p.O, w, row_offsets(ws, p.O, p.I), p.I);
+    if (b)
+        for (int64_t n = 0; n < p.N; n++)
+            for (int64_t o = 0; o < p.O; o++) y[n * p.O + o] += b[o];
+}
+
+void linear_backward_rows(float* dx, float* dw, float* db, const float* x, const float* w,
+                          const float* dy, const LinearParams& p, float* ws) {
+    const int64_t* off = row_offsets(ws, std::max(p.N, p.O), p.I);
+    float* dyT = ws + 2 * std::max(p.N, p.O) + 2;
+    for (int64_t n = 0; n < p.N; n++)
+        for (int64_t o = 0; o < p.O; o++) dyT[o * p.N + n] = dy[n * p.O + o];
+    // dw (O, I) += dy^T (O, N) * x (N, I)
+    igemm_nn(dw, p.I, dyT, p.O, p.N, x, off, p.I, /*accumulate=*/true);
+    if (db)
+        for (int64_t o = 0; o < p.O; o++) {
+            const float* row = dyT + o * p.N;
+            float acc = 0.0f;
+            for (int64_t n = 0; n < p.N; n++) acc += row[n];
+            db[o] += acc;
+        }
+    // dx (N, I) = dy (N, O) * w (O, I)
+    if (dx) igemm_nn(dx, p.I, dy, p.N, p.O, w, off, p.I, /*accumulate=*/false);
+}
 
 void linear_forward(float* y, const float* x, const float* w, const float* b,
                     const LinearParams& p) {
     const int nt = int(std::min<int64_t>(threads_for(p.N * p.I * p.O), std::max<int64_t>(p.N, 1)));
+    const int64_t ws_size = 2 * p.O + 2;
+    std::vector<float> ws(size_t(nt) * ws_size);
 #pragma omp parallel num_threads(nt)
     {
-        int64_t lo, hi;
+        int t = 0, T = 1;
 #ifdef _OPENMP
-        row_range(p.N, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
-#else
-        row_range(p.N, 0, 1, &lo, &hi);
+        t = omp_get_thread_num(), T = omp_get_num_threads();
 #endif
-        gemm_nt(hi - lo, p.O, p.I, x + lo * p.I, p.I, w, p.I, y + lo * p.O, p.O, false);
-        if (b)
-            for (int64_t n = lo; n < hi; n++)
-                for (int64_t o = 0; o < p.O; o++) y[n * p.O + o] += b[o];
+        int64_t lo, hi;
+        row_range(p.N, t, T, &lo, &hi);
+        LinearParams mine = p;
+        mine.N = hi - lo;
+        linear_forward_rows(y + lo * p.O, x + lo * p.I, w, b, mine, ws.data() + t * ws_size);
     }
 }
 
 void linear_backward(float* dx, float* dw, float* db, const float* x, const float* w,
                      const float* dy, const LinearParams& p) {
     const int nt = threads_for(p.N * p.I * p.O);
+    const int64_t rows = std::max(p.N, p.O);
+    std::vector<float> ws(size_t(2 * rows + 2 + p.O * p.N));
+    int64_t* off = reinterpret_cast<int64_t*>(ws.data());
+    for (int64_t r = 0; r < rows; r++) off[r] = r * p.I;
+    float* dyT = ws.data() + 2 * rows + 2;
+    for (int64_t n = 0; n < p.N; n++)
+        for (int64_t o = 0; o < p.O; o++) dyT[o * p.N + n] = dy[n * p.O + o];
 #pragma omp parallel num_threads(nt)
     {
         int t = 0, T = 1;
@@ -68,12 +118,12 @@ void linear_backward(float* dx, float* dw, float* db, const float* x, const floa
 #endif
         int64_t lo, hi;
         row_range(p.N, t, T, &lo, &hi);  // dx rows: dx (N,I) = dy (N,O) w (O,I)
-        gemm_nn(hi - lo, p.I, p.O, dy + lo * p.O, p.O, w, p.I, dx + lo * p.I, p.I, false);
+        igemm_nn(dx + lo * p.I, p.I, dy + lo * p.O, hi - lo, p.O, w, off, p.I, false);
         row_range(p.O, t, T, &lo, &hi);  // dw rows: dw (O,I) = dy^T (O,N) x (N,I)
-        gemm_tn(hi - lo, p.I, p.N, dy + lo, p.O, x, p.I, dw + lo * p.I, p.I, false);
+        igemm_nn(dw + lo * p.I, p.I, dyT + lo * p.N, hi - lo, p.N, x, off, p.I, false);
         for (int64_t o = lo; o < hi; o++) {
             float acc = 0.0f;
-            for (int64_t n = 0; n < p.N; n++) acc += dy[n * p.O + o];
+            for (int64_t n = 0; n < p.N; n++) acc += dyT[o * p.N + n];
             db[o] = acc;
         }
     }

@@ -9,7 +9,7 @@
 
 #include "activations.h"
 #include "conv2d.h"
-#include "gemm.h"
+#include "linear.h"
 #include "losses.h"
 #include "parallel.h"
 #include "pool2d.h"
@@ -132,7 +132,11 @@ void Net::prepare(int64_t cap, int threads, int64_t grad_blocks) {
             ws.argmax.resize(size_t(block_cap_ * argmax_offsets_.back()));
             ws.grad_a.resize(size_t(block_cap_ * max_act_));
             ws.grad_b.resize(size_t(block_cap_ * max_act_));
-            ws.conv.resize(size_t(conv_ws_));
+            int64_t scratch = conv_ws_;
+            for (const Layer& L : layers_)
+                if (L.desc.kind == LayerKind::Linear)
+                    scratch = std::max(scratch, linear_workspace({block_cap_, L.desc.in, L.desc.out}));
+            ws.scratch.resize(size_t(scratch));
         }
     }
     if (grad_blocks_.size() < size_t(grad_blocks * total_params_))
@@ -153,9 +157,7 @@ void Net::forward_block(Workspace& ws, const float* x, int64_t n, const float* c
         const float* b = L.bias >= 0 ? params[L.bias] : nullptr;
         switch (L.desc.kind) {
         case LayerKind::Conv2d:
-            for (int64_t j = 0; j < n; j++)
-                conv2d_forward_image(out + j * L.out_size, in + j * L.in_size, params[L.weight], b,
-                                     L.conv, ws.conv.data());
+            conv2d_forward_images(out, in, params[L.weight], b, n, L.conv, ws.scratch.data());
             break;
         case LayerKind::MaxPool2d: {
             Pool2dParams p = L.pool;
@@ -169,13 +171,11 @@ void Net::forward_block(Workspace& ws, const float* x, int64_t n, const float* c
             avgpool2d_forward(out, in, p);
             break;
         }
-        case LayerKind::Linear:
-            gemm_nt(n, L.desc.out, L.desc.in, in, L.desc.in, params[L.weight], L.desc.in, out,
-                    L.desc.out, false);
-            if (b)
-                for (int64_t j = 0; j < n; j++)
-                    for (int64_t o = 0; o < L.desc.out; o++) out[j * L.desc.out + o] += b[o];
+        case LayerKind::Linear: {
+            const LinearParams lp = {n, L.desc.in, L.desc.out};
+            linear_forward_rows(out, in, params[L.weight], b, lp, ws.scratch.data());
             break;
+        }
         case LayerKind::ReLU: relu_forward(out, in, n * L.in_size); break;
         case LayerKind::Sigmoid: sigmoid_forward(out, in, n * L.in_size); break;
         case LayerKind::Tanh: tanh_forward(out, in, n * L.in_size); break;
@@ -198,11 +198,8 @@ void Net::backward_block(Workspace& ws, const float* x, int64_t n, const float* 
         switch (L.desc.kind) {
         case LayerKind::Conv2d: {
             float* db = L.bias >= 0 ? grads + param_offsets_[size_t(L.bias)] : nullptr;
-            for (int64_t j = 0; j < n; j++)
-                conv2d_backward_image(need_dx ? gnext + j * L.in_size : nullptr,
-                                      grads + param_offsets_[size_t(L.weight)], db,
-                                      in + j * L.in_size, params[L.weight], g + j * L.out_size,
-                                      L.conv, ws.conv.data());
+            conv2d_backward_images(need_dx ? gnext : nullptr, grads + param_offsets_[size_t(L.weight)],
+                                   db, in, params[L.weight], g, n, L.conv, ws.scratch.data());
             break;
         }
         case LayerKind::MaxPool2d:
@@ -217,14 +214,10 @@ void Net::backward_block(Workspace& ws, const float* x, int64_t n, const float* 
             break;
         }
         case LayerKind::Linear: {
-            const int64_t I = L.desc.in, O = L.desc.out;
-            gemm_tn(O, I, n, g, O, in, I, grads + param_offsets_[size_t(L.weight)], I, true);
-            if (L.bias >= 0) {
-                float* db = grads + param_offsets_[size_t(L.bias)];
-                for (int64_t j = 0; j < n; j++)
-                    for (int64_t o = 0; o < O; o++) db[o] += g[j * O + o];
-            }
-            if (need_dx) gemm_nn(n, I, O, g, O, params[L.weight], I, gnext, I, false);
+            const LinearParams lp = {n, L.desc.in, L.desc.out};
+            float* db = L.bias >= 0 ? grads + param_offsets_[size_t(L.bias)] : nullptr;
+            linear_backward_rows(need_dx ? gnext : nullptr, grads + param_offsets_[size_t(L.weight)],
+                                 db, in, params[L.weight], g, lp, ws.scratch.data());
             break;
         }
         case LayerKind::ReLU: relu_backward(gnext, in, g, n * L.in_size); break;

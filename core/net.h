@@ -58,7 +58,7 @@ private:
     struct Workspace {
         std::vector<float> acts;      // every layer's input/output for the block
         std::vector<int32_t> argmax;  // max-pool indices
-        std::vector<float> grad_a, grad_b, conv;  // gradient ping-pong, conv scratch
+        std::vector<float> grad_a, grad_b, scratch;  // gradient ping-pong; conv/linear scratch
     };
 
     // Sizes the workspaces for blocks of `cap` samples, `threads` threads and the gradients

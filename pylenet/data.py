@@ -348,12 +348,35 @@ def _check_pad(pad):
     return int(pad)
 
 
-def _pad_normalize(images, pad, lut):
-    """(N, H, W) uint8 -> (N, 1, H+2p, W+2p) float32 through a pixel lookup table."""
+def _pad_normalize(images, pad, lut, idx=None):
+    """images[idx] (N, H, W) uint8 -> (N, 1, H+2p, W+2p) float32 through a pixel lookup table.
+
+    Uses the core's one-pass kernel when the extension is built, else numpy.
+    """
+    core = _core()
+    if core is not None:
+        return core.gather_pad_normalize(images, idx, pad, lut)
+    if idx is not None:
+        images = images[idx]
     n, h, w = images.shape
     out = np.full((n, 1, h + 2 * pad, w + 2 * pad), lut[0], dtype=np.float32)
     out[:, 0, pad:pad + h, pad:pad + w] = lut[images]
     return out
+
+
+def _core():
+    """pylenet._core if it is built and importable (data.py itself never needs it)."""
+    global _CORE
+    if _CORE is False:
+        try:
+            from pylenet import _core as core
+            _CORE = core if hasattr(core, "gather_pad_normalize") else None
+        except ImportError:
+            _CORE = None
+    return _CORE
+
+
+_CORE = False
 
 
 def pad_and_normalize(images, *, pad=2, mean=MNIST_MEAN, std=MNIST_STD):
@@ -439,4 +462,4 @@ class DataLoader:
         stop = len(self) * self.batch_size if self.drop_last else self.num_samples
         for start in range(0, stop, self.batch_size):
             idx = order[start:start + self.batch_size]
-            yield _pad_normalize(self.images[idx], self.pad, self._lut), self.labels[idx]
+            yield _pad_normalize(self.images, self.pad, self._lut, idx), self.labels[idx]

@@ -68,3 +68,15 @@ class FusedNet:
                 p.grad = np.zeros_like(p.data)
         return self.net.train_step(x, labels, [p.data for p in self.params],
                                    [p.grad for p in self.params], loss)
+
+
+def fused_for(model, input_shape: tuple = (1, 32, 32)) -> FusedNet | None:
+    """The model's FusedNet (built once and cached on it), or None if it has other layers."""
+    cached = model.__dict__.get("_fused")
+    if cached is not None and cached.params == model.parameters():
+        return cached
+    if not FusedNet.supports(model):
+        return None
+    fused = FusedNet(model, input_shape)
+    model.__dict__["_fused"] = fused
+    return fused

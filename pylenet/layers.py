@@ -32,6 +32,13 @@ class Module:
 
     training = True
 
+    def _cached(self, value):
+        """What forward cached for backward; RuntimeError when there is none."""
+        if value is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called without a forward in "
+                               "training mode")
+        return value
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
@@ -213,16 +220,20 @@ class AvgPool2d(_Pool):
 class ReLU(Module):
     """max(x, 0)."""
 
+    _x = None
+
     def forward(self, x):
         self._x = x if self.training else None
         return ops.relu_forward(x)
 
     def backward(self, dy):
-        return ops.relu_backward(self._x, dy)
+        return ops.relu_backward(self._cached(self._x), dy)
 
 
 class Sigmoid(Module):
     """The logistic sigmoid 1 / (1 + exp(-x))."""
+
+    _y = None
 
     def forward(self, x):
         y = ops.sigmoid_forward(x)
@@ -230,11 +241,13 @@ class Sigmoid(Module):
         return y
 
     def backward(self, dy):
-        return ops.sigmoid_backward(self._y, dy)
+        return ops.sigmoid_backward(self._cached(self._y), dy)
 
 
 class Tanh(Module):
     """tanh(x)."""
+
+    _y = None
 
     def forward(self, x):
         y = ops.tanh_forward(x)
@@ -242,18 +255,21 @@ class Tanh(Module):
         return y
 
     def backward(self, dy):
-        return ops.tanh_backward(self._y, dy)
+        return ops.tanh_backward(self._cached(self._y), dy)
 
 
 class Flatten(Module):
     """(N, C, H, W) -> (N, C*H*W); a view, no copy."""
 
+    _shape = None
+
     def forward(self, x):
-        self._shape = x.shape
+        x = np.asarray(x)
+        self._shape = x.shape if self.training else None
         return x.reshape(x.shape[0], -1)
 
     def backward(self, dy):
-        return dy.reshape(self._shape)
+        return np.asarray(dy).reshape(self._cached(self._shape))
 
     def output_shape(self, in_shape):
         return (int(np.prod(in_shape)),)

@@ -9,6 +9,7 @@ import numpy as np
 
 from pylenet import ops
 from pylenet.data import DataLoader, pad_and_normalize
+from pylenet.engine import fused_for, loss_name
 from pylenet.losses import get_loss
 from pylenet.optim import SGD
 
@@ -60,12 +61,15 @@ class Trainer:
 
     checkpoint: a path written atomically after every epoch (so an interrupted run keeps the
     last finished epoch). on_nonfinite: "raise" stops with TrainingDiverged, "skip" drops the
-    step whose loss is not finite and counts it in the epoch record.
+    step whose loss is not finite and counts it in the epoch record. fused: run each batch's
+    forward, loss and backward in one core call when the model and loss allow it (the same
+    arithmetic as the layer-by-layer path, without Python between the layers).
     """
 
     def __init__(self, model, optimizer=None, *, loss="cross_entropy", scheduler=None,
                  batch_size: int = 64, seed: int = 0, threads: int | None = None,
-                 progress: bool = True, checkpoint=None, on_nonfinite: str = "raise"):
+                 progress: bool = True, checkpoint=None, on_nonfinite: str = "raise",
+                 fused: bool = True):
         self.model = model
         self.optimizer = optimizer if optimizer is not None else SGD(model.parameters(), lr=0.01, momentum=0.9)
         self.loss_fn = get_loss(loss)
@@ -81,6 +85,8 @@ class Trainer:
         if on_nonfinite not in ("raise", "skip"):
             raise ValueError(f"on_nonfinite must be 'raise' or 'skip', got {on_nonfinite!r}")
         self.on_nonfinite = on_nonfinite
+        self._loss_name = loss_name(self.loss_fn)
+        self._fused = fused_for(model) if fused and self._loss_name else None
         self.epoch = 0          # epochs finished
         self.history = History()
 
@@ -122,15 +128,19 @@ class Trainer:
         bar = tqdm(loader, total=len(loader), disable=not self.progress, unit="batch",
                    desc=f"epoch {self.epoch + 1}", leave=True, dynamic_ncols=True)
         for i, (x, y) in enumerate(bar):
-            out = model.forward(x)
-            loss, dout = self.loss_fn(out, y)
+            if self._fused is not None:
+                loss, out = self._fused.train_step(x, y, self._loss_name)
+            else:
+                out = model.forward(x)
+                loss, dout = self.loss_fn(out, y)
             if not math.isfinite(loss):
                 if self.on_nonfinite == "skip":
                     skipped += 1
                     continue
                 bar.close()
                 self._nonfinite(loss, i)
-            model.backward(dout)
+            if self._fused is None:
+                model.backward(dout)
             opt.step()
             n = len(y)
             total_loss += loss * n
@@ -172,7 +182,8 @@ class Trainer:
 
 def fit(model, train, *, epochs: int, batch_size: int = 64, optimizer=None, validation=None,
         loss="cross_entropy", scheduler=None, seed: int = 0, threads: int | None = None,
-        progress: bool = True, checkpoint=None, on_nonfinite: str = "raise") -> History:
+        progress: bool = True, checkpoint=None, on_nonfinite: str = "raise",
+        fused: bool = True) -> History:
     """Trains `model` on `train` = (uint8 images (N,28,28), labels) and returns its History.
 
     optimizer defaults to SGD(lr=0.01, momentum=0.9); validation is evaluated after each
@@ -180,11 +191,16 @@ def fit(model, train, *, epochs: int, batch_size: int = 64, optimizer=None, vali
     """
     trainer = Trainer(model, optimizer, loss=loss, scheduler=scheduler, batch_size=batch_size,
                       seed=seed, threads=threads, progress=progress, checkpoint=checkpoint,
-                      on_nonfinite=on_nonfinite)
+                      on_nonfinite=on_nonfinite, fused=fused)
     return trainer.fit(train, epochs=epochs, validation=validation)
 
 
 def _forward_batches(model, x: np.ndarray, batch_size: int):
+    fused = fused_for(model)
+    if fused is not None:  # one core call per batch, nothing cached for backward
+        for i in range(0, len(x), batch_size):
+            yield i, fused.forward(pad_and_normalize(x[i:i + batch_size]))
+        return
     was_training = model.training
     model.eval()
     try:

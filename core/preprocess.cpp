@@ -1,0 +1,31 @@
+// Batch preparation in one pass over the output (the numpy version took three).
+#include "preprocess.h"
+
+#include "parallel.h"
+
+namespace pylenet {
+
+void gather_pad_normalize(float* out, const uint8_t* images, const int64_t* idx, int64_t n,
+                          int64_t H, int64_t W, int64_t pad, const float* lut) {
+    const int64_t Hp = H + 2 * pad, Wp = W + 2 * pad;
+    const float bg = lut[0];
+#pragma omp parallel for num_threads(threads_for(n * Hp * Wp * 4))
+    for (int64_t i = 0; i < n; i++) {
+        const uint8_t* img = images + (idx ? idx[i] : i) * H * W;
+        float* o = out + i * Hp * Wp;
+        for (int64_t h = 0; h < Hp; h++) {
+            float* row = o + h * Wp;
+            const int64_t ih = h - pad;
+            if (ih < 0 || ih >= H) {
+                for (int64_t w = 0; w < Wp; w++) row[w] = bg;
+                continue;
+            }
+            for (int64_t w = 0; w < pad; w++) row[w] = bg;
+            const uint8_t* src = img + ih * W;
+            for (int64_t w = 0; w < W; w++) row[pad + w] = lut[src[w]];
+            for (int64_t w = pad + W; w < Wp; w++) row[w] = bg;
+        }
+    }
+}
+
+}  // namespace pylenet

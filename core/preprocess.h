@@ -1,0 +1,13 @@
+// Input preparation for the data pipeline: gather uint8 images, zero-pad, normalise.
+#pragma once
+#include <cstdint>
+
+namespace pylenet {
+
+// out (n, 1, H+2*pad, W+2*pad) = lut[images[idx[i]]] with the padding set to lut[0]
+// (the background). images (count, H, W) uint8; idx null means 0..n-1; lut has 256 floats.
+// Indices must lie in [0, count) (checked at the boundary).
+void gather_pad_normalize(float* out, const uint8_t* images, const int64_t* idx, int64_t n,
+                          int64_t H, int64_t W, int64_t pad, const float* lut);
+
+}  // namespace pylenet
