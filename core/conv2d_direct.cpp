@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "igemm.h"
+#include "simd.h"
 
 namespace pylenet {
 
@@ -50,7 +51,7 @@ inline int64_t align16(int64_t n) { return (n + 15) / 16 * 16; }
 // Scratch layout for one image, shared by forward and backward: each region starts on a
 // 64-byte boundary (and the int64 offsets stay aligned).
 struct Scratch {
-    float *xp, *wide, *dcol, *wflip;  // padded x, wide y or dy, backward dcol, w^T
+    float *xp, *wide, *dcol, *wflip, *dwT, *dyT;  // padded x, wide y/dy, dcol, w^T, dw^T, dy^T
     int64_t* off;
     int64_t total;  // floats
 };
@@ -70,6 +71,8 @@ Scratch carve(float* ws, const Conv2dParams& p) {
     s.wide = take(p.K * f.Jp);
     s.dcol = take(p.crs() * f.Jp);
     s.wflip = take(p.K * p.crs());
+    s.dwT = take(p.K * p.crs());
+    s.dyT = take(p.K * f.Jp);
     s.off = reinterpret_cast<int64_t*>(take(2 * taps));
     s.total = at;
     return s;
@@ -79,6 +82,7 @@ Scratch carve(float* ws, const Conv2dParams& p) {
 
 int64_t conv2d_direct_workspace(const Conv2dParams& p) { return carve(nullptr, p).total; }
 
+PYLENET_SIMD_CLONES
 void conv2d_forward_direct(float* y, const float* x, const float* w, const float* b,
                            int64_t n, const Conv2dParams& p, float* ws) {
     const int64_t P = p.out_h(), Q = p.out_w();
@@ -110,6 +114,7 @@ bool all_finite(const float* x, int64_t n) {
 }
 }  // namespace
 
+PYLENET_SIMD_CLONES
 bool conv2d_backward_direct(float* dx, float* dw, float* db, const float* x, const float* w,
                             const float* dy, int64_t n, const Conv2dParams& p, float* ws) {
     const int64_t in_size = p.C * p.H * p.W;
@@ -121,6 +126,10 @@ bool conv2d_backward_direct(float* dx, float* dw, float* db, const float* x, con
         for (int64_t t = 0; t < CRS; t++)
             for (int64_t k = 0; k < p.K; k++) s.wflip[t * p.K + k] = w[k * CRS + t];
     std::memset(s.wide, 0, sizeof(float) * p.K * g.Jp);  // the discarded columns stay 0
+    if (p.K % 16 == 0) {
+        std::memset(s.dwT, 0, sizeof(float) * CRS * p.K);
+        std::memset(s.dyT, 0, sizeof(float) * g.J * p.K);  // dy^T on the wide grid
+    }
     for (int64_t i = 0; i < n; i++) {
         const float* dyi = dy + i * p.K * P * Q;
         // dw[k][t] += sum_j dy_wide[k][j] * xp[off[t] + j]   (y = w * B  =>  dw = dy B^T)
@@ -129,7 +138,16 @@ bool conv2d_backward_direct(float* dx, float* dw, float* db, const float* x, con
         for (int64_t k = 0; k < p.K; k++)
             for (int64_t oh = 0; oh < P; oh++)
                 std::memcpy(s.wide + k * g.Jp + oh * g.Wp, dyi + (k * P + oh) * Q, sizeof(float) * Q);
-        igemm_nt(dw, s.wide, g.Jp, p.K, CRS, s.xp, s.off, g.Jp);
+        if (p.K % 16 == 0) {
+            // dw^T (CRS, K) += xp rows (CRS, J) * dy_wide^T (J, K): no horizontal sums.
+            for (int64_t k = 0; k < p.K; k++)  // valid columns only; the rest stay 0
+                for (int64_t oh = 0; oh < P; oh++)
+                    for (int64_t q = 0; q < Q; q++)
+                        s.dyT[(oh * g.Wp + q) * p.K + k] = dyi[(k * P + oh) * Q + q];
+            igemm_tn(s.dwT, p.K, s.dyT, p.K, CRS, p.K, s.xp, s.off, g.J);
+        } else {
+            igemm_nt(dw, s.wide, g.Jp, p.K, CRS, s.xp, s.off, g.Jp);
+        }
         if (db)
             for (int64_t k = 0; k < p.K; k++) {
                 const float* row = dyi + k * P * Q;
@@ -160,6 +178,9 @@ bool conv2d_backward_direct(float* dx, float* dw, float* db, const float* x, con
                 std::memcpy(dxi + (c * p.H + h) * p.W, s.xp + (c * g.Hp + h + p.pad) * g.Wp + p.pad,
                             sizeof(float) * p.W);
     }
+    if (p.K % 16 == 0)
+        for (int64_t k = 0; k < p.K; k++)
+            for (int64_t t = 0; t < CRS; t++) dw[k * CRS + t] += s.dwT[t * p.K + k];
     return true;
 }
 

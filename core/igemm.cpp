@@ -143,6 +143,23 @@ __attribute__((always_inline)) inline void nt_rows(float* C, const float* A, int
     for (; t0 < T; t0++) nt_tile<MR, 1>(C, A, lda, T, src, off, J, t0);
 }
 
+// One RT x 16 tile of C (T, 16*KV) += B (T, J) * D (J, 16*KV): taps broadcast, D rows loaded.
+template <int RT>
+__attribute__((always_inline)) inline void tn_tile(float* C, int64_t ldc, const float* D,
+                                                   int64_t ldd, const float* src,
+                                                   const int64_t* off, int64_t J, int64_t t0,
+                                                   int64_t k0) {
+    v16 acc[RT];
+    for (int i = 0; i < RT; i++) acc[i] = load(C + (t0 + i) * ldc + k0);
+    const float* b[RT];
+    for (int i = 0; i < RT; i++) b[i] = src + off[t0 + i];
+    for (int64_t j = 0; j < J; j++) {
+        const v16 d = load(D + j * ldd + k0);
+        for (int i = 0; i < RT; i++) acc[i] += b[i][j] * d;
+    }
+    for (int i = 0; i < RT; i++) store(C + (t0 + i) * ldc + k0, acc[i]);
+}
+
 }  // namespace
 
 PYLENET_SIMD_CLONES
@@ -165,7 +182,27 @@ void igemm_nt(float* C, const float* A, int64_t lda, int64_t M, int64_t T, const
               const int64_t* off, int64_t J) {
     int64_t m = 0;
     for (; m + 4 <= M; m += 4) nt_rows<4>(C + m * T, A + m * lda, lda, T, src, off, J);
+    for (; m + 2 <= M; m += 2) {  // two rows left (C1's 6 channels): 2 x 8 tiles
+        int64_t t0 = 0;
+        for (; t0 + 8 <= T; t0 += 8) nt_tile<2, 8>(C + m * T, A + m * lda, lda, T, src, off, J, t0);
+        for (; t0 < T; t0++) nt_tile<2, 1>(C + m * T, A + m * lda, lda, T, src, off, J, t0);
+    }
     for (; m < M; m++) nt_rows<1>(C + m * T, A + m * lda, lda, T, src, off, J);
+}
+
+}  // namespace pylenet
+
+namespace pylenet {
+
+PYLENET_SIMD_CLONES
+void igemm_tn(float* C, int64_t ldc, const float* D, int64_t ldd, int64_t T, int64_t Kc,
+              const float* src, const int64_t* off, int64_t J) {
+    for (int64_t k0 = 0; k0 < Kc; k0 += 16) {
+        int64_t t = 0;
+        for (; t + 12 <= T; t += 12) tn_tile<12>(C, ldc, D, ldd, src, off, J, t, k0);
+        for (; t + 4 <= T; t += 4) tn_tile<4>(C, ldc, D, ldd, src, off, J, t, k0);
+        for (; t < T; t++) tn_tile<1>(C, ldc, D, ldd, src, off, J, t, k0);
+    }
 }
 
 }  // namespace pylenet

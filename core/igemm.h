@@ -15,4 +15,10 @@ void igemm_nn(float* C, int64_t ldc, const float* A, int64_t M, int64_t T, const
 void igemm_nt(float* C, const float* A, int64_t lda, int64_t M, int64_t T, const float* src,
               const int64_t* off, int64_t J);
 
+// C (T, Kc; row stride ldc) += B (T, J) * D (J, Kc; row stride ldd), B[t][j] = src[off[t] + j];
+// Kc a multiple of 16. The weight gradient of a conv with 16k output channels, without
+// horizontal sums: each B value is broadcast against a row of D.
+void igemm_tn(float* C, int64_t ldc, const float* D, int64_t ldd, int64_t T, int64_t Kc,
+              const float* src, const int64_t* off, int64_t J);
+
 }  // namespace pylenet
