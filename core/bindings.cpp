@@ -417,6 +417,32 @@ FArr py_net_forward(Net& net, const py::object& xo, const py::sequence& params) 
     return out;
 }
 
+FArr py_net_predict_u8(Net& net, const py::array& images, const py::object& luto, int64_t pad,
+                       const py::sequence& params) {
+    const char* op = "Net.predict_u8";
+    auto img = py::array_t<uint8_t, py::array::c_style>::ensure(images);
+    if (!img || images.dtype().kind() != 'u' || images.itemsize() != 1)
+        throw py::type_error(std::string(op) + ": images must be a uint8 array");
+    const Shape is = shape_of(img), in = net.input_shape();
+    check_ndim(op, "images", is, 3, "(N, H, W)");
+    if (in[0] != 1 || is[1] + 2 * pad != in[1] || is[2] + 2 * pad != in[2])
+        throw py::value_error(std::string(op) + ": images " + shape_str(is) + " padded by " +
+                              std::to_string(pad) + " do not fit the network input " +
+                              shape_str(in));
+    FArr lut = as_float(op, "lut", luto);
+    if (lut.size() != 256) throw py::value_error(std::string(op) + ": lut must hold 256 floats");
+    std::vector<FArr> ps = net_params(net, params);
+    std::vector<const float*> pp;
+    for (auto& a : ps) pp.push_back(a.data());
+    FArr probs = new_float({is[0], net.out_features()});
+    float* out = probs.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        net.predict_u8(out, img.data(), is[0], is[1], is[2], pad, lut.data(), pp.data());
+    }
+    return probs;
+}
+
 py::tuple py_net_train_step(Net& net, const py::object& xo, const py::object& labo,
                             const py::sequence& params, const py::sequence& grads,
                             const std::string& loss) {
@@ -605,6 +631,10 @@ PYBIND11_MODULE(_core, m) {
         .def(py::init(&make_net), py::arg("layers"), py::arg("input_shape"))
         .def("forward", &py_net_forward, py::arg("x"), py::arg("params"),
              "forward(x, params) -> out\n\nOutputs (N, features) for x (N, C, H, W).")
+        .def("predict_u8", &py_net_predict_u8, py::arg("images"), py::arg("lut"), py::arg("pad"),
+             py::arg("params"),
+             "predict_u8(images, lut, pad, params) -> probs\n\n"
+             "Softmax outputs for raw uint8 images (N, h, w), padded and normalised in the core.")
         .def("train_step", &py_net_train_step, py::arg("x"), py::arg("labels"), py::arg("params"),
              py::arg("grads"), py::arg("loss") = "cross_entropy",
              "train_step(x, labels, params, grads, loss='cross_entropy') -> (loss, out)\n\n"

@@ -181,6 +181,9 @@ PYLENET_SIMD_CLONES
 void igemm_nt(float* C, const float* A, int64_t lda, int64_t M, int64_t T, const float* src,
               const int64_t* off, int64_t J) {
     int64_t m = 0;
+    if (T < 4)  // few B rows (a matrix-vector product): 16 rows of A share each B load
+        for (; m + 16 <= M; m += 16)
+            for (int64_t t = 0; t < T; t++) nt_tile<16, 1>(C + m * T, A + m * lda, lda, T, src, off, J, t);
     for (; m + 4 <= M; m += 4) nt_rows<4>(C + m * T, A + m * lda, lda, T, src, off, J);
     for (; m + 2 <= M; m += 2) {  // two rows left (C1's 6 channels): 2 x 8 tiles
         int64_t t0 = 0;

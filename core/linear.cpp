@@ -54,9 +54,18 @@ int64_t linear_workspace(const LinearParams& p) {
 
 void linear_forward_rows(float* y, const float* x, const float* w, const float* b,
                          const LinearParams& p, float* ws) {
-    std::memset(y, 0, sizeof(float) * p.N * p.O);
-    // y (N, O) += x (N, I) * w (O, I)^T: dot products of rows, 4x4 register tiles.
-    igemm_nt(y, x, p.I, p.N, p.O, w, row_offsets(ws, p.O, p.I), p.I);
+    if (p.N < 4) {
+        // Few samples: y^T (O, N) = w (O, I) * x (N, I)^T streams w once, 16 rows at a time.
+        float* yT = ws + 2 * std::max(p.N, p.O) + 2;
+        std::memset(yT, 0, sizeof(float) * p.O * p.N);
+        igemm_nt(yT, w, p.I, p.O, p.N, x, row_offsets(ws, p.N, p.I), p.I);
+        for (int64_t n = 0; n < p.N; n++)
+            for (int64_t o = 0; o < p.O; o++) y[n * p.O + o] = yT[o * p.N + n];
+    } else {
+        std::memset(y, 0, sizeof(float) * p.N * p.O);
+        // y (N, O) += x (N, I) * w (O, I)^T: dot products of rows, 4x4 register tiles.
+        igemm_nt(y, x, p.I, p.N, p.O, w, row_offsets(ws, p.O, p.I), p.I);
+    }
     if (b)
         for (int64_t n = 0; n < p.N; n++)
             for (int64_t o = 0; o < p.O; o++) y[n * p.O + o] += b[o];
@@ -84,7 +93,7 @@ void linear_backward_rows(float* dx, float* dw, float* db, const float* x, const
 void linear_forward(float* y, const float* x, const float* w, const float* b,
                     const LinearParams& p) {
     const int nt = int(std::min<int64_t>(threads_for(p.N * p.I * p.O), std::max<int64_t>(p.N, 1)));
-    const int64_t ws_size = 2 * p.O + 2;
+    const int64_t ws_size = linear_workspace(p);
     std::vector<float> ws(size_t(nt) * ws_size);
 #pragma omp parallel num_threads(nt)
     {

@@ -13,6 +13,7 @@
 #include "losses.h"
 #include "parallel.h"
 #include "pool2d.h"
+#include "preprocess.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -249,6 +250,29 @@ void Net::forward(float* out, const float* x, int64_t N, const float* const* par
         const float* xb = x + n0 * in_size;
         forward_block(ws, xb, n, params);
         std::memcpy(out + n0 * classes, act(ws, xb, layers_.size()), sizeof(float) * n * classes);
+    }
+}
+
+void Net::predict_u8(float* probs, const uint8_t* images, int64_t N, int64_t h, int64_t w,
+                     int64_t pad, const float* lut, const float* const* params) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (N == 0) return;
+    const int64_t chunk = 16, nchunks = (N + chunk - 1) / chunk;
+    const int nt = int(std::min<int64_t>(get_num_threads(), nchunks));
+    prepare(std::min(N, chunk), nt, 0);
+    const int64_t in_size = C_ * H_ * W_, classes = out_features_;
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t c = 0; c < nchunks; c++) {
+#ifdef _OPENMP
+        Workspace& ws = workspaces_[size_t(omp_get_thread_num())];
+#else
+        Workspace& ws = workspaces_[0];
+#endif
+        const int64_t n0 = c * chunk, n = std::min(chunk, N - n0);
+        if (ws.input.size() < size_t(chunk * in_size)) ws.input.resize(size_t(chunk * in_size));
+        gather_pad_normalize(ws.input.data(), images + n0 * h * w, nullptr, n, h, w, pad, lut);
+        forward_block(ws, ws.input.data(), n, params);
+        softmax(probs + n0 * classes, act(ws, ws.input.data(), layers_.size()), n, classes);
     }
 }
 

@@ -40,6 +40,11 @@ public:
 
     // out (N, classes) = the network applied to x (N, C, H, W). params in param_shapes order.
     void forward(float* out, const float* x, int64_t N, const float* const* params);
+    // probs (N, classes) = softmax of the network applied to uint8 images (N, h, w) that are
+    // zero-padded by `pad` and mapped through lut (256 floats) first: inference from raw
+    // pixels in one call. Needs C == 1 and (h + 2 pad, w + 2 pad) == (H, W).
+    void predict_u8(float* probs, const uint8_t* images, int64_t N, int64_t h, int64_t w,
+                    int64_t pad, const float* lut, const float* const* params);
     // Forward, loss (mean over the batch) and backward. Overwrites every grads[i] and
     // out (N, classes) with the outputs; returns the loss. Labels must be in [0, classes).
     double train_step(float* out, float* const* grads, const float* x, const int64_t* labels,
@@ -58,6 +63,7 @@ private:
     struct Workspace {
         std::vector<float> acts;      // every layer's input/output for the block
         std::vector<int32_t> argmax;  // max-pool indices
+        std::vector<float> input;  // predict_u8's prepared images
         std::vector<float> grad_a, grad_b, scratch;  // gradient ping-pong; conv/linear scratch
     };
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from pylenet import _core
-from pylenet.layers import (AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential,
-                            Sigmoid, Tanh)
+from pylenet.layers import (AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, Parameter, ReLU,
+                            Sequential, Sigmoid, Tanh)
 from pylenet.losses import CrossEntropyLoss, MSELoss
 
 _SIMPLE = {ReLU: "relu", Sigmoid: "sigmoid", Tanh: "tanh", Flatten: "flatten"}
@@ -50,7 +50,16 @@ class FusedNet:
             raise TypeError("FusedNet needs a Sequential of pylenet's built-in layers")
         self.model = model
         self.net = _core.Net(descs, tuple(input_shape))
-        self.params = model.parameters()
+        self.layer_ids = tuple(id(layer) for _, layer in model.layers)
+        # (layer, attribute) of every parameter in the core's order, read afresh on each call
+        # so that a replaced Parameter or array is always the one used.
+        self._slots = [(layer, name) for _, layer in model.layers
+                       for name in ("weight", "bias") if isinstance(getattr(layer, name, None), Parameter)]
+
+    @property
+    def params(self) -> list[Parameter]:
+        """The model's parameters in the core's order."""
+        return [getattr(layer, name) for layer, name in self._slots]
 
     @staticmethod
     def supports(model) -> bool:
@@ -61,19 +70,26 @@ class FusedNet:
         """Network outputs (N, classes) for x (N, C, H, W); keeps nothing for backward."""
         return self.net.forward(x, [p.data for p in self.params])
 
+    def predict_proba(self, images: np.ndarray, lut: np.ndarray, pad: int) -> np.ndarray:
+        """Softmax outputs for raw uint8 images (N, h, w), prepared in the core (one call)."""
+        return self.net.predict_u8(images, lut, pad, [p.data for p in self.params])
+
     def train_step(self, x: np.ndarray, labels: np.ndarray, loss: str = "cross_entropy"):
         """(mean loss, outputs): forward, loss and backward; overwrites every parameter's .grad."""
-        for p in self.params:  # the core writes into .grad, which must be a float32 buffer
-            if p.grad.dtype != np.float32 or not p.grad.flags.c_contiguous or p.grad.shape != p.data.shape:
+        params = self.params
+        for p in params:  # the core writes into .grad, which must be a float32 buffer
+            g = p.grad
+            if g.dtype != np.float32 or g.shape != p.data.shape or not g.flags.c_contiguous:
                 p.grad = np.zeros_like(p.data)
-        return self.net.train_step(x, labels, [p.data for p in self.params],
-                                   [p.grad for p in self.params], loss)
+        return self.net.train_step(x, labels, [p.data for p in params], [p.grad for p in params], loss)
 
 
 def fused_for(model, input_shape: tuple = (1, 32, 32)) -> FusedNet | None:
     """The model's FusedNet (built once and cached on it), or None if it has other layers."""
     cached = model.__dict__.get("_fused")
-    if cached is not None and cached.params == model.parameters():
+    layers = getattr(model, "layers", None)
+    if cached is not None and layers is not None and len(layers) == len(cached.layer_ids) and \
+            all(id(layer) == i for (_, layer), i in zip(layers, cached.layer_ids)):
         return cached
     if not FusedNet.supports(model):
         return None

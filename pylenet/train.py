@@ -8,10 +8,14 @@ from pathlib import Path
 import numpy as np
 
 from pylenet import ops
-from pylenet.data import DataLoader, pad_and_normalize
+from pylenet.data import MNIST_MEAN, MNIST_STD, DataLoader, _normalize_lut, pad_and_normalize
 from pylenet.engine import fused_for, loss_name
 from pylenet.losses import get_loss
 from pylenet.optim import SGD
+
+
+PAD = 2  # MNIST's 28x28 digits zero-padded to LeNet-5's 32x32 input
+_LUT = _normalize_lut(MNIST_MEAN, MNIST_STD)
 
 
 class TrainingDiverged(FloatingPointError):
@@ -228,13 +232,20 @@ def evaluate(model, data, *, batch_size: int = 1000, loss="cross_entropy") -> di
 
 def predict(model, images, *, batch_size: int = 1000):
     """(labels, probabilities) for uint8 images (N,28,28), or (int, (C,) array) for one (28,28)."""
-    x = np.asarray(images)
+    x = images if isinstance(images, np.ndarray) else np.asarray(images)
     single = x.ndim == 2
     if single:
         x = x[None]
     if x.ndim != 3 or x.shape[1:] != (28, 28):
         raise ValueError(f"predict: images must be (28, 28) or (N, 28, 28), got shape {np.shape(images)}")
-    probs = np.concatenate([ops.softmax(out) for _, out in _forward_batches(model, x, batch_size)]) \
-        if len(x) else np.zeros((0, model.config.get("num_classes", 10)), np.float32)
-    labels = probs.argmax(axis=1).astype(np.int64)
-    return (int(labels[0]), probs[0]) if single else (labels, probs)
+    if x.dtype != np.uint8:
+        raise TypeError(f"predict: images must be uint8 pixels (as load_mnist returns), got {x.dtype}")
+    fused = fused_for(model)
+    if fused is not None:  # padding, normalisation, network and softmax in one core call
+        probs = fused.predict_proba(x, _LUT, PAD)
+    elif len(x):
+        probs = np.concatenate([ops.softmax(out) for _, out in _forward_batches(model, x, batch_size)])
+    else:
+        probs = np.zeros((0, model.config.get("num_classes", 10)), np.float32)
+    labels = probs.argmax(axis=1)
+    return (int(labels[0]), probs[0]) if single else (labels.astype(np.int64), probs)
