@@ -68,8 +68,9 @@ bench: features $(BUILD)/bench_ops $(BUILD)/bench_step
 	$(BUILD)/bench_step
 
 # Same data, weights, optimizer and threads for both libraries; see bench/compare_torch.py.
+# COMPARE_ARGS passes options through, e.g. make bench-compare COMPARE_ARGS="--quick --threads 1".
 bench-compare: inplace
-	$(PYTHON) bench/compare_torch.py
+	$(PYTHON) bench/compare_torch.py $(COMPARE_ARGS)
 
 wheel:
 	$(PYTHON) -m pip wheel . --no-deps -w dist

@@ -18,6 +18,7 @@
 #include "linear.h"
 #include "losses.h"
 #include "net.h"
+#include "optim.h"
 #include "parallel.h"
 #include "pool2d.h"
 #include "preprocess.h"
@@ -530,6 +531,48 @@ FArr py_gather_pad_normalize(const py::array& images, const py::object& idxo, in
     return out;
 }
 
+
+// ----------------------------------------------------------------------------- optimisers
+
+// A writeable C-contiguous float32 array of `n` elements, or TypeError: the optimisers update
+// the caller's parameter and state arrays in place (the one other binding that writes).
+float* inplace(const char* op, const char* arg, const py::handle& obj, int64_t n) {
+    py::array a = py::array::ensure(obj);
+    if (!a || !py::isinstance<py::array_t<float>>(a) || !(a.flags() & py::array::c_style) ||
+        !a.writeable() || a.size() != n)
+        throw py::type_error(std::string(op) + ": " + arg +
+                             " must be a writeable C-contiguous float32 array of " +
+                             std::to_string(n) + " elements");
+    return static_cast<float*>(a.mutable_data());
+}
+
+void py_sgd_update(const py::array& p, const py::object& buf, const py::array& g, double lr,
+                   double momentum, double weight_decay, bool nesterov, bool first) {
+    const int64_t n = p.size();
+    float* pp = inplace("sgd_update", "p", p, n);
+    float* bp = momentum != 0.0 ? inplace("sgd_update", "buf", buf, n) : nullptr;
+    FArr gg = as_float("sgd_update", "g", g);
+    if (gg.size() != n) throw py::value_error("sgd_update: g and p differ in size");
+    const float* gp = gg.data();
+    py::gil_scoped_release nogil;
+    sgd_update(pp, bp, gp, n, float(lr), float(momentum), float(weight_decay), nesterov, first);
+}
+
+void py_adam_update(const py::array& p, const py::array& m, const py::array& v, const py::array& g,
+                    double lr, double b1, double b2, double eps, double weight_decay, double c1,
+                    double c2) {
+    const int64_t n = p.size();
+    float* pp = inplace("adam_update", "p", p, n);
+    float* mp = inplace("adam_update", "m", m, n);
+    float* vp = inplace("adam_update", "v", v, n);
+    FArr gg = as_float("adam_update", "g", g);
+    if (gg.size() != n) throw py::value_error("adam_update: g and p differ in size");
+    const float* gp = gg.data();
+    py::gil_scoped_release nogil;
+    adam_update(pp, mp, vp, gp, n, float(lr), float(b1), float(b2), float(eps),
+                float(weight_decay), float(c1), float(c2));
+}
+
 py::dict py_build_info() {
     const BuildInfo info = build_info();
     py::dict d;
@@ -648,6 +691,15 @@ PYBIND11_MODULE(_core, m) {
           py::arg("pad"), py::arg("lut"),
           "gather_pad_normalize(images, idx, pad, lut) -> x\n\n"
           "x (n,1,H+2pad,W+2pad) = lut[images[idx]] with lut[0] in the padding (data pipeline).");
+    m.def("sgd_update", &py_sgd_update, py::arg("p"), py::arg("buf"), py::arg("g"), py::arg("lr"),
+          py::arg("momentum"), py::arg("weight_decay"), py::arg("nesterov"), py::arg("first"),
+          "sgd_update(p, buf, g, lr, momentum, weight_decay, nesterov, first)\n\n"
+          "In-place SGD step on p and its momentum buffer (used by pylenet.optim.SGD).");
+    m.def("adam_update", &py_adam_update, py::arg("p"), py::arg("m"), py::arg("v"), py::arg("g"),
+          py::arg("lr"), py::arg("b1"), py::arg("b2"), py::arg("eps"), py::arg("weight_decay"),
+          py::arg("c1"), py::arg("c2"),
+          "adam_update(p, m, v, g, lr, b1, b2, eps, weight_decay, c1, c2)\n\n"
+          "In-place Adam step on p and its moments (used by pylenet.optim.Adam).");
     m.def("build_info", &py_build_info,
           "build_info() -> dict\n\nVersion, compiler, OpenMP, threads, SIMD levels and CUDA.");
 }

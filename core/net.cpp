@@ -122,7 +122,11 @@ Net::Net(std::vector<LayerDesc> descs, int64_t C, int64_t H, int64_t W) : C_(C),
     argmax_offsets_.push_back(arg_offset);
 }
 
-int64_t Net::blocks_for(int64_t N) const { return std::min<int64_t>(N, kMaxBlocks); }
+// At least 8 images per block (each block costs a gradient buffer to clear and to add), at
+// most kMaxBlocks blocks; a function of N alone, never of the thread count.
+int64_t Net::blocks_for(int64_t N) const {
+    return std::max<int64_t>(1, std::min<int64_t>(N / 8, kMaxBlocks));
+}
 
 void Net::prepare(int64_t cap, int threads, int64_t grad_blocks) {
     if (cap > block_cap_ || int(workspaces_.size()) < threads) {

@@ -32,7 +32,7 @@ void set_num_threads(int n) {
 
 int threads_for(int64_t work) {
 #ifdef _OPENMP
-    if (omp_in_parallel()) return 1;  // already inside a team (the fused network's blocks)
+    if (omp_get_level() > 0) return 1;  // inside a team, even a one-thread one (the fused net)
 #endif
     // Below ~64k multiply-adds a fork/join costs more than it saves.
     return work < (int64_t(1) << 16) ? 1 : get_num_threads();

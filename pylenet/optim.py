@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 
+from pylenet import _core
 from pylenet.layers import Parameter
 
 
@@ -94,21 +95,18 @@ class SGD(Optimizer):
                 "nesterov": self.nesterov, "weight_decay": self.weight_decay}
 
     def step(self) -> None:
-        """One update of every parameter from its .grad."""
+        """One update of every parameter from its .grad (one core pass per parameter)."""
         for i, p in enumerate(self.params):
-            g = p.grad
-            if self.weight_decay:
-                g = g + self.weight_decay * p.data
+            buf = None
+            first = False
             if self.momentum:
                 key = f"momentum.{i}"
                 buf = self.state.get(key)
                 if buf is None:  # the first step starts the buffer at g, as torch does
-                    buf = self.state[key] = np.array(g, dtype=np.float32)
-                else:
-                    buf *= self.momentum
-                    buf += g
-                g = g + self.momentum * buf if self.nesterov else buf
-            p.data -= self.lr * g
+                    buf = self.state[key] = np.empty_like(p.data)
+                    first = True
+            _core.sgd_update(p.data, buf, p.grad, self.lr, self.momentum, self.weight_decay,
+                             self.nesterov, first)
         self.steps += 1
 
 
@@ -129,21 +127,13 @@ class Adam(Optimizer):
                 "weight_decay": self.weight_decay}
 
     def step(self) -> None:
-        """One update of every parameter from its .grad."""
+        """One update of every parameter from its .grad (one core pass per parameter)."""
         self.steps += 1
         b1, b2 = self.betas
         c1, c2 = 1.0 - b1 ** self.steps, 1.0 - b2 ** self.steps
         for i, p in enumerate(self.params):
-            g = p.grad
-            if self.weight_decay:
-                g = g + self.weight_decay * p.data
-            m, v = self._buffer("m", i), self._buffer("v", i)
-            m *= b1
-            m += (1.0 - b1) * g
-            v *= b2
-            v += (1.0 - b2) * g * g
-            denom = np.sqrt(v / c2) + self.eps
-            p.data -= (self.lr / c1) * m / denom
+            _core.adam_update(p.data, self._buffer("m", i), self._buffer("v", i), p.grad, self.lr,
+                              b1, b2, self.eps, self.weight_decay, c1, c2)
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam}
