@@ -28,10 +28,14 @@ __attribute__((always_inline)) inline v16 load_part(const float* p, int64_t n) {
 __attribute__((always_inline)) inline void store_part(float* p, v16 v, int64_t n) {
     std::memcpy(p, &v, sizeof(float) * size_t(n));
 }
+// Lane sum in the same tree order as hsum16 (l + l^8, then ^4, ^2, ^1), so that every tile
+// shape rounds identically and results never depend on how rows were split across threads.
 __attribute__((always_inline)) inline float hsum(v16 v) {
-    float s = 0.0f;
-    for (int i = 0; i < 16; i++) s += v[i];
-    return s;
+    float s8[8], s4[4], s2[2];
+    for (int l = 0; l < 8; l++) s8[l] = v[l] + v[l + 8];
+    for (int l = 0; l < 4; l++) s4[l] = s8[l] + s8[l + 4];
+    for (int l = 0; l < 2; l++) s2[l] = s4[l] + s4[l + 2];
+    return s2[0] + s2[1];
 }
 
 // One MR x (16*NV) tile of C (=|+=) A * B; a tail tile (NV = 1) covers only `cols` columns.

@@ -21,10 +21,10 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--data", metavar="DIR", help="folder with the MNIST IDX files")
     t.add_argument("--epochs", type=int, default=10, help="total epochs (default 10)")
     t.add_argument("--batch-size", type=int, default=64, help="default 64")
-    t.add_argument("--lr", type=float, help="learning rate (default 0.01 for sgd, 0.001 for adam)")
+    t.add_argument("--lr", type=float, help="learning rate (default 0.02 for sgd, 0.001 for adam)")
     t.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd", help="default sgd")
     t.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
-    t.add_argument("--weight-decay", type=float, default=0.0, help="default 0")
+    t.add_argument("--weight-decay", type=float, default=5e-4, help="default 5e-4")
     t.add_argument("--schedule", choices=["cosine", "step", "none"], default="cosine",
                    help="learning-rate schedule over the epochs (default cosine)")
     t.add_argument("--activation", choices=["relu", "tanh", "sigmoid"], default="relu")
@@ -56,7 +56,7 @@ def _optimizer(args, params):
     from pylenet.optim import SGD, Adam
     if args.optimizer == "adam":
         return Adam(params, lr=args.lr if args.lr is not None else 1e-3, weight_decay=args.weight_decay)
-    return SGD(params, lr=args.lr if args.lr is not None else 0.01, momentum=args.momentum,
+    return SGD(params, lr=args.lr if args.lr is not None else 0.02, momentum=args.momentum,
                weight_decay=args.weight_decay)
 
 
@@ -85,12 +85,14 @@ def _plot(history: list[dict], path: Path) -> bool:
               "(pip install 'pylenet[plot]')", file=sys.stderr)
         return False
     epochs = [r["epoch"] for r in history]
+    nan = float("nan")
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    ax1.plot(epochs, [r["loss"] for r in history], "o-", label="train")
+    ax1.plot(epochs, [nan if r["loss"] is None else r["loss"] for r in history], "o-", label="train")
     if all("val_loss" in r for r in history):
         ax1.plot(epochs, [r["val_loss"] for r in history], "o-", label="test")
     ax1.set(xlabel="epoch", ylabel="loss", title="loss")
-    ax2.plot(epochs, [100 * r["accuracy"] for r in history], "o-", label="train")
+    ax2.plot(epochs, [nan if r["accuracy"] is None else 100 * r["accuracy"] for r in history],
+             "o-", label="train")
     if all("val_accuracy" in r for r in history):
         ax2.plot(epochs, [100 * r["val_accuracy"] for r in history], "o-", label="test")
     ax2.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
@@ -142,7 +144,7 @@ def cmd_train(args) -> int:
                               batch_size=args.batch_size, seed=args.seed, threads=args.threads,
                               progress=progress, checkpoint=ckpt_path)
     if resumed is not None:
-        trainer.restore(resumed)
+        trainer.restore(resumed, args.resume)
         print(f"resuming from {args.resume} at epoch {trainer.epoch}", file=sys.stderr)
     else:
         trainer.save()  # so that an interrupted first epoch still leaves a loadable model
@@ -152,8 +154,11 @@ def cmd_train(args) -> int:
     try:
         history = trainer.fit(train, epochs=args.epochs, validation=test)
     except KeyboardInterrupt:
-        print(f"\ninterrupted: {ckpt_path} holds epoch {trainer.epoch} "
-              f"(continue with: pylenet train --resume {ckpt_path} --out {out})", file=sys.stderr)
+        data = f" --data {args.data}" if args.data else ""
+        limit = f" --limit {args.limit}" if args.limit else ""
+        print(f"\ninterrupted: {ckpt_path} holds epoch {trainer.epoch} (continue with: pylenet "
+              f"train --resume {ckpt_path} --epochs {args.epochs} --out {out}{data}{limit})",
+              file=sys.stderr)
         return 130
     wall = time.perf_counter() - start
     result = pylenet.evaluate(model, test)
@@ -164,7 +169,9 @@ def cmd_train(args) -> int:
     _write_json(out / "metrics.json", metrics)
     plotted = _plot(history.records, out / "curves.png")
     for r in history.records:
-        print(f"epoch {r['epoch']:3d}  loss {r['loss']:.4f}  train acc {100 * r['accuracy']:.2f}%  "
+        loss = "n/a" if r["loss"] is None else f"{r['loss']:.4f}"
+        acc = "n/a" if r["accuracy"] is None else f"{100 * r['accuracy']:.2f}%"
+        print(f"epoch {r['epoch']:3d}  loss {loss}  train acc {acc}  "
               f"test acc {100 * r.get('val_accuracy', float('nan')):.2f}%  {r['time']:.1f}s")
     print(f"test accuracy {100 * result['accuracy']:.2f}% after {trainer.epoch} epochs "
           f"({wall:.1f}s); wrote {ckpt_path}, {out / 'metrics.json'}"
@@ -231,8 +238,16 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except (ValueError, TypeError, OSError, RuntimeError, ImportError, ArithmeticError) as e:
         # CheckpointError, DownloadError, TrainingDiverged and FileNotFoundError land here.
-        print(f"pylenet: error: {e}", file=sys.stderr)
+        print(f"pylenet: error: {_one_line(str(e))}", file=sys.stderr)
         return 1
+    except Exception as e:  # a bug: still one line, with the type to report it by
+        print(f"pylenet: error: {type(e).__name__}: {_one_line(str(e))}", file=sys.stderr)
+        return 1
+
+
+def _one_line(message: str) -> str:
+    """Multi-line messages (a download error lists its mirrors) joined into one line."""
+    return "; ".join(line.strip() for line in message.splitlines() if line.strip())
 
 
 if __name__ == "__main__":

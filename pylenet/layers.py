@@ -106,6 +106,8 @@ class Conv2d(Module):
         self.out_channels = _positive_int("out_channels", out_channels)
         self.kernel_size = _positive_int("kernel_size", kernel_size)
         self.stride = _positive_int("stride", stride)
+        if isinstance(padding, bool) or not isinstance(padding, (int, np.integer)):
+            raise TypeError(f"padding must be an int, got {type(padding).__name__} {padding!r}")
         if padding < 0:
             raise ValueError(f"padding must be >= 0, got {padding}")
         self.padding = int(padding)
@@ -193,8 +195,7 @@ class MaxPool2d(_Pool):
 
     def forward(self, x):
         y, argmax = ops.maxpool2d_forward(x, self.kernel_size, self.stride)
-        if self.training:
-            self._shape, self._argmax = x.shape, argmax
+        self._shape, self._argmax = (x.shape, argmax) if self.training else (None, None)
         return y
 
     def backward(self, dy):
@@ -207,8 +208,7 @@ class AvgPool2d(_Pool):
     """Average pooling (the paper's subsampling without its trainable coefficient)."""
 
     def forward(self, x):
-        if self.training:
-            self._shape = np.shape(x)
+        self._shape = np.shape(x) if self.training else None
         return ops.avgpool2d_forward(x, self.kernel_size, self.stride)
 
     def backward(self, dy):

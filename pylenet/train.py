@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from pylenet import ops
+from pylenet.checkpoint import CheckpointError
 from pylenet.data import MNIST_MEAN, MNIST_STD, DataLoader, _normalize_lut, pad_and_normalize
 from pylenet.engine import fused_for, loss_name
 from pylenet.losses import get_loss
@@ -104,9 +105,26 @@ class Trainer:
                                extra={"history": self.history.records, "seed": self.seed,
                                       "batch_size": self.batch_size, "loss": getattr(self.loss_fn, "name", "custom")})
 
-    def restore(self, ckpt) -> None:
-        """Continues from a loaded Checkpoint of the same model: weights, optimizer, epoch, history."""
-        for name, param in self.model.named_parameters():
+    def restore(self, ckpt, path="checkpoint") -> None:
+        """Continues from a loaded Checkpoint of the same model: weights, optimizer, epoch, history.
+
+        The checkpoint's architecture and every parameter shape must match the model's
+        (CheckpointError otherwise); nothing is changed when they do not.
+        """
+        params = dict(self.model.named_parameters())
+        if set(params) != set(ckpt.params):
+            raise CheckpointError(f"{path} has parameters {sorted(ckpt.params)}, the model has "
+                                  f"{sorted(params)}")
+        for name, param in params.items():
+            if ckpt.params[name].shape != param.data.shape:
+                raise CheckpointError(f"{path}: {name} has shape {ckpt.params[name].shape}, the "
+                                      f"model expects {param.data.shape}")
+        # The seed only chose the initial weights, which the checkpoint replaces.
+        config = {k: v for k, v in getattr(self.model, "config", {}).items() if k != "seed"}
+        arch = {k: v for k, v in dict(ckpt.arch).items() if k != "seed"}
+        if config and arch != config:
+            raise CheckpointError(f"{path} holds a {arch} model, but this one is {config}")
+        for name, param in params.items():
             param.data[...] = ckpt.params[name]
         if ckpt.optimizer is not None:
             self.optimizer.load_state_dict(ckpt.optimizer)
@@ -157,7 +175,9 @@ class Trainer:
                                 img_s=f"{seen / max(elapsed, 1e-9):,.0f}", refresh=False)
         bar.close()
         elapsed = time.perf_counter() - start
-        return {"loss": total_loss / max(seen, 1), "accuracy": correct / max(seen, 1),
+        # An epoch whose every step was skipped has no loss or accuracy: None, not a perfect 0.
+        return {"loss": total_loss / seen if seen else None,
+                "accuracy": correct / seen if seen else None,
                 "time": elapsed, "images_per_s": seen / max(elapsed, 1e-9), "skipped": skipped}
 
     def fit(self, train, *, epochs: int, validation=None) -> History:
