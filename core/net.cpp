@@ -134,6 +134,7 @@ void Net::prepare(int64_t cap, int threads, int64_t grad_blocks) {
         workspaces_.resize(std::max<size_t>(workspaces_.size(), size_t(threads)));
         for (Workspace& ws : workspaces_) {
             ws.acts.resize(size_t(block_cap_ * act_offsets_.back()));
+            ws.input.resize(size_t(block_cap_ * C_ * H_ * W_));
             ws.argmax.resize(size_t(block_cap_ * argmax_offsets_.back()));
             ws.grad_a.resize(size_t(block_cap_ * max_act_));
             ws.grad_b.resize(size_t(block_cap_ * max_act_));
@@ -234,15 +235,15 @@ void Net::backward_block(Workspace& ws, const float* x, int64_t n, const float* 
     }
 }
 
-void Net::forward(float* out, const float* x, int64_t N, const float* const* params) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (N == 0) return;
-    // Inference keeps no activations for backward, so blocks are walked in chunks that stay
-    // in cache; the chunking is fixed, so results do not depend on the thread count.
+// Inference keeps no activations for backward, so the batch is walked in chunks of 16 that
+// stay in cache; chunk c runs body(workspace, first sample, count). The chunking is fixed,
+// so results do not depend on the thread count.
+template <class Body>
+void Net::for_chunks(int64_t N, Body&& body) {
+    if (N <= 0) return;
     const int64_t chunk = 16, nchunks = (N + chunk - 1) / chunk;
     const int nt = int(std::min<int64_t>(get_num_threads(), nchunks));
     prepare(std::min(N, chunk), nt, 0);
-    const int64_t in_size = C_ * H_ * W_, classes = out_features_;
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
     for (int64_t c = 0; c < nchunks; c++) {
 #ifdef _OPENMP
@@ -250,34 +251,29 @@ void Net::forward(float* out, const float* x, int64_t N, const float* const* par
 #else
         Workspace& ws = workspaces_[0];
 #endif
-        const int64_t n0 = c * chunk, n = std::min(chunk, N - n0);
+        body(ws, c * chunk, std::min(chunk, N - c * chunk));
+    }
+}
+
+void Net::forward(float* out, const float* x, int64_t N, const float* const* params) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const int64_t in_size = C_ * H_ * W_, classes = out_features_;
+    for_chunks(N, [&](Workspace& ws, int64_t n0, int64_t n) {
         const float* xb = x + n0 * in_size;
         forward_block(ws, xb, n, params);
         std::memcpy(out + n0 * classes, act(ws, xb, layers_.size()), sizeof(float) * n * classes);
-    }
+    });
 }
 
 void Net::predict_u8(float* probs, const uint8_t* images, int64_t N, int64_t h, int64_t w,
                      int64_t pad, const float* lut, const float* const* params) {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (N == 0) return;
-    const int64_t chunk = 16, nchunks = (N + chunk - 1) / chunk;
-    const int nt = int(std::min<int64_t>(get_num_threads(), nchunks));
-    prepare(std::min(N, chunk), nt, 0);
-    const int64_t in_size = C_ * H_ * W_, classes = out_features_;
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t c = 0; c < nchunks; c++) {
-#ifdef _OPENMP
-        Workspace& ws = workspaces_[size_t(omp_get_thread_num())];
-#else
-        Workspace& ws = workspaces_[0];
-#endif
-        const int64_t n0 = c * chunk, n = std::min(chunk, N - n0);
-        if (ws.input.size() < size_t(chunk * in_size)) ws.input.resize(size_t(chunk * in_size));
+    const int64_t classes = out_features_;
+    for_chunks(N, [&](Workspace& ws, int64_t n0, int64_t n) {
         gather_pad_normalize(ws.input.data(), images + n0 * h * w, nullptr, n, h, w, pad, lut);
         forward_block(ws, ws.input.data(), n, params);
         softmax(probs + n0 * classes, act(ws, ws.input.data(), layers_.size()), n, classes);
-    }
+    });
 }
 
 double Net::train_step(float* out, float* const* grads, const float* x, const int64_t* labels,

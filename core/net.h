@@ -72,6 +72,8 @@ private:
     void prepare(int64_t cap, int threads, int64_t grad_blocks);
     int64_t blocks_for(int64_t N) const;
     float* act(Workspace& ws, const float* x, size_t slot) const;
+    template <class Body>
+    void for_chunks(int64_t N, Body&& body);
     void forward_block(Workspace& ws, const float* x, int64_t n, const float* const* params);
     void backward_block(Workspace& ws, const float* x, int64_t n, const float* const* params,
                         float* grads);

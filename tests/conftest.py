@@ -19,3 +19,14 @@ def mnist_dir() -> Path:
     if not (path / "train-images-idx3-ubyte.gz").exists():
         pytest.skip(f"real MNIST not found at {path}")
     return path
+
+
+@pytest.fixture(scope="module")
+def torch_single_thread():
+    """Two OpenMP pools (torch's and the core's) spinning on two shared cores slow both down."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -1,37 +1,16 @@
 """Tests for pylenet.checkpoint: round trips, validation, atomic writes, and refusal of damaged files."""
 import errno
-import importlib.util
 import io
 import json
 import os
 import struct
-import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def _import_checkpoint():
-    """Import pylenet.checkpoint; fall back to its file if the package init is missing or broken."""
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
-    try:
-        import pylenet.checkpoint as mod
-        return mod
-    except Exception:
-        spec = importlib.util.spec_from_file_location(
-            "_pylenet_checkpoint_direct", REPO_ROOT / "pylenet" / "checkpoint.py")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = mod
-        spec.loader.exec_module(mod)
-        return mod
-
-
-ck = _import_checkpoint()
+import pylenet.checkpoint as ck
 Checkpoint, CheckpointError = ck.Checkpoint, ck.CheckpointError
 save_checkpoint, load_checkpoint = ck.save_checkpoint, ck.load_checkpoint
 

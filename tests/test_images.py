@@ -1,7 +1,5 @@
 """Tests for pylenet.images: user images become MNIST-like 28x28 digits (polarity, crop, scale, centring)."""
 import gzip
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,26 +8,7 @@ import pytest
 PIL = pytest.importorskip("PIL")
 from PIL import Image, ImageDraw  # noqa: E402
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def _import_images():
-    """Import pylenet.images; fall back to its file if the package init is missing or broken."""
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
-    try:
-        import pylenet.images as mod
-        return mod
-    except Exception:
-        spec = importlib.util.spec_from_file_location(
-            "_pylenet_images_direct", REPO_ROOT / "pylenet" / "images.py")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = mod
-        spec.loader.exec_module(mod)
-        return mod
-
-
-images = _import_images()
+import pylenet.images as images  # noqa: E402
 load_image, to_mnist = images.load_image, images.to_mnist
 
 

@@ -12,13 +12,7 @@ from pylenet.layers import (AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, Modul
 from reference import assert_close
 
 
-@pytest.fixture(scope="module", autouse=True)
-def torch_single_thread():
-    """Two OpenMP pools (torch's and the core's) spinning on two shared cores slow both down."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 
 def rand(shape, seed=0):

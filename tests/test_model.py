@@ -23,13 +23,7 @@ TORCH_POOL = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
 TORCH_INDEX = {"C1": 0, "C3": 3, "F5": 7, "F6": 9, "output": 11}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def torch_single_thread():
-    """Two OpenMP pools (torch's and the core's) spinning on two shared cores slow both down."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 
 def torch_lenet(model: LeNet5) -> nn.Sequential:

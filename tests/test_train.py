@@ -33,13 +33,7 @@ def test_data(mnist):
     return mnist[1]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def torch_single_thread():
-    """Two OpenMP pools (torch's and the core's) spinning on two shared cores slow both down."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 
 @pytest.fixture(autouse=True)
