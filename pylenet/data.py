@@ -322,15 +322,9 @@ def load_mnist(split="train", root=None, download=True, *, mirrors=None, progres
             f"PYLENET_DATA=DIR, or use download=True to fetch them into {root}.")
     if missing:
         urls = _resolve_mirrors(mirrors)
-        created = not root.exists()
         root.mkdir(parents=True, exist_ok=True)
-        try:
-            for name in missing:
-                found[name] = _download(name, root, urls, progress)
-        except BaseException:
-            if created and not any(root.iterdir()):
-                root.rmdir()  # a mistyped folder is not left behind by a failed download
-            raise
+        for name in missing:
+            found[name] = _download(name, root, urls, progress)
     image_path, label_path = (found[name] for name in names)
     images, labels = read_idx(image_path), read_idx(label_path)
     _check_mnist(images, labels, image_path, label_path)
