@@ -51,6 +51,8 @@ FArr as_float(const char* op, const char* arg, const py::handle& obj) {
         throw py::type_error(std::string(op) + ": " + arg +
                              " must have a real numeric dtype, got " +
                              py::str(arr.dtype()).cast<std::string>());
+    // Before any copy: a broadcast view can pose as a huge array while holding a few bytes.
+    check_output_size((std::string(op) + " (" + arg + ")").c_str(), double(arr.size()));
     return FArr::ensure(arr);
 }
 
@@ -171,6 +173,7 @@ FArr py_maxpool2d_backward(const py::object& dyo, const py::object& argmaxo,
     check_same_shape(op, "argmax", shape_of(argmax), "dy", dys);
     check_equal(op, "dy batch dy.shape[0]", dys[0], "x_shape[0]", xs[0]);
     check_equal(op, "dy channels dy.shape[1]", dys[1], "x_shape[1]", xs[1]);
+    check_output_size(op, double(xs[0]) * double(xs[1]) * double(xs[2]) * double(xs[3]));
     const int64_t plane = xs[2] * xs[3], count = numel(dys);
     const int64_t* wide = argmax.data();
     std::vector<int32_t> idx(static_cast<size_t>(count));
@@ -209,6 +212,7 @@ FArr py_avgpool2d_backward(const py::object& dyo, const py::object& x_shape, int
     const char* op = "avgpool2d_backward";
     FArr dy = as_float(op, "dy", dyo);
     const Shape xs = as_shape4(op, x_shape);
+    check_output_size(op, double(xs[0]) * double(xs[1]) * double(xs[2]) * double(xs[3]));
     const Pool2dParams p = check_pool2d(op, xs, kernel, stride);
     const Shape want = {p.N, p.C, p.out_h(), p.out_w()};
     if (shape_of(dy) != want)

@@ -41,12 +41,13 @@ void check_same_shape(const char* op, const char* arg_a, const Shape& a, const c
 }
 
 void check_output_size(const char* op, double elements) {
-    // Counted in double so that huge paddings cannot overflow the product first.
-    // 2^36 floats = 256 GiB: larger is certainly a mistake on any machine.
-    if (elements > 68719476736.0) {
+    // Counted in double so that huge paddings cannot overflow the product first. 2^31 floats
+    // (8 GiB) in one output is beyond any LeNet-sized use; refusing it up front beats an
+    // allocation that the kernel's overcommit grants and the first touch turns into an OOM.
+    if (elements > 2147483648.0) {
         std::ostringstream msg;
         msg << op << ": the output would hold " << elements
-            << " elements, more than any machine's memory";
+            << " float32 elements (more than 8 GiB); use smaller shapes or split the batch";
         throw std::invalid_argument(msg.str());
     }
 }

@@ -22,7 +22,7 @@ void check_equal(const char* op, const char* what_a, int64_t a, const char* what
 // Throws unless two shapes are identical.
 void check_same_shape(const char* op, const char* arg_a, const Shape& a, const char* arg_b,
                       const Shape& b);
-// Throws when an output of `elements` floats is beyond any machine's memory (guards overflow).
+// Throws when one output of `elements` floats would exceed 8 GiB (also guards overflow).
 void check_output_size(const char* op, double elements);
 // Product of the dims; the caller has checked each is >= 0.
 int64_t numel(const Shape& s);
