@@ -46,8 +46,9 @@ void check_output_size(const char* op, double elements) {
     // allocation that the kernel's overcommit grants and the first touch turns into an OOM.
     if (elements > 2147483648.0) {
         std::ostringstream msg;
-        msg << op << ": the output would hold " << elements
-            << " float32 elements (more than 8 GiB); use smaller shapes or split the batch";
+        msg << op << ": an array of " << elements
+            << " float32 elements (more than 8 GiB) is refused; use smaller shapes or split "
+               "the batch";
         throw std::invalid_argument(msg.str());
     }
 }
