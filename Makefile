@@ -94,6 +94,9 @@ SAN_CXXFLAGS := -O2 -g -std=c++17 -Wall -Wextra -Wno-psabi -fno-wrapv $(SAN_FLAG
 SAN_PY_TESTS := tests/test_conv2d.py tests/test_pool.py tests/test_linear.py \
                 tests/test_activations.py tests/test_losses.py tests/test_bindings.py
 SAN_UBSAN := UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+# A malloc past 4 GiB returns NULL (numpy: MemoryError) instead of mapping it, so that more test
+# files can run under the sanitizers too: make sanitize SAN_PY_TESTS="tests/test_properties.py".
+SAN_ALLOC := allocator_may_return_null=1:max_allocation_size_mb=4096
 
 .PHONY: sanitize sanitize-cpp sanitize-py
 
@@ -117,7 +120,7 @@ sanitize-py:
 	nm -D $(SAN_BUILD)/py/pylenet/_core*.so | grep -q __ubsan_handle
 	@# Import the sanitized pylenet before pytest starts, so that no test reaches the in-place
 	@# one. libstdc++ is preloaded after libasan so that ASan finds the real __cxa_throw.
-	$(SAN_UBSAN) ASAN_OPTIONS=detect_leaks=0:halt_on_error=1 \
+	$(SAN_UBSAN) ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:$(SAN_ALLOC) \
 	    LD_PRELOAD="$$($(CXX) -print-file-name=libasan.so) $$($(CXX) -print-file-name=libstdc++.so)" \
 	    $(PYTHON) -c "import sys; sys.path.insert(0, '$(SAN_BUILD)/py'); \
 	import pylenet._core as c, pytest; print('sanitized core:', c.__file__); \

@@ -9,6 +9,7 @@
 #include <pybind11/stl.h>
 
 #include <memory>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -53,7 +54,11 @@ FArr as_float(const char* op, const char* arg, const py::handle& obj) {
                              py::str(arr.dtype()).cast<std::string>());
     // Before any copy: a broadcast view can pose as a huge array while holding a few bytes.
     check_output_size((std::string(op) + " (" + arg + ")").c_str(), double(arr.size()));
-    return FArr::ensure(arr);
+    FArr out = FArr::ensure(arr);
+    // ensure() returns null (and clears numpy's error) when the converted copy cannot be
+    // allocated: pybind11 turns bad_alloc into MemoryError.
+    if (!out) throw std::bad_alloc();
+    return out;
 }
 
 // An integer array-like (any signed/unsigned width) -> C-contiguous array of T.
@@ -70,7 +75,12 @@ Arr as_int(const char* op, const char* arg, const py::handle& obj) {
         throw py::type_error(std::string(op) + ": " + arg +
                              " must have an integer dtype, got " +
                              py::str(arr.dtype()).cast<std::string>());
-    return Arr::ensure(arr);
+    check_output_size((std::string(op) + " (" + arg + ")").c_str(), double(arr.size()));
+    Arr out = Arr::ensure(arr);
+    // ensure() returns null (and clears numpy's error) when the converted copy cannot be
+    // allocated: pybind11 turns bad_alloc into MemoryError.
+    if (!out) throw std::bad_alloc();
+    return out;
 }
 
 // The value as the caller wrote it: uint64 values above INT64_MAX wrapped negative in int64.
@@ -103,6 +113,9 @@ Shape as_shape4(const char* op, const py::handle& obj) {
         if (d < 0)
             throw py::value_error(std::string(op) + ": x_shape entries must be >= 0, got " +
                                   shape_str(s));
+    // One sample's size first: with N = 0 the total is 0 however large C*H*W is, and the
+    // strides of the result (and H*W) must still fit int64.
+    check_output_size(op, double(s[1]) * double(s[2]) * double(s[3]));
     return s;
 }
 

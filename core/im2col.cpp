@@ -11,9 +11,10 @@ namespace pylenet {
 namespace {
 // Output columns [q0, q1) whose input column q*stride - pad + s lies in [0, W).
 inline void valid_q(const Conv2dParams& p, int64_t s, int64_t Q, int64_t* q0, int64_t* q1) {
+    // ceil(a / stride) for a > 0 as (a - 1) / stride + 1: no overflow for any stride.
     const int64_t off = s - p.pad;  // iw = q*stride + off
-    *q0 = off >= 0 ? 0 : (-off + p.stride - 1) / p.stride;
-    *q1 = p.W - off <= 0 ? 0 : std::min(Q, (p.W - off + p.stride - 1) / p.stride);
+    *q0 = off >= 0 ? 0 : (-off - 1) / p.stride + 1;
+    *q1 = p.W - off <= 0 ? 0 : std::min(Q, (p.W - off - 1) / p.stride + 1);
     if (*q1 < *q0) *q1 = *q0;
 }
 }  // namespace

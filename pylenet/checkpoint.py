@@ -8,6 +8,7 @@ import math
 import os
 import secrets
 import struct
+import tokenize
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -30,12 +31,22 @@ _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 # structured dtypes are refused, which also means nothing ever needs pickle.
 _NUMERIC_KINDS = "biufc"
 
+# Members are written stored; deflated ones (a checkpoint re-zipped by another tool) are read
+# too. bzip2 and LZMA members are refused before decompressing: their headers choose the
+# decoder's buffer sizes (an LZMA dictionary of up to 4 GiB), which a damaged or forged file
+# must not get to allocate.
+_READABLE_COMPRESSION = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+
 # What zipfile, zlib, json and numpy's header parser raise on damaged bytes; load turns each
 # into a CheckpointError that names the file.
 _CORRUPTION_ERRORS = (
     zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, struct.error, EOFError, OSError,
     ValueError, KeyError, OverflowError, NotImplementedError, RuntimeError,
 )
+# What numpy's .npy header parser lets through on a damaged header besides ValueError: it
+# literal_evals the header (TypeError for e.g. an unhashable key) and, for version 1/2 files,
+# re-tokenizes a header that does not parse (SyntaxError, tokenize.TokenError).
+_NPY_HEADER_ERRORS = (SyntaxError, TypeError, tokenize.TokenError)
 
 
 class CheckpointError(ValueError):
@@ -255,6 +266,7 @@ def _fsync_dir(folder: Path) -> None:
 
 def _read(f, path: Path) -> Checkpoint:
     """Parse and verify an open checkpoint file."""
+    file_size = os.fstat(f.fileno()).st_size
     with zipfile.ZipFile(f) as zf:
         infos = zf.infolist()
         names = [i.filename for i in infos]
@@ -267,6 +279,17 @@ def _read(f, path: Path) -> Checkpoint:
                     f"checkpoint {path}: member {info.filename!r} declares "
                     f"{max(info.file_size, info.compress_size)} bytes, more than the "
                     f"{MAX_MEMBER_BYTES}-byte limit; the file is corrupt or forged")
+            # zipfile asks the file for compress_size bytes at once: a forged size would make
+            # a tiny file allocate that much before the short read is noticed.
+            if info.header_offset + info.compress_size > file_size:
+                raise CheckpointError(
+                    f"checkpoint {path}: member {info.filename!r} claims {info.compress_size} "
+                    f"stored bytes at offset {info.header_offset}, but the file holds only "
+                    f"{file_size}; it is truncated or forged")
+            if info.compress_type not in _READABLE_COMPRESSION:
+                raise CheckpointError(
+                    f"checkpoint {path}: member {info.filename!r} uses zip compression method "
+                    f"{info.compress_type}; pylenet reads only stored or deflated members")
         if META_MEMBER not in by_name:
             raise CheckpointError(f"checkpoint {path} has no {META_MEMBER}; "
                                   f"it is not a pylenet checkpoint")
@@ -342,12 +365,16 @@ def _read_npy(data: bytes, entry: dict, path: Path) -> np.ndarray:
     member = entry["member"]
     bio = io.BytesIO(data)
     version = np.lib.format.read_magic(bio)
-    if version == (1, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_1_0(bio)
-    elif version == (2, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_2_0(bio)
-    else:
-        raise CheckpointError(f"checkpoint {path}: {member} uses unsupported .npy version {version}")
+    try:
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(bio)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(bio)
+        else:
+            raise CheckpointError(f"checkpoint {path}: {member} uses unsupported .npy version {version}")
+    except _NPY_HEADER_ERRORS as e:
+        raise CheckpointError(f"checkpoint {path}: {member} has an unreadable .npy header: "
+                              f"{type(e).__name__}: {e}") from e
     if dtype.kind not in _NUMERIC_KINDS or dtype.hasobject:
         raise CheckpointError(f"checkpoint {path}: {member} has non-numeric dtype {dtype}")
     if dtype.str != entry["dtype"] or list(shape) != entry["shape"]:

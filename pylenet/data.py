@@ -138,6 +138,11 @@ def _parse_idx(stream, path, file_size):
     if expected > _MAX_IDX_BYTES:
         raise ValueError(f"{path}: header promises {expected} bytes for shape {dims}, "
                          f"more than the {_MAX_IDX_BYTES} byte limit (corrupt or forged header)")
+    # A zero dim makes the payload empty, but numpy still refuses shapes whose other dims
+    # overflow its size type (e.g. (0, 65536, 65536, 2**31)); no real file has such a shape.
+    if math.prod(max(d, 1) for d in dims) * dtype.itemsize > _MAX_IDX_BYTES:
+        raise ValueError(f"{path}: header shape {dims} is empty but its other dims exceed the "
+                         f"{_MAX_IDX_BYTES} byte limit (corrupt or forged header)")
     payload_size = None if file_size is None else file_size - 4 - 4 * ndim
     buf = _read_payload(stream, path, expected, payload_size)
     arr = np.frombuffer(buf, dtype=dtype).reshape(dims)

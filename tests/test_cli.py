@@ -98,13 +98,13 @@ def test_train_writes_checkpoint_metrics_and_plot(trained, mnist_dir):
     assert metrics["epochs"] == 1 and metrics["train_images"] == 2000 and metrics["threads"] == 2
     assert metrics["wall_time_s"] > 0
     (record,) = metrics["history"]
-    assert record["epoch"] == 1 and record["lr"] == 0.01
+    assert record["epoch"] == 1 and record["lr"] == 0.02  # the default recipe's base lr
     assert set(record) >= {"loss", "accuracy", "time", "val_loss", "val_accuracy"}
     confusion = np.array(metrics["confusion"])
     assert confusion.shape == (10, 10) and confusion.sum() == 10_000
     assert metrics["test_accuracy"] == pytest.approx(np.trace(confusion) / 10_000)
     assert record["val_accuracy"] == metrics["test_accuracy"]
-    assert metrics["test_accuracy"] > 0.15  # chance is 0.1; one epoch at lr 0.01 reaches ~0.33
+    assert metrics["test_accuracy"] > 0.15  # chance is 0.1; one epoch of the default recipe reaches well above it
 
     # The saved model is the one the metrics describe.
     test = pylenet.load_mnist("test", root=mnist_dir, download=False, progress=False)
