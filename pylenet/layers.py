@@ -230,32 +230,31 @@ class ReLU(Module):
         return ops.relu_backward(self._cached(self._x), dy)
 
 
-class Sigmoid(Module):
-    """The logistic sigmoid 1 / (1 + exp(-x))."""
+class _FromOutput(Module):
+    """An activation whose derivative is a function of its output y (sigmoid, tanh)."""
 
     _y = None
+    _forward = _backward = None  # the ops pair, set by each subclass
 
     def forward(self, x):
-        y = ops.sigmoid_forward(x)
+        y = type(self)._forward(x)
         self._y = y if self.training else None
         return y
 
     def backward(self, dy):
-        return ops.sigmoid_backward(self._cached(self._y), dy)
+        return type(self)._backward(self._cached(self._y), dy)
 
 
-class Tanh(Module):
-    """tanh(x)."""
+class Sigmoid(_FromOutput):
+    """The logistic sigmoid 1 / (1 + exp(-x)); backward dy * y * (1 - y)."""
 
-    _y = None
+    _forward, _backward = ops.sigmoid_forward, ops.sigmoid_backward
 
-    def forward(self, x):
-        y = ops.tanh_forward(x)
-        self._y = y if self.training else None
-        return y
 
-    def backward(self, dy):
-        return ops.tanh_backward(self._cached(self._y), dy)
+class Tanh(_FromOutput):
+    """tanh(x); backward dy * (1 - y^2)."""
+
+    _forward, _backward = ops.tanh_forward, ops.tanh_backward
 
 
 class Flatten(Module):
