@@ -1,10 +1,11 @@
-// Shared helpers of the C++ benchmarks: a steady clock, best-of-repeats timing, the machine's
-// measured peak FLOP rate per core, and random buffers.
+// Shared helpers of the C++ benchmarks: a steady clock, best-of-repeats timing, the measured
+// peak FLOP rate of one core at a SIMD level (bench/peak.cpp), and random buffers.
 #pragma once
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <random>
+#include <string>
 #include <vector>
 
 namespace bench {
@@ -35,7 +36,24 @@ inline std::vector<float> randn(size_t n, uint32_t seed) {
     return v;
 }
 
-// Peak single-core float32 FLOP/s: independent FMA chains, in the best SIMD level available.
-double peak_flops_per_core();
+// A measured single-core float32 peak: the level, FLOP/s, and how it was measured.
+struct Peak {
+    std::string level;
+    double flops = 0;
+    std::string how;
+    // "level avx2, peak 90.1 GFLOP/s/core (measured: 12 ymm FMA chains)"
+    std::string header() const;
+};
+
+// Levels with a peak kernel in this build that this CPU runs, best first.
+std::vector<std::string> peak_levels();
+// Peak of one core at `level` (avx512, avx2, sse2, neon, scalar): independent multiply-add
+// chains in registers, compiled for that level. Throws std::invalid_argument for a level
+// without a kernel here or one the CPU cannot run.
+Peak peak_flops_per_core(const std::string& level);
+// Peak of the level the core's kernels run at (simd_level_in_use()).
+Peak peak_flops_per_core();
+// The SIMD level the core runs at (pylenet::simd_level(); PYLENET_SIMD forces it).
+std::string simd_level_in_use();
 
 }  // namespace bench

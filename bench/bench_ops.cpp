@@ -17,13 +17,14 @@ using namespace pylenet;
 
 namespace {
 
-double g_peak = 0;  // FLOP/s of one core
+bench::Peak g_peak;  // of one core at the level the core runs
 int g_failures = 0;
 
 void report(const char* op, const std::string& shape, int threads, double sec, double flops) {
     const double gflops = flops / sec * 1e-9;
-    std::printf("%-18s %-28s threads=%d  %9.4f ms  %8.2f GFLOP/s  %5.1f%% of peak\n", op,
-                shape.c_str(), threads, sec * 1e3, gflops, 100.0 * flops / sec / (g_peak * threads));
+    std::printf("%-18s %-28s threads=%d  %9.4f ms  %8.2f GFLOP/s  %5.1f%% of %s peak\n", op,
+                shape.c_str(), threads, sec * 1e3, gflops, 100.0 * flops / sec / (g_peak.flops * threads),
+                g_peak.level.c_str());
 }
 
 bool close(const std::vector<float>& a, const std::vector<float>& b, double tol) {
@@ -106,7 +107,7 @@ void bench_pool(const char* name, int64_t N, int64_t C, int64_t H, int threads) 
 
 int main(int argc, char** argv) {
     g_peak = bench::peak_flops_per_core();
-    std::printf("peak per core (measured FMA rate): %.1f GFLOP/s\n", g_peak * 1e-9);
+    std::printf("%s\n", g_peak.header().c_str());
     const int max_threads = argc > 1 ? std::atoi(argv[1]) : get_num_threads();
     for (int threads = 1; threads <= max_threads; threads++) {
         set_num_threads(threads);

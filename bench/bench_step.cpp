@@ -316,7 +316,7 @@ std::vector<Vec> validate(Net& net, const std::vector<Vec>& params, int64_t N, i
 
 // ---------------------------------------------------------------- timing
 
-double g_peak = 0;  // FLOP/s of one core
+bench::Peak g_peak;  // of one core at the level the core runs
 
 // Median seconds per call, with the inner count chosen so one timed repeat takes ~50 ms.
 template <class F>
@@ -330,9 +330,9 @@ double time_call(F&& f) {
 
 void report(const char* workload, int64_t N, int threads, double sec, double flops_per_image) {
     const double ips = double(N) / sec, flops = flops_per_image * double(N) / sec;
-    std::printf("%-10s N=%-5lld threads=%d  %9.3f ms/iter  %9.0f img/s  %9.2f us/img  %7.2f GFLOP/s  %5.1f%% of peak\n",
+    std::printf("%-10s N=%-5lld threads=%d  %9.3f ms/iter  %9.0f img/s  %9.2f us/img  %7.2f GFLOP/s  %5.1f%% of %s peak\n",
                 workload, (long long)N, threads, sec * 1e3, ips, 1e6 / ips, flops * 1e-9,
-                100.0 * flops / (g_peak * threads));
+                100.0 * flops / (g_peak.flops * threads), g_peak.level.c_str());
 }
 
 std::vector<int> parse_threads(int argc, char** argv) {
@@ -376,7 +376,7 @@ int main(int argc, char** argv) {
 
     // 2. Time.
     g_peak = bench::peak_flops_per_core();
-    std::printf("peak per core (measured FMA rate): %.1f GFLOP/s\n", g_peak * 1e-9);
+    std::printf("%s\n", g_peak.header().c_str());
     std::printf("LeNet-5 FLOPs per image (conv/linear MACs x2): forward %.3f M, training step %.3f M\n",
                 flops.fwd * 1e-6, flops.train * 1e-6);
     double train64[2] = {0, 0};  // seconds per step at batch 64 with 1 and 2 threads
