@@ -20,7 +20,7 @@ objdump=${2:-objdump}
             for (j = 1; j <= i; j++) {
                 if (addr[j] < target[i]) continue
                 n++
-                if (text[j] ~ /\(%rsp\)|\(%rbp\)|\[sp/) stack++
+                if (text[j] ~ /\(%rsp\)|\(%rbp\)|\[sp|\[x29/) stack++
                 if (text[j] ~ /vfmadd|mulps|mulss|fmla|fmadd/) fma++
             }
             if (fma == 0) continue  # not the multiply-add loop
@@ -42,9 +42,13 @@ objdump=${2:-objdump}
         addr[count] = hex(parts[1])
         text[count] = $0
         target[count] = ""
-        if (match($0, /[ \t,][0-9a-f]+ <[^>]*>$/)) {
-            t = substr($0, RSTART + 1, RLENGTH - 1)
-            sub(/ .*/, "", t)
+        rest = substr($0, index($0, ":") + 1)
+        sub(/^[ \t]+/, "", rest)
+        op = rest
+        sub(/[ \t].*/, "", op)
+        # A branch (x86 j*, aarch64 b, b.cond, cb(n)z, tb(n)z) and its target address.
+        if (op ~ /^(j[a-z]+|b|b\.[a-z]+|cbn?z|tbn?z)$/ && match(rest, /[0-9a-f]+ </)) {
+            t = substr(rest, RSTART, RLENGTH - 2)
             target[count] = hex(t)
         }
     }
