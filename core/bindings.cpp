@@ -23,6 +23,7 @@
 #include "parallel.h"
 #include "pool2d.h"
 #include "preprocess.h"
+#include "simd.h"
 
 namespace py = pybind11;
 using namespace pylenet;
@@ -598,9 +599,8 @@ py::dict py_build_info() {
     d["openmp"] = info.openmp;
     d["max_threads"] = info.max_threads;
     d["num_threads"] = get_num_threads();
-    py::list compiled;
-    for (const auto& s : info.simd_compiled) compiled.append(s);
-    d["simd_compiled"] = compiled;
+    d["simd_compiled"] = py::cast(info.simd_compiled);
+    d["simd_supported"] = py::cast(info.simd_supported);
     d["simd_used"] = info.simd_used;
     d["cuda"] = info.cuda;
     return d;
@@ -610,6 +610,8 @@ py::dict py_build_info() {
 
 PYBIND11_MODULE(_core, m) {
     m.doc() = "pylenet's C++ compute core (float32, NCHW). Use it through pylenet.ops.";
+    // A PYLENET_SIMD this CPU cannot run (or a typo) fails the import with its reason.
+    simd_level();
     py::options opts;
     opts.disable_function_signatures();  // the docstrings below carry the signatures
 
@@ -717,6 +719,12 @@ PYBIND11_MODULE(_core, m) {
           py::arg("c1"), py::arg("c2"),
           "adam_update(p, m, v, g, lr, b1, b2, eps, weight_decay, c1, c2)\n\n"
           "In-place Adam step on p and its moments (used by pylenet.optim.Adam).");
+    m.def("simd_level", &simd_level,
+          "simd_level() -> str\n\nThe SIMD level the kernels run: avx512, avx2, sse2, neon or scalar.");
+    m.def("set_simd_level", &simd_set_level, py::arg("level"),
+          "set_simd_level(level)\n\nRuns the kernels at `level` from now on (process-wide; 'auto' = "
+          "the best this CPU runs). ValueError for a level that is unknown, not compiled, or not "
+          "runnable here.");
     m.def("build_info", &py_build_info,
           "build_info() -> dict\n\nVersion, compiler, OpenMP, threads, SIMD levels and CUDA.");
 }

@@ -31,7 +31,9 @@ BuildInfo build_info() {
     info.cuda = true;
 #endif
     info.simd_compiled = simd_compiled();
-    info.simd_used = simd_used();
+    for (const std::string& level : info.simd_compiled)
+        if (simd_supported(level)) info.simd_supported.push_back(level);
+    info.simd_used = simd_level();
     return info;
 }
 

@@ -9,8 +9,8 @@ struct BuildInfo {
     std::string version, compiler;
     bool openmp = false, cuda = false;
     int max_threads = 1;
-    std::vector<std::string> simd_compiled;
-    std::string simd_used;
+    std::vector<std::string> simd_compiled, simd_supported;  // built in; runnable here
+    std::string simd_used;  // the level in use (simd.h)
 };
 
 // Describes the compiled core and the machine it runs on.

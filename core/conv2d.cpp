@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "conv2d_direct.h"
-#include "gemm.h"
+#include "igemm.h"
 #include "im2col.h"
 #include "parallel.h"
 
@@ -53,10 +53,34 @@ Conv2dParams check_conv2d(const Shape& x, const Shape& w, int64_t bias_len, int6
 }
 
 // ---------------------------------------------------------------------------------------
-// Fast path: per image, col = im2col(x_n); y_n (K, PQ) = w (K, CRS) * col (CRS, PQ) + b.
+// Strided path: per image, col = im2col(x_n); y_n (K, PQ) = w (K, CRS) * col (CRS, PQ) + b,
+// on the same implicit-GEMM kernels with offsets stepping through col's rows.
+
+namespace {
+// Workspace of the im2col path: col and dcol (CRS, PQ), w^T (CRS, K), int64 row offsets.
+struct Im2colScratch {
+    float *col, *dcol, *wT;
+    int64_t* off;
+    static int64_t floats(const Conv2dParams& p) {
+        const int64_t CRS = p.crs(), PQ = p.out_h() * p.out_w();
+        return 2 * CRS * PQ + CRS * p.K + 2 * std::max(CRS, p.K) + 2;
+    }
+    Im2colScratch(float* ws, const Conv2dParams& p) {
+        const int64_t CRS = p.crs(), PQ = p.out_h() * p.out_w();
+        col = ws, dcol = ws + CRS * PQ, wT = dcol + CRS * PQ;
+        // int64 offsets after the floats, on an 8-byte boundary.
+        off = reinterpret_cast<int64_t*>(ws + (2 * CRS * PQ + CRS * p.K + 1) / 2 * 2);
+    }
+};
+
+// off[r] = r * stride for rows [0, rows).
+void row_offsets(int64_t* off, int64_t rows, int64_t stride) {
+    for (int64_t r = 0; r < rows; r++) off[r] = r * stride;
+}
+}  // namespace
 
 int64_t conv2d_workspace(const Conv2dParams& p) {
-    const int64_t im2col_ws = 2 * p.crs() * p.out_h() * p.out_w();
+    const int64_t im2col_ws = Im2colScratch::floats(p);
     return conv2d_direct_ok(p) ? std::max(im2col_ws, conv2d_direct_workspace(p)) : im2col_ws;
 }
 
@@ -64,11 +88,13 @@ void conv2d_forward_images(float* y, const float* x, const float* w, const float
                            const Conv2dParams& p, float* ws) {
     if (conv2d_direct_ok(p)) return conv2d_forward_direct(y, x, w, b, n, p, ws);
     const int64_t PQ = p.out_h() * p.out_w(), CRS = p.crs();
+    Im2colScratch s(ws, p);
+    row_offsets(s.off, CRS, PQ);
     for (int64_t i = 0; i < n; i++) {
         float* yi = y + i * p.K * PQ;
-        im2col(ws, x + i * p.C * p.H * p.W, p);
+        im2col(s.col, x + i * p.C * p.H * p.W, p);
         for (int64_t k = 0; k < p.K; k++) std::fill(yi + k * PQ, yi + (k + 1) * PQ, b ? b[k] : 0.0f);
-        gemm_nn(p.K, PQ, CRS, w, CRS, ws, PQ, yi, PQ, /*accumulate=*/true);
+        igemm_nn(yi, PQ, w, p.K, CRS, s.col, s.off, PQ, /*accumulate=*/true);
     }
 }
 
@@ -77,12 +103,15 @@ void conv2d_backward_images(float* dx, float* dw, float* db, const float* x, con
                             const float* dy, int64_t n, const Conv2dParams& p, float* ws) {
     if (conv2d_direct_ok(p) && conv2d_backward_direct(dx, dw, db, x, w, dy, n, p, ws)) return;
     const int64_t PQ = p.out_h() * p.out_w(), CRS = p.crs();
-    float* col = ws;
-    float* dcol = ws + CRS * PQ;
+    Im2colScratch s(ws, p);
+    if (dx)  // w^T (CRS, K) once for all images
+        for (int64_t t = 0; t < CRS; t++)
+            for (int64_t k = 0; k < p.K; k++) s.wT[t * p.K + k] = w[k * CRS + t];
+    row_offsets(s.off, std::max(CRS, p.K), PQ);  // rows of col (CRS, PQ) and of dy_i (K, PQ)
     for (int64_t i = 0; i < n; i++) {
         const float* dyi = dy + i * p.K * PQ;
-        im2col(col, x + i * p.C * p.H * p.W, p);
-        gemm_nt(p.K, CRS, PQ, dyi, PQ, col, PQ, dw, CRS, /*accumulate=*/true);
+        im2col(s.col, x + i * p.C * p.H * p.W, p);
+        igemm_nt(dw, dyi, PQ, p.K, CRS, s.col, s.off, PQ);  // dw (K, CRS) += dy_i col^T
         if (db)
             for (int64_t k = 0; k < p.K; k++) {
                 const float* row = dyi + k * PQ;
@@ -92,8 +121,8 @@ void conv2d_backward_images(float* dx, float* dw, float* db, const float* x, con
                 db[k] += acc;
             }
         if (!dx) continue;
-        gemm_tn(CRS, PQ, p.K, w, CRS, dyi, PQ, dcol, PQ, /*accumulate=*/false);
-        col2im(dx + i * p.C * p.H * p.W, dcol, p);
+        igemm_nn(s.dcol, PQ, s.wT, CRS, p.K, dyi, s.off, PQ, /*accumulate=*/false);
+        col2im(dx + i * p.C * p.H * p.W, s.dcol, p);
     }
 }
 

@@ -8,7 +8,6 @@
 #include <vector>
 
 #include "igemm.h"
-#include "simd.h"
 
 namespace pylenet {
 
@@ -82,7 +81,6 @@ Scratch carve(float* ws, const Conv2dParams& p) {
 
 int64_t conv2d_direct_workspace(const Conv2dParams& p) { return carve(nullptr, p).total; }
 
-PYLENET_SIMD_CLONES
 void conv2d_forward_direct(float* y, const float* x, const float* w, const float* b,
                            int64_t n, const Conv2dParams& p, float* ws) {
     const int64_t P = p.out_h(), Q = p.out_w();
@@ -114,7 +112,6 @@ bool all_finite(const float* x, int64_t n) {
 }
 }  // namespace
 
-PYLENET_SIMD_CLONES
 bool conv2d_backward_direct(float* dx, float* dw, float* db, const float* x, const float* w,
                             const float* dy, int64_t n, const Conv2dParams& p, float* ws) {
     const int64_t in_size = p.C * p.H * p.W;

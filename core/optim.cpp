@@ -1,18 +1,18 @@
 // Optimiser updates: one pass over each parameter instead of numpy's several.
 // Without FMA contraction, so that every step rounds exactly as the plain float32
 // expression (and as the numpy reference in the tests) does.
-#if defined(__GNUC__) && !defined(__clang__)
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#elif defined(__GNUC__)
 #pragma GCC optimize("fp-contract=off")
 #endif
 #include "optim.h"
 
 #include <cmath>
 
-#include "simd.h"
 
 namespace pylenet {
 
-PYLENET_SIMD_CLONES
 void sgd_update(float* p, float* buf, const float* g, int64_t n, float lr, float momentum,
                 float weight_decay, bool nesterov, bool first) {
     if (momentum == 0.0f) {
@@ -29,7 +29,6 @@ void sgd_update(float* p, float* buf, const float* g, int64_t n, float lr, float
     }
 }
 
-PYLENET_SIMD_CLONES
 void adam_update(float* p, float* m, float* v, const float* g, int64_t n, float lr, float b1,
                  float b2, float eps, float weight_decay, float c1, float c2) {
     const float step = lr / c1, inv_c2 = 1.0f / c2;

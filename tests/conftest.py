@@ -30,3 +30,11 @@ def torch_single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def pytest_report_header(config):
+    """Names the SIMD level the kernels run at (PYLENET_SIMD forces one)."""
+    from pylenet import ops
+
+    info = ops.build_info()
+    return f"pylenet SIMD level: {info['simd_used']} (runnable here: {', '.join(info['simd_supported'])})"

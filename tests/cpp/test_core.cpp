@@ -9,10 +9,12 @@
 
 #include "activations.h"
 #include "conv2d.h"
+#include "igemm.h"
 #include "linear.h"
 #include "losses.h"
 #include "parallel.h"
 #include "pool2d.h"
+#include "simd.h"
 
 using namespace pylenet;
 
@@ -193,6 +195,76 @@ void test_losses() {
     expect(ys[0] == 0 && ys[2] == 2 && std::isnan(ys[3]), "relu keeps NaN");
 }
 
+// Every compiled level this CPU runs: igemm_nn/nt/tn against double-precision loops over
+// sizes that hit every tile remainder, and rows split in two calls (as threads split them)
+// give bit-identical results. Restores the level it started with.
+void test_igemm_levels(std::mt19937& rng) {
+    const std::string start = simd_level();
+    const int64_t Ms[] = {1, 2, 3, 5, 7, 13, 17}, Ts[] = {1, 2, 3, 4, 9, 17}, Js[] = {1, 3, 8, 15, 16, 17, 33, 70};
+    for (const std::string& level : simd_compiled()) {
+        if (!simd_supported(level)) continue;
+        simd_set_level(level);
+        double worst = 0;
+        bool split_same = true, tail_untouched = true;
+        for (int64_t M : Ms)
+            for (int64_t T : Ts)
+                for (int64_t J : Js) {
+                    // B rows at offsets 0, J+1, 2(J+1), ... of src (a gap between rows).
+                    std::vector<float> A = randn(size_t(M * std::max(T, J)), rng),
+                                       src = randn(size_t(T * (J + 1) + 1), rng);
+                    std::vector<int64_t> off(static_cast<size_t>(T));
+                    for (int64_t t = 0; t < T; t++) off[t] = t * (J + 1);
+                    // nn: C (M, J) = A (M, T) B, row stride J + 2 with a sentinel after each row.
+                    const int64_t ldc = J + 2;
+                    std::vector<float> C(size_t(M * ldc), 7.0f), C2(C);
+                    igemm_nn(C.data(), ldc, A.data(), M, T, src.data(), off.data(), J, false);
+                    const int64_t half = M / 2;
+                    igemm_nn(C2.data(), ldc, A.data(), half, T, src.data(), off.data(), J, false);
+                    igemm_nn(C2.data() + half * ldc, ldc, A.data() + half * T, M - half, T,
+                             src.data(), off.data(), J, false);
+                    for (int64_t i = 0; i < M; i++) {
+                        tail_untouched = tail_untouched && C[i * ldc + J] == 7.0f && C[i * ldc + J + 1] == 7.0f;
+                        for (int64_t j = 0; j < J; j++) {
+                            double want = 0;
+                            for (int64_t t = 0; t < T; t++) want += double(A[i * T + t]) * src[off[t] + j];
+                            worst = std::fmax(worst, std::fabs(C[i * ldc + j] - want) / (1 + std::fabs(want)));
+                            split_same = split_same && C[i * ldc + j] == C2[i * ldc + j];
+                        }
+                    }
+                    // nt: D (M, T) += A (M, J; lda) B^T, starting from ones.
+                    const int64_t lda = J + 1;
+                    std::vector<float> An = randn(size_t(M * lda), rng), D(size_t(M * T), 1.0f), D2(D);
+                    igemm_nt(D.data(), An.data(), lda, M, T, src.data(), off.data(), J);
+                    igemm_nt(D2.data(), An.data(), lda, half, T, src.data(), off.data(), J);
+                    igemm_nt(D2.data() + half * T, An.data() + half * lda, lda, M - half, T,
+                             src.data(), off.data(), J);
+                    for (int64_t i = 0; i < M; i++)
+                        for (int64_t t = 0; t < T; t++) {
+                            double want = 1;
+                            for (int64_t j = 0; j < J; j++) want += double(An[i * lda + j]) * src[off[t] + j];
+                            worst = std::fmax(worst, std::fabs(D[i * T + t] - want) / (1 + std::fabs(want)));
+                            split_same = split_same && D[i * T + t] == D2[i * T + t];
+                        }
+                    // tn: E (T, 16 or 32) += B (T, J) * F (J, Kc).
+                    const int64_t Kc = M % 2 ? 16 : 32;
+                    std::vector<float> F = randn(size_t(J * Kc), rng), E(size_t(T * Kc), 0.5f);
+                    igemm_tn(E.data(), Kc, F.data(), Kc, T, Kc, src.data(), off.data(), J);
+                    for (int64_t t = 0; t < T; t++)
+                        for (int64_t k = 0; k < Kc; k++) {
+                            double want = 0.5;
+                            for (int64_t j = 0; j < J; j++) want += double(src[off[t] + j]) * F[j * Kc + k];
+                            worst = std::fmax(worst, std::fabs(E[t * Kc + k] - want) / (1 + std::fabs(want)));
+                        }
+                }
+        expect(worst < 1e-5, "igemm at " + level + " matches float64 loops (worst " + std::to_string(worst) + ")");
+        expect(split_same, "igemm at " + level + ": rows split in two calls give the same bits");
+        expect(tail_untouched, "igemm_nn at " + level + " writes nothing past J columns");
+    }
+    simd_set_level(start);
+    expect(simd_level() == start, "simd_set_level restores " + start);
+    expect(throws_invalid([] { simd_set_level("avx1024"); }), "unknown SIMD level throws");
+}
+
 void test_checks() {
     expect(throws_invalid([] { check_conv2d({1, 3, 8, 8}, {4, 2, 3, 3}, -1, 1, 0); }),
            "conv2d channel mismatch throws");
@@ -220,8 +292,21 @@ void test_checks() {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+    if (argc > 1 && std::string(argv[1]) == "--levels") {  // the levels this CPU runs
+        for (const std::string& level : simd_compiled())
+            if (simd_supported(level)) std::printf("%s ", level.c_str());
+        std::printf("\n");
+        return 0;
+    }
+    try {
+        std::printf("SIMD level %s\n", simd_level().c_str());
+    } catch (const std::invalid_argument& e) {
+        std::printf("error: %s\n", e.what());
+        return 2;
+    }
     std::mt19937 rng(1234);
+    test_igemm_levels(rng);
     test_conv2d(rng);
     test_linear(rng);
     test_pool(rng);

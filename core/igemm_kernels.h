@@ -1,0 +1,200 @@
+// The implicit-GEMM micro-kernels, written once over a vector type and its register tiles.
+// Each core/igemm_<level>.cpp includes this after its target pragma, with a traits struct V:
+//   R, W                 the register type and the floats it holds
+//   zero(), set1(x), load(p), store(p, r)
+//   load_part(p, n), store_part(p, r, n)    0 < n < W; nothing touched past p + n
+//   fma(acc, a, b)       acc + a * b
+//   reduce(r)            r[0..W) -> a register whose lane i is the lane sum of r[i], in a
+//                        fixed tree order
+// and its tiles (accumulators must fit the register file with the loads beside them):
+//   NN_MR x NN_NV        igemm_nn: rows x vectors of columns
+//   NT_MR x NT_TN        igemm_nt: rows x taps, then NT2_MR x NT2_TN and 1 x NT1_TN for the
+//                        rows left over; MV_MR x 1 when T < NT_TN (matrix-vector products)
+//   TN_RT, TN_RT2        igemm_tn: taps per tile (16 columns each), main and leftover
+// Every C element is computed by the same operations in the same order whatever tile covers
+// it, so results never depend on how callers split rows across threads.
+#pragma once
+#include <cstdint>
+
+#define PYLENET_KERNEL __attribute__((always_inline)) inline
+
+namespace pylenet {
+namespace igemm_impl {
+
+// ------------------------------------------------------------------ C = A * B  (igemm_nn)
+
+// One MR x (NV*W) tile of C (=|+=) A * B; a TAIL tile (NV = 1) covers `cols` < W columns.
+template <class V, int MR, int NV, bool TAIL>
+PYLENET_KERNEL void nn_tile(float* C, int64_t ldc, const float* A, int64_t T, const float* src,
+                            const int64_t* off, int64_t j0, int64_t cols, bool accumulate) {
+    typename V::R acc[MR][NV];
+    for (int i = 0; i < MR; i++)
+        for (int v = 0; v < NV; v++)
+            acc[i][v] = !accumulate ? V::zero()
+                        : TAIL      ? V::load_part(C + i * ldc + j0, cols)
+                                    : V::load(C + i * ldc + j0 + V::W * v);
+    for (int64_t t = 0; t < T; t++) {
+        const float* b = src + off[t] + j0;
+        typename V::R bv[NV];
+        for (int v = 0; v < NV; v++) bv[v] = TAIL ? V::load_part(b, cols) : V::load(b + V::W * v);
+        for (int i = 0; i < MR; i++) {
+            const typename V::R a = V::set1(A[i * T + t]);
+            for (int v = 0; v < NV; v++) acc[i][v] = V::fma(acc[i][v], a, bv[v]);
+        }
+    }
+    for (int i = 0; i < MR; i++)
+        for (int v = 0; v < NV; v++) {
+            if (TAIL)
+                V::store_part(C + i * ldc + j0, acc[i][v], cols);
+            else
+                V::store(C + i * ldc + j0 + V::W * v, acc[i][v]);
+        }
+}
+
+// MR rows of C: full tiles of NN_NV vectors, then single vectors, then a masked tail.
+template <class V, int MR>
+PYLENET_KERNEL void nn_rows(float* C, int64_t ldc, const float* A, int64_t T, const float* src,
+                            const int64_t* off, int64_t J, bool acc) {
+    constexpr int64_t wide = int64_t(V::NN_NV) * V::W;
+    int64_t j0 = 0;
+    for (; j0 + wide <= J; j0 += wide) nn_tile<V, MR, V::NN_NV, false>(C, ldc, A, T, src, off, j0, wide, acc);
+    for (; j0 + V::W <= J; j0 += V::W) nn_tile<V, MR, 1, false>(C, ldc, A, T, src, off, j0, V::W, acc);
+    if (j0 < J) nn_tile<V, MR, 1, true>(C, ldc, A, T, src, off, j0, J - j0, acc);
+}
+
+// The last `rows` (< MR) rows, with a tile of exactly that height.
+template <class V, int MR>
+inline void nn_leftover(int64_t rows, float* C, int64_t ldc, const float* A, int64_t T,
+                        const float* src, const int64_t* off, int64_t J, bool acc) {
+    if constexpr (MR > 0) {
+        if (rows == MR) return nn_rows<V, MR>(C, ldc, A, T, src, off, J, acc);
+        nn_leftover<V, MR - 1>(rows, C, ldc, A, T, src, off, J, acc);
+    }
+}
+
+template <class V>
+void nn(float* C, int64_t ldc, const float* A, int64_t M, int64_t T, const float* src,
+        const int64_t* off, int64_t J, bool accumulate) {
+    int64_t m = 0;
+    for (; m + V::NN_MR <= M; m += V::NN_MR)
+        nn_rows<V, V::NN_MR>(C + m * ldc, ldc, A + m * T, T, src, off, J, accumulate);
+    nn_leftover<V, V::NN_MR - 1>(M - m, C + m * ldc, ldc, A + m * T, T, src, off, J, accumulate);
+}
+
+// ---------------------------------------------------------------- C += A * B^T (igemm_nt)
+
+// Adds the lane sums of n accumulators to C[at[0]], ..., C[at[n-1]], W at a time through
+// V::reduce (missing registers are zeros, which leave the other lanes' sums unchanged).
+template <class V, int N>
+PYLENET_KERNEL void add_lane_sums(float* const* at, const typename V::R* acc) {
+    for (int g = 0; g < N; g += V::W) {
+        typename V::R group[V::W];
+        for (int l = 0; l < V::W; l++) group[l] = g + l < N ? acc[g + l] : V::zero();
+        float sums[V::W];
+        V::store(sums, V::reduce(group));
+        for (int l = 0; l < V::W && g + l < N; l++) *at[g + l] += sums[l];
+    }
+}
+
+// One MR x TN tile of C (row stride T) += A * B^T over J columns (masked tail past the last W).
+template <class V, int MR, int TN>
+PYLENET_KERNEL void nt_tile(float* C, const float* A, int64_t lda, int64_t T, const float* src,
+                            const int64_t* off, int64_t J, int64_t t0) {
+    typename V::R acc[MR * TN];
+    for (int i = 0; i < MR * TN; i++) acc[i] = V::zero();
+    const float* b[TN];
+    for (int u = 0; u < TN; u++) b[u] = src + off[t0 + u];
+    int64_t j = 0;
+    for (; j + V::W <= J; j += V::W) {
+        typename V::R bv[TN];
+        for (int u = 0; u < TN; u++) bv[u] = V::load(b[u] + j);
+        for (int i = 0; i < MR; i++) {
+            const typename V::R a = V::load(A + i * lda + j);
+            for (int u = 0; u < TN; u++) acc[i * TN + u] = V::fma(acc[i * TN + u], a, bv[u]);
+        }
+    }
+    if (j < J) {
+        typename V::R bv[TN];
+        for (int u = 0; u < TN; u++) bv[u] = V::load_part(b[u] + j, J - j);
+        for (int i = 0; i < MR; i++) {
+            const typename V::R a = V::load_part(A + i * lda + j, J - j);
+            for (int u = 0; u < TN; u++) acc[i * TN + u] = V::fma(acc[i * TN + u], a, bv[u]);
+        }
+    }
+    float* at[MR * TN];
+    for (int i = 0; i < MR; i++)
+        for (int u = 0; u < TN; u++) at[i * TN + u] = C + i * T + t0 + u;
+    add_lane_sums<V, MR * TN>(at, acc);
+}
+
+// MR rows of C: TN taps at a time, then one at a time.
+template <class V, int MR, int TN>
+PYLENET_KERNEL void nt_rows(float* C, const float* A, int64_t lda, int64_t T, const float* src,
+                            const int64_t* off, int64_t J) {
+    int64_t t0 = 0;
+    for (; t0 + TN <= T; t0 += TN) nt_tile<V, MR, TN>(C, A, lda, T, src, off, J, t0);
+    for (; t0 < T; t0++) nt_tile<V, MR, 1>(C, A, lda, T, src, off, J, t0);
+}
+
+template <class V>
+void nt(float* C, const float* A, int64_t lda, int64_t M, int64_t T, const float* src,
+        const int64_t* off, int64_t J) {
+    int64_t m = 0;
+    if (T < V::NT_TN)  // few B rows (a matrix-vector product): MV_MR rows share each B load
+        for (; m + V::MV_MR <= M; m += V::MV_MR)
+            for (int64_t t = 0; t < T; t++)
+                nt_tile<V, V::MV_MR, 1>(C + m * T, A + m * lda, lda, T, src, off, J, t);
+    for (; m + V::NT_MR <= M; m += V::NT_MR)
+        nt_rows<V, V::NT_MR, V::NT_TN>(C + m * T, A + m * lda, lda, T, src, off, J);
+    for (; m + V::NT2_MR <= M; m += V::NT2_MR)
+        nt_rows<V, V::NT2_MR, V::NT2_TN>(C + m * T, A + m * lda, lda, T, src, off, J);
+    for (; m < M; m++) nt_rows<V, 1, V::NT1_TN>(C + m * T, A + m * lda, lda, T, src, off, J);
+}
+
+// ---------------------------------------------------------------- C += B * D   (igemm_tn)
+
+// RT taps x 16 columns of C (T, Kc) += B (T, J) * D (J, Kc): B values broadcast, D rows loaded.
+template <class V, int RT>
+PYLENET_KERNEL void tn_tile(float* C, int64_t ldc, const float* D, int64_t ldd,
+                            const float* src, const int64_t* off, int64_t J, int64_t t0,
+                            int64_t k0) {
+    constexpr int KV = 16 / V::W;
+    typename V::R acc[RT][KV];
+    const float* b[RT];
+    for (int i = 0; i < RT; i++) {
+        b[i] = src + off[t0 + i];
+        for (int v = 0; v < KV; v++) acc[i][v] = V::load(C + (t0 + i) * ldc + k0 + V::W * v);
+    }
+    for (int64_t j = 0; j < J; j++) {
+        typename V::R d[KV];
+        for (int v = 0; v < KV; v++) d[v] = V::load(D + j * ldd + k0 + V::W * v);
+        for (int i = 0; i < RT; i++) {
+            const typename V::R bb = V::set1(b[i][j]);
+            for (int v = 0; v < KV; v++) acc[i][v] = V::fma(acc[i][v], bb, d[v]);
+        }
+    }
+    for (int i = 0; i < RT; i++)
+        for (int v = 0; v < KV; v++) V::store(C + (t0 + i) * ldc + k0 + V::W * v, acc[i][v]);
+}
+
+template <class V>
+void tn(float* C, int64_t ldc, const float* D, int64_t ldd, int64_t T, int64_t Kc,
+        const float* src, const int64_t* off, int64_t J) {
+    static_assert(16 % V::W == 0, "igemm_tn tiles are 16 columns wide");
+    for (int64_t k0 = 0; k0 < Kc; k0 += 16) {
+        int64_t t = 0;
+        for (; t + V::TN_RT <= T; t += V::TN_RT) tn_tile<V, V::TN_RT>(C, ldc, D, ldd, src, off, J, t, k0);
+        for (; t + V::TN_RT2 <= T; t += V::TN_RT2) tn_tile<V, V::TN_RT2>(C, ldc, D, ldd, src, off, J, t, k0);
+        for (; t < T; t++) tn_tile<V, 1>(C, ldc, D, ldd, src, off, J, t, k0);
+    }
+}
+
+}  // namespace igemm_impl
+}  // namespace pylenet
+
+// The table entry of a level whose traits are V (used at the end of each igemm_<level>.cpp).
+#define PYLENET_IGEMM_TABLE(NAME, V)                                                        \
+    const IgemmKernels NAME = {V::kName,  V::W,     V::NN_MR,                              \
+                               V::NN_NV,  V::NT_MR, V::NT_TN,                              \
+                               V::TN_RT,  igemm_impl::nn<V>, igemm_impl::nt<V>,            \
+                               igemm_impl::tn<V>}

@@ -1,0 +1,33 @@
+// igemm micro-kernels on plain floats (one lane): the portable level for CPUs without a
+// tuned one, and a second opinion on the vector levels in the tests.
+#include <cstdint>
+
+#include "igemm.h"
+#include "igemm_kernels.h"
+
+namespace pylenet {
+namespace {
+
+struct Scalar {
+    static constexpr const char* kName = "scalar";
+    using R = float;
+    static constexpr int W = 1;
+    static constexpr int NN_MR = 4, NN_NV = 4;
+    static constexpr int NT_MR = 2, NT_TN = 4, NT2_MR = 1, NT2_TN = 4, NT1_TN = 4, MV_MR = 4;
+    static constexpr int TN_RT = 2, TN_RT2 = 1;
+
+    static R zero() { return 0.0f; }
+    static R set1(float x) { return x; }
+    static R load(const float* p) { return *p; }
+    static void store(float* p, R r) { *p = r; }
+    static R load_part(const float* p, int64_t) { return *p; }   // never called: W = 1
+    static void store_part(float* p, R r, int64_t) { *p = r; }  // never called: W = 1
+    static R fma(R acc, R a, R b) { return acc + a * b; }
+    static R reduce(const R* v) { return v[0]; }
+};
+
+}  // namespace
+
+PYLENET_IGEMM_TABLE(kIgemmScalar, Scalar);
+
+}  // namespace pylenet
