@@ -15,8 +15,9 @@ int64_t conv2d_direct_workspace(const Conv2dParams& p);
 void conv2d_forward_direct(float* y, const float* x, const float* w, const float* b,
                            int64_t n, const Conv2dParams& p, float* ws);
 // ADDS the n images' dw (K,C,R,S) and db (K,) (may be null); overwrites dx (n,C,H,W) unless
-// null. Returns false, touching nothing, when x holds Inf/NaN: the wide grid would multiply
-// such values by the zero gradient of discarded columns, so the caller uses im2col instead.
+// null. Returns false, touching nothing, when x (or w, when dx is wanted) holds Inf/NaN: the
+// wide grid multiplies such values by the zero gradient of discarded columns, so the caller
+// uses im2col instead.
 bool conv2d_backward_direct(float* dx, float* dw, float* db, const float* x, const float* w,
                             const float* dy, int64_t n, const Conv2dParams& p, float* ws);
 

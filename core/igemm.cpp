@@ -8,6 +8,11 @@ void igemm_nn(float* C, int64_t ldc, const float* A, int64_t M, int64_t T, const
     simd_kernels().nn(C, ldc, A, M, T, src, off, J, accumulate);
 }
 
+void igemm_nn_scatter(float* C, const int64_t* coff, const float* A, int64_t M, int64_t T,
+                      const float* src, const int64_t* off, int64_t J) {
+    simd_kernels().nn_scatter(C, coff, A, M, T, src, off, J);
+}
+
 void igemm_nt(float* C, const float* A, int64_t lda, int64_t M, int64_t T, const float* src,
               const int64_t* off, int64_t J) {
     simd_kernels().nt(C, A, lda, M, T, src, off, J);

@@ -13,6 +13,10 @@ namespace pylenet {
 // C (M, J; row stride ldc) = A (M, T) * B  [+ C when accumulate], B[t][j] = src[off[t] + j].
 void igemm_nn(float* C, int64_t ldc, const float* A, int64_t M, int64_t T, const float* src,
               const int64_t* off, int64_t J, bool accumulate);
+// C rows += A (M, T) * B, row i of C at C + coff[i]: the rows' ranges [coff[i], coff[i] + J)
+// must not overlap (a tile loads its rows before it stores them).
+void igemm_nn_scatter(float* C, const int64_t* coff, const float* A, int64_t M, int64_t T,
+                      const float* src, const int64_t* off, int64_t J);
 // C (M, T) += A (M, J; row stride lda) * B^T, B[t][j] = src[off[t] + j].
 void igemm_nt(float* C, const float* A, int64_t lda, int64_t M, int64_t T, const float* src,
               const int64_t* off, int64_t J);
@@ -30,6 +34,7 @@ struct IgemmKernels {
     int nt_rows, nt_taps;      // igemm_nt tile: rows x taps, one vector accumulator each
     int tn_rows;               // igemm_tn tile: taps x 16 columns
     decltype(&igemm_nn) nn;
+    decltype(&igemm_nn_scatter) nn_scatter;
     decltype(&igemm_nt) nt;
     decltype(&igemm_tn) tn;
 };

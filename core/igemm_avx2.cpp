@@ -25,7 +25,7 @@ struct Avx2 {
     using R = __m256;
     static constexpr int W = 8;
     static constexpr int NN_MR = 6, NN_NV = 2;
-    static constexpr int NT_MR = 2, NT_TN = 4, NT2_MR = 1, NT2_TN = 8, NT1_TN = 8, MV_MR = 8;
+    static constexpr int NT_MR = 6, NT_TN = 2, NT2_MR = 2, NT2_TN = 4, NT1_TN = 8, MV_MR = 8;
     static constexpr int TN_RT = 6, TN_RT2 = 2;
 
     static R zero() { return _mm256_setzero_ps(); }

@@ -24,7 +24,7 @@ struct Avx512 {
     using R = __m512;
     static constexpr int W = 16;
     static constexpr int NN_MR = 6, NN_NV = 2;
-    static constexpr int NT_MR = 4, NT_TN = 4, NT2_MR = 2, NT2_TN = 8, NT1_TN = 8, MV_MR = 16;
+    static constexpr int NT_MR = 6, NT_TN = 4, NT2_MR = 2, NT2_TN = 8, NT1_TN = 8, MV_MR = 16;
     static constexpr int TN_RT = 12, TN_RT2 = 4;
 
     static R zero() { return _mm512_setzero_ps(); }

@@ -23,16 +23,17 @@ namespace igemm_impl {
 
 // ------------------------------------------------------------------ C = A * B  (igemm_nn)
 
-// One MR x (NV*W) tile of C (=|+=) A * B; a TAIL tile (NV = 1) covers `cols` < W columns.
+// One MR x (NV*W) tile of C (=|+=) A * B, row i of C at c[i]; a TAIL tile (NV = 1) covers
+// `cols` < W columns.
 template <class V, int MR, int NV, bool TAIL>
-PYLENET_KERNEL void nn_tile(float* C, int64_t ldc, const float* A, int64_t T, const float* src,
+PYLENET_KERNEL void nn_tile(float* const* c, const float* A, int64_t T, const float* src,
                             const int64_t* off, int64_t j0, int64_t cols, bool accumulate) {
     typename V::R acc[MR][NV];
     for (int i = 0; i < MR; i++)
         for (int v = 0; v < NV; v++)
             acc[i][v] = !accumulate ? V::zero()
-                        : TAIL      ? V::load_part(C + i * ldc + j0, cols)
-                                    : V::load(C + i * ldc + j0 + V::W * v);
+                        : TAIL      ? V::load_part(c[i] + j0, cols)
+                                    : V::load(c[i] + j0 + V::W * v);
     for (int64_t t = 0; t < T; t++) {
         const float* b = src + off[t] + j0;
         typename V::R bv[NV];
@@ -45,40 +46,58 @@ PYLENET_KERNEL void nn_tile(float* C, int64_t ldc, const float* A, int64_t T, co
     for (int i = 0; i < MR; i++)
         for (int v = 0; v < NV; v++) {
             if (TAIL)
-                V::store_part(C + i * ldc + j0, acc[i][v], cols);
+                V::store_part(c[i] + j0, acc[i][v], cols);
             else
-                V::store(C + i * ldc + j0 + V::W * v, acc[i][v]);
+                V::store(c[i] + j0 + V::W * v, acc[i][v]);
         }
 }
 
-// MR rows of C: full tiles of NN_NV vectors, then single vectors, then a masked tail.
+// MR rows of C (row i at C + coff[i], or at C + i * ldc when coff is null): full tiles of
+// NN_NV vectors, then single vectors, then a masked tail.
 template <class V, int MR>
-PYLENET_KERNEL void nn_rows(float* C, int64_t ldc, const float* A, int64_t T, const float* src,
-                            const int64_t* off, int64_t J, bool acc) {
+PYLENET_KERNEL void nn_rows(float* C, int64_t ldc, const int64_t* coff, const float* A, int64_t T,
+                            const float* src, const int64_t* off, int64_t J, bool acc) {
+    float* c[MR];
+    for (int i = 0; i < MR; i++) c[i] = C + (coff ? coff[i] : i * ldc);
     constexpr int64_t wide = int64_t(V::NN_NV) * V::W;
     int64_t j0 = 0;
-    for (; j0 + wide <= J; j0 += wide) nn_tile<V, MR, V::NN_NV, false>(C, ldc, A, T, src, off, j0, wide, acc);
-    for (; j0 + V::W <= J; j0 += V::W) nn_tile<V, MR, 1, false>(C, ldc, A, T, src, off, j0, V::W, acc);
-    if (j0 < J) nn_tile<V, MR, 1, true>(C, ldc, A, T, src, off, j0, J - j0, acc);
+    for (; j0 + wide <= J; j0 += wide) nn_tile<V, MR, V::NN_NV, false>(c, A, T, src, off, j0, wide, acc);
+    for (; j0 + V::W <= J; j0 += V::W) nn_tile<V, MR, 1, false>(c, A, T, src, off, j0, V::W, acc);
+    if (j0 < J) nn_tile<V, MR, 1, true>(c, A, T, src, off, j0, J - j0, acc);
 }
 
 // The last `rows` (< MR) rows, with a tile of exactly that height.
 template <class V, int MR>
-inline void nn_leftover(int64_t rows, float* C, int64_t ldc, const float* A, int64_t T,
-                        const float* src, const int64_t* off, int64_t J, bool acc) {
+inline void nn_leftover(int64_t rows, float* C, int64_t ldc, const int64_t* coff, const float* A,
+                        int64_t T, const float* src, const int64_t* off, int64_t J, bool acc) {
     if constexpr (MR > 0) {
-        if (rows == MR) return nn_rows<V, MR>(C, ldc, A, T, src, off, J, acc);
-        nn_leftover<V, MR - 1>(rows, C, ldc, A, T, src, off, J, acc);
+        if (rows == MR) return nn_rows<V, MR>(C, ldc, coff, A, T, src, off, J, acc);
+        nn_leftover<V, MR - 1>(rows, C, ldc, coff, A, T, src, off, J, acc);
     }
+}
+
+// All M rows, NN_MR at a time.
+template <class V>
+inline void nn_all(float* C, int64_t ldc, const int64_t* coff, const float* A, int64_t M,
+                   int64_t T, const float* src, const int64_t* off, int64_t J, bool accumulate) {
+    int64_t m = 0;
+    for (; m + V::NN_MR <= M; m += V::NN_MR)
+        nn_rows<V, V::NN_MR>(coff ? C : C + m * ldc, ldc, coff ? coff + m : nullptr, A + m * T, T,
+                             src, off, J, accumulate);
+    nn_leftover<V, V::NN_MR - 1>(M - m, coff ? C : C + m * ldc, ldc, coff ? coff + m : nullptr,
+                                 A + m * T, T, src, off, J, accumulate);
 }
 
 template <class V>
 void nn(float* C, int64_t ldc, const float* A, int64_t M, int64_t T, const float* src,
         const int64_t* off, int64_t J, bool accumulate) {
-    int64_t m = 0;
-    for (; m + V::NN_MR <= M; m += V::NN_MR)
-        nn_rows<V, V::NN_MR>(C + m * ldc, ldc, A + m * T, T, src, off, J, accumulate);
-    nn_leftover<V, V::NN_MR - 1>(M - m, C + m * ldc, ldc, A + m * T, T, src, off, J, accumulate);
+    nn_all<V>(C, ldc, nullptr, A, M, T, src, off, J, accumulate);
+}
+
+template <class V>
+void nn_scatter(float* C, const int64_t* coff, const float* A, int64_t M, int64_t T,
+                const float* src, const int64_t* off, int64_t J) {
+    nn_all<V>(C, 0, coff, A, M, T, src, off, J, true);
 }
 
 // ---------------------------------------------------------------- C += A * B^T (igemm_nt)
@@ -196,5 +215,5 @@ void tn(float* C, int64_t ldc, const float* D, int64_t ldd, int64_t T, int64_t K
 #define PYLENET_IGEMM_TABLE(NAME, V)                                                        \
     const IgemmKernels NAME = {V::kName,  V::W,     V::NN_MR,                              \
                                V::NN_NV,  V::NT_MR, V::NT_TN,                              \
-                               V::TN_RT,  igemm_impl::nn<V>, igemm_impl::nt<V>,            \
-                               igemm_impl::tn<V>}
+                               V::TN_RT,  igemm_impl::nn<V>, igemm_impl::nn_scatter<V>,    \
+                               igemm_impl::nt<V>, igemm_impl::tn<V>}
