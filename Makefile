@@ -23,13 +23,17 @@ CORE_SRC := $(filter-out core/bindings.cpp,$(sort $(wildcard core/*.cpp)))
 CORE_OBJ := $(patsubst core/%.cpp,$(BUILD)/core/%.o,$(CORE_SRC))
 CORE_HDR := $(wildcard core/*.h)
 
-.PHONY: help features install inplace test test-cpp test-py bench bench-compare wheel clean
+.PHONY: help features install inplace test test-cpp test-py bench bench-compare peak wheel clean
 
 help:
 	@echo "make install      pip install . (builds the extension)"
 	@echo "make test         C++ core tests, then pytest"
 	@echo "make bench        C++ benchmarks: per op, then a whole LeNet-5 training step"
-	@echo "make bench-compare pylenet vs PyTorch from Python (PYTHON=venv python with torch)"
+	@echo "                  (SIMD=avx2 etc. forces the core's SIMD level, as for bench-compare)"
+	@echo "make peak         measured single-core peak of every SIMD level this CPU runs"
+	@echo "make bench-compare pylenet vs PyTorch (eager, torch.compile) and JAX from Python"
+	@echo "make test-aarch64 core + C++ tests cross-built for aarch64, run under qemu-aarch64"
+	@echo "make test-clang   core + C++ tests with clang++, and the extension built with clang"
 	@echo "make wheel        build a wheel into dist/"
 	@echo "make clean        remove build outputs"
 
@@ -52,25 +56,56 @@ $(BUILD)/libpylenet_core.a: $(CORE_OBJ)
 $(BUILD)/test_core: tests/cpp/test_core.cpp $(BUILD)/libpylenet_core.a
 	$(CXX) $(CXXFLAGS) $(OMPFLAGS) -Icore $< $(BUILD)/libpylenet_core.a -o $@
 
+# The C++ tests run once per SIMD level this CPU can execute (forced with PYLENET_SIMD).
 test-cpp: features $(BUILD)/test_core
-	$(BUILD)/test_core
+	@set -e; for level in $$($(BUILD)/test_core --levels); do \
+	    echo "== C++ tests, SIMD level $$level"; PYLENET_SIMD=$$level $(BUILD)/test_core; done
 
+# The whole suite at the best level, then the files that exercise the GEMM kernels (ops and
+# the fused engine) again at every other level this CPU can execute.
+SIMD_PY_TESTS := tests/test_conv2d.py tests/test_linear.py tests/test_model.py tests/test_train.py
 test-py: inplace
 	$(PYTHON) -m pytest -q
+	@set -e; for level in $$($(PYTHON) -c "import pylenet.ops as o; print(*o.build_info()['simd_supported'][1:])"); do \
+	    echo "== pytest, SIMD level $$level"; PYLENET_SIMD=$$level $(PYTHON) -m pytest -q $(SIMD_PY_TESTS); done
 
 test: test-cpp test-py
 
-$(BUILD)/bench_%: bench/bench_%.cpp bench/peak.cpp bench/bench_common.h $(BUILD)/libpylenet_core.a
-	$(CXX) $(CXXFLAGS) $(OMPFLAGS) -Icore -Ibench $< bench/peak.cpp $(BUILD)/libpylenet_core.a -o $@
+# SIMD=avx512|avx2|sse2|neon forces the core's level for the benchmarks (PYLENET_SIMD); unset or
+# auto: the best level this CPU runs. Every "% of peak" figure is of that level's measured peak.
+SIMD ?=
+BENCH_ENV := $(if $(SIMD),PYLENET_SIMD=$(SIMD))
+# bench/peak.cpp asks the core for its level once core/simd.h declares pylenet::simd_level().
+HAVE_SIMD_LEVEL := $(shell grep -q 'std::string simd_level()' core/simd.h && echo yes || echo no)
+BENCH_DEFS := $(if $(filter yes,$(HAVE_SIMD_LEVEL)),-DPYLENET_HAVE_SIMD_LEVEL)
+
+$(BUILD)/bench/peak.o: bench/peak.cpp bench/bench_common.h $(CORE_HDR)
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) $(BENCH_DEFS) -Icore -Ibench -c $< -o $@
+
+$(BUILD)/bench_%: bench/bench_%.cpp $(BUILD)/bench/peak.o bench/bench_common.h $(BUILD)/libpylenet_core.a
+	$(CXX) $(CXXFLAGS) $(OMPFLAGS) -Icore -Ibench $< $(BUILD)/bench/peak.o $(BUILD)/libpylenet_core.a -o $@
+
+$(BUILD)/peak: bench/peak_main.cpp $(BUILD)/bench/peak.o $(BUILD)/libpylenet_core.a
+	$(CXX) $(CXXFLAGS) $(OMPFLAGS) -Icore -Ibench $< $(BUILD)/bench/peak.o $(BUILD)/libpylenet_core.a -o $@
+
+# The measured single-core peak of every level this CPU runs, after checking that no peak
+# kernel's loop touches the stack (a spilled accumulator would understate the peak).
+peak: $(BUILD)/peak
+	bench/check_peak_asm.sh $(BUILD)/bench/peak.o
+	$(BENCH_ENV) $(BUILD)/peak
 
 bench: features $(BUILD)/bench_ops $(BUILD)/bench_step
-	$(BUILD)/bench_ops
-	$(BUILD)/bench_step
+	$(BENCH_ENV) $(BUILD)/bench_ops
+	$(BENCH_ENV) $(BUILD)/bench_step
 
-# Same data, weights, optimizer and threads for both libraries; see bench/compare_torch.py.
+# pylenet, PyTorch (eager and torch.compile) and JAX side by side; see bench/compare_peers.py.
+# The extension is built into $(BUILD)/py-bench, not in place. SIMD= forces pylenet's level;
 # COMPARE_ARGS passes options through, e.g. make bench-compare COMPARE_ARGS="--quick --threads 1".
-bench-compare: inplace
-	$(PYTHON) bench/compare_torch.py $(COMPARE_ARGS)
+bench-compare:
+	$(PYTHON) setup.py -q build_ext --build-lib $(BUILD)/py-bench --build-temp $(BUILD)/py-bench-temp
+	cp pylenet/*.py $(BUILD)/py-bench/pylenet/
+	PYTHONPATH=$(BUILD)/py-bench $(PYTHON) bench/compare_peers.py $(if $(SIMD),--simd $(SIMD)) $(COMPARE_ARGS)
 
 wheel:
 	$(PYTHON) -m pip wheel . --no-deps -w dist
@@ -128,3 +163,79 @@ sanitize-py:
 	sys.exit(pytest.main(['-q', '--capture=sys', '-p', 'no:cacheprovider', *'$(SAN_PY_TESTS)'.split()]))"
 
 sanitize: features sanitize-cpp sanitize-py
+
+# ---------------------------------------------------------------------------- other targets
+# `make test-aarch64`: the core and the C++ tests cross-compiled for aarch64 with Debian's
+# g++-aarch64-linux-gnu (static, so qemu needs no aarch64 sysroot) and run under qemu-aarch64,
+# then the peak tool's NEON kernel (run to see that it works; emulated timings mean nothing).
+# `make test-clang`: the same with clang++ (OpenMP from libomp-dev when present), then the
+# extension built with clang into $(CLANG_BUILD)/py and imported for a one-line smoke call.
+# Any compiler warning in the core fails both (-Werror), so code the default build never
+# compiles (the NEON and generic paths on x86-64) stays clean too.
+CROSS_CXXFLAGS ?= $(filter-out -march=native -DPYLENET_NATIVE,$(CXXFLAGS)) -Werror
+AARCH64_CXX ?= aarch64-linux-gnu-g++
+AARCH64_OBJDUMP ?= aarch64-linux-gnu-objdump
+QEMU_AARCH64 ?= qemu-aarch64
+A64_BUILD := $(BUILD)/aarch64
+A64_OBJ := $(patsubst core/%.cpp,$(A64_BUILD)/core/%.o,$(CORE_SRC))
+# GCC 12's aarch64 vectoriser crashes (internal compiler error in vect_transform_reduction) on
+# the test's std::fmax reduction in max_rel_err; the tests, not the core, skip loop vectorising.
+A64_TEST_FLAGS ?= -fno-tree-loop-vectorize
+A64_OMP := $(shell echo 'int main(){}' | $(AARCH64_CXX) -fopenmp -static -x c++ - -o /dev/null 2>/dev/null && echo -fopenmp || echo -fopenmp-simd)
+
+CLANG_CXX ?= clang++
+CLANG_CC ?= clang
+# clang reports an `omp simd` loop it could not vectorise as a warning; it stays one here.
+CLANG_CXXFLAGS ?= $(CROSS_CXXFLAGS) -Wno-error=pass-failed
+CLANG_BUILD := $(BUILD)/clang
+CLANG_OBJ := $(patsubst core/%.cpp,$(CLANG_BUILD)/core/%.o,$(CORE_SRC))
+CLANG_OMP := $(shell echo 'int main(){}' | $(CLANG_CXX) -fopenmp -x c++ - -o /dev/null 2>/dev/null && echo -fopenmp || echo -fopenmp-simd)
+
+.PHONY: test-aarch64 test-clang test-clang-cpp test-clang-py
+
+$(A64_BUILD)/core/%.o: core/%.cpp $(CORE_HDR)
+	@mkdir -p $(dir $@)
+	$(AARCH64_CXX) $(CROSS_CXXFLAGS) $(A64_OMP) -Icore -c $< -o $@
+
+$(A64_BUILD)/test_core: tests/cpp/test_core.cpp $(A64_OBJ)
+	$(AARCH64_CXX) $(CROSS_CXXFLAGS) $(A64_TEST_FLAGS) $(A64_OMP) -Icore $^ -static -o $@
+
+$(A64_BUILD)/peak: bench/peak_main.cpp bench/peak.cpp bench/bench_common.h $(A64_OBJ)
+	$(AARCH64_CXX) $(CROSS_CXXFLAGS) $(BENCH_DEFS) $(A64_OMP) -Icore -Ibench bench/peak_main.cpp \
+	    bench/peak.cpp $(A64_OBJ) -static -o $@
+
+test-aarch64: $(A64_BUILD)/test_core $(A64_BUILD)/peak
+	@echo "aarch64 build: $(AARCH64_CXX) $(A64_OMP); running under $(QEMU_AARCH64)"
+	$(QEMU_AARCH64) $(A64_BUILD)/test_core
+	bench/check_peak_asm.sh $(A64_BUILD)/peak $(AARCH64_OBJDUMP)
+	@echo "peak under emulation (the kernel runs; the figure is qemu's, not a CPU's):"
+	$(QEMU_AARCH64) $(A64_BUILD)/peak
+
+$(CLANG_BUILD)/core/%.o: core/%.cpp $(CORE_HDR)
+	@mkdir -p $(dir $@)
+	$(CLANG_CXX) $(CLANG_CXXFLAGS) $(CLANG_OMP) -Icore -c $< -o $@
+
+$(CLANG_BUILD)/test_core: tests/cpp/test_core.cpp $(CLANG_OBJ)
+	$(CLANG_CXX) $(CLANG_CXXFLAGS) $(CLANG_OMP) -Icore $^ -o $@
+
+$(CLANG_BUILD)/peak: bench/peak_main.cpp bench/peak.cpp bench/bench_common.h $(CLANG_OBJ)
+	$(CLANG_CXX) $(CLANG_CXXFLAGS) $(BENCH_DEFS) $(CLANG_OMP) -Icore -Ibench bench/peak_main.cpp \
+	    bench/peak.cpp $(CLANG_OBJ) -o $@
+
+test-clang-cpp: $(CLANG_BUILD)/test_core $(CLANG_BUILD)/peak
+	@echo "clang build: $$($(CLANG_CXX) --version | head -1); OpenMP flag $(CLANG_OMP)"
+	$(CLANG_BUILD)/test_core
+	bench/check_peak_asm.sh $(CLANG_BUILD)/peak
+
+test-clang-py:
+	rm -rf $(CLANG_BUILD)/py
+	CC=$(CLANG_CC) CXX=$(CLANG_CXX) $(PYTHON) setup.py -q build_ext --build-lib $(CLANG_BUILD)/py \
+	    --build-temp $(CLANG_BUILD)/py-temp
+	cp pylenet/*.py $(CLANG_BUILD)/py/pylenet/
+	cd / && PYTHONPATH=$(abspath $(CLANG_BUILD)/py) $(PYTHON) -c "import numpy as np, pylenet; \
+	info = pylenet.ops.build_info(); assert info['compiler'].startswith('clang'), info; \
+	assert '$(abspath $(CLANG_BUILD)/py)' in pylenet.__file__, pylenet.__file__; \
+	y = pylenet.ops.relu_forward(np.array([-1.0, 2.0], np.float32)); assert y.tolist() == [0.0, 2.0], y; \
+	print('clang extension ok:', info['compiler'], 'openmp', info['openmp'], 'simd', info['simd_used'])"
+
+test-clang: test-clang-cpp test-clang-py
