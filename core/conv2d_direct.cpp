@@ -1,6 +1,8 @@
-// Stride-1 conv forward/backward on the wide grid. With the input zero-padded into a plane
-// of Hp x Wp, output (p, q) reads input p*Wp + q + (r*Wp + s): one shifted row per tap t,
-// so the GEMM kernels read the image in place (columns q >= Q of the wide grid are dropped).
+// Stride-1 conv forward/backward without an im2col matrix. With the input zero-padded into a
+// plane of Hp x Wp, output (p, q) reads input p*Wp + q + (r*Wp + s), so the GEMM kernels read
+// the image in place through offsets: on the "wide" grid j = p*Wp + q (one shifted row per
+// tap; columns q >= Q are computed and dropped) or, when K is a multiple of 16, on the exact
+// grid with output channels across the vector lanes (igemm_tn gathering B by tap and position).
 #include "conv2d_direct.h"
 
 #include <algorithm>
@@ -54,8 +56,8 @@ void tap_offsets(int64_t* off, const Conv2dParams& p, const Wide& g) {
 // Scratch for one image, shared by forward and backward. The base is rounded up to 64 bytes
 // and each region starts on a 64-byte boundary, so whole rows of the wide grid load aligned.
 struct Scratch {
-    float *xp, *wide, *wtap, *dwT, *dyT;  // padded x or dx; wide y/dy; w per tap; dw^T; dy^T
-    int64_t *off, *offk, *offc;           // tap offsets; rows of the wide dy; channel planes
+    float *xp, *wide, *wtap, *dwT, *yT;  // padded x or dx; wide y/dy; w per tap; dw^T; y^T or dy^T
+    int64_t *off, *offk, *offc, *offp;   // taps; rows of the wide dy; channel planes; positions
     int64_t total;                        // floats, with room for the alignment
 };
 
@@ -73,13 +75,23 @@ Scratch carve(float* ws, const Conv2dParams& p) {
     s.wide = take(p.K * g.Jp);
     s.wtap = take(p.K * p.crs());
     s.dwT = take(p.K * p.crs());
-    s.dyT = take(p.K * g.Jp);
+    s.yT = take(p.K * p.out_h() * p.out_w());
     s.off = reinterpret_cast<int64_t*>(take(2 * p.crs()));
+    s.offp = reinterpret_cast<int64_t*>(take(2 * p.out_h() * p.out_w()));
     s.offk = reinterpret_cast<int64_t*>(take(2 * p.K));
     s.offc = reinterpret_cast<int64_t*>(take(2 * p.C));
     s.total = at + 16;
     return s;
 }
+
+// Output position offsets offp[p*Q + q] = p*Wp + q: where each output's window starts.
+void position_offsets(int64_t* offp, const Conv2dParams& p, const Wide& g) {
+    for (int64_t oh = 0; oh < p.out_h(); oh++)
+        for (int64_t q = 0; q < p.out_w(); q++) offp[oh * p.out_w() + q] = oh * g.Wp + q;
+}
+
+// Whether the exact-grid kernels apply: output channels fill whole 16-lane tiles.
+inline bool exact_grid(const Conv2dParams& p) { return p.K % 16 == 0; }
 
 // True when every value is finite: x - x is 0 for numbers and NaN for Inf/NaN.
 bool all_finite(const float* x, int64_t n) {
@@ -95,14 +107,29 @@ int64_t conv2d_direct_workspace(const Conv2dParams& p) { return carve(nullptr, p
 
 void conv2d_forward_direct(float* y, const float* x, const float* w, const float* b,
                            int64_t n, const Conv2dParams& p, float* ws) {
-    const int64_t P = p.out_h(), Q = p.out_w();
+    const int64_t P = p.out_h(), Q = p.out_w(), PQ = P * Q, CRS = p.crs();
     const Wide g = wide_of(p);
     Scratch s = carve(ws, p);
     tap_offsets(s.off, p, g);
+    const bool exact = exact_grid(p);
+    if (exact) {
+        position_offsets(s.offp, p, g);
+        for (int64_t t = 0; t < CRS; t++)  // w^T (CRS, K)
+            for (int64_t k = 0; k < p.K; k++) s.wtap[t * p.K + k] = w[k * CRS + t];
+    }
     for (int64_t i = 0; i < n; i++) {
         const float* src = padded(s.xp, x + i * p.C * p.H * p.W, p);
-        igemm_nn(s.wide, g.Jp, w, p.K, p.crs(), src, s.off, g.J, false);
-        float* yi = y + i * p.K * P * Q;
+        float* yi = y + i * p.K * PQ;
+        if (exact) {
+            // y^T (PQ, K) = b + B (PQ, CRS) w^T, B[pq][t] = src[offp[pq] + off[t]]
+            for (int64_t j = 0; j < PQ; j++)
+                for (int64_t k = 0; k < p.K; k++) s.yT[j * p.K + k] = b ? b[k] : 0.0f;
+            igemm_tn(s.yT, p.K, s.wtap, p.K, PQ, p.K, src, s.offp, s.off, CRS);
+            for (int64_t k = 0; k < p.K; k++)
+                for (int64_t j = 0; j < PQ; j++) yi[k * PQ + j] = s.yT[j * p.K + k];
+            continue;
+        }
+        igemm_nn(s.wide, g.Jp, w, p.K, CRS, src, s.off, g.J, false);
         for (int64_t k = 0; k < p.K; k++) {
             const float bk = b ? b[k] : 0.0f;
             for (int64_t oh = 0; oh < P; oh++) {
@@ -130,27 +157,26 @@ bool conv2d_backward_direct(float* dx, float* dw, float* db, const float* x, con
                 for (int64_t k = 0; k < p.K; k++) s.wtap[(rs * p.C + c) * p.K + k] = w[(k * p.C + c) * RS + rs];
         for (int64_t k = 0; k < p.K; k++) s.offk[k] = k * g.Jp;
     }
-    std::memset(s.wide, 0, sizeof(float) * p.K * g.Jp);  // the discarded columns stay 0
-    const bool tn = p.K % 16 == 0;
-    if (tn) {
+    const bool exact = exact_grid(p);
+    if (exact) {
+        position_offsets(s.offp, p, g);
         std::memset(s.dwT, 0, sizeof(float) * CRS * p.K);
-        std::memset(s.dyT, 0, sizeof(float) * g.J * p.K);  // dy^T on the wide grid
     }
+    if (dx || !exact) std::memset(s.wide, 0, sizeof(float) * p.K * g.Jp);  // dropped columns stay 0
     for (int64_t i = 0; i < n; i++) {
         const float* dyi = dy + i * p.K * P * Q;
         const float* src = padded(s.xp, x + i * in_size, p);
-        for (int64_t k = 0; k < p.K; k++)
-            for (int64_t oh = 0; oh < P; oh++)
-                std::memcpy(s.wide + k * g.Jp + oh * g.Wp, dyi + (k * P + oh) * Q, sizeof(float) * Q);
-        // dw[k][t] += sum_j dy_wide[k][j] * x[off[t] + j]   (y = w * B  =>  dw = dy B^T)
-        if (tn) {
-            // dw^T (CRS, K) += x rows (CRS, J) * dy_wide^T (J, K): no horizontal sums.
-            for (int64_t k = 0; k < p.K; k++)  // valid columns only; the rest stay 0
+        if (dx || !exact)
+            for (int64_t k = 0; k < p.K; k++)
                 for (int64_t oh = 0; oh < P; oh++)
-                    for (int64_t q = 0; q < Q; q++)
-                        s.dyT[(oh * g.Wp + q) * p.K + k] = dyi[(k * P + oh) * Q + q];
-            igemm_tn(s.dwT, p.K, s.dyT, p.K, CRS, p.K, src, s.off, g.J);
-        } else {
+                    std::memcpy(s.wide + k * g.Jp + oh * g.Wp, dyi + (k * P + oh) * Q, sizeof(float) * Q);
+        // dw[k][t] += sum_pq dy[k][pq] * x[off[t] + offp[pq]]   (y = w * B  =>  dw = dy B^T)
+        if (exact) {
+            // dw^T (CRS, K) += B^T (CRS, PQ) * dy^T (PQ, K): no horizontal sums.
+            for (int64_t k = 0; k < p.K; k++)
+                for (int64_t j = 0; j < P * Q; j++) s.yT[j * p.K + k] = dyi[k * P * Q + j];
+            igemm_tn(s.dwT, p.K, s.yT, p.K, CRS, p.K, src, s.off, s.offp, P * Q);
+        } else {  // on the wide grid: dw (K, CRS) += dy_wide (K, J) * B^T
             igemm_nt(dw, s.wide, g.Jp, p.K, CRS, src, s.off, g.J);
         }
         if (db)
@@ -178,7 +204,7 @@ bool conv2d_backward_direct(float* dx, float* dw, float* db, const float* x, con
                     std::memcpy(dxi + (c * p.H + h) * p.W, s.xp + (c * g.Hp + h + p.pad) * g.Wp + p.pad,
                                 sizeof(float) * p.W);
     }
-    if (tn)
+    if (exact)
         for (int64_t k = 0; k < p.K; k++)
             for (int64_t t = 0; t < CRS; t++) dw[k * CRS + t] += s.dwT[t * p.K + k];
     return true;

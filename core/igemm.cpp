@@ -19,8 +19,8 @@ void igemm_nt(float* C, const float* A, int64_t lda, int64_t M, int64_t T, const
 }
 
 void igemm_tn(float* C, int64_t ldc, const float* D, int64_t ldd, int64_t T, int64_t Kc,
-              const float* src, const int64_t* off, int64_t J) {
-    simd_kernels().tn(C, ldc, D, ldd, T, Kc, src, off, J);
+              const float* src, const int64_t* off, const int64_t* offj, int64_t J) {
+    simd_kernels().tn(C, ldc, D, ldd, T, Kc, src, off, offj, J);
 }
 
 }  // namespace pylenet

@@ -20,13 +20,15 @@ void igemm_nn_scatter(float* C, const int64_t* coff, const float* A, int64_t M, 
 // C (M, T) += A (M, J; row stride lda) * B^T, B[t][j] = src[off[t] + j].
 void igemm_nt(float* C, const float* A, int64_t lda, int64_t M, int64_t T, const float* src,
               const int64_t* off, int64_t J);
-// C (T, Kc; row stride ldc) += B (T, J) * D (J, Kc; row stride ldd), B[t][j] = src[off[t] + j];
-// Kc a multiple of 16. The weight gradient of a conv with 16k output channels, without
-// horizontal sums: each B value is broadcast against a row of D.
+// C (T, Kc; row stride ldc) += B (T, J) * D (J, Kc; row stride ldd), Kc a multiple of 16,
+// B[t][j] = src[off[t] + j], or src[off[t] + offj[j]] when offj is not null. Each B value
+// is broadcast against a row of D: no horizontal sums. Serves the weight gradient of a conv
+// with 16k output channels (t = tap, j = output position) and its forward on the exact
+// output grid (t = output position, j = tap; D = w^T).
 void igemm_tn(float* C, int64_t ldc, const float* D, int64_t ldd, int64_t T, int64_t Kc,
-              const float* src, const int64_t* off, int64_t J);
+              const float* src, const int64_t* off, const int64_t* offj, int64_t J);
 
-// The three kernels of one SIMD level, with the register tiles it was compiled with.
+// The kernels of one SIMD level, with the register tiles it was compiled with.
 struct IgemmKernels {
     const char* level;
     int width;                 // floats per vector register

@@ -10,7 +10,7 @@
 //   NN_MR x NN_NV        igemm_nn: rows x vectors of columns
 //   NT_MR x NT_TN        igemm_nt: rows x taps, then NT2_MR x NT2_TN and 1 x NT1_TN for the
 //                        rows left over; MV_MR x 1 when T < NT_TN (matrix-vector products)
-//   TN_RT, TN_RT2        igemm_tn: taps per tile (16 columns each), main and leftover
+//   TN_RT, TN_RT2        igemm_tn: rows per tile (16 columns each), main and leftover
 // Every C element is computed by the same operations in the same order whatever tile covers
 // it, so results never depend on how callers split rows across threads.
 #pragma once
@@ -172,11 +172,12 @@ void nt(float* C, const float* A, int64_t lda, int64_t M, int64_t T, const float
 
 // ---------------------------------------------------------------- C += B * D   (igemm_tn)
 
-// RT taps x 16 columns of C (T, Kc) += B (T, J) * D (J, Kc): B values broadcast, D rows loaded.
-template <class V, int RT>
+// RT rows x 16 columns of C (T, Kc) += B (T, J) * D (J, Kc): B values broadcast, D rows
+// loaded. B[t][j] = src[off[t] + j], or src[off[t] + offj[j]] when GATHER.
+template <class V, int RT, bool GATHER>
 PYLENET_KERNEL void tn_tile(float* C, int64_t ldc, const float* D, int64_t ldd,
-                            const float* src, const int64_t* off, int64_t J, int64_t t0,
-                            int64_t k0) {
+                            const float* src, const int64_t* off, const int64_t* offj, int64_t J,
+                            int64_t t0, int64_t k0) {
     constexpr int KV = 16 / V::W;
     typename V::R acc[RT][KV];
     const float* b[RT];
@@ -185,10 +186,11 @@ PYLENET_KERNEL void tn_tile(float* C, int64_t ldc, const float* D, int64_t ldd,
         for (int v = 0; v < KV; v++) acc[i][v] = V::load(C + (t0 + i) * ldc + k0 + V::W * v);
     }
     for (int64_t j = 0; j < J; j++) {
+        const int64_t jj = GATHER ? offj[j] : j;
         typename V::R d[KV];
         for (int v = 0; v < KV; v++) d[v] = V::load(D + j * ldd + k0 + V::W * v);
         for (int i = 0; i < RT; i++) {
-            const typename V::R bb = V::set1(b[i][j]);
+            const typename V::R bb = V::set1(b[i][jj]);
             for (int v = 0; v < KV; v++) acc[i][v] = V::fma(acc[i][v], bb, d[v]);
         }
     }
@@ -196,16 +198,27 @@ PYLENET_KERNEL void tn_tile(float* C, int64_t ldc, const float* D, int64_t ldd,
         for (int v = 0; v < KV; v++) V::store(C + (t0 + i) * ldc + k0 + V::W * v, acc[i][v]);
 }
 
-template <class V>
-void tn(float* C, int64_t ldc, const float* D, int64_t ldd, int64_t T, int64_t Kc,
-        const float* src, const int64_t* off, int64_t J) {
+template <class V, bool GATHER>
+inline void tn_all(float* C, int64_t ldc, const float* D, int64_t ldd, int64_t T, int64_t Kc,
+                   const float* src, const int64_t* off, const int64_t* offj, int64_t J) {
     static_assert(16 % V::W == 0, "igemm_tn tiles are 16 columns wide");
     for (int64_t k0 = 0; k0 < Kc; k0 += 16) {
         int64_t t = 0;
-        for (; t + V::TN_RT <= T; t += V::TN_RT) tn_tile<V, V::TN_RT>(C, ldc, D, ldd, src, off, J, t, k0);
-        for (; t + V::TN_RT2 <= T; t += V::TN_RT2) tn_tile<V, V::TN_RT2>(C, ldc, D, ldd, src, off, J, t, k0);
-        for (; t < T; t++) tn_tile<V, 1>(C, ldc, D, ldd, src, off, J, t, k0);
+        for (; t + V::TN_RT <= T; t += V::TN_RT)
+            tn_tile<V, V::TN_RT, GATHER>(C, ldc, D, ldd, src, off, offj, J, t, k0);
+        for (; t + V::TN_RT2 <= T; t += V::TN_RT2)
+            tn_tile<V, V::TN_RT2, GATHER>(C, ldc, D, ldd, src, off, offj, J, t, k0);
+        for (; t < T; t++) tn_tile<V, 1, GATHER>(C, ldc, D, ldd, src, off, offj, J, t, k0);
     }
+}
+
+template <class V>
+void tn(float* C, int64_t ldc, const float* D, int64_t ldd, int64_t T, int64_t Kc,
+        const float* src, const int64_t* off, const int64_t* offj, int64_t J) {
+    if (offj)
+        tn_all<V, true>(C, ldc, D, ldd, T, Kc, src, off, offj, J);
+    else
+        tn_all<V, false>(C, ldc, D, ldd, T, Kc, src, off, nullptr, J);
 }
 
 }  // namespace igemm_impl

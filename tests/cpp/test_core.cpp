@@ -245,16 +245,23 @@ void test_igemm_levels(std::mt19937& rng) {
                             worst = std::fmax(worst, std::fabs(D[i * T + t] - want) / (1 + std::fabs(want)));
                             split_same = split_same && D[i * T + t] == D2[i * T + t];
                         }
-                    // tn: E (T, 16 or 32) += B (T, J) * F (J, Kc).
+                    // tn: E (T, 16 or 32) += B (T, J) * F (J, Kc), B's columns in place and
+                    // gathered through offj (a permutation of each row).
                     const int64_t Kc = M % 2 ? 16 : 32;
-                    std::vector<float> F = randn(size_t(J * Kc), rng), E(size_t(T * Kc), 0.5f);
-                    igemm_tn(E.data(), Kc, F.data(), Kc, T, Kc, src.data(), off.data(), J);
-                    for (int64_t t = 0; t < T; t++)
-                        for (int64_t k = 0; k < Kc; k++) {
-                            double want = 0.5;
-                            for (int64_t j = 0; j < J; j++) want += double(src[off[t] + j]) * F[j * Kc + k];
-                            worst = std::fmax(worst, std::fabs(E[t * Kc + k] - want) / (1 + std::fabs(want)));
-                        }
+                    std::vector<int64_t> offj(static_cast<size_t>(J));
+                    for (int64_t j = 0; j < J; j++) offj[j] = (j * 7 + 3) % J;
+                    const int64_t* gathers[] = {nullptr, offj.data()};
+                    for (const int64_t* oj : gathers) {
+                        std::vector<float> F = randn(size_t(J * Kc), rng), E(size_t(T * Kc), 0.5f);
+                        igemm_tn(E.data(), Kc, F.data(), Kc, T, Kc, src.data(), off.data(), oj, J);
+                        for (int64_t t = 0; t < T; t++)
+                            for (int64_t k = 0; k < Kc; k++) {
+                                double want = 0.5;
+                                for (int64_t j = 0; j < J; j++)
+                                    want += double(src[off[t] + (oj ? oj[j] : j)]) * F[j * Kc + k];
+                                worst = std::fmax(worst, std::fabs(E[t * Kc + k] - want) / (1 + std::fabs(want)));
+                            }
+                    }
                 }
         expect(worst < 1e-5, "igemm at " + level + " matches float64 loops (worst " + std::to_string(worst) + ")");
         expect(split_same, "igemm at " + level + ": rows split in two calls give the same bits");
