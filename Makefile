@@ -75,13 +75,10 @@ test: test-cpp test-py
 # auto: the best level this CPU runs. Every "% of peak" figure is of that level's measured peak.
 SIMD ?=
 BENCH_ENV := $(if $(SIMD),PYLENET_SIMD=$(SIMD))
-# bench/peak.cpp asks the core for its level once core/simd.h declares pylenet::simd_level().
-HAVE_SIMD_LEVEL := $(shell grep -q 'std::string simd_level()' core/simd.h && echo yes || echo no)
-BENCH_DEFS := $(if $(filter yes,$(HAVE_SIMD_LEVEL)),-DPYLENET_HAVE_SIMD_LEVEL)
 
 $(BUILD)/bench/peak.o: bench/peak.cpp bench/bench_common.h $(CORE_HDR)
 	@mkdir -p $(dir $@)
-	$(CXX) $(CXXFLAGS) $(BENCH_DEFS) -Icore -Ibench -c $< -o $@
+	$(CXX) $(CXXFLAGS) -Icore -Ibench -c $< -o $@
 
 $(BUILD)/bench_%: bench/bench_%.cpp $(BUILD)/bench/peak.o bench/bench_common.h $(BUILD)/libpylenet_core.a
 	$(CXX) $(CXXFLAGS) $(OMPFLAGS) -Icore -Ibench $< $(BUILD)/bench/peak.o $(BUILD)/libpylenet_core.a -o $@
@@ -201,7 +198,7 @@ $(A64_BUILD)/test_core: tests/cpp/test_core.cpp $(A64_OBJ)
 	$(AARCH64_CXX) $(CROSS_CXXFLAGS) $(A64_TEST_FLAGS) $(A64_OMP) -Icore $^ -static -o $@
 
 $(A64_BUILD)/peak: bench/peak_main.cpp bench/peak.cpp bench/bench_common.h $(A64_OBJ)
-	$(AARCH64_CXX) $(CROSS_CXXFLAGS) $(BENCH_DEFS) $(A64_OMP) -Icore -Ibench bench/peak_main.cpp \
+	$(AARCH64_CXX) $(CROSS_CXXFLAGS) $(A64_OMP) -Icore -Ibench bench/peak_main.cpp \
 	    bench/peak.cpp $(A64_OBJ) -static -o $@
 
 test-aarch64: $(A64_BUILD)/test_core $(A64_BUILD)/peak
@@ -219,7 +216,7 @@ $(CLANG_BUILD)/test_core: tests/cpp/test_core.cpp $(CLANG_OBJ)
 	$(CLANG_CXX) $(CLANG_CXXFLAGS) $(CLANG_OMP) -Icore $^ -o $@
 
 $(CLANG_BUILD)/peak: bench/peak_main.cpp bench/peak.cpp bench/bench_common.h $(CLANG_OBJ)
-	$(CLANG_CXX) $(CLANG_CXXFLAGS) $(BENCH_DEFS) $(CLANG_OMP) -Icore -Ibench bench/peak_main.cpp \
+	$(CLANG_CXX) $(CLANG_CXXFLAGS) $(CLANG_OMP) -Icore -Ibench bench/peak_main.cpp \
 	    bench/peak.cpp $(CLANG_OBJ) -o $@
 
 test-clang-cpp: $(CLANG_BUILD)/test_core $(CLANG_BUILD)/peak

@@ -12,7 +12,6 @@
 // bench/check_peak_asm.sh (run by `make peak`) checks that no kernel loop touches the stack.
 #include <algorithm>
 #include <cstdio>
-#include <cstdlib>
 #include <stdexcept>
 
 #include "bench_common.h"
@@ -160,14 +159,8 @@ Kernel kernel_for(const std::string& level) {
     return {nullptr, 0, ""};
 }
 
-bool cpu_runs(const std::string& level) {
-#if defined(__x86_64__) && defined(__GNUC__)
-    __builtin_cpu_init();
-    if (level == "avx512") return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
-    if (level == "avx2") return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#endif
-    return kernel_for(level).run != nullptr;
-}
+// The core decides which levels this CPU runs (and refuses the others when forced).
+bool cpu_runs(const std::string& level) { return pylenet::simd_supported(level); }
 
 }  // namespace
 
@@ -202,23 +195,7 @@ Peak peak_flops_per_core(const std::string& level) {
     return {level, k.flops_per_iter * double(iters) / best, k.how};
 }
 
-std::string simd_level_in_use() {
-#ifdef PYLENET_HAVE_SIMD_LEVEL
-    return pylenet::simd_level();
-#else
-    // Until the core has pylenet::simd_level(): honour PYLENET_SIMD as the core will, else
-    // the best level this CPU runs.
-    const char* env = std::getenv("PYLENET_SIMD");
-    const std::string forced = env ? env : "";
-    const std::vector<std::string> levels = peak_levels();
-    if (!forced.empty() && forced != "auto") {
-        if (std::find(levels.begin(), levels.end(), forced) == levels.end())
-            throw std::invalid_argument("PYLENET_SIMD=" + forced + ": not a level this CPU runs");
-        return forced;
-    }
-    return levels.front();
-#endif
-}
+std::string simd_level_in_use() { return pylenet::simd_level(); }
 
 Peak peak_flops_per_core() { return peak_flops_per_core(simd_level_in_use()); }
 
