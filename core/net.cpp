@@ -102,7 +102,7 @@ Net::Net(std::vector<LayerDesc> descs, int64_t C, int64_t H, int64_t W) : C_(C),
     out_features_ = shape[0];
     for (const Shape& s : param_shapes_) {
         param_offsets_.push_back(total_params_);
-        total_params_ += numel(s);
+        total_params_ += (numel(s) + 15) / 16 * 16;  // each gradient on a 64-byte boundary
     }
     // Activation slots: slot 0 is the input (read in place); Flatten reuses its input's slot.
     int64_t offset = 0, arg_offset = 0;
@@ -113,7 +113,7 @@ Net::Net(std::vector<LayerDesc> descs, int64_t C, int64_t H, int64_t W) : C_(C),
             act_offsets_.push_back(act_offsets_.back());
         } else {
             act_offsets_.push_back(offset);
-            offset += L.out_size;
+            offset += (L.out_size + 15) / 16 * 16;  // each slot starts on a 64-byte boundary
         }
         argmax_offsets_.push_back(arg_offset);
         if (L.desc.kind == LayerKind::MaxPool2d) arg_offset += L.out_size;

@@ -10,6 +10,8 @@
 #include <mutex>
 #include <vector>
 
+#include "aligned.h"
+
 #include "checks.h"
 #include "params.h"
 
@@ -61,10 +63,10 @@ private:
     };
     // Per-thread buffers for one block of samples.
     struct Workspace {
-        std::vector<float> acts;      // every layer's input/output for the block
+        AlignedFloats acts;           // every layer's input/output for the block
         std::vector<int32_t> argmax;  // max-pool indices
-        std::vector<float> input;  // predict_u8's prepared images
-        std::vector<float> grad_a, grad_b, scratch;  // gradient ping-pong; conv/linear scratch
+        AlignedFloats input;          // predict_u8's prepared images
+        AlignedFloats grad_a, grad_b, scratch;  // gradient ping-pong; conv/linear scratch
     };
 
     // Sizes the workspaces for blocks of `cap` samples, `threads` threads and the gradients
@@ -80,13 +82,13 @@ private:
 
     std::vector<Layer> layers_;
     std::vector<Shape> param_shapes_;
-    std::vector<int64_t> param_offsets_;  // into one flat gradient block
+    std::vector<int64_t> param_offsets_;  // into one flat gradient block (64-byte aligned)
     std::vector<int64_t> act_offsets_, argmax_offsets_;
-    int64_t C_, H_, W_, out_features_ = 0, total_params_ = 0;
+    int64_t C_, H_, W_, out_features_ = 0, total_params_ = 0;  // total_params_: the padded block
     int64_t max_act_ = 0, conv_ws_ = 0;
     int64_t block_cap_ = 0;  // samples the workspaces are sized for
     std::vector<Workspace> workspaces_;
-    std::vector<float> grad_blocks_;  // nblocks * total_params_
+    AlignedFloats grad_blocks_;       // nblocks * total_params_
     std::mutex mutex_;                // one call at a time per Net (shared workspaces)
 };
 
