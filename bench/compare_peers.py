@@ -1,4 +1,4 @@
-"""pylenet side by side with its peers: PyTorch eager, torch.compile and JAX, in one process.
+"""pylenet side by side with its peers: PyTorch eager, torch.compile and JAX, in one process each.
 
 Same MNIST batches, same initial weights (pylenet.LeNet5(seed=0)), same SGD (lr 0.01, momentum
 0.9), same thread count. Each peer is validated first (same weights, same batch of 64: loss,
@@ -24,7 +24,9 @@ is reported apart from the steady-state figures, which never include it.
 Threads: every thread count runs in its own worker process, pinned (sched_setaffinity) to that
 many of the usable cores, because XLA sizes its thread pools once, from the process's CPU mask,
 when JAX starts, and has no flag for exactly n threads; for 1 thread XLA_FLAGS also gets
---xla_cpu_multi_thread_eigen=false. pylenet and torch get set_num_threads(n). Each row reports
+--xla_cpu_multi_thread_eigen=false (on jaxlib 0.10 that flag alone keeps a matmul loop at
+cpu/wall 0.96; with the TensorFlow-era "intra_op_parallelism_threads=1" after it, the loop still
+ran at 1.68). pylenet and torch get set_num_threads(n). Each row reports
 cpu/wall (process CPU seconds per wall second while timed) to show how many cores a library
 really kept busy.
 
