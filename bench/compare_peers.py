@@ -562,6 +562,8 @@ class Worker:
         comp = f"  compile {compile_s:6.2f} s" if compile_s is not None else ""
         print(f"{workload:<12} threads={self.threads}  {library:<14} {variant:<34} {med:11.1f} {unit:<6} "
               f"cpu/wall {row['cpu_per_wall']:4.2f}{comp}", flush=True)
+        if row["cpu_per_wall"] > 1.15 * self.threads + 0.1:
+            print(f"  warning: {library} kept {row['cpu_per_wall']:.2f} cores busy with threads={self.threads}")
 
     def alternate(self, variants, rounds):
         """Runs every variant once per round, rotating the order; returns per-variant samples."""
@@ -576,7 +578,11 @@ class Worker:
 
     def run(self) -> int:
         self.setup_process()
-        self.import_libraries()
+        try:
+            self.import_libraries()
+        except ImportError as e:  # e.g. a --simd level the core or this CPU refuses
+            print(f"FAIL: cannot import pylenet: {e}", flush=True)
+            return 1
         pylenet, args = self.pylenet, self.args
         from pylenet.data import DataLoader, pad_and_normalize
         from pylenet.engine import fused_for
