@@ -203,7 +203,8 @@ $(A64_BUILD)/peak: bench/peak_main.cpp bench/peak.cpp bench/bench_common.h $(A64
 
 test-aarch64: $(A64_BUILD)/test_core $(A64_BUILD)/peak
 	@echo "aarch64 build: $(AARCH64_CXX) $(A64_OMP); running under $(QEMU_AARCH64)"
-	$(QEMU_AARCH64) $(A64_BUILD)/test_core
+	@set -e; for level in $$($(QEMU_AARCH64) $(A64_BUILD)/test_core --levels); do \
+	    echo "== aarch64 C++ tests, SIMD level $$level"; PYLENET_SIMD=$$level $(QEMU_AARCH64) $(A64_BUILD)/test_core; done
 	bench/check_peak_asm.sh $(A64_BUILD)/peak $(AARCH64_OBJDUMP)
 	@echo "peak under emulation (the kernel runs; the figure is qemu's, not a CPU's):"
 	$(QEMU_AARCH64) $(A64_BUILD)/peak

@@ -29,10 +29,7 @@ void tanh_backward(float* dx, const float* y, const float* dy, int64_t n) {
 
 void relu_forward(float* y, const float* x, int64_t n) {
 #pragma omp parallel for num_threads(threads_for(n))
-    for (int64_t i = 0; i < n; i++) {
-        const float v = x[i];
-        y[i] = (v > 0.0f || v != v) ? v : 0.0f;
-    }
+    for (int64_t i = 0; i < n; i++) y[i] = relu(x[i]);
 }
 
 void relu_backward(float* dx, const float* x, const float* dy, int64_t n) {

@@ -4,6 +4,9 @@
 
 namespace pylenet {
 
+// max(v, 0), NaN kept (PyTorch's rule); also applied by layers that fuse a following ReLU.
+inline float relu(float v) { return (v > 0.0f || v != v) ? v : 0.0f; }
+
 // y = 1 / (1 + exp(-x)).
 void sigmoid_forward(float* y, const float* x, int64_t n);
 // dx = dy * y * (1 - y), from the forward output y.

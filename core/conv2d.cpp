@@ -5,6 +5,7 @@
 #include <cstring>
 #include <vector>
 
+#include "activations.h"
 #include "conv2d_direct.h"
 #include "igemm.h"
 #include "im2col.h"
@@ -85,8 +86,8 @@ int64_t conv2d_workspace(const Conv2dParams& p) {
 }
 
 void conv2d_forward_images(float* y, const float* x, const float* w, const float* b, int64_t n,
-                           const Conv2dParams& p, float* ws) {
-    if (conv2d_direct_ok(p)) return conv2d_forward_direct(y, x, w, b, n, p, ws);
+                           const Conv2dParams& p, float* ws, bool relu) {
+    if (conv2d_direct_ok(p)) return conv2d_forward_direct(y, x, w, b, n, p, ws, relu);
     const int64_t PQ = p.out_h() * p.out_w(), CRS = p.crs();
     Im2colScratch s(ws, p);
     row_offsets(s.off, CRS, PQ);
@@ -95,6 +96,8 @@ void conv2d_forward_images(float* y, const float* x, const float* w, const float
         im2col(s.col, x + i * p.C * p.H * p.W, p);
         for (int64_t k = 0; k < p.K; k++) std::fill(yi + k * PQ, yi + (k + 1) * PQ, b ? b[k] : 0.0f);
         igemm_nn(yi, PQ, w, p.K, CRS, s.col, s.off, PQ, /*accumulate=*/true);
+        if (relu)
+            for (int64_t j = 0; j < p.K * PQ; j++) yi[j] = pylenet::relu(yi[j]);
     }
 }
 

@@ -23,9 +23,9 @@ void conv2d_backward(float* dx, float* dw, float* db, const float* x, const floa
 // Single-threaded building blocks of the two functions above for n images, for callers that
 // split a batch themselves (the fused network). `ws` holds conv2d_workspace(p) floats.
 int64_t conv2d_workspace(const Conv2dParams& p);
-// y (n,K,P,Q) for the images x (n,C,H,W).
+// y (n,K,P,Q) for the images x (n,C,H,W); with relu, y = relu(conv) (a fused ReLU layer).
 void conv2d_forward_images(float* y, const float* x, const float* w, const float* b, int64_t n,
-                           const Conv2dParams& p, float* ws);
+                           const Conv2dParams& p, float* ws, bool relu = false);
 // ADDS the images' gradients into dw (K,C,R,S) and db (K,) (db may be null), image by image
 // in order; overwrites dx (n,C,H,W) unless dx is null (the first layer needs no dx).
 void conv2d_backward_images(float* dx, float* dw, float* db, const float* x, const float* w,

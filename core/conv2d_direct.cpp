@@ -10,6 +10,7 @@
 #include <cstring>
 #include <vector>
 
+#include "activations.h"
 #include "igemm.h"
 
 namespace pylenet {
@@ -106,12 +107,14 @@ bool all_finite(const float* x, int64_t n) {
 int64_t conv2d_direct_workspace(const Conv2dParams& p) { return carve(nullptr, p).total; }
 
 void conv2d_forward_direct(float* y, const float* x, const float* w, const float* b,
-                           int64_t n, const Conv2dParams& p, float* ws) {
+                           int64_t n, const Conv2dParams& p, float* ws, bool relu) {
     const int64_t P = p.out_h(), Q = p.out_w(), PQ = P * Q, CRS = p.crs();
     const Wide g = wide_of(p);
     Scratch s = carve(ws, p);
     tap_offsets(s.off, p, g);
-    const bool exact = exact_grid(p);
+    // The exact grid pays a transpose of w per call: worth it from a few images on. Both
+    // grids sum each output's taps in order from 0 with fused multiply-adds, then add b.
+    const bool exact = exact_grid(p) && n >= 4;
     if (exact) {
         position_offsets(s.offp, p, g);
         for (int64_t t = 0; t < CRS; t++)  // w^T (CRS, K)
@@ -120,22 +123,25 @@ void conv2d_forward_direct(float* y, const float* x, const float* w, const float
     for (int64_t i = 0; i < n; i++) {
         const float* src = padded(s.xp, x + i * p.C * p.H * p.W, p);
         float* yi = y + i * p.K * PQ;
-        if (exact) {
-            // y^T (PQ, K) = b + B (PQ, CRS) w^T, B[pq][t] = src[offp[pq] + off[t]]
-            for (int64_t j = 0; j < PQ; j++)
-                for (int64_t k = 0; k < p.K; k++) s.yT[j * p.K + k] = b ? b[k] : 0.0f;
+        if (exact) {  // y^T (PQ, K) = B (PQ, CRS) w^T, B[pq][t] = src[offp[pq] + off[t]]
+            std::memset(s.yT, 0, sizeof(float) * PQ * p.K);
             igemm_tn(s.yT, p.K, s.wtap, p.K, PQ, p.K, src, s.offp, s.off, CRS);
-            for (int64_t k = 0; k < p.K; k++)
-                for (int64_t j = 0; j < PQ; j++) yi[k * PQ + j] = s.yT[j * p.K + k];
-            continue;
+        } else {  // y_wide (K, J) = w (K, CRS) * B, B[t][j] = src[off[t] + j]
+            igemm_nn(s.wide, g.Jp, w, p.K, CRS, src, s.off, g.J, false);
         }
-        igemm_nn(s.wide, g.Jp, w, p.K, CRS, src, s.off, g.J, false);
         for (int64_t k = 0; k < p.K; k++) {
             const float bk = b ? b[k] : 0.0f;
             for (int64_t oh = 0; oh < P; oh++) {
-                const float* from = s.wide + k * g.Jp + oh * g.Wp;
                 float* to = yi + (k * P + oh) * Q;
-                for (int64_t q = 0; q < Q; q++) to[q] = from[q] + bk;
+                if (exact) {
+                    const float* from = s.yT + oh * Q * p.K + k;
+                    for (int64_t q = 0; q < Q; q++) to[q] = from[q * p.K] + bk;
+                } else {
+                    const float* from = s.wide + k * g.Jp + oh * g.Wp;
+                    for (int64_t q = 0; q < Q; q++) to[q] = from[q] + bk;
+                }
+                if (relu)
+                    for (int64_t q = 0; q < Q; q++) to[q] = pylenet::relu(to[q]);
             }
         }
     }

@@ -11,9 +11,10 @@ namespace pylenet {
 inline bool conv2d_direct_ok(const Conv2dParams& p) { return p.stride == 1; }
 // Scratch floats the direct functions need (for any number of images).
 int64_t conv2d_direct_workspace(const Conv2dParams& p);
-// y (n,K,P,Q) for the n images x (n,C,H,W), plus bias b (K,) when not null.
+// y (n,K,P,Q) for the n images x (n,C,H,W), plus bias b (K,) when not null, then max(y, 0)
+// when relu. Bit-identical for any n (the exact and the wide grid sum the taps alike).
 void conv2d_forward_direct(float* y, const float* x, const float* w, const float* b,
-                           int64_t n, const Conv2dParams& p, float* ws);
+                           int64_t n, const Conv2dParams& p, float* ws, bool relu);
 // ADDS the n images' dw (K,C,R,S) and db (K,) (may be null); overwrites dx (n,C,H,W) unless
 // null. Returns false, touching nothing, when x (or w, when dx is wanted) holds Inf/NaN: the
 // wide grid multiplies such values by the zero gradient of discarded columns, so the caller

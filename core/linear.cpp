@@ -5,6 +5,7 @@
 #include <cstring>
 #include <vector>
 
+#include "activations.h"
 #include "igemm.h"
 #include "parallel.h"
 
@@ -53,7 +54,7 @@ int64_t linear_workspace(const LinearParams& p) {
 }
 
 void linear_forward_rows(float* y, const float* x, const float* w, const float* b,
-                         const LinearParams& p, float* ws) {
+                         const LinearParams& p, float* ws, bool relu) {
     if (p.N < 4) {
         // Few samples: y^T (O, N) = w (O, I) * x (N, I)^T streams w once, 16 rows at a time.
         float* yT = ws + 2 * std::max(p.N, p.O) + 2;
@@ -69,6 +70,8 @@ void linear_forward_rows(float* y, const float* x, const float* w, const float* 
     if (b)
         for (int64_t n = 0; n < p.N; n++)
             for (int64_t o = 0; o < p.O; o++) y[n * p.O + o] += b[o];
+    if (relu)
+        for (int64_t i = 0; i < p.N * p.O; i++) y[i] = pylenet::relu(y[i]);
 }
 
 void linear_backward_rows(float* dx, float* dw, float* db, const float* x, const float* w,

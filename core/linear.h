@@ -19,9 +19,9 @@ void linear_backward(float* dx, float* dw, float* db, const float* x, const floa
 // Single-threaded building blocks for callers that split a batch themselves (the fused
 // network); `ws` holds linear_workspace(p) floats.
 int64_t linear_workspace(const LinearParams& p);
-// y (N,O) = x w^T + b, as linear_forward.
+// y (N,O) = x w^T + b, as linear_forward; with relu, y = max(y, 0) (a fused ReLU layer).
 void linear_forward_rows(float* y, const float* x, const float* w, const float* b,
-                         const LinearParams& p, float* ws);
+                         const LinearParams& p, float* ws, bool relu = false);
 // ADDS dy^T x into dw and sum_n dy into db (may be null); overwrites dx = dy w unless null.
 void linear_backward_rows(float* dx, float* dw, float* db, const float* x, const float* w,
                           const float* dy, const LinearParams& p, float* ws);

@@ -154,21 +154,28 @@ float* Net::act(Workspace& ws, const float* x, size_t slot) const {
                                   : ws.acts.data() + act_offsets_[slot] * block_cap_;
 }
 
-// Runs the n samples at x through every layer, leaving each layer's output in ws.acts.
-void Net::forward_block(Workspace& ws, const float* x, int64_t n, const float* const* params) {
+// Runs the n samples at x through every layer, leaving each layer's output in ws.acts. A
+// ReLU right after a conv or linear layer is applied by that layer as it writes its output
+// (the ReLU's slot; the layer's own slot stays unwritten, and the ReLU's backward reads only
+// its output). Max-pool indices are kept for training only.
+void Net::forward_block(Workspace& ws, const float* x, int64_t n, const float* const* params,
+                        bool training) {
     for (size_t l = 0; l < layers_.size(); l++) {
         const Layer& L = layers_[l];
+        const bool fuse_relu = l + 1 < layers_.size() && layers_[l + 1].desc.kind == LayerKind::ReLU &&
+                               (L.desc.kind == LayerKind::Conv2d || L.desc.kind == LayerKind::Linear);
         const float* in = act(ws, x, l);
-        float* out = act(ws, x, l + 1);
+        float* out = act(ws, x, fuse_relu ? l + 2 : l + 1);
         const float* b = L.bias >= 0 ? params[L.bias] : nullptr;
         switch (L.desc.kind) {
         case LayerKind::Conv2d:
-            conv2d_forward_images(out, in, params[L.weight], b, n, L.conv, ws.scratch.data());
+            conv2d_forward_images(out, in, params[L.weight], b, n, L.conv, ws.scratch.data(), fuse_relu);
             break;
         case LayerKind::MaxPool2d: {
             Pool2dParams p = L.pool;
             p.N = n;
-            maxpool2d_forward(out, ws.argmax.data() + argmax_offsets_[l] * block_cap_, in, p);
+            maxpool2d_forward(out, training ? ws.argmax.data() + argmax_offsets_[l] * block_cap_ : nullptr,
+                              in, p);
             break;
         }
         case LayerKind::AvgPool2d: {
@@ -179,7 +186,7 @@ void Net::forward_block(Workspace& ws, const float* x, int64_t n, const float* c
         }
         case LayerKind::Linear: {
             const LinearParams lp = {n, L.desc.in, L.desc.out};
-            linear_forward_rows(out, in, params[L.weight], b, lp, ws.scratch.data());
+            linear_forward_rows(out, in, params[L.weight], b, lp, ws.scratch.data(), fuse_relu);
             break;
         }
         case LayerKind::ReLU: relu_forward(out, in, n * L.in_size); break;
@@ -187,6 +194,7 @@ void Net::forward_block(Workspace& ws, const float* x, int64_t n, const float* c
         case LayerKind::Tanh: tanh_forward(out, in, n * L.in_size); break;
         case LayerKind::Flatten: break;  // the output slot is the input slot
         }
+        if (fuse_relu) l++;
     }
 }
 
@@ -226,7 +234,7 @@ void Net::backward_block(Workspace& ws, const float* x, int64_t n, const float* 
                                  db, in, params[L.weight], g, lp, ws.scratch.data());
             break;
         }
-        case LayerKind::ReLU: relu_backward(gnext, in, g, n * L.in_size); break;
+        case LayerKind::ReLU: relu_backward(gnext, out, g, n * L.in_size); break;  // out > 0 iff in > 0
         case LayerKind::Sigmoid: sigmoid_backward(gnext, out, g, n * L.in_size); break;
         case LayerKind::Tanh: tanh_backward(gnext, out, g, n * L.in_size); break;
         case LayerKind::Flatten: continue;  // same memory, same gradient
@@ -260,7 +268,7 @@ void Net::forward(float* out, const float* x, int64_t N, const float* const* par
     const int64_t in_size = C_ * H_ * W_, classes = out_features_;
     for_chunks(N, [&](Workspace& ws, int64_t n0, int64_t n) {
         const float* xb = x + n0 * in_size;
-        forward_block(ws, xb, n, params);
+        forward_block(ws, xb, n, params, false);
         std::memcpy(out + n0 * classes, act(ws, xb, layers_.size()), sizeof(float) * n * classes);
     });
 }
@@ -271,7 +279,7 @@ void Net::predict_u8(float* probs, const uint8_t* images, int64_t N, int64_t h, 
     const int64_t classes = out_features_;
     for_chunks(N, [&](Workspace& ws, int64_t n0, int64_t n) {
         gather_pad_normalize(ws.input.data(), images + n0 * h * w, nullptr, n, h, w, pad, lut);
-        forward_block(ws, ws.input.data(), n, params);
+        forward_block(ws, ws.input.data(), n, params, false);
         softmax(probs + n0 * classes, act(ws, ws.input.data(), layers_.size()), n, classes);
     });
 }
@@ -299,7 +307,7 @@ double Net::train_step(float* out, float* const* grads, const float* x, const in
             const float* xb = x + n0 * in_size;
             float* gb = grad_blocks_.data() + b * P;
             std::memset(gb, 0, sizeof(float) * P);
-            forward_block(ws, xb, n, params);
+            forward_block(ws, xb, n, params, true);
             const float* logits = act(ws, xb, layers_.size());
             std::memcpy(out + n0 * classes, logits, sizeof(float) * n * classes);
             block_loss[b] = loss == LossKind::CrossEntropy

@@ -76,7 +76,8 @@ private:
     float* act(Workspace& ws, const float* x, size_t slot) const;
     template <class Body>
     void for_chunks(int64_t N, Body&& body);
-    void forward_block(Workspace& ws, const float* x, int64_t n, const float* const* params);
+    void forward_block(Workspace& ws, const float* x, int64_t n, const float* const* params,
+                       bool training);
     void backward_block(Workspace& ws, const float* x, int64_t n, const float* const* params,
                         float* grads);
 

@@ -9,7 +9,8 @@ namespace pylenet {
 Pool2dParams check_pool2d(const char* op, const Shape& x, int64_t kernel, int64_t stride);
 
 // y (N,C,P,Q) = window max; argmax (N,C,P,Q) = flat index ih*W+iw of the first maximum in
-// each window's H*W plane. NaN wins over numbers, as in PyTorch.
+// each window's H*W plane, unless argmax is null (inference). NaN wins over numbers, as in
+// PyTorch.
 void maxpool2d_forward(float* y, int32_t* argmax, const float* x, const Pool2dParams& p);
 // Overwrites dx (N,C,H,W): zero, then dx[n,c,argmax] += dy (the gradient is 1 at the max).
 // argmax values must lie in [0, H*W) (checked at the boundary); P, Q are dy's plane size.
