@@ -268,6 +268,8 @@ def _pixel_array(value) -> np.ndarray:
     """Check a JSON 28x28 array of numbers in 0..255 and round it to uint8; BadInput names the first fault."""
     if not isinstance(value, list):
         raise BadInput(f"field 'pixels' must be a 28x28 array, got {_json_kind(value)}")
+    if len(value) == SIDE * SIDE and not any(isinstance(v, list) for v in value):
+        raise BadInput("field 'pixels' is a flat array of 784 values; send 28 rows of 28 numbers")
     if len(value) != SIDE:
         raise BadInput(f"field 'pixels' must be a 28x28 array, got {len(value)} rows")
     for i, row in enumerate(value):
@@ -279,8 +281,9 @@ def _pixel_array(value) -> np.ndarray:
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise BadInput(f"pixels[{i}][{j}] is {_json_kind(v)}; pixels must be numbers in 0..255")
             if not 0 <= v <= 255:
-                if isinstance(v, float) and math.isnan(v):
-                    raise BadInput(f"pixels[{i}][{j}] is NaN; pixels must be numbers in 0..255")
+                if isinstance(v, float) and not math.isfinite(v):
+                    raise BadInput(f"pixels[{i}][{j}] is {'NaN' if math.isnan(v) else 'infinite'}; "
+                                   f"pixels must be numbers in 0..255")
                 raise BadInput(f"pixels[{i}][{j}] = {v!r} is outside 0..255")
     return np.rint(np.asarray(value, dtype=np.float64)).astype(np.uint8)
 
@@ -377,10 +380,20 @@ def listen(host: str, port: int) -> socket.socket:
     """A listening TCP socket on host:port (port 0 picks a free one); OSError names the address."""
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise ValueError(f"--port must be an int in 0..65535, got {port!r}")
+    sock = None
     try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        return socket.create_server((host, port), family=family, backlog=512)
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP, flags=socket.AI_PASSIVE)[0]
+        # proto must say TCP: asyncio turns Nagle's algorithm off only on such sockets, and
+        # without TCP_NODELAY every small answer waits ~40 ms for the client's delayed ACK.
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(512)
+        return sock
     except OSError as e:
+        if sock is not None:
+            sock.close()
         raise OSError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
 
 

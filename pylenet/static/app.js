@@ -42,6 +42,7 @@ pad.addEventListener("pointerdown", (e) => {
   if (stroke !== null) return;            // one finger draws; a second one is ignored
   e.preventDefault();
   pad.setPointerCapture(e.pointerId);
+  pad.dataset.pointer = e.pointerType;     // "mouse", "pen" or "touch": shown to tests and tools
   const p = position(e);
   stroke = {id: e.pointerId, ...p};
   segment(p, p);                          // a tap leaves a dot
@@ -84,10 +85,15 @@ function schedule() {
   if (inFlight) { pending = true; return; }
   const wait = MIN_INTERVAL - (performance.now() - lastSent);
   if (wait > 0) {
-    if (timer === null) timer = setTimeout(() => { timer = null; schedule(); }, wait);
+    if (timer === null) timer = setTimeout(() => { timer = null; schedule(); busy(); }, wait);
+    busy();
     return;
   }
   send();
+}
+
+function busy() {
+  document.body.dataset.busy = inFlight || pending || timer !== null ? "1" : "0";
 }
 
 async function send() {
@@ -95,6 +101,7 @@ async function send() {
   pending = false;
   lastSent = performance.now();
   const mine = generation;
+  busy();
   const blob = await new Promise((resolve) => pad.toBlob(resolve, "image/png"));
   const abort = new AbortController();
   const timeout = setTimeout(() => abort.abort(), TIMEOUT);
@@ -113,6 +120,7 @@ async function send() {
     clearTimeout(timeout);
     inFlight = false;
     if (pending) schedule();
+    busy();
   }
 }
 
