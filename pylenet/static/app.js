@@ -24,7 +24,9 @@ function blank() {
 
 function position(e) {
   const r = pad.getBoundingClientRect();
-  return {x: (e.clientX - r.left) * pad.width / r.width, y: (e.clientY - r.top) * pad.height / r.height};
+  // The pad may be shown smaller than 280 px (phones); the border is outside the drawing area.
+  return {x: (e.clientX - r.left - pad.clientLeft) * pad.width / pad.clientWidth,
+          y: (e.clientY - r.top - pad.clientTop) * pad.height / pad.clientHeight};
 }
 
 function segment(a, b) {
@@ -38,6 +40,15 @@ function segment(a, b) {
   inked = true;
 }
 
+function dot(p) {
+  // A zero-length stroke draws nothing in some browsers: a filled disc always does.
+  ctx.fillStyle = "#000";
+  ctx.beginPath();
+  ctx.arc(p.x, p.y, STROKE / 2, 0, 2 * Math.PI);
+  ctx.fill();
+  inked = true;
+}
+
 pad.addEventListener("pointerdown", (e) => {
   if (stroke !== null) return;            // one finger draws; a second one is ignored
   e.preventDefault();
@@ -45,7 +56,7 @@ pad.addEventListener("pointerdown", (e) => {
   pad.dataset.pointer = e.pointerType;     // "mouse", "pen" or "touch": shown to tests and tools
   const p = position(e);
   stroke = {id: e.pointerId, ...p};
-  segment(p, p);                          // a tap leaves a dot
+  dot(p);                                 // a tap leaves a mark
   schedule();
 });
 
