@@ -147,7 +147,7 @@ function unreachable(reason) {
   document.body.classList.add("offline");
   const status = $("#status");
   status.textContent = `The pylenet server at ${location.host} is unreachable (${reason}). ` +
-    "Is `pylenet serve` still running? Retrying every few seconds…";
+    "Is \"pylenet serve\" still running? Retrying every few seconds…";
   status.hidden = false;
   if (retryTimer === null) retryTimer = setTimeout(ping, RETRY);
 }
