@@ -33,7 +33,7 @@ try:
     from starlette.responses import FileResponse, JSONResponse
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
-    import multipart  # noqa: F401  (python-multipart: Starlette's form parser needs it)
+    import python_multipart  # noqa: F401  (Starlette's form parser needs it)
 except ImportError as e:  # one clear line for the CLI instead of "No module named ..."
     raise ImportError(f"pylenet serve needs the serve extra: pip install 'pylenet[serve]' "
                       f"(missing module {e.name})") from e

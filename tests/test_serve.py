@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
-pytest.importorskip("multipart")
+pytest.importorskip("python_multipart")
 PIL = pytest.importorskip("PIL")
 from PIL import Image  # noqa: E402
 
@@ -459,3 +459,11 @@ def test_the_listening_socket_is_tcp_so_asyncio_turns_nagle_off():
     with listen("127.0.0.1", 0) as sock:
         assert sock.proto == socket.IPPROTO_TCP  # asyncio sets TCP_NODELAY only then
         assert sock.getsockname()[0] == "127.0.0.1" and sock.getsockname()[1] > 0
+
+
+def test_serve_without_the_extras_says_how_to_install_them(checkpoint, monkeypatch, capsys):
+    monkeypatch.delitem(sys.modules, "pylenet.serve")
+    monkeypatch.setitem(sys.modules, "uvicorn", None)   # as if it were not installed
+    line = one_line_error(capsys, "serve", "--model", checkpoint[0], "--port", 0)
+    assert line == ("pylenet: error: pylenet serve needs the serve extra: pip install "
+                    "'pylenet[serve]' (missing module uvicorn)")

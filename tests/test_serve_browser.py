@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
-pytest.importorskip("multipart")
+pytest.importorskip("python_multipart")
 pytest.importorskip("PIL")
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed "
                                 "(pip install '.[serve-test]')")
