@@ -61,14 +61,16 @@ def settled_prediction(driver) -> bool:
     return body.get_attribute("data-state") == "predicted" and body.get_attribute("data-busy") == "0"
 
 
-def mouse_stroke(driver, pad, points):
-    """Press at the first point, drag through the others, release; offsets from the pad's centre."""
+def mouse_stroke(driver, pad, points, *, release=True):
+    """Press at the first point and drag through the others (offsets from the pad's centre); release unless told not to."""
     actions = ActionChains(driver, duration=20)
     actions.move_to_element_with_offset(pad, *points[0]).click_and_hold()
     for (x0, y0), (x1, y1) in zip(points, points[1:]):
         for k in range(1, 5):  # several moves per segment, as a hand would make
             actions.move_to_element_with_offset(pad, round(x0 + (x1 - x0) * k / 4), round(y0 + (y1 - y0) * k / 4))
-    actions.release().perform()
+    if release:
+        actions.release()
+    actions.perform()
 
 
 def touch_stroke(driver, pad, points):
@@ -117,8 +119,11 @@ def test_draw_with_mouse_and_touch_see_prediction_and_maps_then_server_gone(
         assert (pad.size["width"], pad.size["height"]) == (284, 284)   # 280 + 2px border each side
         assert browser.find_element(By.ID, "label").text == "–"
 
-        # A 7 with the mouse: the top bar, then the long diagonal.
-        mouse_stroke(browser, pad, [(-75, -85), (75, -85), (5, 95)])
+        # A 7 with the mouse: the top bar, then the long diagonal. The prediction comes while
+        # the button is still down: the page updates during the stroke, not after it.
+        mouse_stroke(browser, pad, [(-75, -85), (75, -85), (5, 95)], release=False)
+        wait_for(browser, "a prediction while drawing", settled_prediction)
+        ActionChains(browser).release().perform()
         wait_for(browser, "a prediction", settled_prediction)
         assert pad.get_attribute("data-pointer") == "mouse"
         label, probs = shown(browser)
