@@ -92,6 +92,10 @@ class Predictor:
         if not set(FEATURE_STAGES) <= set(names):
             raise ValueError(f"{source}: the model has no {sorted(set(FEATURE_STAGES) - set(names))} "
                              f"layers to show")
+        for name, param in model.named_parameters():
+            if not np.all(np.isfinite(param.data)):
+                raise ValueError(f"{source}: parameter {name} holds NaN or infinity (a diverged run?); "
+                                 f"its answers would not be numbers")
         # Builds the fused net once, before any request thread could race to build it.
         predict(model, np.zeros((SIDE, SIDE), np.uint8))
 
@@ -99,7 +103,7 @@ class Predictor:
     def load(cls, path) -> "Predictor":
         """The model of a checkpoint file (FileNotFoundError, or CheckpointError naming the problem)."""
         ckpt = load_checkpoint(path)
-        return cls(model_from_checkpoint(ckpt, path), checkpoint=ckpt, source=Path(path).name)
+        return cls(model_from_checkpoint(ckpt, path), checkpoint=ckpt, source=str(path))
 
     def predict(self, image: np.ndarray) -> dict:
         """{"label", "probabilities"} for one uint8 (28, 28) MNIST-style image."""
@@ -139,7 +143,7 @@ class Predictor:
         ckpt = self.checkpoint
         history = _finite(ckpt.extra.get("history", [])) if ckpt is not None else []
         return {
-            "name": type(self.model).__name__, "source": self.source,
+            "name": type(self.model).__name__, "source": Path(self.source).name,
             "config": getattr(self.model, "config", {}), "input_shape": [1, 32, 32],
             "parameters": self.model.num_parameters(), "layers": layers,
             "training": {"epochs": ckpt.epoch if ckpt is not None else 0, "history": history,

@@ -397,6 +397,14 @@ def test_serve_with_a_corrupt_checkpoint_stops_with_one_line(checkpoint, tmp_pat
     assert str(bad) in one_line_error(capsys, "serve", "--model", bad, "--port", 0)
 
 
+def test_serve_with_nan_weights_stops_with_one_line(tmp_path, capsys):
+    model = pylenet.LeNet5(seed=0)
+    dict(model.named_parameters())["F5.weight"].data[3, 7] = np.nan
+    model.save(tmp_path / "nan.ckpt")
+    line = one_line_error(capsys, "serve", "--model", tmp_path / "nan.ckpt", "--port", 0)
+    assert f"{tmp_path / 'nan.ckpt'}: parameter F5.weight holds NaN or infinity" in line
+
+
 def test_serve_on_a_busy_port_or_a_bad_port_stops_with_one_line(checkpoint, capsys):
     with socket.create_server(("127.0.0.1", 0)) as busy:
         port = busy.getsockname()[1]
