@@ -117,18 +117,25 @@ async function send() {
   const abort = new AbortController();
   const timeout = setTimeout(() => abort.abort(), TIMEOUT);
   const started = performance.now();
+  let resp = null, data = null, failure = null;
   try {
-    const resp = await fetch("api/features", {method: "POST", body: blob, signal: abort.signal,
-                                               headers: {"Content-Type": "image/png"}});
-    const data = await resp.json().catch(() => ({error: `HTTP ${resp.status} without a JSON body`}));
-    reachable();
-    if (mine !== generation) return;
-    if (resp.ok) show(data, performance.now() - started);
-    else refused(resp.status, data.error || `HTTP ${resp.status}`);
-  } catch (err) {
-    unreachable(err.name === "AbortError" ? `no answer within ${TIMEOUT / 1000} s` : String(err.message || err));
+    resp = await fetch("api/features", {method: "POST", body: blob, signal: abort.signal,
+                                         headers: {"Content-Type": "image/png"}});
+    data = await resp.json().catch(() => ({error: `HTTP ${resp.status} without a JSON body`}));
+  } catch (err) {   // only the network lands here: a bug in show() must not read as "unreachable"
+    failure = err.name === "AbortError" ? `no answer within ${TIMEOUT / 1000} s` : String(err.message || err);
+  }
+  clearTimeout(timeout);
+  try {
+    if (failure !== null) unreachable(failure);
+    else {
+      reachable();
+      if (mine === generation) {
+        if (resp.ok) show(data, performance.now() - started);
+        else refused(resp.status, data.error || `HTTP ${resp.status}`);
+      }
+    }
   } finally {
-    clearTimeout(timeout);
     inFlight = false;
     if (pending) schedule();
     busy();
