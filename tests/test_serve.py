@@ -2,6 +2,7 @@
 import io
 import json
 import math
+import os
 import re
 import signal
 import socket
@@ -423,7 +424,7 @@ def test_serve_help_exits_zero(capsys):
 
 
 def test_pylenet_serve_runs_answers_and_stops_on_ctrl_c(checkpoint, tmp_path):
-    env = {**__import__("os").environ, "PYTHONPATH": str(REPO_ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "pylenet", "serve", "--model", str(checkpoint[0]),
                              "--port", "0"], cwd=tmp_path, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
