@@ -1,4 +1,4 @@
-"""The `pylenet` command: train, evaluate, predict, info."""
+"""The `pylenet` command: train, evaluate, predict, serve, info."""
 from __future__ import annotations
 
 import argparse
@@ -47,6 +47,13 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("predict", help="classify PNG/JPEG images of digits")
     r.add_argument("--model", required=True, metavar="CKPT")
     r.add_argument("images", nargs="+", metavar="IMAGE")
+
+    w = sub.add_parser("serve", help="web page and JSON API: draw a digit, see the prediction and feature maps",
+                       description="Serve a drawing page and a JSON API (POST /api/predict, "
+                                   "POST /api/features, GET /api/model); needs pip install 'pylenet[serve]'.")
+    w.add_argument("--model", required=True, metavar="CKPT")
+    w.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    w.add_argument("--port", type=int, default=8000, help="default 8000; 0 picks a free port")
 
     sub.add_parser("info", help="print the core's build information")
     return p
@@ -219,6 +226,12 @@ def cmd_predict(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_serve(args) -> int:
+    from pylenet.serve import serve
+    serve(args.model, host=args.host, port=args.port)
+    return 0
+
+
 def cmd_info(args) -> int:
     import pylenet
     for key, value in pylenet.ops.build_info().items():
@@ -230,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `pylenet` command; returns the exit code."""
     args = _parser().parse_args(argv)
     commands = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-                "info": cmd_info}
+                "serve": cmd_serve, "info": cmd_info}
     try:
         return commands[args.command](args)
     except KeyboardInterrupt:

@@ -1,6 +1,7 @@
 """Turn user photos and scans of a single digit into 28x28 uint8 images prepared the way MNIST was."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -18,21 +19,36 @@ NOISE_FLOOR = 0.1 * 255
 
 def load_image(path) -> np.ndarray:
     """Read any Pillow-readable image of one digit and return it as uint8 (28, 28), white digit on black."""
-    Image, ImageOps = _pillow()
     path = Path(path)
+    return _normalise(_read_gray(path, str(path)), str(path))
+
+
+def decode_image(data: bytes, *, name: str = "upload", formats=None,
+                 max_pixels: int | None = None) -> np.ndarray:
+    """load_image for encoded bytes (an upload); formats and max_pixels refuse other files early."""
+    return _normalise(_read_gray(io.BytesIO(data), name, formats, max_pixels), name)
+
+
+def _read_gray(source, name: str, formats=None, max_pixels: int | None = None) -> np.ndarray:
+    """Decode a path or file object to a float64 (H, W) 0..255 array; ValueError naming `name`."""
+    Image, ImageOps = _pillow()
     try:
-        with Image.open(path) as img:
+        with Image.open(source, formats=formats) as img:
+            # The header gives the size before any pixel is decoded: a small file can declare
+            # a huge canvas, which must be refused before it is allocated.
+            if max_pixels is not None and img.width * img.height > max_pixels:
+                raise ValueError(f"{img.width}x{img.height} pixels is more than the "
+                                 f"{max_pixels:,}-pixel limit")
             img.load()
             # Phone photos store their rotation in EXIF rather than in the pixels.
             img = ImageOps.exif_transpose(img)
-            gray = _grayscale(img, Image)
+            return _grayscale(img, Image)
     except FileNotFoundError:
         raise
     except Exception as e:
         # Pillow's decoders raise many unrelated types (OSError, SyntaxError, struct.error,
         # DecompressionBombError, ...) on bad input; callers get one type that names the file.
-        raise ValueError(f"cannot read image {path}: {type(e).__name__}: {e}") from e
-    return _normalise(gray, str(path))
+        raise ValueError(f"cannot read image {name}: {type(e).__name__}: {e}") from e
 
 
 def to_mnist(gray: np.ndarray) -> np.ndarray:
