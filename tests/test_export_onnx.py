@@ -272,3 +272,11 @@ def test_cli_export_errors_are_one_line(argv, message, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("pylenet: error:") and message in err and err.count("\n") == 1
     assert listing(tmp_path) == ["model.ckpt"]
+
+
+def test_cli_export_help_exits_zero(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["export", "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: pylenet export" in out and "--preprocess" in out and "--torch FILE" in out

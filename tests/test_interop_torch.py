@@ -177,6 +177,7 @@ def test_from_torch_refuses_what_is_not_a_lenet(state, error, message):
 @pytest.mark.parametrize("make,message", [
     (lambda: nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU()), r"padding \(2, 2\).*32x32 inputs"),
     (lambda: nn.Sequential(nn.Conv2d(1, 6, 5, stride=2)), r"stride \(2, 2\)"),
+    (lambda: nn.Sequential(nn.Conv2d(6, 16, 5, groups=2)), r"groups 2; LeNet5 needs 1, 0, 1, 1"),
     (lambda: nn.Sequential(nn.Conv2d(1, 6, 5), nn.BatchNorm2d(6)), r"BatchNorm2d\) is not part of LeNet5"),
     (lambda: nn.Sequential(nn.MaxPool2d(3)), r"kernel \(3, 3\), stride \(3, 3\)"),
     (lambda: nn.Sequential(nn.ReLU(), nn.Tanh()), r"mixes activations \['relu', 'tanh'\]"),
