@@ -1,5 +1,6 @@
 """PyTorch round trip: to_torch matches pylenet on real MNIST, from_torch reads the usual torch LeNet-5s."""
 import io
+import subprocess
 import sys
 from collections import OrderedDict
 
@@ -8,6 +9,7 @@ import pytest
 
 import pylenet
 from pylenet import Conv2d, Flatten, Linear, MaxPool2d, Module, Sequential, Sigmoid
+from conftest import REPO_ROOT
 from pylenet.cli import main
 from pylenet.interop import from_torch, to_torch
 from trained_models import VARIANTS, logit_tolerance, mnist_test, trained_lenet
@@ -231,3 +233,10 @@ def test_cli_export_torch_writes_a_loadable_state_dict(tmp_path, capsys):
     state = torch.load(io.BytesIO(out.read_bytes()), weights_only=True)
     back = from_torch(state, activation="sigmoid", pooling="avg")
     assert same_params(model, back)
+
+
+def test_importing_pylenet_imports_neither_torch_nor_onnx():
+    code = "import sys, pylenet; print(sorted({'torch', 'onnx', 'onnxruntime'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=REPO_ROOT).stdout
+    assert out.strip() == "[]"
