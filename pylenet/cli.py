@@ -237,6 +237,8 @@ def cmd_export(args) -> int:
     from pylenet.interop import _torch
     if not (args.onnx or args.torch):
         raise ValueError("export: give --onnx FILE and/or --torch FILE")
+    if args.preprocess and not args.onnx:
+        raise ValueError("export: --preprocess shapes the ONNX input, so it needs --onnx FILE")
     torch = _torch() if args.torch else None  # a missing extra fails before anything is written
     if args.onnx:
         _onnx()

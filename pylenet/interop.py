@@ -102,10 +102,8 @@ def _to_torch(torch, model):
 def from_torch(source, *, activation: str | None = None, pooling: str | None = None) -> LeNet5:
     """The pylenet LeNet5 holding the weights of a PyTorch LeNet-5 (an nn.Module or its state_dict).
 
-    The usual layout: Conv2d(1, 6, 5), Conv2d(6, 16, 5), then Linear(400, 120) (or a
-    Conv2d(16, 120, 5)), Linear(120, 84), Linear(84, classes), unpadded, for 32x32 inputs.
-    activation/pooling default to the module's own nn.ReLU/Tanh/Sigmoid and nn.MaxPool2d/
-    AvgPool2d layers, else to "relu"/"max"; pass them when its forward uses torch.nn.functional.
+    Expects unpadded Conv2d 1->6 and 6->16 (5x5), then Linear 400->120 (or a 5x5 Conv2d for C5),
+    120->84, 84->classes. activation/pooling default to the module's own layers, else relu/max.
     """
     torch = _torch()
     for arg, value, options in (("activation", activation, ACTIVATIONS), ("pooling", pooling, POOLINGS)):

@@ -262,6 +262,7 @@ def test_cli_export_of_a_corrupt_checkpoint_is_one_line_and_writes_nothing(tmp_p
 
 @pytest.mark.parametrize("argv,message", [
     (["--model", "{ckpt}"], "give --onnx FILE and/or --torch FILE"),
+    (["--model", "{ckpt}", "--torch", "{out}", "--preprocess"], "--preprocess shapes the ONNX input"),
     (["--model", "{missing}", "--onnx", "{out}"], "No such file or directory"),
     (["--model", "{ckpt}", "--onnx", "{ckpt}/m.onnx"], "cannot write ONNX model"),
 ])
