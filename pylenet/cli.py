@@ -239,6 +239,10 @@ def cmd_export(args) -> int:
         raise ValueError("export: give --onnx FILE and/or --torch FILE")
     if args.preprocess and not args.onnx:
         raise ValueError("export: --preprocess shapes the ONNX input, so it needs --onnx FILE")
+    outputs = [Path(p).resolve() for p in (args.onnx, args.torch) if p]
+    if Path(args.model).resolve() in outputs or len(set(outputs)) < len(outputs):
+        raise ValueError("export: --model, --onnx and --torch must be three different files "
+                         "(an export never overwrites its own checkpoint)")
     torch = _torch() if args.torch else None  # a missing extra fails before anything is written
     if args.onnx:
         _onnx()

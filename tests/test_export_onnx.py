@@ -263,6 +263,8 @@ def test_cli_export_of_a_corrupt_checkpoint_is_one_line_and_writes_nothing(tmp_p
 @pytest.mark.parametrize("argv,message", [
     (["--model", "{ckpt}"], "give --onnx FILE and/or --torch FILE"),
     (["--model", "{ckpt}", "--torch", "{out}", "--preprocess"], "--preprocess shapes the ONNX input"),
+    (["--model", "{ckpt}", "--onnx", "{ckpt}"], "never overwrites its own checkpoint"),
+    (["--model", "{ckpt}", "--onnx", "{out}", "--torch", "{out}"], "must be three different files"),
     (["--model", "{missing}", "--onnx", "{out}"], "No such file or directory"),
     (["--model", "{ckpt}", "--onnx", "{ckpt}/m.onnx"], "cannot write ONNX model"),
 ])
@@ -273,6 +275,7 @@ def test_cli_export_errors_are_one_line(argv, message, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("pylenet: error:") and message in err and err.count("\n") == 1
     assert listing(tmp_path) == ["model.ckpt"]
+    assert pylenet.LeNet5.load(ckpt).config == pylenet.LeNet5().config
 
 
 def test_cli_export_help_exits_zero(capsys):
