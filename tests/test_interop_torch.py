@@ -1,0 +1,242 @@
+"""PyTorch round trip: to_torch matches pylenet on real MNIST, from_torch reads the usual torch LeNet-5s."""
+import io
+import subprocess
+import sys
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+
+import pylenet
+from pylenet import Conv2d, Flatten, Linear, MaxPool2d, Module, Sequential, Sigmoid
+from conftest import REPO_ROOT
+from pylenet.cli import main
+from pylenet.interop import from_torch, to_torch
+from trained_models import VARIANTS, logit_tolerance, mnist_test, trained_lenet
+
+torch = pytest.importorskip("torch")
+nn, F = torch.nn, torch.nn.functional
+
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
+
+
+def torch_logits(module, x):
+    with torch.no_grad():
+        return module(torch.from_numpy(x)).numpy()
+
+
+def same_params(a, b):
+    pa, pb = dict(a.named_parameters()), dict(b.named_parameters())
+    return pa.keys() == pb.keys() and all(np.array_equal(pa[k].data, pb[k].data) for k in pa)
+
+
+@pytest.mark.parametrize("activation,pooling", VARIANTS)
+def test_to_torch_matches_pylenet_on_the_mnist_test_set(activation, pooling, mnist_dir):
+    _, x, _ = mnist_test(str(mnist_dir))
+    model = trained_lenet(activation, pooling, str(mnist_dir))
+    module = to_torch(model)
+    assert isinstance(module, nn.Module) and not module.training
+    ref = model.forward(x)
+    out = torch_logits(module, x)
+    diff = np.abs(out - ref)
+    print(f"PyTorch {activation}/{pooling}: max |diff| {diff.max():.3g}, max |logit| {np.abs(ref).max():.3g}")
+    assert out.dtype == np.float32 and out.shape == ref.shape
+    assert (diff <= logit_tolerance(ref)).all(), diff.max()
+    # Labels agree wherever pylenet's top two logits are further apart than the tolerance.
+    top2 = np.sort(ref, axis=1)[:, -2:]
+    clear = (top2[:, 1] - top2[:, 0]) > 2 * logit_tolerance(ref)[:, 0]
+    np.testing.assert_array_equal(out.argmax(axis=1)[clear], ref.argmax(axis=1)[clear])
+    assert clear.mean() > 0.99
+
+
+@pytest.mark.parametrize("activation,pooling", VARIANTS)
+def test_from_torch_of_to_torch_is_the_identity(activation, pooling):
+    model = pylenet.LeNet5(activation=activation, pooling=pooling, num_classes=5, seed=4)
+    module = to_torch(model)
+    assert list(module.state_dict()) == [name for name, _ in model.named_parameters()]
+    back = from_torch(module)  # activation and pooling read from the nn layers
+    assert (back.config["activation"], back.config["pooling"], back.config["num_classes"]) == \
+        (activation, pooling, 5)
+    assert same_params(model, back)
+    state_only = from_torch(module.state_dict(), activation=activation, pooling=pooling)
+    assert state_only.config == back.config and same_params(model, state_only)
+
+
+def test_to_torch_copies_the_weights_and_trains_like_pylenet():
+    """Gradients of the converted module equal pylenet's backward; changing one leaves the other alone."""
+    model = pylenet.LeNet5(activation="tanh", pooling="avg", seed=2)
+    module = to_torch(model)
+    x = np.random.default_rng(0).standard_normal((4, 1, 32, 32)).astype(np.float32)
+    labels = np.array([3, 1, 4, 1])
+    loss, dout = pylenet.CrossEntropyLoss()(model.train().forward(x), labels)
+    model.backward(dout)
+    tloss = F.cross_entropy(module(torch.from_numpy(x)), torch.from_numpy(labels))
+    tloss.backward()
+    assert abs(tloss.item() - loss) < 1e-5
+    grads = dict(module.named_parameters())
+    for name, p in model.named_parameters():
+        np.testing.assert_allclose(grads[name].grad.numpy(), p.grad, rtol=1e-4, atol=1e-6)
+    with torch.no_grad():
+        module.C1.weight.zero_()
+    assert np.abs(model.layers[0][1].weight.data).sum() > 0
+
+
+def test_to_torch_of_a_general_sequential():
+    rng = np.random.default_rng(1)
+    model = Sequential(("block", Sequential(("conv", Conv2d(2, 3, 3, stride=2, padding=1, bias=False, rng=rng)),
+                                            ("act", Sigmoid()))),
+                       ("pool", MaxPool2d(2)), ("flat", Flatten()), ("fc", Linear(12, 4, rng=rng))).eval()
+    module = to_torch(model)
+    assert list(module.state_dict()) == ["block.conv.weight", "fc.weight", "fc.bias"]
+    x = rng.standard_normal((5, 2, 9, 8)).astype(np.float32)
+    ref = model.forward(x)
+    assert (np.abs(torch_logits(module, x) - ref) <= logit_tolerance(ref)).all()
+
+
+# ------------------------------------------------------------------- the usual torch LeNet-5s
+
+class FunctionalLeNet(nn.Module):
+    """The tutorial layout: layers as attributes, activation and pooling in forward."""
+
+    def __init__(self, act, pool, c5_conv=False, classes=10):
+        super().__init__()
+        self.act, self.pool, self.c5_conv = act, pool, c5_conv
+        self.conv1 = nn.Conv2d(1, 6, 5)
+        self.conv2 = nn.Conv2d(6, 16, 5)
+        self.c5 = nn.Conv2d(16, 120, 5) if c5_conv else nn.Linear(16 * 5 * 5, 120)
+        self.fc1 = nn.Linear(120, 84)
+        self.fc2 = nn.Linear(84, classes)
+
+    def forward(self, x):
+        x = self.pool(self.act(self.conv1(x)), 2)
+        x = self.pool(self.act(self.conv2(x)), 2)
+        x = self.act(self.c5(x if self.c5_conv else torch.flatten(x, 1)))
+        return self.fc2(self.act(self.fc1(torch.flatten(x, 1))))
+
+
+@pytest.mark.parametrize("c5_conv", [False, True], ids=["c5-linear", "c5-conv"])
+@pytest.mark.parametrize("activation,pooling", [("tanh", "avg"), ("relu", "max"), ("sigmoid", "max")])
+def test_from_torch_reads_a_functional_lenet(activation, pooling, c5_conv):
+    torch.manual_seed(0)
+    act = {"relu": F.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}[activation]
+    pool = {"max": F.max_pool2d, "avg": F.avg_pool2d}[pooling]
+    net = FunctionalLeNet(act, pool, c5_conv, classes=12).eval()
+    model = from_torch(net, activation=activation, pooling=pooling)
+    assert model.config["num_classes"] == 12
+    x = np.random.default_rng(3).standard_normal((64, 1, 32, 32)).astype(np.float32)
+    ref = torch_logits(net, x)
+    assert (np.abs(model.eval().forward(x) - ref) <= logit_tolerance(ref)).all()
+
+
+def test_from_torch_reads_a_sequential_lenet_with_its_own_layers():
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Conv2d(1, 6, 5), nn.Tanh(), nn.AvgPool2d(2), nn.Conv2d(6, 16, 5), nn.Tanh(),
+                        nn.AvgPool2d(2), nn.Flatten(), nn.Linear(400, 120), nn.Tanh(), nn.Dropout(0.1),
+                        nn.Linear(120, 84), nn.Tanh(), nn.Linear(84, 10)).eval()
+    model = from_torch(net)
+    assert (model.config["activation"], model.config["pooling"]) == ("tanh", "avg")
+    x = np.random.default_rng(4).standard_normal((16, 1, 32, 32)).astype(np.float32)
+    ref = torch_logits(net, x)
+    assert (np.abs(model.eval().forward(x) - ref) <= logit_tolerance(ref)).all()
+
+
+def test_a_state_dict_without_activation_uses_pylenets_defaults():
+    model = from_torch(to_torch(pylenet.LeNet5(activation="relu", pooling="max")).state_dict())
+    assert (model.config["activation"], model.config["pooling"]) == ("relu", "max")
+
+
+# ---------------------------------------------------------------------------------- bad input
+
+def lenet_state(**changes):
+    state = OrderedDict((k, v.clone()) for k, v in to_torch(pylenet.LeNet5()).state_dict().items())
+    for key, value in changes.items():
+        key = key.replace("__", ".")
+        if value is None:
+            del state[key]
+        else:
+            state[key] = value
+    return state
+
+
+@pytest.mark.parametrize("state,error,message", [
+    (lenet_state(C1__weight=torch.zeros(6, 1, 3, 3)), ValueError,
+     r"C1.weight has shape \(6, 1, 3, 3\), expected \(6, 1, 5, 5\) for LeNet5's C1"),
+    (lenet_state(F6__bias=torch.zeros(80)), ValueError, r"F6.bias has shape \(80,\), expected \(84,\)"),
+    (lenet_state(F5__bias=None), ValueError, r"layer 'F5' has no bias"),
+    (lenet_state(output__weight=None, output__bias=None), ValueError, r"expected LeNet-5's 5 weighted layers"),
+    (lenet_state(bn__running_mean=torch.zeros(6)), ValueError, r"'bn.running_mean' is neither a weight nor a bias"),
+    (lenet_state(C3__weight=torch.zeros(16, 6, 5, 5, dtype=torch.int32)), TypeError, r"C3.weight has dtype int32"),
+    (lenet_state(output__weight=torch.zeros(1, 84), output__bias=torch.zeros(1)), ValueError,
+     r"output.weight has shape \(1, 84\)"),
+    ([1, 2, 3], TypeError, r"expected a torch.nn.Module or a state_dict mapping, got list"),
+    ({1: torch.zeros(1)}, TypeError, r"keys must be strings"),
+])
+def test_from_torch_refuses_what_is_not_a_lenet(state, error, message):
+    with pytest.raises(error, match=message):
+        from_torch(state)
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda: nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU()), r"padding \(2, 2\).*32x32 inputs"),
+    (lambda: nn.Sequential(nn.Conv2d(1, 6, 5, stride=2)), r"stride \(2, 2\)"),
+    (lambda: nn.Sequential(nn.Conv2d(6, 16, 5, groups=2)), r"groups 2; LeNet5 needs 1, 0, 1, 1"),
+    (lambda: nn.Sequential(nn.Conv2d(1, 6, 5), nn.BatchNorm2d(6)), r"BatchNorm2d\) is not part of LeNet5"),
+    (lambda: nn.Sequential(nn.MaxPool2d(3)), r"kernel \(3, 3\), stride \(3, 3\)"),
+    (lambda: nn.Sequential(nn.ReLU(), nn.Tanh()), r"mixes activations \['relu', 'tanh'\]"),
+    (lambda: nn.Sequential(nn.MaxPool2d(2), nn.AvgPool2d(2)), r"mixes poolings \['avg', 'max'\]"),
+])
+def test_from_torch_refuses_modules_that_are_not_lenet(make, message):
+    with pytest.raises(ValueError, match=message):
+        from_torch(make())
+
+
+def test_from_torch_argument_conflicts_and_bad_names():
+    module = to_torch(pylenet.LeNet5(activation="tanh"))
+    with pytest.raises(ValueError, match=r"activation='relu', but the module's own layers use 'tanh'"):
+        from_torch(module, activation="relu")
+    with pytest.raises(ValueError, match=r"activation must be one of \['relu', 'sigmoid', 'tanh'\], got 'gelu'"):
+        from_torch(module, activation="gelu")
+    with pytest.raises(ValueError, match=r"pooling must be one of \['avg', 'max'\]"):
+        from_torch(module, pooling="lp")
+
+
+class Custom(Module):
+    def forward(self, x):
+        return x
+
+
+def test_to_torch_refuses_an_unsupported_layer():
+    model = pylenet.LeNet5()
+    model.layers.append(("extra", Custom()))
+    with pytest.raises(TypeError, match="layer extra is a Custom"):
+        to_torch(model)
+
+
+def test_missing_torch_names_the_extra(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "torch", None)
+    for call in (lambda: to_torch(pylenet.LeNet5()), lambda: from_torch({})):
+        with pytest.raises(ImportError, match=r"pip install 'pylenet\[torch\]'"):
+            call()
+    ckpt = pylenet.LeNet5().save(tmp_path / "model.ckpt")
+    assert main(["export", "--model", str(ckpt), "--torch", str(tmp_path / "m.pt")]) == 1
+    err = capsys.readouterr().err
+    assert "pylenet[torch]" in err and err.count("\n") == 1
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_cli_export_torch_writes_a_loadable_state_dict(tmp_path, capsys):
+    model = pylenet.LeNet5(activation="sigmoid", pooling="avg", seed=7)
+    ckpt = model.save(tmp_path / "model.ckpt")
+    out = tmp_path / "lenet5.pt"
+    assert main(["export", "--model", str(ckpt), "--torch", str(out)]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    state = torch.load(io.BytesIO(out.read_bytes()), weights_only=True)
+    back = from_torch(state, activation="sigmoid", pooling="avg")
+    assert same_params(model, back)
+
+
+def test_importing_pylenet_imports_neither_torch_nor_onnx():
+    code = "import sys, pylenet; print(sorted({'torch', 'onnx', 'onnxruntime'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=REPO_ROOT).stdout
+    assert out.strip() == "[]"
