@@ -40,6 +40,7 @@ std::string type_name(const py::handle& obj) {
 
 // Any array-like of numbers -> C-contiguous float32 (TypeError naming the argument otherwise).
 FArr as_float(const char* op, const char* arg, const py::handle& obj) {
+    if (FArr::check_(obj)) return py::reinterpret_borrow<FArr>(obj);  // already as needed
     if (obj.is_none())
         throw py::type_error(std::string(op) + ": " + arg + " must be an array, got None");
     py::array arr = py::array::ensure(obj);
