@@ -12,6 +12,7 @@
 
 #include "activations.h"
 #include "igemm.h"
+#include "transpose.h"
 
 namespace pylenet {
 
@@ -117,8 +118,7 @@ void conv2d_forward_direct(float* y, const float* x, const float* w, const float
     const bool exact = exact_grid(p) && n >= 4;
     if (exact) {
         position_offsets(s.offp, p, g);
-        for (int64_t t = 0; t < CRS; t++)  // w^T (CRS, K)
-            for (int64_t k = 0; k < p.K; k++) s.wtap[t * p.K + k] = w[k * CRS + t];
+        transpose(s.wtap, p.K, w, CRS, p.K, CRS);  // w^T (CRS, K)
     }
     for (int64_t i = 0; i < n; i++) {
         const float* src = padded(s.xp, x + i * p.C * p.H * p.W, p);
@@ -129,19 +129,16 @@ void conv2d_forward_direct(float* y, const float* x, const float* w, const float
         } else {  // y_wide (K, J) = w (K, CRS) * B, B[t][j] = src[off[t] + j]
             igemm_nn(s.wide, g.Jp, w, p.K, CRS, src, s.off, g.J, false);
         }
+        if (exact) transpose(yi, PQ, s.yT, p.K, PQ, p.K);
         for (int64_t k = 0; k < p.K; k++) {
             const float bk = b ? b[k] : 0.0f;
             for (int64_t oh = 0; oh < P; oh++) {
                 float* to = yi + (k * P + oh) * Q;
-                if (exact) {
-                    const float* from = s.yT + oh * Q * p.K + k;
-                    for (int64_t q = 0; q < Q; q++) to[q] = from[q * p.K] + bk;
-                } else {
-                    const float* from = s.wide + k * g.Jp + oh * g.Wp;
-                    for (int64_t q = 0; q < Q; q++) to[q] = from[q] + bk;
-                }
+                const float* from = exact ? to : s.wide + k * g.Jp + oh * g.Wp;
                 if (relu)
-                    for (int64_t q = 0; q < Q; q++) to[q] = pylenet::relu(to[q]);
+                    for (int64_t q = 0; q < Q; q++) to[q] = pylenet::relu(from[q] + bk);
+                else
+                    for (int64_t q = 0; q < Q; q++) to[q] = from[q] + bk;
             }
         }
     }
@@ -179,8 +176,7 @@ bool conv2d_backward_direct(float* dx, float* dw, float* db, const float* x, con
         // dw[k][t] += sum_pq dy[k][pq] * x[off[t] + offp[pq]]   (y = w * B  =>  dw = dy B^T)
         if (exact) {
             // dw^T (CRS, K) += B^T (CRS, PQ) * dy^T (PQ, K): no horizontal sums.
-            for (int64_t k = 0; k < p.K; k++)
-                for (int64_t j = 0; j < P * Q; j++) s.yT[j * p.K + k] = dyi[k * P * Q + j];
+            transpose(s.yT, p.K, dyi, P * Q, p.K, P * Q);
             igemm_tn(s.dwT, p.K, s.yT, p.K, CRS, p.K, src, s.off, s.offp, P * Q);
         } else {  // on the wide grid: dw (K, CRS) += dy_wide (K, J) * B^T
             igemm_nt(dw, s.wide, g.Jp, p.K, CRS, src, s.off, g.J);
@@ -210,9 +206,11 @@ bool conv2d_backward_direct(float* dx, float* dw, float* db, const float* x, con
                     std::memcpy(dxi + (c * p.H + h) * p.W, s.xp + (c * g.Hp + h + p.pad) * g.Wp + p.pad,
                                 sizeof(float) * p.W);
     }
-    if (exact)
-        for (int64_t k = 0; k < p.K; k++)
-            for (int64_t t = 0; t < CRS; t++) dw[k * CRS + t] += s.dwT[t * p.K + k];
+    if (exact) {  // dw += (dw^T)^T, through a transposed copy where w's tap blocks were
+        float* dwK = s.wtap;
+        transpose(dwK, CRS, s.dwT, p.K, CRS, p.K);
+        for (int64_t i = 0; i < p.K * CRS; i++) dw[i] += dwK[i];
+    }
     return true;
 }
 

@@ -6,6 +6,10 @@
 #include <cstring>
 #include <limits>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "parallel.h"
 
 namespace pylenet {
@@ -31,6 +35,69 @@ inline void take_max(float v, int32_t i, float* best, int32_t* best_i) {
     const bool take = (v > *best) | (v != v);
     *best = take ? v : *best;
     *best_i = take ? i : *best_i;
+}
+
+// Q outputs of 2x2 windows over the row pair (r0, r1), whose first index in the plane is base:
+// each row's first maximum, then the second row's if larger or NaN, which is the winner of
+// take_max scanning the window in order (the first maximum, or the last NaN).
+void maxpool2x2_row(float* y, int32_t* argmax, const float* r0, const float* r1, int32_t base,
+                    int32_t W, int64_t Q) {
+#if defined(__SSE2__)
+    // Four outputs at a time with selects; the last group is padded with -inf, which never
+    // wins, and stores only the outputs that exist.
+    const __m128i one = _mm_set1_epi32(1), row = _mm_set1_epi32(W), step = _mm_setr_epi32(0, 2, 4, 6);
+    const auto pick = [](__m128 t, __m128 a, __m128 b) { return _mm_or_ps(_mm_and_ps(t, a), _mm_andnot_ps(t, b)); };
+    const auto wins = [](__m128 v, __m128 best) { return _mm_or_ps(_mm_cmpgt_ps(v, best), _mm_cmpunord_ps(v, v)); };
+    const float ninf = -std::numeric_limits<float>::infinity();
+    // The first m floats at p, then -inf (built in registers: no store-to-load round trip).
+    const auto part = [ninf](const float* p, int64_t m) {
+        return _mm_setr_ps(m > 0 ? p[0] : ninf, m > 1 ? p[1] : ninf, m > 2 ? p[2] : ninf, m > 3 ? p[3] : ninf);
+    };
+    for (int64_t ow = 0; ow < Q; ow += 4) {
+        const float *p0 = r0 + 2 * ow, *p1 = r1 + 2 * ow;
+        alignas(16) float ys[4];
+        alignas(16) int32_t is[4];
+        const int64_t n = std::min<int64_t>(4, Q - ow);
+        __m128 x0, x1, z0, z1;
+        if (n == 4) {
+            x0 = _mm_loadu_ps(p0), x1 = _mm_loadu_ps(p0 + 4), z0 = _mm_loadu_ps(p1), z1 = _mm_loadu_ps(p1 + 4);
+        } else {
+            x0 = part(p0, 2 * n), x1 = part(p0 + 4, 2 * n - 4), z0 = part(p1, 2 * n), z1 = part(p1 + 4, 2 * n - 4);
+        }
+        const __m128 a0 = _mm_shuffle_ps(x0, x1, _MM_SHUFFLE(2, 0, 2, 0));
+        const __m128 b0 = _mm_shuffle_ps(x0, x1, _MM_SHUFFLE(3, 1, 3, 1));
+        const __m128 a1 = _mm_shuffle_ps(z0, z1, _MM_SHUFFLE(2, 0, 2, 0));
+        const __m128 b1 = _mm_shuffle_ps(z0, z1, _MM_SHUFFLE(3, 1, 3, 1));
+        const __m128 t0 = wins(b0, a0), t1 = wins(b1, a1);
+        const __m128 m0 = pick(t0, b0, a0), m1 = pick(t1, b1, a1);
+        const __m128 t = wins(m1, m0);
+        const __m128i i0 = _mm_and_si128(_mm_castps_si128(t0), one);
+        const __m128i i1 = _mm_add_epi32(row, _mm_and_si128(_mm_castps_si128(t1), one));
+        const __m128i ti = _mm_castps_si128(t);
+        const __m128i off = _mm_or_si128(_mm_and_si128(ti, i1), _mm_andnot_si128(ti, i0));
+        const __m128i idx = _mm_add_epi32(_mm_set1_epi32(base + int32_t(2 * ow)), _mm_add_epi32(step, off));
+        if (n == 4) {
+            _mm_storeu_ps(y + ow, pick(t, m1, m0));
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(argmax + ow), idx);
+        } else {
+            _mm_store_ps(ys, pick(t, m1, m0));
+            _mm_store_si128(reinterpret_cast<__m128i*>(is), idx);
+            for (int64_t l = 0; l < n; l++) y[ow + l] = ys[l], argmax[ow + l] = is[l];
+        }
+    }
+#else
+    for (int64_t ow = 0; ow < Q; ow++) {
+        const int32_t i0 = base + int32_t(2 * ow);
+        float best = r0[2 * ow];
+        int32_t best_i = i0;
+        // Starting from the first element equals PyTorch's start from -inf.
+        take_max(r0[2 * ow + 1], i0 + 1, &best, &best_i);
+        take_max(r1[2 * ow], i0 + W, &best, &best_i);
+        take_max(r1[2 * ow + 1], i0 + W + 1, &best, &best_i);
+        y[ow] = best;
+        argmax[ow] = best_i;
+    }
+#endif
 }
 
 // The larger of a and b, NaN if either is NaN: the value take_max keeps.
@@ -72,22 +139,9 @@ void maxpool2d_forward(float* y, int32_t* argmax, const float* x, const Pool2dPa
         }
         int32_t* ap = argmax + nc * P * Q;
         if (p.kernel == 2 && p.stride == 2) {  // LeNet's pools
-            for (int64_t oh = 0; oh < P; oh++) {
-                const float* r0 = xp + 2 * oh * W;
-                const float* r1 = r0 + W;
-                const int32_t base = int32_t(2 * oh * W);
-                for (int64_t ow = 0; ow < Q; ow++) {
-                    const int32_t i0 = base + int32_t(2 * ow);
-                    float best = r0[2 * ow];
-                    int32_t best_i = i0;
-                    // Starting from the first element equals PyTorch's start from -inf.
-                    take_max(r0[2 * ow + 1], i0 + 1, &best, &best_i);
-                    take_max(r1[2 * ow], i0 + int32_t(W), &best, &best_i);
-                    take_max(r1[2 * ow + 1], i0 + int32_t(W) + 1, &best, &best_i);
-                    yp[oh * Q + ow] = best;
-                    ap[oh * Q + ow] = best_i;
-                }
-            }
+            for (int64_t oh = 0; oh < P; oh++)
+                maxpool2x2_row(yp + oh * Q, ap + oh * Q, xp + 2 * oh * W, xp + (2 * oh + 1) * W,
+                               int32_t(2 * oh * W), int32_t(W), Q);
             continue;
         }
         for (int64_t oh = 0; oh < P; oh++)
