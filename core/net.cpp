@@ -252,7 +252,12 @@ void Net::for_chunks(int64_t N, Body&& body) {
     const int64_t chunk = 16, nchunks = (N + chunk - 1) / chunk;
     const int nt = int(std::min<int64_t>(get_num_threads(), nchunks));
     prepare(std::min(N, chunk), nt, 0);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    if (nt == 1) {  // no OpenMP region: entering one costs a team allocation per call
+        SerialScope serial;
+        for (int64_t c = 0; c < nchunks; c++) body(workspaces_[0], c * chunk, std::min(chunk, N - c * chunk));
+        return;
+    }
+#pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t c = 0; c < nchunks; c++) {
 #ifdef _OPENMP
         Workspace& ws = workspaces_[size_t(omp_get_thread_num())];
@@ -294,33 +299,22 @@ double Net::train_step(float* out, float* const* grads, const float* x, const in
     double block_loss[kMaxBlocks] = {0};
     const float scale = loss == LossKind::CrossEntropy ? 1.0f / float(N)
                                                        : 2.0f / float(N * classes);
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-#ifdef _OPENMP
-        Workspace& ws = workspaces_[size_t(omp_get_thread_num())];
-#else
-        Workspace& ws = workspaces_[0];
-#endif
-#pragma omp for schedule(static)
-        for (int64_t b = 0; b < nblocks; b++) {
-            const int64_t n0 = N * b / nblocks, n = N * (b + 1) / nblocks - n0;
-            const float* xb = x + n0 * in_size;
-            float* gb = grad_blocks_.data() + b * P;
-            std::memset(gb, 0, sizeof(float) * P);
-            forward_block(ws, xb, n, params, true);
-            const float* logits = act(ws, xb, layers_.size());
-            std::memcpy(out + n0 * classes, logits, sizeof(float) * n * classes);
-            block_loss[b] = loss == LossKind::CrossEntropy
-                ? softmax_cross_entropy_sum(ws.grad_a.data(), logits, labels + n0, n, classes, scale)
-                : mse_onehot_sum(ws.grad_a.data(), logits, labels + n0, n, classes, scale);
-            backward_block(ws, xb, n, params, gb);
-        }
-        // Reduce the block gradients in block order; threads own disjoint parameter ranges.
-        int t = 0, T = 1;
-#ifdef _OPENMP
-        t = omp_get_thread_num(), T = omp_get_num_threads();
-#endif
-        const int64_t lo = P * t / T, hi = P * (t + 1) / T;
+    // Block b: forward, loss and backward of its samples into its own gradient block.
+    auto run_block = [&](Workspace& ws, int64_t b) {
+        const int64_t n0 = N * b / nblocks, n = N * (b + 1) / nblocks - n0;
+        const float* xb = x + n0 * in_size;
+        float* gb = grad_blocks_.data() + b * P;
+        std::memset(gb, 0, sizeof(float) * P);
+        forward_block(ws, xb, n, params, true);
+        const float* logits = act(ws, xb, layers_.size());
+        std::memcpy(out + n0 * classes, logits, sizeof(float) * n * classes);
+        block_loss[b] = loss == LossKind::CrossEntropy
+            ? softmax_cross_entropy_sum(ws.grad_a.data(), logits, labels + n0, n, classes, scale)
+            : mse_onehot_sum(ws.grad_a.data(), logits, labels + n0, n, classes, scale);
+        backward_block(ws, xb, n, params, gb);
+    };
+    // The block gradients summed in block order over the flat range [lo, hi).
+    auto reduce = [&](int64_t lo, int64_t hi) {
         for (size_t p = 0; p < param_offsets_.size(); p++) {
             const int64_t off = param_offsets_[p], size = numel(param_shapes_[p]);
             const int64_t a = std::max(lo, off), e = std::min(hi, off + size);
@@ -331,6 +325,23 @@ double Net::train_step(float* out, float* const* grads, const float* x, const in
                 const float* src = grad_blocks_.data() + b * P + a;
                 for (int64_t i = 0; i < e - a; i++) dst[i] += src[i];
             }
+        }
+    };
+    if (nt == 1) {  // no OpenMP region: entering one costs a team allocation per call
+        SerialScope serial;
+        for (int64_t b = 0; b < nblocks; b++) run_block(workspaces_[0], b);
+        reduce(0, P);
+    } else {
+#pragma omp parallel num_threads(nt)
+        {
+#ifdef _OPENMP
+            const int t = omp_get_thread_num(), T = omp_get_num_threads();
+#else
+            const int t = 0, T = 1;
+#endif
+#pragma omp for schedule(static)
+            for (int64_t b = 0; b < nblocks; b++) run_block(workspaces_[size_t(t)], b);
+            reduce(P * t / T, P * (t + 1) / T);  // threads own disjoint parameter ranges
         }
     }
     double total = 0.0;

@@ -18,7 +18,11 @@ int initial_threads() {
 #endif
 }
 std::atomic<int> g_threads{initial_threads()};
+thread_local int t_serial_scopes = 0;
 }  // namespace
+
+SerialScope::SerialScope() { t_serial_scopes++; }
+SerialScope::~SerialScope() { t_serial_scopes--; }
 
 int get_num_threads() { return g_threads.load(std::memory_order_relaxed); }
 
@@ -31,6 +35,7 @@ void set_num_threads(int n) {
 }
 
 int threads_for(int64_t work) {
+    if (t_serial_scopes > 0) return 1;
 #ifdef _OPENMP
     if (omp_get_level() > 0) return 1;  // inside a team, even a one-thread one (the fused net)
 #endif

@@ -12,4 +12,26 @@ void set_num_threads(int n);
 // fork, or when the caller already runs inside a parallel region.
 int threads_for(int64_t work);
 
+// While one lives, the calling thread runs one share of work that is already split (the
+// fused net on one thread): threads_for() returns 1 there, as inside an OpenMP team.
+class SerialScope {
+public:
+    SerialScope();
+    ~SerialScope();
+    SerialScope(const SerialScope&) = delete;
+    SerialScope& operator=(const SerialScope&) = delete;
+};
+
+// Runs body(i) for every i in [0, n) on `threads` threads (static schedule), or on the calling
+// thread when threads <= 1: no OpenMP region then, which would cost a team allocation per call.
+template <class F>
+void parallel_for(int64_t n, int threads, F&& body) {
+    if (threads <= 1) {
+        for (int64_t i = 0; i < n; i++) body(i);
+        return;
+    }
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t i = 0; i < n; i++) body(i);
+}
+
 }  // namespace pylenet

@@ -106,8 +106,7 @@ inline float max_nan(float a, float b) { return (b > a) | (b != b) ? b : a; }
 
 void maxpool2d_forward(float* y, int32_t* argmax, const float* x, const Pool2dParams& p) {
     const int64_t P = p.out_h(), Q = p.out_w(), planes = p.N * p.C, W = p.W;
-#pragma omp parallel for num_threads(threads_for(planes * P * Q * p.kernel * p.kernel))
-    for (int64_t nc = 0; nc < planes; nc++) {
+    parallel_for(planes, threads_for(planes * P * Q * p.kernel * p.kernel), [&](int64_t nc) {
         const float* xp = x + nc * p.H * W;
         float* yp = y + nc * P * Q;
         if (!argmax && p.kernel == 2 && p.stride == 2) {  // values only (inference)
@@ -124,7 +123,7 @@ void maxpool2d_forward(float* y, int32_t* argmax, const float* x, const Pool2dPa
                         yp[oh * Q + w0 / 2 + c] = max_nan(rows[2 * c], rows[2 * c + 1]);
                 }
             }
-            continue;
+            return;
         }
         if (!argmax) {
             for (int64_t oh = 0; oh < P; oh++)
@@ -135,14 +134,14 @@ void maxpool2d_forward(float* y, int32_t* argmax, const float* x, const Pool2dPa
                             best = max_nan(best, xp[(oh * p.stride + r) * W + ow * p.stride + s]);
                     yp[oh * Q + ow] = best;
                 }
-            continue;
+            return;
         }
         int32_t* ap = argmax + nc * P * Q;
         if (p.kernel == 2 && p.stride == 2) {  // LeNet's pools
             for (int64_t oh = 0; oh < P; oh++)
                 maxpool2x2_row(yp + oh * Q, ap + oh * Q, xp + 2 * oh * W, xp + (2 * oh + 1) * W,
                                int32_t(2 * oh * W), int32_t(W), Q);
-            continue;
+            return;
         }
         for (int64_t oh = 0; oh < P; oh++)
             for (int64_t ow = 0; ow < Q; ow++) {
@@ -157,25 +156,23 @@ void maxpool2d_forward(float* y, int32_t* argmax, const float* x, const Pool2dPa
                 yp[oh * Q + ow] = best;
                 ap[oh * Q + ow] = best_i;
             }
-    }
+    });
 }
 
 void maxpool2d_backward(float* dx, const float* dy, const int32_t* argmax, int64_t N, int64_t C,
                         int64_t H, int64_t W, int64_t P, int64_t Q) {
     const int64_t planes = N * C;
-#pragma omp parallel for num_threads(threads_for(planes * H * W))
-    for (int64_t nc = 0; nc < planes; nc++) {
+    parallel_for(planes, threads_for(planes * H * W), [&](int64_t nc) {
         float* dxp = dx + nc * H * W;
         std::memset(dxp, 0, sizeof(float) * H * W);
         for (int64_t i = 0; i < P * Q; i++) dxp[argmax[nc * P * Q + i]] += dy[nc * P * Q + i];
-    }
+    });
 }
 
 void avgpool2d_forward(float* y, const float* x, const Pool2dParams& p) {
     const int64_t P = p.out_h(), Q = p.out_w(), planes = p.N * p.C;
     const float scale = 1.0f / float(p.kernel * p.kernel);
-#pragma omp parallel for num_threads(threads_for(planes * P * Q * p.kernel * p.kernel))
-    for (int64_t nc = 0; nc < planes; nc++) {
+    parallel_for(planes, threads_for(planes * P * Q * p.kernel * p.kernel), [&](int64_t nc) {
         const float* xp = x + nc * p.H * p.W;
         for (int64_t oh = 0; oh < P; oh++)
             for (int64_t ow = 0; ow < Q; ow++) {
@@ -185,14 +182,13 @@ void avgpool2d_forward(float* y, const float* x, const Pool2dParams& p) {
                         acc += xp[(oh * p.stride + r) * p.W + ow * p.stride + s];
                 y[nc * P * Q + oh * Q + ow] = acc * scale;
             }
-    }
+    });
 }
 
 void avgpool2d_backward(float* dx, const float* dy, const Pool2dParams& p) {
     const int64_t P = p.out_h(), Q = p.out_w(), planes = p.N * p.C;
     const float scale = 1.0f / float(p.kernel * p.kernel);
-#pragma omp parallel for num_threads(threads_for(planes * P * Q * p.kernel * p.kernel))
-    for (int64_t nc = 0; nc < planes; nc++) {
+    parallel_for(planes, threads_for(planes * P * Q * p.kernel * p.kernel), [&](int64_t nc) {
         float* dxp = dx + nc * p.H * p.W;
         std::memset(dxp, 0, sizeof(float) * p.H * p.W);
         for (int64_t oh = 0; oh < P; oh++)
@@ -202,7 +198,7 @@ void avgpool2d_backward(float* dx, const float* dy, const Pool2dParams& p) {
                     for (int64_t s = 0; s < p.kernel; s++)
                         dxp[(oh * p.stride + r) * p.W + ow * p.stride + s] += g;
             }
-    }
+    });
 }
 
 }  // namespace pylenet

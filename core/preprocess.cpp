@@ -9,8 +9,7 @@ void gather_pad_normalize(float* out, const uint8_t* images, const int64_t* idx,
                           int64_t H, int64_t W, int64_t pad, const float* lut) {
     const int64_t Hp = H + 2 * pad, Wp = W + 2 * pad;
     const float bg = lut[0];
-#pragma omp parallel for num_threads(threads_for(n * Hp * Wp * 4))
-    for (int64_t i = 0; i < n; i++) {
+    parallel_for(n, threads_for(n * Hp * Wp * 4), [&](int64_t i) {
         const uint8_t* img = images + (idx ? idx[i] : i) * H * W;
         float* o = out + i * Hp * Wp;
         for (int64_t h = 0; h < Hp; h++) {
@@ -25,7 +24,7 @@ void gather_pad_normalize(float* out, const uint8_t* images, const int64_t* idx,
             for (int64_t w = 0; w < W; w++) row[pad + w] = lut[src[w]];
             for (int64_t w = pad + W; w < Wp; w++) row[w] = bg;
         }
-    }
+    });
 }
 
 }  // namespace pylenet
