@@ -242,7 +242,8 @@ $(CLANG_BUILD)/peak: bench/peak_main.cpp bench/peak.cpp bench/bench_common.h $(C
 
 test-clang-cpp: $(CLANG_BUILD)/test_core $(CLANG_BUILD)/peak
 	@echo "clang build: $$($(CLANG_CXX) --version | head -1); OpenMP flag $(CLANG_OMP)"
-	$(CLANG_BUILD)/test_core
+	@set -e; for level in $$($(CLANG_BUILD)/test_core --levels); do \
+	    echo "== clang C++ tests, SIMD level $$level"; PYLENET_SIMD=$$level $(CLANG_BUILD)/test_core; done
 	bench/check_peak_asm.sh $(CLANG_BUILD)/peak
 
 test-clang-py:
