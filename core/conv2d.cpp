@@ -10,6 +10,7 @@
 #include "igemm.h"
 #include "im2col.h"
 #include "parallel.h"
+#include "reduce.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -116,13 +117,7 @@ void conv2d_backward_images(float* dx, float* dw, float* db, const float* x, con
         im2col(s.col, x + i * p.C * p.H * p.W, p);
         igemm_nt(dw, dyi, PQ, p.K, CRS, s.col, s.off, PQ);  // dw (K, CRS) += dy_i col^T
         if (db)
-            for (int64_t k = 0; k < p.K; k++) {
-                const float* row = dyi + k * PQ;
-                float acc = 0.0f;
-#pragma omp simd reduction(+ : acc)
-                for (int64_t j = 0; j < PQ; j++) acc += row[j];
-                db[k] += acc;
-            }
+            for (int64_t k = 0; k < p.K; k++) db[k] += sum(dyi + k * PQ, PQ);
         if (!dx) continue;
         igemm_nn(s.dcol, PQ, s.wT, CRS, p.K, dyi, s.off, PQ, /*accumulate=*/false);
         col2im(dx + i * p.C * p.H * p.W, s.dcol, p);

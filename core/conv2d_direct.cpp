@@ -12,6 +12,7 @@
 
 #include "activations.h"
 #include "igemm.h"
+#include "reduce.h"
 #include "transpose.h"
 
 namespace pylenet {
@@ -95,14 +96,6 @@ void position_offsets(int64_t* offp, const Conv2dParams& p, const Wide& g) {
 // Whether the exact-grid kernels apply: output channels fill whole 16-lane tiles.
 inline bool exact_grid(const Conv2dParams& p) { return p.K % 16 == 0; }
 
-// True when every value is finite: x - x is 0 for numbers and NaN for Inf/NaN.
-bool all_finite(const float* x, int64_t n) {
-    float acc = 0.0f;
-#pragma omp simd reduction(+ : acc)
-    for (int64_t i = 0; i < n; i++) acc += x[i] - x[i];
-    return acc == 0.0f;
-}
-
 }  // namespace
 
 int64_t conv2d_direct_workspace(const Conv2dParams& p) { return carve(nullptr, p).total; }
@@ -182,13 +175,7 @@ bool conv2d_backward_direct(float* dx, float* dw, float* db, const float* x, con
             igemm_nt(dw, s.wide, g.Jp, p.K, CRS, src, s.off, g.J);
         }
         if (db)
-            for (int64_t k = 0; k < p.K; k++) {
-                const float* row = dyi + k * P * Q;
-                float acc = 0.0f;
-#pragma omp simd reduction(+ : acc)
-                for (int64_t j = 0; j < P * Q; j++) acc += row[j];
-                db[k] += acc;
-            }
+            for (int64_t k = 0; k < p.K; k++) db[k] += sum(dyi + k * P * Q, P * Q);
         if (!dx) continue;
         // dx = W^T dy, folded as it is computed: for each tap (r, s) and channel c, the row
         // dxp[c*Hp*Wp + r*Wp + s + j] += sum_k w[k][c][r][s] * dy_wide[k][j]. One call's rows

@@ -82,13 +82,9 @@ void linear_backward_rows(float* dx, float* dw, float* db, const float* x, const
         for (int64_t o = 0; o < p.O; o++) dyT[o * p.N + n] = dy[n * p.O + o];
     // dw (O, I) += dy^T (O, N) * x (N, I)
     igemm_nn(dw, p.I, dyT, p.O, p.N, x, off, p.I, /*accumulate=*/true);
-    if (db)
-        for (int64_t o = 0; o < p.O; o++) {
-            const float* row = dyT + o * p.N;
-            float acc = 0.0f;
-            for (int64_t n = 0; n < p.N; n++) acc += row[n];
-            db[o] += acc;
-        }
+    if (db)  // column sums of dy, row by row: contiguous, no horizontal adds
+        for (int64_t n = 0; n < p.N; n++)
+            for (int64_t o = 0; o < p.O; o++) db[o] += dy[n * p.O + o];
     // dx (N, I) = dy (N, O) * w (O, I)
     if (dx) igemm_nn(dx, p.I, dy, p.N, p.O, w, off, p.I, /*accumulate=*/false);
 }
@@ -133,11 +129,9 @@ void linear_backward(float* dx, float* dw, float* db, const float* x, const floa
         igemm_nn(dx + lo * p.I, p.I, dy + lo * p.O, hi - lo, p.O, w, off, p.I, false);
         row_range(p.O, t, T, &lo, &hi);  // dw rows: dw (O,I) = dy^T (O,N) x (N,I)
         igemm_nn(dw + lo * p.I, p.I, dyT + lo * p.N, hi - lo, p.N, x, off, p.I, false);
-        for (int64_t o = lo; o < hi; o++) {
-            float acc = 0.0f;
-            for (int64_t n = 0; n < p.N; n++) acc += dyT[o * p.N + n];
-            db[o] = acc;
-        }
+        for (int64_t o = lo; o < hi; o++) db[o] = 0.0f;  // column sums of dy, row by row
+        for (int64_t n = 0; n < p.N; n++)
+            for (int64_t o = lo; o < hi; o++) db[o] += dy[n * p.O + o];
     }
 }
 
