@@ -160,7 +160,8 @@ $(SAN_BUILD)/test_core: tests/cpp/test_core.cpp $(SAN_OBJ)
 	$(CXX) $(SAN_CXXFLAGS) $(OMPFLAGS) -Icore $^ -o $@
 
 sanitize-cpp: $(SAN_BUILD)/test_core
-	$(SAN_UBSAN) ASAN_OPTIONS=detect_leaks=1:halt_on_error=1 $(SAN_BUILD)/test_core
+	@set -e; for level in $$($(SAN_BUILD)/test_core --levels); do echo "== sanitized C++ tests, SIMD level $$level"; \
+	    PYLENET_SIMD=$$level $(SAN_UBSAN) ASAN_OPTIONS=detect_leaks=1:halt_on_error=1 $(SAN_BUILD)/test_core; done
 
 sanitize-py:
 	rm -rf $(SAN_BUILD)/py
