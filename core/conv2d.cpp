@@ -12,9 +12,6 @@
 #include "parallel.h"
 #include "reduce.h"
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 namespace pylenet {
 
@@ -127,17 +124,12 @@ void conv2d_backward_images(float* dx, float* dw, float* db, const float* x, con
 void conv2d_forward(float* y, const float* x, const float* w, const float* b,
                     const Conv2dParams& p) {
     const int64_t PQ = p.out_h() * p.out_w(), ws_size = conv2d_workspace(p);
-    const int nt = threads_for(p.N * p.K * PQ * p.crs());
+    const int nt = int(std::min<int64_t>(threads_for(p.N * p.K * PQ * p.crs()), std::max<int64_t>(p.N, 1)));
     std::vector<float> ws(size_t(nt) * ws_size);
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (int64_t n = 0; n < p.N; n++) {
-#ifdef _OPENMP
-        float* mine = ws.data() + int64_t(omp_get_thread_num()) * ws_size;
-#else
-        float* mine = ws.data();
-#endif
+    parallel_for(p.N, nt, [&](int64_t n) {
+        float* mine = ws.data() + int64_t(thread_index()) * ws_size;
         conv2d_forward_images(y + n * p.K * PQ, x + n * p.C * p.H * p.W, w, b, 1, p, mine);
-    }
+    });
 }
 
 // The batch is cut into blocks whose count depends only on N; each block sums its images'
@@ -147,21 +139,16 @@ void conv2d_backward(float* dx, float* dw, float* db, const float* x, const floa
     const int64_t PQ = p.out_h() * p.out_w(), KCRS = p.K * p.crs(), ws_size = conv2d_workspace(p);
     const int64_t block = std::max<int64_t>(4, (p.N + 15) / 16);
     const int64_t nblocks = (p.N + block - 1) / block;
-    const int nt = threads_for(3 * p.N * p.K * PQ * p.crs());
+    const int nt = int(std::min<int64_t>(threads_for(3 * p.N * p.K * PQ * p.crs()), nblocks));
     std::vector<float> ws(size_t(nt) * ws_size);
     std::vector<float> dw_part(size_t(nblocks) * KCRS, 0.0f), db_part(size_t(nblocks) * p.K, 0.0f);
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (int64_t blk = 0; blk < nblocks; blk++) {
-#ifdef _OPENMP
-        float* mine = ws.data() + int64_t(omp_get_thread_num()) * ws_size;
-#else
-        float* mine = ws.data();
-#endif
+    parallel_for(nblocks, nt, [&](int64_t blk) {
+        float* mine = ws.data() + int64_t(thread_index()) * ws_size;
         const int64_t n0 = blk * block, n = std::min(p.N, n0 + block) - n0;
         conv2d_backward_images(dx + n0 * p.C * p.H * p.W, dw_part.data() + blk * KCRS,
                                db_part.data() + blk * p.K, x + n0 * p.C * p.H * p.W, w,
                                dy + n0 * p.K * PQ, n, p, mine);
-    }
+    });
     std::memset(dw, 0, sizeof(float) * KCRS);
     std::memset(db, 0, sizeof(float) * p.K);
     for (int64_t blk = 0; blk < nblocks; blk++) {

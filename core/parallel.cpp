@@ -21,6 +21,14 @@ std::atomic<int> g_threads{initial_threads()};
 thread_local int t_serial_scopes = 0;
 }  // namespace
 
+int thread_index() {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
 SerialScope::SerialScope() { t_serial_scopes++; }
 SerialScope::~SerialScope() { t_serial_scopes--; }
 

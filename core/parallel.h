@@ -12,6 +12,9 @@ void set_num_threads(int n);
 // fork, or when the caller already runs inside a parallel region.
 int threads_for(int64_t work);
 
+// This thread's index in the running parallel_for team (0 outside one).
+int thread_index();
+
 // While one lives, the calling thread runs one share of work that is already split (the
 // fused net on one thread): threads_for() returns 1 there, as inside an OpenMP team.
 class SerialScope {
