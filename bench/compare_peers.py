@@ -32,7 +32,7 @@ really kept busy.
 
 Prints one fixed-format line per (workload, library, variant), then a ratio table (pylenet speed
 over each peer's and over the fastest peer's), and writes JSON (default build/compare_peers.json).
-Usage: python bench/compare_peers.py [--quick] [--threads 1,2] [--simd LEVEL]
+Usage: python bench/compare_peers.py [--quick] [--threads 1,2] [--simd LEVEL] [--peers-isa match|native]
        [--peers torch,torch.compile,jax] [--batches 16,64,256] [--data DIR] [--out PATH]
 --simd sets PYLENET_SIMD before pylenet is imported. pylenet is imported from wherever Python
 finds it (PYTHONPATH, an install), else from this checkout (--checkout forces the checkout).
@@ -58,6 +58,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 LR, MOMENTUM = 0.01, 0.9
 PEERS = ("torch", "torch.compile", "jax")
+# pylenet level -> (ONEDNN_MAX_CPU_ISA, inductor's cpp.simdlen, XLA --xla_cpu_max_isa): what
+# the peers' convolutions, matrix products and generated kernels may use. ATEN_CPU_CAPABILITY is
+# left alone (torch 2.13's inductor fails its own bounds check with it), so torch's element-wise
+# ATen kernels keep the CPU's best level.
+PEER_ISA = {"avx2": ("AVX2", 8, "AVX2"), "sse2": ("SSE41", 4, "SSE4_2")}
 TOL = {"loss": 1e-5, "logits": 1e-4, "grads": 1e-3, "update": 1e-3}  # relative errors
 HEADLINE = ("train b64", 2)
 
@@ -69,6 +74,10 @@ def parse_args(argv=None):
     ap.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
     ap.add_argument("--simd", default=None, help="pylenet SIMD level (avx512, avx2, sse2, neon, auto)")
     ap.add_argument("--peers", default=",".join(PEERS), help=f"peers to run (default {','.join(PEERS)})")
+    ap.add_argument("--peers-isa", choices=("match", "native"), default="match",
+                    help="with --simd avx2/sse2, cap the peers' instruction set to the same level "
+                         "(ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA, XLA's --xla_cpu_max_isa), as on "
+                         "a CPU without AVX-512 (default match); native: leave them at their best")
     ap.add_argument("--batches", default=None, help="training batch sizes (default 16,64,256; quick 64)")
     ap.add_argument("--data", default=default_data, help=f"MNIST folder (default {default_data})")
     ap.add_argument("--out", default=str(REPO / "build" / "compare_peers.json"), help="JSON output")
@@ -100,6 +109,7 @@ def worker_argv(args, threads: int, out: str) -> list[str]:
             "--rounds", str(args.rounds)]
     if args.simd:
         argv += ["--simd", args.simd]
+    argv += ["--peers-isa", args.peers_isa]
     if args.quick:
         argv.append("--quick")
     if args.checkout:
@@ -473,6 +483,13 @@ class Worker:
             os.environ["XLA_FLAGS"] = (flags + " --xla_cpu_multi_thread_eigen=false").strip()
         if self.args.simd:
             os.environ["PYLENET_SIMD"] = self.args.simd
+        cap = PEER_ISA.get(self.args.simd) if self.args.peers_isa == "match" else None
+        self.inductor_simdlen = None
+        if cap:  # the peers see (nearly) the CPU a user of that level has
+            os.environ["ONEDNN_MAX_CPU_ISA"], self.inductor_simdlen, xla = cap
+            os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" --xla_cpu_max_isa={xla}").strip()
+            self.notes.append(f"peers capped to {self.args.simd}: ONEDNN_MAX_CPU_ISA={cap[0]}, "
+                              f"inductor cpp.simdlen={cap[1]}, --xla_cpu_max_isa={xla}")
 
     def import_libraries(self):
         """torch (first: the process then uses its libgomp for both), pylenet, then jax."""
@@ -481,6 +498,9 @@ class Worker:
         try:
             import torch
             self.torch = torch
+            if self.inductor_simdlen:
+                import torch._inductor.config as inductor_config
+                inductor_config.cpp.simdlen = self.inductor_simdlen
             torch.set_num_interop_threads(1)
             torch.set_num_threads(self.threads)
         except ImportError as e:
