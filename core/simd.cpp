@@ -2,6 +2,7 @@
 #include "simd.h"
 
 #include <atomic>
+#include <mutex>
 #include <cstdlib>
 #include <stdexcept>
 
@@ -76,7 +77,8 @@ int level_index(const std::string& name, const char* where) {
 // The process-wide choice: made once from PYLENET_SIMD; a bad value is kept as an error
 // for simd_level() to report, while the kernels fall back to the best level.
 struct State {
-    std::atomic<int> index{0};
+    std::atomic<int> index{0};  // read by every kernel call
+    std::mutex mutex;           // guards error
     std::string error;
     State() {
         const char* env = std::getenv("PYLENET_SIMD");
@@ -110,13 +112,17 @@ bool simd_supported(const std::string& name) {
 
 std::string simd_level() {
     State& s = state();
-    if (!s.error.empty()) throw std::invalid_argument(s.error);
+    {
+        std::lock_guard<std::mutex> lock(s.mutex);
+        if (!s.error.empty()) throw std::invalid_argument(s.error);
+    }
     return kLevels[s.index.load(std::memory_order_relaxed)].name;
 }
 
 void simd_set_level(const std::string& name) {
     const int i = level_index(name, "simd level ");
     State& s = state();
+    std::lock_guard<std::mutex> lock(s.mutex);
     s.index.store(i, std::memory_order_relaxed);
     s.error.clear();
 }

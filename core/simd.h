@@ -26,6 +26,7 @@ bool simd_supported(const std::string& name);
 std::string simd_level();
 // Uses `name` ("auto" = the best supported) from now on, process-wide; throws
 // std::invalid_argument, changing nothing, when it is unknown or this CPU cannot run it.
+// Calls already running finish at the level they started with.
 void simd_set_level(const std::string& name);
 // The kernel table of the level in use (never throws; the best level if PYLENET_SIMD was bad).
 const IgemmKernels& simd_kernels();
