@@ -26,7 +26,8 @@ bool simd_supported(const std::string& name);
 std::string simd_level();
 // Uses `name` ("auto" = the best supported) from now on, process-wide; throws
 // std::invalid_argument, changing nothing, when it is unknown or this CPU cannot run it.
-// Calls already running finish at the level they started with.
+// Each kernel call reads the level once: switch while no other thread runs kernels, or a step
+// running meanwhile mixes levels (float32 rounding apart, the same results).
 void simd_set_level(const std::string& name);
 // The kernel table of the level in use (never throws; the best level if PYLENET_SIMD was bad).
 const IgemmKernels& simd_kernels();
