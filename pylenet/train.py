@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -23,28 +24,52 @@ class TrainingDiverged(FloatingPointError):
     """The loss became NaN or Inf; the message says where and which checkpoint is still good."""
 
 
-class History:
-    """Per-epoch records (loss, accuracy, val_*, lr, time, images_per_s); history["loss"] -> list."""
+class History(Mapping):
+    """Per-epoch records as a read-only mapping: history["loss"] -> [value per epoch].
+
+    Keys are the metrics seen (epoch, lr, loss, accuracy, time, images_per_s, skipped, val_*),
+    in first-seen order; len(history) counts them and history.epochs counts the epochs. An
+    unknown key raises KeyError naming the known ones; an epoch missing a metric gives None.
+    """
 
     def __init__(self, records: list[dict] | None = None):
         self.records = list(records or [])
 
     def append(self, record: dict) -> None:
+        """Adds one epoch's record."""
         self.records.append(record)
 
+    def _keys(self) -> list:
+        return list(dict.fromkeys(k for r in self.records for k in r))
+
     def __getitem__(self, key: str) -> list:
+        if not isinstance(key, str) or not any(key in r for r in self.records):
+            raise KeyError(f"History has no metric {key!r}; it has {self._keys()} "
+                           f"(history.records[i] is epoch i+1's record)")
         return [r.get(key) for r in self.records]
 
+    def __iter__(self):
+        return iter(self._keys())
+
     def __len__(self):
+        return len(self._keys())
+
+    @property
+    def epochs(self) -> int:
+        """Number of epochs recorded."""
         return len(self.records)
+
+    @property
+    def history(self) -> dict:
+        """Keras's History.history: {metric: [value per epoch]}."""
+        return self.to_dict()
 
     def to_dict(self) -> dict:
         """{metric: [value per epoch]} over every metric seen."""
-        keys = sorted({k for r in self.records for k in r})
-        return {k: self[k] for k in keys}
+        return {k: self[k] for k in self._keys()}
 
     def __repr__(self):
-        return f"History({len(self.records)} epochs)"
+        return f"History({self.epochs} epochs: {', '.join(self._keys())})"
 
 
 def _check_dataset(name: str, data) -> tuple[np.ndarray, np.ndarray]:

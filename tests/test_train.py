@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import pylenet
-from pylenet import LeNet5, Trainer, TrainingDiverged, evaluate, fit, ops, predict
+from pylenet import History, LeNet5, Trainer, TrainingDiverged, evaluate, fit, ops, predict
 from pylenet.checkpoint import load_checkpoint
 from pylenet.data import pad_and_normalize
 from pylenet.losses import CrossEntropyLoss
@@ -67,7 +67,7 @@ def train_once(data, *, threads=2, seed=0, model_seed=0, epochs=2, batch_size=64
 def test_fit_returns_history_with_per_epoch_records(train_data, test_data):
     model = LeNet5()
     history = fit(model, train_data, epochs=3, validation=test_data, progress=False, threads=2)
-    assert len(history) == 3
+    assert history.epochs == 3
     assert history["epoch"] == [1, 2, 3]
     for key in ("loss", "accuracy", "time", "images_per_s", "lr", "val_loss", "val_accuracy", "skipped"):
         values = history[key]
@@ -171,7 +171,7 @@ def test_resume_from_checkpoint_is_bit_identical_to_a_straight_run(make, train_d
     opt_c, sched_c = make(model_c)
     trainer = Trainer(model_c, opt_c, scheduler=sched_c, progress=False, threads=2, checkpoint=path)
     trainer.restore(ckpt)
-    assert trainer.epoch == 1 and len(trainer.history) == 1
+    assert trainer.epoch == 1 and trainer.history.epochs == 1
     history = trainer.fit(train_data, epochs=2, validation=test_data)
 
     assert_same_weights(weights(model_a), weights(model_c))
@@ -203,7 +203,7 @@ def test_fit_continues_until_the_total_epoch_count(train_data, tmp_path):
     trainer = Trainer(model, progress=False)
     trainer.fit(train_data, epochs=1)
     trainer.fit(train_data, epochs=1)  # already there: nothing to do
-    assert trainer.epoch == 1 and len(trainer.history) == 1
+    assert trainer.epoch == 1 and trainer.history.epochs == 1
     trainer.fit(train_data, epochs=2)
     assert trainer.epoch == 2 and trainer.history["epoch"] == [1, 2]
 
@@ -275,7 +275,7 @@ def test_on_nonfinite_skip_survives_a_huge_learning_rate(train_data):
     model = LeNet5()
     history = fit(model, train_data, epochs=2, on_nonfinite="skip", progress=False,
                   optimizer=SGD(model.parameters(), lr=1e4, momentum=0.9))
-    assert len(history) == 2
+    assert history.epochs == 2
     assert sum(history["skipped"]) > 0
 
 
@@ -399,3 +399,19 @@ def test_evaluate_and_predict_reject_bad_shapes(test_data):
         predict(model, images[:1, None])
     with pytest.raises(TypeError, match="uint8"):
         predict(model, images[:2].astype(np.float64))
+
+
+def test_history_is_a_mapping_of_metrics():
+    history = History([{"epoch": 1, "loss": 0.5, "images_per_s": 10.0},
+                       {"epoch": 2, "loss": 0.25, "images_per_s": 12.0, "val_loss": 0.3}])
+    # `in` used to fall back to iterating __getitem__(0), (1), ... forever.
+    assert "images_per_s" in history and "val_accuracy" not in history
+    assert list(history.keys()) == ["epoch", "loss", "images_per_s", "val_loss"]
+    assert len(history) == 4 and history.epochs == 2
+    assert dict(history.items())["loss"] == [0.5, 0.25]
+    assert history["val_loss"] == [None, 0.3]          # the epoch that lacks it
+    assert history.get("nope") is None and history.history == history.to_dict()
+    for key in ("nope", 0, -1):
+        with pytest.raises(KeyError, match="has no metric .* it has \\['epoch', 'loss'"):
+            history[key]
+    assert list(History()) == [] and "loss" not in History()
