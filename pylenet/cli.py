@@ -227,12 +227,13 @@ def cmd_predict(args) -> int:
     failed = 0
     for path in args.images:
         try:
-            label, probs = pylenet.predict(model, load_image(path))
+            labels, probs = pylenet.predict(model, load_image(path))
         except (ValueError, OSError) as e:
             print(f"pylenet: error: {e}", file=sys.stderr)
             failed += 1
             continue
-        print(f"{path}: {label} (probability {probs[label]:.3f})")
+        label = int(labels[0])
+        print(f"{path}: {label} (probability {probs[0, label]:.3f})")
     return 1 if failed else 0
 
 
