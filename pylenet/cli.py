@@ -207,7 +207,7 @@ def _confusion_table(confusion) -> str:
 
 def cmd_evaluate(args) -> int:
     import pylenet
-    model = pylenet.LeNet5.load(args.model)
+    model = pylenet.load_model(args.model)
     data = pylenet.load_mnist(args.split, root=args.data)
     result = pylenet.evaluate(model, data)
     if args.json:
@@ -223,7 +223,7 @@ def cmd_evaluate(args) -> int:
 def cmd_predict(args) -> int:
     import pylenet
     from pylenet.images import load_image
-    model = pylenet.LeNet5.load(args.model)
+    model = pylenet.load_model(args.model)
     failed = 0
     for path in args.images:
         try:

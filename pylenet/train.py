@@ -14,6 +14,7 @@ from pylenet.data import MNIST_MEAN, MNIST_STD, _normalize_lut, pad_and_normaliz
 from pylenet.engine import fused_for, loss_name
 from pylenet.losses import get_loss
 from pylenet.optim import SGD
+from pylenet.serialize import architecture, save_model
 
 
 PAD = 2  # MNIST's 28x28 digits zero-padded to LeNet-5's 32x32 input
@@ -215,9 +216,9 @@ class Trainer:
         path = Path(path) if path is not None else self.checkpoint
         if path is None:
             raise ValueError("Trainer.save: no path given and no checkpoint path set")
-        return self.model.save(path, optimizer=self.optimizer, scheduler=self.scheduler,
-                               epoch=self.epoch,
-                               extra={"history": self.history.records, "seed": self.seed,
+        return save_model(path, self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+                          epoch=self.epoch,
+                          extra={"history": self.history.records, "seed": self.seed,
                                       "batch_size": self.batch_size, "loss": getattr(self.loss_fn, "name", "custom")})
 
     def restore(self, ckpt, path="checkpoint") -> None:
@@ -235,9 +236,9 @@ class Trainer:
                 raise CheckpointError(f"{path}: {name} has shape {ckpt.params[name].shape}, the "
                                       f"model expects {param.data.shape}")
         # The seed only chose the initial weights, which the checkpoint replaces.
-        config = {k: v for k, v in getattr(self.model, "config", {}).items() if k != "seed"}
+        config = {k: v for k, v in architecture(self.model).items() if k != "seed"}
         arch = {k: v for k, v in dict(ckpt.arch).items() if k != "seed"}
-        if config and arch != config:
+        if arch != config:
             raise CheckpointError(f"{path} holds a {arch} model, but this one is {config}")
         for name, param in params.items():
             param.data[...] = ckpt.params[name]
