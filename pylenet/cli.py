@@ -8,6 +8,9 @@ import sys
 import time
 from pathlib import Path
 
+from pylenet.recipe import DEFAULT_RECIPE, OPTIMIZERS, SCHEDULES, make_optimizer, make_scheduler
+
+R = DEFAULT_RECIPE
 EPILOG = "Data: --data DIR, else $PYLENET_DATA, else a per-user cache that is downloaded into."
 
 
@@ -19,19 +22,20 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train LeNet-5 on MNIST", epilog=EPILOG,
                        description="Train LeNet-5; writes model.ckpt, metrics.json and curves.png into --out.")
     t.add_argument("--data", metavar="DIR", help="folder with the MNIST IDX files")
-    t.add_argument("--epochs", type=int, default=10, help="total epochs (default 10)")
-    t.add_argument("--batch-size", type=int, default=64, help="default 64")
-    t.add_argument("--lr", type=float, help="learning rate (default 0.02 for sgd, 0.001 for adam)")
-    t.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd", help="default sgd")
-    t.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
-    t.add_argument("--weight-decay", type=float, default=5e-4, help="default 5e-4")
-    t.add_argument("--schedule", choices=["cosine", "step", "none"], default="cosine",
-                   help="learning-rate schedule over the epochs (default cosine)")
+    t.add_argument("--epochs", type=int, default=R["epochs"], help="total epochs (default %(default)s)")
+    t.add_argument("--batch-size", type=int, default=R["batch_size"], help="default %(default)s")
+    t.add_argument("--lr", type=float, help="learning rate (default " + ", ".join(
+        f"{v:g} for {k}" for k, v in R["lr"].items()) + ")")
+    t.add_argument("--optimizer", choices=OPTIMIZERS, default=R["optimizer"], help="default %(default)s")
+    t.add_argument("--momentum", type=float, default=R["momentum"], help="SGD momentum (default %(default)s)")
+    t.add_argument("--weight-decay", type=float, default=R["weight_decay"], help="default %(default)s")
+    t.add_argument("--schedule", choices=SCHEDULES, default=R["schedule"],
+                   help="learning-rate schedule over the epochs (default %(default)s)")
     t.add_argument("--activation", choices=["relu", "tanh", "sigmoid"], default="relu")
     t.add_argument("--pooling", choices=["max", "avg"], default="max")
-    t.add_argument("--loss", choices=["cross_entropy", "mse"], default="cross_entropy")
+    t.add_argument("--loss", choices=["cross_entropy", "mse"], default=R["loss"])
     t.add_argument("--threads", type=int, help="core threads (default: all cores)")
-    t.add_argument("--seed", type=int, default=0, help="weights and shuffling seed (default 0)")
+    t.add_argument("--seed", type=int, default=R["seed"], help="weights and shuffling seed (default %(default)s)")
     t.add_argument("--limit", type=int, metavar="N", help="train on the first N images only")
     t.add_argument("--out", default="runs/lenet5", metavar="DIR", help="default runs/lenet5")
     t.add_argument("--resume", metavar="CKPT", help="continue from a checkpoint written by train")
@@ -67,23 +71,6 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("info", help="print the core's build information")
     return p
-
-
-def _optimizer(args, params):
-    from pylenet.optim import SGD, Adam
-    if args.optimizer == "adam":
-        return Adam(params, lr=args.lr if args.lr is not None else 1e-3, weight_decay=args.weight_decay)
-    return SGD(params, lr=args.lr if args.lr is not None else 0.02, momentum=args.momentum,
-               weight_decay=args.weight_decay)
-
-
-def _scheduler(args, optimizer):
-    from pylenet.optim import CosineLR, StepLR
-    if args.schedule == "cosine":
-        return CosineLR(optimizer, T_max=max(args.epochs, 1))
-    if args.schedule == "step":
-        return StepLR(optimizer, step_size=max(args.epochs // 3, 1), gamma=0.1)
-    return None
 
 
 def _write_json(path: Path, obj) -> None:
@@ -155,8 +142,9 @@ def cmd_train(args) -> int:
         args.batch_size = int(resumed.extra.get("batch_size", args.batch_size))
     else:
         model = pylenet.LeNet5(activation=args.activation, pooling=args.pooling, seed=args.seed)
-    optimizer = _optimizer(args, model.parameters())
-    scheduler = _scheduler(args, optimizer)
+    optimizer = make_optimizer(model.parameters(), args.optimizer, lr=args.lr,
+                               momentum=args.momentum, weight_decay=args.weight_decay)
+    scheduler = make_scheduler(optimizer, args.epochs, args.schedule)
     trainer = pylenet.Trainer(model, optimizer, loss=args.loss, scheduler=scheduler,
                               batch_size=args.batch_size, seed=args.seed, threads=args.threads,
                               progress=progress, checkpoint=ckpt_path)

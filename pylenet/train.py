@@ -13,7 +13,7 @@ from pylenet.checkpoint import CheckpointError
 from pylenet.data import MNIST_MEAN, MNIST_STD, _normalize_lut, pad_and_normalize
 from pylenet.engine import fused_for, loss_name
 from pylenet.losses import get_loss
-from pylenet.optim import SGD
+from pylenet.recipe import DEFAULT_RECIPE, make_optimizer, make_scheduler
 from pylenet.serialize import architecture, save_model
 
 
@@ -187,12 +187,12 @@ class Trainer:
     arithmetic as the layer-by-layer path, without Python between the layers).
     """
 
-    def __init__(self, model, optimizer=None, *, loss="cross_entropy", scheduler=None,
-                 batch_size: int = 64, seed: int = 0, threads: int | None = None,
+    def __init__(self, model, optimizer=None, *, loss=DEFAULT_RECIPE["loss"], scheduler=None,
+                 batch_size: int = DEFAULT_RECIPE["batch_size"], seed: int = DEFAULT_RECIPE["seed"], threads: int | None = None,
                  progress: bool = True, checkpoint=None, on_nonfinite: str = "raise",
                  fused: bool = True):
         self.model = model
-        self.optimizer = optimizer if optimizer is not None else SGD(model.parameters(), lr=0.01, momentum=0.9)
+        self.optimizer = optimizer if optimizer is not None else make_optimizer(model.parameters())
         self.loss_fn = get_loss(loss)
         self.scheduler = scheduler
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
@@ -325,8 +325,9 @@ class Trainer:
         return self.history
 
 
-def fit(model, train, *, epochs: int, batch_size: int = 64, optimizer=None, validation=None,
-        loss="cross_entropy", scheduler=None, seed: int = 0, threads: int | None = None,
+def fit(model, train, *, epochs: int, batch_size: int = DEFAULT_RECIPE["batch_size"],
+        optimizer=None, validation=None, loss=DEFAULT_RECIPE["loss"], scheduler=None,
+        seed: int = DEFAULT_RECIPE["seed"], threads: int | None = None,
         progress: bool = True, checkpoint=None, on_nonfinite: str = "raise",
         fused: bool = True) -> History:
     """Trains `model` on `train` and returns its History.
@@ -335,9 +336,15 @@ def fit(model, train, *, epochs: int, batch_size: int = 64, optimizer=None, vali
     (N, 28, 28), padded to 32x32 and normalised as MNIST, or float (N, C, H, W) used as given;
     or a DataLoader or any re-iterable of (x, y) batches of those.
 
-    optimizer defaults to SGD(lr=0.01, momentum=0.9); validation is evaluated after each
-    epoch; checkpoint, if given, is rewritten atomically after every epoch.
+    Without an optimizer, fit uses pylenet.recipe.DEFAULT_RECIPE, as `pylenet train` does: its
+    optimizer (SGD with momentum and weight decay) and, unless a scheduler is given, its
+    schedule (cosine over `epochs`). validation is evaluated after each epoch; checkpoint, if given, is
+    rewritten atomically after every epoch.
     """
+    if optimizer is None:
+        optimizer = make_optimizer(model.parameters())
+        if scheduler is None and isinstance(epochs, (int, np.integer)) and not isinstance(epochs, bool):
+            scheduler = make_scheduler(optimizer, epochs)
     trainer = Trainer(model, optimizer, loss=loss, scheduler=scheduler, batch_size=batch_size,
                       seed=seed, threads=threads, progress=progress, checkpoint=checkpoint,
                       on_nonfinite=on_nonfinite, fused=fused)

@@ -84,6 +84,20 @@ def assert_one_line_error(code, out, err):
 
 # ------------------------------------------------------------------------------------- train
 
+def test_fit_and_the_cli_share_one_default_recipe(trained, mnist_dir):
+    from pylenet.cli import _parser
+    from pylenet.recipe import DEFAULT_RECIPE
+    args = _parser().parse_args(["train"])
+    for key in ("epochs", "batch_size", "optimizer", "momentum", "weight_decay", "schedule", "loss", "seed"):
+        assert getattr(args, key) == DEFAULT_RECIPE[key], key
+    # The same run both ways, bit for bit: `pylenet train` and fit() with no optimizer given.
+    images, labels = pylenet.load_mnist("train", root=mnist_dir, download=False, progress=False)
+    model = LeNet5(seed=0)
+    pylenet.fit(model, (images[:2000], labels[:2000]), epochs=1, progress=False, threads=2)
+    cli_model = LeNet5.load(trained / "model.ckpt")
+    for name, value in model.state_dict().items():
+        assert np.array_equal(cli_model.state_dict()[name], value), name
+
 def test_train_writes_checkpoint_metrics_and_plot(trained, mnist_dir):
     ckpt = load_checkpoint(trained / "model.ckpt")
     assert ckpt.epoch == 1

@@ -77,14 +77,15 @@ def test_any_sequential_of_built_in_layers_saves_and_loads(tmp_path):
 def test_a_custom_net_trains_resumably_through_a_checkpoint(tmp_path):
     x = np.random.default_rng(0).normal(size=(64, 3, 16, 16)).astype(np.float32)
     y = np.arange(64) % 3
+    sgd = lambda m: pylenet.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)  # noqa: E731
     straight = custom_net()
-    pylenet.fit(straight, (x, y), epochs=2, batch_size=16, progress=False)
+    pylenet.fit(straight, (x, y), epochs=2, batch_size=16, progress=False, optimizer=sgd(straight))
     first = custom_net()
     ckpt = tmp_path / "run.ckpt"
-    pylenet.fit(first, (x, y), epochs=1, batch_size=16, progress=False, checkpoint=ckpt)
+    pylenet.fit(first, (x, y), epochs=1, batch_size=16, progress=False, checkpoint=ckpt,
+                optimizer=sgd(first))
     model = pylenet.load_model(ckpt)
-    trainer = pylenet.Trainer(model, pylenet.optim.SGD(model.parameters(), lr=0.01, momentum=0.9),
-                              batch_size=16, progress=False)
+    trainer = pylenet.Trainer(model, sgd(model), batch_size=16, progress=False)
     trainer.restore(load_checkpoint(ckpt), ckpt)
     trainer.fit((x, y), epochs=2)
     for name, value in straight.state_dict().items():

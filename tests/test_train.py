@@ -75,7 +75,8 @@ def test_fit_returns_history_with_per_epoch_records(train_data, test_data):
     assert all(0.0 <= a <= 1.0 for a in history["accuracy"] + history["val_accuracy"])
     assert all(t > 0 for t in history["time"])
     assert history["skipped"] == [0, 0, 0]
-    assert history["lr"] == [0.01, 0.01, 0.01]  # the default SGD(lr=0.01, momentum=0.9), no schedule
+    # The default recipe: SGD at lr 0.02 under a cosine schedule over the 3 epochs.
+    assert history["lr"] == pytest.approx([0.02, 0.015, 0.005])
     # It learns: the loss falls and the last epoch is well above chance on held-out digits.
     assert history["loss"][2] < history["loss"][0]
     assert history["val_accuracy"][2] > 0.3  # chance is 0.1; 0.53 measured
@@ -185,9 +186,12 @@ def test_resume_from_checkpoint_is_bit_identical_to_a_straight_run(make, train_d
 
 def test_resume_history_matches_straight_run(train_data, tmp_path):
     model_a = LeNet5(seed=0)
-    hist_a = fit(model_a, train_data, epochs=2, progress=False)
+    hist_a = fit(model_a, train_data, epochs=2, progress=False,
+                 optimizer=SGD(model_a.parameters(), lr=0.01, momentum=0.9))
     path = tmp_path / "r.ckpt"
-    fit(LeNet5(seed=0), train_data, epochs=1, progress=False, checkpoint=path)
+    model_b = LeNet5(seed=0)
+    fit(model_b, train_data, epochs=1, progress=False, checkpoint=path,
+        optimizer=SGD(model_b.parameters(), lr=0.01, momentum=0.9))
     model_c = LeNet5(seed=0)
     trainer = Trainer(model_c, SGD(model_c.parameters(), lr=0.01, momentum=0.9), progress=False,
                       checkpoint=path)
