@@ -8,20 +8,25 @@ import sys
 import time
 from pathlib import Path
 
+from pylenet._version import __version__
+from pylenet.data import DATASETS
 from pylenet.recipe import DEFAULT_RECIPE, OPTIMIZERS, SCHEDULES, make_optimizer, make_scheduler
 
 R = DEFAULT_RECIPE
-EPILOG = "Data: --data DIR, else $PYLENET_DATA, else a per-user cache that is downloaded into."
+EPILOG = ("Data: --data DIR (a folder of MNIST-format IDX files, used as it is; --download fetches "
+          "missing files into it), else $PYLENET_DATA (MNIST), else a per-user cache that is "
+          "downloaded into.")
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pylenet", description="Train and use LeNet-5 on MNIST.",
                                 epilog=EPILOG)
+    p.add_argument("--version", action="version", version=f"pylenet {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     t = sub.add_parser("train", help="train LeNet-5 on MNIST", epilog=EPILOG,
                        description="Train LeNet-5; writes model.ckpt, metrics.json and curves.png into --out.")
-    t.add_argument("--data", metavar="DIR", help="folder with the MNIST IDX files")
+    _data_arguments(t)
     t.add_argument("--epochs", type=int, default=R["epochs"], help="total epochs (default %(default)s)")
     t.add_argument("--batch-size", type=int, default=R["batch_size"], help="default %(default)s")
     t.add_argument("--lr", type=float, help="learning rate (default " + ", ".join(
@@ -44,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="accuracy and confusion matrix on the MNIST test set",
                        epilog=EPILOG)
     e.add_argument("--model", required=True, metavar="CKPT")
-    e.add_argument("--data", metavar="DIR", help="folder with the MNIST IDX files")
+    _data_arguments(e)
     e.add_argument("--split", choices=["test", "train"], default="test")
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -71,6 +76,57 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("info", help="print the core's build information")
     return p
+
+
+def _data_arguments(parser) -> None:
+    parser.add_argument("--data", metavar="DIR",
+                        help="folder with the dataset's IDX files (.gz or not); nothing is "
+                             "downloaded into it unless --download is given")
+    parser.add_argument("--dataset", choices=list(DATASETS), default="mnist",
+                        help="which MNIST-format dataset (default mnist); emnist-digits must be "
+                             "placed in --data DIR by hand")
+    parser.add_argument("--download", action="store_true",
+                        help="download missing files (with checksums) into --data DIR")
+
+
+def _load_splits(args, splits, progress):
+    """The dataset's splits; a given --data folder lacking files is an error naming them all."""
+    from pylenet.data import load_dataset, missing_files
+    if args.data is not None and not args.download:
+        missing = [n for split in splits for n in missing_files(args.dataset, split, args.data)]
+        if missing:
+            where = "" if Path(args.data).is_dir() else " (no such folder)"
+            raise FileNotFoundError(
+                f"--data {args.data}{where} lacks the {args.dataset} files {', '.join(missing)} "
+                f"(or their uncompressed copies); pass the folder that holds them, add --download "
+                f"to fetch them into it, or leave out --data to use the per-user cache")
+    return [load_dataset(args.dataset, split, args.data, progress=progress) for split in splits]
+
+
+def _check_checkpoint_arg(flag: str, path) -> None:
+    """FileNotFoundError naming the flag when a checkpoint argument is not an existing file."""
+    if path is not None and not Path(path).is_file():
+        what = "no such file" if not Path(path).exists() else "not a file"
+        raise FileNotFoundError(f"{flag} {path}: {what}; it takes a checkpoint written by "
+                                f"`pylenet train` (e.g. runs/lenet5/model.ckpt)")
+
+
+def _make_dirs(path: Path) -> list[Path]:
+    """mkdir -p, returning the folders it created, deepest first."""
+    created, p = [], path
+    while not p.exists():
+        created.append(p)
+        p = p.parent
+    path.mkdir(parents=True, exist_ok=True)
+    return created
+
+
+def _remove_if_empty(created: list[Path]) -> None:
+    for p in created:
+        try:
+            p.rmdir()
+        except OSError:
+            return
 
 
 def _write_json(path: Path, obj) -> None:
@@ -122,15 +178,14 @@ def cmd_train(args) -> int:
                              f"got {getattr(args, name)}")
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {args.limit}")
+    _check_checkpoint_arg("--resume", args.resume)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "model.ckpt"
     progress = not args.no_progress
-    train = pylenet.load_mnist("train", root=args.data, progress=progress)
-    test = pylenet.load_mnist("test", root=args.data, progress=progress)
+    train, test = _load_splits(args, ("train", "test"), progress)
     if args.limit is not None:
-        if args.limit < 1:
-            raise ValueError(f"--limit must be >= 1, got {args.limit}")
         train = (train[0][:args.limit], train[1][:args.limit])
 
     resumed = load_checkpoint(args.resume) if args.resume else None
@@ -150,9 +205,17 @@ def cmd_train(args) -> int:
                               progress=progress, checkpoint=ckpt_path)
     if resumed is not None:
         trainer.restore(resumed, args.resume)
-        print(f"resuming from {args.resume} at epoch {trainer.epoch}", file=sys.stderr)
-    else:
-        trainer.save()  # so that an interrupted first epoch still leaves a loadable model
+    # --out is made only now that data and model are ready, and removed again if this run
+    # made it and could not write into it.
+    created = _make_dirs(out)
+    try:
+        if resumed is not None:
+            print(f"resuming from {args.resume} at epoch {trainer.epoch}", file=sys.stderr)
+        else:
+            trainer.save()  # so that an interrupted first epoch still leaves a loadable model
+    except BaseException:
+        _remove_if_empty(created)
+        raise
     print(f"training {model!r} on {len(train[0])} images for {args.epochs} epochs; "
           f"writing {out}/", file=sys.stderr)
     start = time.perf_counter()
@@ -160,6 +223,7 @@ def cmd_train(args) -> int:
         history = trainer.fit(train, epochs=args.epochs, validation=test)
     except KeyboardInterrupt:
         data = f" --data {args.data}" if args.data else ""
+        data += f" --dataset {args.dataset}" if args.dataset != "mnist" else ""
         limit = f" --limit {args.limit}" if args.limit else ""
         print(f"\ninterrupted: {ckpt_path} holds epoch {trainer.epoch} (continue with: pylenet "
               f"train --resume {ckpt_path} --epochs {args.epochs} --out {out}{data}{limit})",
@@ -196,7 +260,7 @@ def _confusion_table(confusion) -> str:
 def cmd_evaluate(args) -> int:
     import pylenet
     model = pylenet.load_model(args.model)
-    data = pylenet.load_mnist(args.split, root=args.data)
+    (data,) = _load_splits(args, (args.split,), progress=True)
     result = pylenet.evaluate(model, data)
     if args.json:
         print(json.dumps({"accuracy": result["accuracy"], "loss": result["loss"],
@@ -271,6 +335,11 @@ def cmd_info(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `pylenet` command; returns the exit code."""
     args = _parser().parse_args(argv)
+    try:
+        _check_checkpoint_arg("--model", getattr(args, "model", None))
+    except FileNotFoundError as e:
+        print(f"pylenet: error: {e}", file=sys.stderr)
+        return 1
     commands = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
                 "export": cmd_export, "serve": cmd_serve, "info": cmd_info}
     try:

@@ -315,7 +315,8 @@ def _stream_to(url, out, name, progress, checksum=None):
         length = resp.headers.get("Content-Length")
         length = int(length) if length and length.isdigit() else None
         got = 0
-        with tqdm(total=length, desc=name, unit="B", unit_scale=True, disable=not progress,
+        # disable=None: no bar when stderr is not a terminal (a log would keep every redraw).
+        with tqdm(total=length, desc=name, unit="B", unit_scale=True, disable=None if progress else True,
                   leave=False) as bar:
             while True:
                 try:

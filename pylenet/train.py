@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -177,6 +178,25 @@ def _batches(name: str, data, batch_size: int, *, shuffle: bool = False, seed: i
     return _IterableBatches(name, data)
 
 
+def _live_progress() -> bool:
+    """Whether a redrawn progress bar can be shown: a terminal or a notebook, not a log or pipe."""
+    from tqdm.autonotebook import tqdm  # the notebook bar inside Jupyter, else the plain one
+    from tqdm.std import tqdm as plain_tqdm
+    isatty = getattr(sys.stderr, "isatty", None)
+    return tqdm is not plain_tqdm or bool(isatty and isatty())
+
+
+def _log_epoch(record: dict, epochs: int) -> None:
+    """One line per epoch on stderr, for logs, where every redraw of a bar would be kept."""
+    def pct(key):
+        v = record.get(key)
+        return "n/a" if v is None else f"{100 * v:.2f}%"
+    loss = "n/a" if record.get("loss") is None else f"{record['loss']:.4f}"
+    val = f"  val acc {pct('val_accuracy')}" if "val_accuracy" in record else ""
+    print(f"epoch {record['epoch']}/{epochs}  loss {loss}  acc {pct('accuracy')}{val}  "
+          f"{record['images_per_s']:,.0f} img/s  {record['time']:.1f}s", file=sys.stderr, flush=True)
+
+
 class Trainer:
     """Owns a model, its optimizer, scheduler and loss; runs epochs and checkpoints them.
 
@@ -268,7 +288,7 @@ class Trainer:
         total_loss, correct, seen, skipped = 0.0, 0, 0, 0
         start = time.perf_counter()
         total = len(loader)
-        bar = tqdm(loader, total=total, disable=not self.progress, unit="batch",
+        bar = tqdm(loader, total=total, disable=not (self.progress and _live_progress()), unit="batch",
                    desc=f"epoch {self.epoch + 1}", leave=True, dynamic_ncols=True)
         for i, (x, y) in enumerate(bar):
             fused = self._fused_net(x)
@@ -320,6 +340,8 @@ class Trainer:
                 record["val_loss"], record["val_accuracy"] = val["loss"], val["accuracy"]
             self.epoch += 1
             self.history.append(record)
+            if self.progress and not _live_progress():
+                _log_epoch(record, epochs)
             if self.checkpoint is not None:
                 self.save()
         return self.history
