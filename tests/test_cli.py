@@ -22,12 +22,9 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(autouse=True)
-def offline_and_thread_count(monkeypatch):
-    """No test may reach the network; --threads changes a process-wide setting, so restore it."""
+def offline_and_thread_count(monkeypatch, restore_threads):
+    """No test may reach the network; --threads changes a process-wide setting (restored)."""
     monkeypatch.setenv("PYLENET_MNIST_MIRRORS", OFFLINE_MIRROR)
-    before = ops.get_num_threads()
-    yield
-    ops.set_num_threads(before)
 
 
 def subprocess_env():

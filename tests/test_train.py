@@ -33,15 +33,8 @@ def test_data(mnist):
     return mnist[1]
 
 
-pytestmark = pytest.mark.usefixtures("torch_single_thread")
-
-
-@pytest.fixture(autouse=True)
-def keep_thread_count():
-    """fit(threads=...) sets the core's global thread count; put it back for the next test."""
-    before = ops.get_num_threads()
-    yield
-    ops.set_num_threads(before)
+# fit(threads=...) sets the core's global thread count: restore_threads puts it back.
+pytestmark = pytest.mark.usefixtures("torch_single_thread", "restore_threads")
 
 
 def weights(model):
@@ -108,16 +101,7 @@ def test_fit_trains_the_model_in_place_and_zero_epochs_is_a_no_op(train_data):
 
 # ------------------------------------------------------------------------------ reproducibility
 
-def test_same_seed_and_threads_give_bit_identical_weights(train_data):
-    assert_same_weights(train_once(train_data, threads=2), train_once(train_data, threads=2))
-
-
-@pytest.mark.parametrize("fused", [True, False], ids=["fused", "layers"])
-def test_one_and_two_threads_give_bit_identical_weights(train_data, fused):
-    # The core splits work over the dimension that owns each output, so no sum is reordered.
-    data = (train_data[0][:500], train_data[1][:500])
-    assert_same_weights(train_once(data, threads=1, fused=fused), train_once(data, threads=2, fused=fused))
-
+# Same seed -> same weights, and 1 vs 2 threads, fused and layer by layer: test_reliability.py.
 
 def test_fused_and_layer_by_layer_training_agree(train_data):
     # Not bit-identical (they differ by about one float32 ulp after an epoch), but the same math.
