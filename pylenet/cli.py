@@ -183,6 +183,10 @@ def cmd_train(args) -> int:
     _check_checkpoint_arg("--resume", args.resume)
     out = Path(args.out)
     ckpt_path = out / "model.ckpt"
+    if ckpt_path.exists() and not (args.resume and Path(args.resume).resolve() == ckpt_path.resolve()):
+        raise FileExistsError(f"--out {out} already holds model.ckpt from an earlier run, which this "
+                              f"run would overwrite; continue it with --resume {ckpt_path}, or "
+                              f"choose another --out")
     progress = not args.no_progress
     train, test = _load_splits(args, ("train", "test"), progress)
     if args.limit is not None:

@@ -387,6 +387,20 @@ def test_download_into_a_data_dir_only_when_asked(tmp_path, capsys, monkeypatch)
         server.server_close()
 
 
+def test_train_never_overwrites_an_earlier_runs_checkpoint(trained, mnist_dir, tmp_path, capsys):
+    out = tmp_path / "copy"
+    out.mkdir()
+    (out / "model.ckpt").write_bytes((trained / "model.ckpt").read_bytes())
+    before = (out / "model.ckpt").read_bytes()
+    line = assert_one_line_error(*run_cli(capsys, *train_args(mnist_dir, out)))
+    assert f"--out {out} already holds model.ckpt" in line and f"--resume {out / 'model.ckpt'}" in line
+    assert (out / "model.ckpt").read_bytes() == before and sorted(os.listdir(out)) == ["model.ckpt"]
+    # Resuming that very checkpoint in place is what the message suggests, and works.
+    code, _, err = run_cli(capsys, *train_args(mnist_dir, out, "--resume", out / "model.ckpt", epochs=2))
+    assert code == 0, err
+    assert load_checkpoint(out / "model.ckpt").epoch == 2
+
+
 def test_a_run_that_fails_before_writing_leaves_no_out_folder(mnist_dir, tmp_path, capsys, monkeypatch):
     def disk_full(self, path=None):
         raise OSError(28, "No space left on device")
