@@ -83,8 +83,7 @@ def _data_arguments(parser) -> None:
                         help="folder with the dataset's IDX files (.gz or not); nothing is "
                              "downloaded into it unless --download is given")
     parser.add_argument("--dataset", choices=list(DATASETS), default="mnist",
-                        help="which MNIST-format dataset (default mnist); emnist-digits must be "
-                             "placed in --data DIR by hand")
+                        help="which MNIST-format dataset (default mnist)")
     parser.add_argument("--download", action="store_true",
                         help="download missing files (with checksums) into --data DIR")
 

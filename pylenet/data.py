@@ -1,5 +1,5 @@
-"""MNIST-format input: IDX reader, checksummed download and cache (MNIST, Fashion-MNIST, KMNIST; EMNIST
-digits from local files), 32x32 normalisation, batch loader."""
+"""MNIST-format input: IDX reader, checksummed download and cache (MNIST, Fashion-MNIST, KMNIST, EMNIST
+digits), 32x32 normalisation, batch loader."""
 import gzip
 import hashlib
 import http.client
@@ -10,6 +10,7 @@ import secrets
 import struct
 import urllib.error
 import urllib.request
+import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,8 +80,9 @@ class Dataset:
     """A dataset in MNIST's IDX layout: its files per split, and how (if at all) to download them.
 
     checksums maps each .gz name to ("content", uncompressed size, MD5, SHA-256) (hashes of the
-    decompressed bytes) or ("file", uncompressed size, MD5 of the .gz as published). No
-    mirrors means the files must be placed in a folder by hand; `manual` says how.
+    decompressed bytes) or ("file", uncompressed size, MD5 of the .gz as published).
+    archive: (URL, MD5, folder inside it) of one zip that holds every split's files (EMNIST),
+    fetched instead of mirrors. `manual` says how to place the files by hand.
     transpose: the files store each image transposed (EMNIST), so loading transposes it back.
     """
 
@@ -88,6 +90,7 @@ class Dataset:
     files: dict
     checksums: dict = field(default_factory=dict)
     mirrors: tuple = ()
+    archive: tuple = ()
     transpose: bool = False
     manual: str = ""
 
@@ -104,11 +107,11 @@ DATASETS = {
                       {n: ("file", _SIZES[n], md5) for n, md5 in KMNIST_MD5.items()},
                       ("http://codh.rois.ac.jp/kmnist/dataset/kmnist/",)),
     "emnist-digits": Dataset(
-        "emnist-digits", EMNIST_DIGITS_FILES, transpose=True,
-        manual=f"EMNIST is published only as one zip of all its splits, which pylenet does not "
-               f"download: fetch {EMNIST_ZIP[0]} (MD5 {EMNIST_ZIP[1]}), and from its gzip/ folder "
-               f"put the four emnist-digits-* files in a folder DIR, then pass --data DIR "
-               f"(or root=DIR)."),
+        "emnist-digits", EMNIST_DIGITS_FILES, archive=(*EMNIST_ZIP, "gzip/"), transpose=True,
+        manual=f"EMNIST is published only as one zip of all its splits: download=True "
+               f"(`pylenet train --download`) fetches {EMNIST_ZIP[0]} (MD5 {EMNIST_ZIP[1]}) and "
+               f"keeps the four emnist-digits-* files of its gzip/ folder; or put those files in "
+               f"a folder DIR by hand and pass root=DIR (--data DIR)."),
 }
 
 MNIST_MEAN = 0.1307
@@ -377,6 +380,45 @@ def _download(name, root, mirrors, progress, ds=None):
                         failures)
 
 
+_MAX_ARCHIVE_BYTES = 1 << 31  # EMNIST's zip of every split is about half of this
+
+
+def _fetch_archive(ds, root, progress):
+    """Download ds.archive, check its MD5, and keep only ds's files from it (each renamed into place)."""
+    url, md5, folder = ds.archive
+    tmp = root / f".{ds.name}.{os.getpid()}.{secrets.token_hex(4)}.zip.part"
+    try:
+        with open(tmp, "xb") as out:
+            _stream_to(url, out, url.rsplit("/", 1)[-1], progress, ("file", _MAX_ARCHIVE_BYTES, md5))
+        _verify_file(tmp, url, ("file", _MAX_ARCHIVE_BYTES, md5))
+        try:
+            with zipfile.ZipFile(tmp) as zf:
+                for name in (n for pair in ds.files.values() for n in pair):
+                    try:
+                        info = zf.getinfo(folder + name)
+                    except KeyError:
+                        raise _MirrorFailed(f"the archive has no {folder + name}") from None
+                    if info.file_size > _MAX_IDX_BYTES:
+                        raise _MirrorFailed(f"{folder + name} declares {info.file_size} bytes")
+                    part = root / f".{name}.{secrets.token_hex(4)}.part"
+                    try:
+                        with zf.open(info) as src, open(part, "xb") as dst:
+                            for chunk in iter(lambda: src.read(_CHUNK), b""):
+                                dst.write(chunk)
+                        os.replace(part, root / name)
+                    finally:
+                        if part.exists():
+                            part.unlink()
+        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+            raise _MirrorFailed(f"the archive is damaged: {exc}") from exc
+    except _MirrorFailed as exc:
+        raise DownloadError(f"could not get {ds.name} from {url} into {root}: {exc}. "
+                            f"{ds.manual}", [(url, str(exc))]) from exc
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
 def _find(root, name):
     """The existing file for a canonical .gz name: the uncompressed copy first, then the .gz."""
     for candidate in (root / name[: -len(".gz")], root / name):
@@ -432,16 +474,21 @@ def load_dataset(name="mnist", split="train", root=None, download=True, *, mirro
     names = ds.files[split]
     found = {n: _find(root, n) for n in names}
     missing = [n for n, path in found.items() if path is None]
-    urls = _resolve_mirrors(mirrors, ds) if missing and download else []
+    urls = [] if not (missing and download) else [ds.archive[0]] if ds.archive else \
+        _resolve_mirrors(mirrors, ds)
     if missing and not (download and urls):
         listing = ", ".join(f"{n} (or {n[: -len('.gz')]})" for n in missing)
         where = f"{root}" + ("" if root.is_dir() else " (the folder does not exist)")
-        how = (ds.manual if not urls and ds.manual else
+        how = (ds.manual if ds.manual else
                f"Pass root=DIR (or `pylenet train --data DIR`) for a folder holding the IDX files"
                + (", set PYLENET_DATA=DIR" if name == "mnist" else "")
                + f", or download them (download=True; `pylenet train --download`) into {root}.")
         raise FileNotFoundError(f"{name} {split} split: missing {listing} in {where}. {how}")
-    if missing:
+    if missing and ds.archive:
+        root.mkdir(parents=True, exist_ok=True)
+        _fetch_archive(ds, root, progress)
+        found = {n: _find(root, n) for n in names}
+    elif missing:
         root.mkdir(parents=True, exist_ok=True)
         for n in missing:
             found[n] = _download(n, root, urls, progress, ds)

@@ -649,7 +649,7 @@ def test_emnist_digits_loads_placed_files_transposed_and_says_how_to_get_them(tm
     root = tmp_path / "emnist"
     with pytest.raises(FileNotFoundError, match=r"emnist-digits-test-images-idx3-ubyte.gz.*"
                                                 r"does not exist.*gzip.zip \(MD5 58c8d27c"):
-        data.load_dataset("emnist-digits", "test", root=root)
+        data.load_dataset("emnist-digits", "test", root=root, download=False)
     assert not root.exists()
     root.mkdir()
     img_gz, lab_gz, images, labels = fake_split(5, seed=1)
@@ -670,3 +670,35 @@ def test_a_missing_folder_is_named_and_never_created(tmp_path):
     assert data.missing_files("kmnist", "test", root) == list(data.MNIST_FILES["test"])
     with pytest.raises(ValueError, match=r"dataset must be one of \['emnist-digits', 'fashion-mnist'"):
         data.load_dataset("cifar10", "train", root=root)
+
+
+def test_emnist_digits_download_keeps_only_its_files_from_the_zip(files_server, tmp_path, monkeypatch):
+    import io
+    import zipfile
+    server, url = files_server
+    splits = {split: fake_split(6 if split == "train" else 4, seed=i)
+              for i, split in enumerate(("train", "test"))}
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for split, (img_gz, lab_gz, _, _) in splits.items():
+            for name, body in zip(data.EMNIST_DIGITS_FILES[split], (img_gz, lab_gz)):
+                zf.writestr("gzip/" + name, body)
+        zf.writestr("gzip/emnist-letters-train-images-idx3-ubyte.gz", b"not wanted")
+    server.files = {"gzip.zip": buf.getvalue()}
+    real = data.DATASETS["emnist-digits"]
+    fake = data.Dataset("emnist-digits", real.files, archive=(url + "gzip.zip", hashlib.md5(
+        buf.getvalue()).hexdigest(), "gzip/"), transpose=True, manual=real.manual)
+    monkeypatch.setitem(data.DATASETS, "emnist-digits", fake)
+    root = tmp_path / "emnist"
+    images, labels = data.load_dataset("emnist-digits", "test", root=root, progress=False)
+    np.testing.assert_array_equal(images, splits["test"][2].transpose(0, 2, 1))
+    np.testing.assert_array_equal(labels, splits["test"][3])
+    assert sorted(os.listdir(root)) == sorted(n for pair in real.files.values() for n in pair)
+    assert len(data.load_dataset("emnist-digits", "train", root=root, progress=False)[0]) == 6
+    assert len(server.requests) == 1, "the zip was fetched again"
+    # A zip that is not the published one is refused, and nothing of it is kept.
+    server.files = {"gzip.zip": buf.getvalue()[:-10] + b"0123456789"}
+    with pytest.raises(data.DownloadError, match="(?s)emnist-digits from .*gzip.zip.*checksum "
+                                                 "mismatch: MD5.*emnist-digits-\\* files"):
+        data.load_dataset("emnist-digits", "test", root=tmp_path / "other", progress=False)
+    assert os.listdir(tmp_path / "other") == []
