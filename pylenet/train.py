@@ -208,7 +208,8 @@ class Trainer:
     """
 
     def __init__(self, model, optimizer=None, *, loss=DEFAULT_RECIPE["loss"], scheduler=None,
-                 batch_size: int = DEFAULT_RECIPE["batch_size"], seed: int = DEFAULT_RECIPE["seed"], threads: int | None = None,
+                 batch_size: int = DEFAULT_RECIPE["batch_size"], seed: int = DEFAULT_RECIPE["seed"],
+                 threads: int | None = None,
                  progress: bool = True, checkpoint=None, on_nonfinite: str = "raise",
                  fused: bool = True):
         self.model = model
