@@ -47,6 +47,23 @@ install:
 inplace:
 	$(PYTHON) setup.py build_ext --inplace -q
 
+# The extension the Python tests import, next to the sources. It is (re)built only when it is
+# missing or older than a core source. After `pip install .` (as .ci/run does) the installed
+# copy is reused when it is newer than every core source, so `make test` compiles the core once.
+EXT_SUFFIX := $(shell $(PYTHON) -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))" 2>/dev/null)
+INPLACE_EXT := pylenet/_core$(EXT_SUFFIX)
+EXT_DEPS := $(sort $(wildcard core/*.cpp)) $(CORE_HDR) setup.py pylenet/_version.py
+
+$(INPLACE_EXT): $(EXT_DEPS)
+	@installed=$$(cd / && $(PYTHON) -c "import pylenet._core as c; print(c.__file__)" 2>/dev/null || true); \
+	if [ -n "$$installed" ] && [ "$$(realpath "$$installed")" != "$$(realpath -m $@)" ] && \
+	   [ -z "$$(find $(EXT_DEPS) -newer "$$installed" -print -quit)" ]; then \
+	    echo "using the installed extension $$installed (newer than every core source)"; \
+	    cp "$$installed" $@; \
+	else \
+	    echo "$(PYTHON) setup.py build_ext --inplace -q"; $(PYTHON) setup.py build_ext --inplace -q; \
+	fi
+
 $(BUILD)/core/%.o: core/%.cpp $(CORE_HDR)
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) $(OMPFLAGS) -Icore -c $< -o $@
@@ -65,7 +82,7 @@ test-cpp: features $(BUILD)/test_core
 # The whole suite at the best level, then the files that exercise the GEMM kernels (ops and
 # the fused engine) again at every other level this CPU can execute.
 SIMD_PY_TESTS := tests/test_conv2d.py tests/test_linear.py tests/test_model.py tests/test_train.py
-test-py: inplace
+test-py: $(INPLACE_EXT)
 	$(PYTHON) -m pytest -q
 	@set -e; for level in $$($(PYTHON) -c "import pylenet.ops as o; print(*o.build_info()['simd_supported'][1:])"); do \
 	    echo "== pytest, SIMD level $$level"; PYLENET_SIMD=$$level $(PYTHON) -m pytest -q $(SIMD_PY_TESTS); done

@@ -9,11 +9,13 @@ from pylenet.layers import (AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, Modul
                             ReLU, Sequential, Sigmoid, Tanh)
 from pylenet.losses import CrossEntropyLoss, MSELoss
 from pylenet.models import LeNet5
+from pylenet.serialize import load_model, save_model
 from pylenet.train import History, Trainer, TrainingDiverged, evaluate, fit, predict
 
 __all__ = [
     "__version__", "ops", "optim", "DataLoader", "load_mnist", "AvgPool2d", "Conv2d", "Flatten",
     "Linear", "MaxPool2d", "Module", "Parameter", "ReLU", "Sequential", "Sigmoid", "Tanh",
     "CrossEntropyLoss", "MSELoss", "LeNet5", "History", "Trainer", "TrainingDiverged",
-    "evaluate", "fit", "predict", "interop", "ExportError", "export_onnx",
+    "evaluate", "fit", "predict", "interop", "ExportError", "export_onnx", "load_model",
+    "save_model",
 ]

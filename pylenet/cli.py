@@ -8,30 +8,39 @@ import sys
 import time
 from pathlib import Path
 
-EPILOG = "Data: --data DIR, else $PYLENET_DATA, else a per-user cache that is downloaded into."
+from pylenet._version import __version__
+from pylenet.data import DATASETS
+from pylenet.recipe import DEFAULT_RECIPE, OPTIMIZERS, SCHEDULES, make_optimizer, make_scheduler
+
+R = DEFAULT_RECIPE
+EPILOG = ("Data: --data DIR (a folder of MNIST-format IDX files, used as it is; --download fetches "
+          "missing files into it), else $PYLENET_DATA (MNIST), else a per-user cache that is "
+          "downloaded into.")
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pylenet", description="Train and use LeNet-5 on MNIST.",
                                 epilog=EPILOG)
+    p.add_argument("--version", action="version", version=f"pylenet {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     t = sub.add_parser("train", help="train LeNet-5 on MNIST", epilog=EPILOG,
                        description="Train LeNet-5; writes model.ckpt, metrics.json and curves.png into --out.")
-    t.add_argument("--data", metavar="DIR", help="folder with the MNIST IDX files")
-    t.add_argument("--epochs", type=int, default=10, help="total epochs (default 10)")
-    t.add_argument("--batch-size", type=int, default=64, help="default 64")
-    t.add_argument("--lr", type=float, help="learning rate (default 0.02 for sgd, 0.001 for adam)")
-    t.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd", help="default sgd")
-    t.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
-    t.add_argument("--weight-decay", type=float, default=5e-4, help="default 5e-4")
-    t.add_argument("--schedule", choices=["cosine", "step", "none"], default="cosine",
-                   help="learning-rate schedule over the epochs (default cosine)")
+    _data_arguments(t)
+    t.add_argument("--epochs", type=int, default=R["epochs"], help="total epochs (default %(default)s)")
+    t.add_argument("--batch-size", type=int, default=R["batch_size"], help="default %(default)s")
+    t.add_argument("--lr", type=float, help="learning rate (default " + ", ".join(
+        f"{v:g} for {k}" for k, v in R["lr"].items()) + ")")
+    t.add_argument("--optimizer", choices=OPTIMIZERS, default=R["optimizer"], help="default %(default)s")
+    t.add_argument("--momentum", type=float, default=R["momentum"], help="SGD momentum (default %(default)s)")
+    t.add_argument("--weight-decay", type=float, default=R["weight_decay"], help="default %(default)s")
+    t.add_argument("--schedule", choices=SCHEDULES, default=R["schedule"],
+                   help="learning-rate schedule over the epochs (default %(default)s)")
     t.add_argument("--activation", choices=["relu", "tanh", "sigmoid"], default="relu")
     t.add_argument("--pooling", choices=["max", "avg"], default="max")
-    t.add_argument("--loss", choices=["cross_entropy", "mse"], default="cross_entropy")
+    t.add_argument("--loss", choices=["cross_entropy", "mse"], default=R["loss"])
     t.add_argument("--threads", type=int, help="core threads (default: all cores)")
-    t.add_argument("--seed", type=int, default=0, help="weights and shuffling seed (default 0)")
+    t.add_argument("--seed", type=int, default=R["seed"], help="weights and shuffling seed (default %(default)s)")
     t.add_argument("--limit", type=int, metavar="N", help="train on the first N images only")
     t.add_argument("--out", default="runs/lenet5", metavar="DIR", help="default runs/lenet5")
     t.add_argument("--resume", metavar="CKPT", help="continue from a checkpoint written by train")
@@ -40,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="accuracy and confusion matrix on the MNIST test set",
                        epilog=EPILOG)
     e.add_argument("--model", required=True, metavar="CKPT")
-    e.add_argument("--data", metavar="DIR", help="folder with the MNIST IDX files")
+    _data_arguments(e)
     e.add_argument("--split", choices=["test", "train"], default="test")
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -69,21 +78,54 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _optimizer(args, params):
-    from pylenet.optim import SGD, Adam
-    if args.optimizer == "adam":
-        return Adam(params, lr=args.lr if args.lr is not None else 1e-3, weight_decay=args.weight_decay)
-    return SGD(params, lr=args.lr if args.lr is not None else 0.02, momentum=args.momentum,
-               weight_decay=args.weight_decay)
+def _data_arguments(parser) -> None:
+    parser.add_argument("--data", metavar="DIR",
+                        help="folder with the dataset's IDX files (.gz or not); nothing is "
+                             "downloaded into it unless --download is given")
+    parser.add_argument("--dataset", choices=list(DATASETS), default="mnist",
+                        help="which MNIST-format dataset (default mnist)")
+    parser.add_argument("--download", action="store_true",
+                        help="download missing files (with checksums) into --data DIR")
 
 
-def _scheduler(args, optimizer):
-    from pylenet.optim import CosineLR, StepLR
-    if args.schedule == "cosine":
-        return CosineLR(optimizer, T_max=max(args.epochs, 1))
-    if args.schedule == "step":
-        return StepLR(optimizer, step_size=max(args.epochs // 3, 1), gamma=0.1)
-    return None
+def _load_splits(args, splits, progress):
+    """The dataset's splits; a given --data folder lacking files is an error naming them all."""
+    from pylenet.data import load_dataset, missing_files
+    if args.data is not None and not args.download:
+        missing = [n for split in splits for n in missing_files(args.dataset, split, args.data)]
+        if missing:
+            where = "" if Path(args.data).is_dir() else " (no such folder)"
+            raise FileNotFoundError(
+                f"--data {args.data}{where} lacks the {args.dataset} files {', '.join(missing)} "
+                f"(or their uncompressed copies); pass the folder that holds them, add --download "
+                f"to fetch them into it, or leave out --data to use the per-user cache")
+    return [load_dataset(args.dataset, split, args.data, progress=progress) for split in splits]
+
+
+def _check_checkpoint_arg(flag: str, path) -> None:
+    """FileNotFoundError naming the flag when a checkpoint argument is not an existing file."""
+    if path is not None and not Path(path).is_file():
+        what = "no such file" if not Path(path).exists() else "not a file"
+        raise FileNotFoundError(f"{flag} {path}: {what}; it takes a checkpoint written by "
+                                f"`pylenet train` (e.g. runs/lenet5/model.ckpt)")
+
+
+def _make_dirs(path: Path) -> list[Path]:
+    """mkdir -p, returning the folders it created, deepest first."""
+    created, p = [], path
+    while not p.exists():
+        created.append(p)
+        p = p.parent
+    path.mkdir(parents=True, exist_ok=True)
+    return created
+
+
+def _remove_if_empty(created: list[Path]) -> None:
+    for p in created:
+        try:
+            p.rmdir()
+        except OSError:
+            return
 
 
 def _write_json(path: Path, obj) -> None:
@@ -135,15 +177,18 @@ def cmd_train(args) -> int:
                              f"got {getattr(args, name)}")
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {args.limit}")
+    _check_checkpoint_arg("--resume", args.resume)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "model.ckpt"
+    if ckpt_path.exists() and not (args.resume and Path(args.resume).resolve() == ckpt_path.resolve()):
+        raise FileExistsError(f"--out {out} already holds model.ckpt from an earlier run, which this "
+                              f"run would overwrite; continue it with --resume {ckpt_path}, or "
+                              f"choose another --out")
     progress = not args.no_progress
-    train = pylenet.load_mnist("train", root=args.data, progress=progress)
-    test = pylenet.load_mnist("test", root=args.data, progress=progress)
+    train, test = _load_splits(args, ("train", "test"), progress)
     if args.limit is not None:
-        if args.limit < 1:
-            raise ValueError(f"--limit must be >= 1, got {args.limit}")
         train = (train[0][:args.limit], train[1][:args.limit])
 
     resumed = load_checkpoint(args.resume) if args.resume else None
@@ -155,16 +200,25 @@ def cmd_train(args) -> int:
         args.batch_size = int(resumed.extra.get("batch_size", args.batch_size))
     else:
         model = pylenet.LeNet5(activation=args.activation, pooling=args.pooling, seed=args.seed)
-    optimizer = _optimizer(args, model.parameters())
-    scheduler = _scheduler(args, optimizer)
+    optimizer = make_optimizer(model.parameters(), args.optimizer, lr=args.lr,
+                               momentum=args.momentum, weight_decay=args.weight_decay)
+    scheduler = make_scheduler(optimizer, args.epochs, args.schedule)
     trainer = pylenet.Trainer(model, optimizer, loss=args.loss, scheduler=scheduler,
                               batch_size=args.batch_size, seed=args.seed, threads=args.threads,
                               progress=progress, checkpoint=ckpt_path)
     if resumed is not None:
         trainer.restore(resumed, args.resume)
-        print(f"resuming from {args.resume} at epoch {trainer.epoch}", file=sys.stderr)
-    else:
-        trainer.save()  # so that an interrupted first epoch still leaves a loadable model
+    # --out is made only now that data and model are ready, and removed again if this run
+    # made it and could not write into it.
+    created = _make_dirs(out)
+    try:
+        if resumed is not None:
+            print(f"resuming from {args.resume} at epoch {trainer.epoch}", file=sys.stderr)
+        else:
+            trainer.save()  # so that an interrupted first epoch still leaves a loadable model
+    except BaseException:
+        _remove_if_empty(created)
+        raise
     print(f"training {model!r} on {len(train[0])} images for {args.epochs} epochs; "
           f"writing {out}/", file=sys.stderr)
     start = time.perf_counter()
@@ -172,6 +226,7 @@ def cmd_train(args) -> int:
         history = trainer.fit(train, epochs=args.epochs, validation=test)
     except KeyboardInterrupt:
         data = f" --data {args.data}" if args.data else ""
+        data += f" --dataset {args.dataset}" if args.dataset != "mnist" else ""
         limit = f" --limit {args.limit}" if args.limit else ""
         print(f"\ninterrupted: {ckpt_path} holds epoch {trainer.epoch} (continue with: pylenet "
               f"train --resume {ckpt_path} --epochs {args.epochs} --out {out}{data}{limit})",
@@ -207,8 +262,8 @@ def _confusion_table(confusion) -> str:
 
 def cmd_evaluate(args) -> int:
     import pylenet
-    model = pylenet.LeNet5.load(args.model)
-    data = pylenet.load_mnist(args.split, root=args.data)
+    model = pylenet.load_model(args.model)
+    (data,) = _load_splits(args, (args.split,), progress=True)
     result = pylenet.evaluate(model, data)
     if args.json:
         print(json.dumps({"accuracy": result["accuracy"], "loss": result["loss"],
@@ -223,16 +278,17 @@ def cmd_evaluate(args) -> int:
 def cmd_predict(args) -> int:
     import pylenet
     from pylenet.images import load_image
-    model = pylenet.LeNet5.load(args.model)
+    model = pylenet.load_model(args.model)
     failed = 0
     for path in args.images:
         try:
-            label, probs = pylenet.predict(model, load_image(path))
+            labels, probs = pylenet.predict(model, load_image(path))
         except (ValueError, OSError) as e:
             print(f"pylenet: error: {e}", file=sys.stderr)
             failed += 1
             continue
-        print(f"{path}: {label} (probability {probs[label]:.3f})")
+        label = int(labels[0])
+        print(f"{path}: {label} (probability {probs[0, label]:.3f})")
     return 1 if failed else 0
 
 
@@ -282,6 +338,11 @@ def cmd_info(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `pylenet` command; returns the exit code."""
     args = _parser().parse_args(argv)
+    try:
+        _check_checkpoint_arg("--model", getattr(args, "model", None))
+    except FileNotFoundError as e:
+        print(f"pylenet: error: {e}", file=sys.stderr)
+        return 1
     commands = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
                 "export": cmd_export, "serve": cmd_serve, "info": cmd_info}
     try:

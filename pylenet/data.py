@@ -1,4 +1,5 @@
-"""MNIST input: IDX reader, checksummed download and cache, 32x32 normalisation, batch loader."""
+"""MNIST-format input: IDX reader, checksummed download and cache (MNIST, Fashion-MNIST, KMNIST, EMNIST
+digits), 32x32 normalisation, batch loader."""
 import gzip
 import hashlib
 import http.client
@@ -9,15 +10,17 @@ import secrets
 import struct
 import urllib.error
 import urllib.request
+import zipfile
 import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 __all__ = [
-    "DEFAULT_MIRRORS", "MNIST_CHECKSUMS", "MNIST_FILES", "DataLoader", "DownloadError",
-    "default_root", "load_mnist", "pad_and_normalize", "read_idx",
+    "DATASETS", "DEFAULT_MIRRORS", "MNIST_CHECKSUMS", "MNIST_FILES", "DataLoader", "Dataset",
+    "DownloadError", "default_root", "load_dataset", "load_mnist", "pad_and_normalize", "read_idx",
 ]
 
 MNIST_FILES = {
@@ -49,6 +52,68 @@ DEFAULT_MIRRORS = [
     "http://yann.lecun.com/exdb/mnist/",
 ]
 
+# The MD5 of each published .gz file of Fashion-MNIST and KMNIST, as torchvision's
+# datasets/mnist.py lists them (FashionMNIST.resources, KMNIST.resources). These hash the
+# compressed files, so only their own mirror is used. Both keep MNIST's file names and shapes.
+FASHION_MNIST_MD5 = {
+    "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+    "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+    "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+    "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+}
+KMNIST_MD5 = {
+    "train-images-idx3-ubyte.gz": "bdb82020997e1d708af4cf47b453dcf7",
+    "train-labels-idx1-ubyte.gz": "e144d726b3acfaa3e44228e80efcd344",
+    "t10k-images-idx3-ubyte.gz": "5c965bf0a639b31b8f53240b1b52f4d7",
+    "t10k-labels-idx1-ubyte.gz": "7320c461ea6c1c855c0b718fb2a4b134",
+}
+EMNIST_DIGITS_FILES = {
+    "train": ("emnist-digits-train-images-idx3-ubyte.gz", "emnist-digits-train-labels-idx1-ubyte.gz"),
+    "test": ("emnist-digits-test-images-idx3-ubyte.gz", "emnist-digits-test-labels-idx1-ubyte.gz"),
+}
+# EMNIST is published only inside one zip of every split (torchvision: EMNIST.url and .md5).
+EMNIST_ZIP = ("https://biometrics.nist.gov/cs_links/EMNIST/gzip.zip", "58c8d27c78d21e728a6bc7b3cc06412e")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A dataset in MNIST's IDX layout: its files per split, and how (if at all) to download them.
+
+    checksums maps each .gz name to ("content", uncompressed size, MD5, SHA-256) (hashes of the
+    decompressed bytes) or ("file", uncompressed size, MD5 of the .gz as published).
+    archive: (URL, MD5, folder inside it) of one zip that holds every split's files (EMNIST),
+    fetched instead of mirrors. `manual` says how to place the files by hand.
+    transpose: the files store each image transposed (EMNIST), so loading transposes it back.
+    """
+
+    name: str
+    files: dict
+    checksums: dict = field(default_factory=dict)
+    mirrors: tuple = ()
+    archive: tuple = ()
+    transpose: bool = False
+    manual: str = ""
+
+
+_SIZES = {"train-images-idx3-ubyte.gz": 47040016, "train-labels-idx1-ubyte.gz": 60008,
+          "t10k-images-idx3-ubyte.gz": 7840016, "t10k-labels-idx1-ubyte.gz": 10008}
+DATASETS = {
+    "mnist": Dataset("mnist", MNIST_FILES,
+                     {n: ("content", *c) for n, c in MNIST_CHECKSUMS.items()}),
+    "fashion-mnist": Dataset("fashion-mnist", MNIST_FILES,
+                             {n: ("file", _SIZES[n], md5) for n, md5 in FASHION_MNIST_MD5.items()},
+                             ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",)),
+    "kmnist": Dataset("kmnist", MNIST_FILES,
+                      {n: ("file", _SIZES[n], md5) for n, md5 in KMNIST_MD5.items()},
+                      ("http://codh.rois.ac.jp/kmnist/dataset/kmnist/",)),
+    "emnist-digits": Dataset(
+        "emnist-digits", EMNIST_DIGITS_FILES, archive=(*EMNIST_ZIP, "gzip/"), transpose=True,
+        manual=f"EMNIST is published only as one zip of all its splits: download=True "
+               f"(`pylenet train --download`) fetches {EMNIST_ZIP[0]} (MD5 {EMNIST_ZIP[1]}) and "
+               f"keeps the four emnist-digits-* files of its gzip/ folder; or put those files in "
+               f"a folder DIR by hand and pass root=DIR (--data DIR)."),
+}
+
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
 
@@ -62,6 +127,10 @@ _LOCAL_HINT = ("To use local copies instead, put the four IDX files (.gz or unco
                "folder DIR and pass root=DIR to load_mnist, set PYLENET_DATA=DIR, or run "
                "`pylenet train --data DIR`; other mirrors can be given with "
                "PYLENET_MNIST_MIRRORS=URL1,URL2.")
+
+_OTHER_HINT = ("To use local copies instead, put the four IDX files (.gz or uncompressed) in a "
+               "folder DIR and pass root=DIR to load_dataset, or run `pylenet train --dataset NAME "
+               "--data DIR`.")
 
 
 class DownloadError(RuntimeError):
@@ -166,19 +235,21 @@ def read_idx(path):
 
 # ---------------------------------------------------------------------------- download and cache
 
-def default_root():
-    """The MNIST folder: $PYLENET_DATA, else $XDG_CACHE_HOME/pylenet/mnist (~/.cache/...)."""
+def default_root(dataset="mnist"):
+    """A dataset's folder: $PYLENET_DATA for MNIST, else $XDG_CACHE_HOME/pylenet/NAME (~/.cache/...)."""
     env = os.environ.get("PYLENET_DATA")
-    if env:
+    if env and dataset == "mnist":
         return Path(env).expanduser()
     cache = os.environ.get("XDG_CACHE_HOME")
     # The XDG spec says to ignore a relative XDG_CACHE_HOME.
     base = Path(cache) if cache and os.path.isabs(cache) else Path.home() / ".cache"
-    return base / "pylenet" / "mnist"
+    return base / "pylenet" / dataset
 
 
-def _resolve_mirrors(mirrors):
-    """The mirror list: the argument, else $PYLENET_MNIST_MIRRORS, else DEFAULT_MIRRORS."""
+def _resolve_mirrors(mirrors, ds=None):
+    """The mirror list: the argument, else the dataset's own; for MNIST $PYLENET_MNIST_MIRRORS, else DEFAULT_MIRRORS."""
+    if mirrors is None and ds is not None and ds.name != "mnist":
+        mirrors = list(ds.mirrors)
     if mirrors is None:
         mirrors = os.environ.get("PYLENET_MNIST_MIRRORS") or list(DEFAULT_MIRRORS)
     if isinstance(mirrors, str):
@@ -186,9 +257,26 @@ def _resolve_mirrors(mirrors):
     return [m.strip() for m in mirrors if m.strip()]
 
 
-def _verify_content(path, name):
+def _verify_file(path, name, checksum):
+    """Check the MD5 of a downloaded file as published (the .gz bytes); True if it is gzip."""
+    md5_want = checksum[2]
+    md5 = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        is_gzip = f.read(2) == _GZIP_MAGIC
+        f.seek(0)
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            md5.update(chunk)
+    if md5.hexdigest() != md5_want:
+        raise _MirrorFailed(f"checksum mismatch: MD5 {md5.hexdigest()}, expected {md5_want}")
+    return is_gzip
+
+
+def _verify_content(path, name, checksum=None):
     """Check the uncompressed bytes of a downloaded file against the canonical size and hashes."""
-    size, md5_want, sha_want = MNIST_CHECKSUMS[name]
+    checksum = checksum or ("content", *MNIST_CHECKSUMS[name])
+    if checksum[0] == "file":
+        return _verify_file(path, name, checksum)
+    _, size, md5_want, sha_want = checksum
     sha, md5, got = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0
     with open(path, "rb") as f:
         is_gzip = f.read(2) == _GZIP_MAGIC
@@ -214,9 +302,10 @@ def _verify_content(path, name):
     return is_gzip
 
 
-def _stream_to(url, out, name, progress):
+def _stream_to(url, out, name, progress, checksum=None):
     """Copy a URL's body into the open file `out`; network problems become _MirrorFailed."""
-    limit = MNIST_CHECKSUMS[name][0] + _CHUNK  # gzip never grows data by more than a few bytes
+    size = checksum[1] if checksum is not None else MNIST_CHECKSUMS[name][0]
+    limit = size + _CHUNK  # gzip never grows data by more than a few bytes
     try:
         resp = urllib.request.urlopen(url, timeout=_TIMEOUT_S)
     except urllib.error.HTTPError as exc:
@@ -229,7 +318,8 @@ def _stream_to(url, out, name, progress):
         length = resp.headers.get("Content-Length")
         length = int(length) if length and length.isdigit() else None
         got = 0
-        with tqdm(total=length, desc=name, unit="B", unit_scale=True, disable=not progress,
+        # disable=None: no bar when stderr is not a terminal (a log would keep every redraw).
+        with tqdm(total=length, desc=name, unit="B", unit_scale=True, disable=None if progress else True,
                   leave=False) as bar:
             while True:
                 try:
@@ -249,7 +339,7 @@ def _stream_to(url, out, name, progress):
         raise _MirrorFailed(f"truncated response: {got} of {length} bytes")
 
 
-def _fetch(url, root, name, progress):
+def _fetch(url, root, name, progress, checksum=None):
     """Download one mirror's copy to a temp file in root, verify it, then rename it into place."""
     # open(..., "xb") rather than mkstemp: mkstemp's 0600 mode would make a shared cache
     # unreadable to other users, while "xb" honours the umask and still never clobbers a file.
@@ -257,8 +347,8 @@ def _fetch(url, root, name, progress):
     out = open(tmp, "xb")
     try:
         with out:
-            _stream_to(url, out, name, progress)
-        is_gzip = _verify_content(tmp, name)
+            _stream_to(url, out, name, progress, checksum)
+        is_gzip = _verify_content(tmp, name, checksum)
         # A mirror may serve the file uncompressed; name it so the suffix does not lie.
         final = root / (name if is_gzip else name[: -len(".gz")])
         os.replace(tmp, final)
@@ -272,19 +362,61 @@ def _fetch(url, root, name, progress):
                 pass
 
 
-def _download(name, root, mirrors, progress):
+def _download(name, root, mirrors, progress, ds=None):
     """Try each mirror in turn for one file; raise DownloadError listing every failure."""
     failures = []
+    checksum = ds.checksums[name] if ds is not None else None
+    label = "MNIST" if ds is None or ds.name == "mnist" else ds.name
     for base in mirrors:
         url = base.rstrip("/") + "/" + name
         try:
-            return _fetch(url, root, name, progress)
+            return _fetch(url, root, name, progress, checksum)
         except _MirrorFailed as exc:
             failures.append((url, str(exc)))
     listing = "\n".join(f"  - {url}: {reason}" for url, reason in failures)
     listing = listing or "  (no mirrors given)"
-    raise DownloadError(f"could not download MNIST file {name} into {root}; every mirror "
-                        f"failed:\n{listing}\n{_LOCAL_HINT}", failures)
+    raise DownloadError(f"could not download {label} file {name} into {root}; every mirror "
+                        f"failed:\n{listing}\n{_LOCAL_HINT if label == 'MNIST' else _OTHER_HINT}",
+                        failures)
+
+
+_MAX_ARCHIVE_BYTES = 1 << 31  # EMNIST's zip of every split is about half of this
+
+
+def _fetch_archive(ds, root, progress):
+    """Download ds.archive, check its MD5, and keep only ds's files from it (each renamed into place)."""
+    url, md5, folder = ds.archive
+    tmp = root / f".{ds.name}.{os.getpid()}.{secrets.token_hex(4)}.zip.part"
+    try:
+        with open(tmp, "xb") as out:
+            _stream_to(url, out, url.rsplit("/", 1)[-1], progress, ("file", _MAX_ARCHIVE_BYTES, md5))
+        _verify_file(tmp, url, ("file", _MAX_ARCHIVE_BYTES, md5))
+        try:
+            with zipfile.ZipFile(tmp) as zf:
+                for name in (n for pair in ds.files.values() for n in pair):
+                    try:
+                        info = zf.getinfo(folder + name)
+                    except KeyError:
+                        raise _MirrorFailed(f"the archive has no {folder + name}") from None
+                    if info.file_size > _MAX_IDX_BYTES:
+                        raise _MirrorFailed(f"{folder + name} declares {info.file_size} bytes")
+                    part = root / f".{name}.{secrets.token_hex(4)}.part"
+                    try:
+                        with zf.open(info) as src, open(part, "xb") as dst:
+                            for chunk in iter(lambda: src.read(_CHUNK), b""):
+                                dst.write(chunk)
+                        os.replace(part, root / name)
+                    finally:
+                        if part.exists():
+                            part.unlink()
+        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+            raise _MirrorFailed(f"the archive is damaged: {exc}") from exc
+    except _MirrorFailed as exc:
+        raise DownloadError(f"could not get {ds.name} from {url} into {root}: {exc}. "
+                            f"{ds.manual}", [(url, str(exc))]) from exc
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def _find(root, name):
@@ -312,27 +444,59 @@ def _check_mnist(images, labels, image_path, label_path):
 
 
 def load_mnist(split="train", root=None, download=True, *, mirrors=None, progress=True):
-    """Load a split as (uint8 images (N, 28, 28), int64 labels (N,)), downloading if asked."""
-    if split not in MNIST_FILES:
-        raise ValueError(f"split must be one of {sorted(MNIST_FILES)}, got {split!r}")
-    root = Path(root).expanduser() if root is not None else default_root()
-    names = MNIST_FILES[split]
-    found = {name: _find(root, name) for name in names}
-    missing = [name for name, path in found.items() if path is None]
-    if missing and not download:
+    """Load an MNIST split as (uint8 images (N, 28, 28), int64 labels (N,)), downloading if asked."""
+    return load_dataset("mnist", split, root, download, mirrors=mirrors, progress=progress)
+
+
+def missing_files(dataset, split, root):
+    """The canonical .gz names of `split` that `root` holds neither compressed nor uncompressed."""
+    return [name for name in _dataset(dataset).files[split] if _find(Path(root).expanduser(), name) is None]
+
+
+def _dataset(name):
+    if name not in DATASETS:
+        raise ValueError(f"dataset must be one of {sorted(DATASETS)}, got {name!r}")
+    return DATASETS[name]
+
+
+def load_dataset(name="mnist", split="train", root=None, download=True, *, mirrors=None,
+                 progress=True):
+    """A split of an MNIST-format dataset (see DATASETS) as (uint8 (N, 28, 28), int64 (N,)).
+
+    Files are looked up in root (default: default_root(name)); missing ones are downloaded
+    with checksums when download is true and the dataset has mirrors, else FileNotFoundError
+    names them. Nothing is created unless a download runs.
+    """
+    ds = _dataset(name)
+    if split not in ds.files:
+        raise ValueError(f"split must be one of {sorted(ds.files)}, got {split!r}")
+    root = Path(root).expanduser() if root is not None else default_root(name)
+    names = ds.files[split]
+    found = {n: _find(root, n) for n in names}
+    missing = [n for n, path in found.items() if path is None]
+    urls = [] if not (missing and download) else [ds.archive[0]] if ds.archive else \
+        _resolve_mirrors(mirrors, ds)
+    if missing and not (download and urls):
         listing = ", ".join(f"{n} (or {n[: -len('.gz')]})" for n in missing)
-        raise FileNotFoundError(
-            f"MNIST {split} split: missing {listing} in {root}. Pass root=DIR (or "
-            f"`pylenet train --data DIR`) for a folder holding the IDX files, set "
-            f"PYLENET_DATA=DIR, or use download=True to fetch them into {root}.")
-    if missing:
-        urls = _resolve_mirrors(mirrors)
+        where = f"{root}" + ("" if root.is_dir() else " (the folder does not exist)")
+        how = (ds.manual if ds.manual else
+               f"Pass root=DIR (or `pylenet train --data DIR`) for a folder holding the IDX files"
+               + (", set PYLENET_DATA=DIR" if name == "mnist" else "")
+               + f", or download them (download=True; `pylenet train --download`) into {root}.")
+        raise FileNotFoundError(f"{name} {split} split: missing {listing} in {where}. {how}")
+    if missing and ds.archive:
         root.mkdir(parents=True, exist_ok=True)
-        for name in missing:
-            found[name] = _download(name, root, urls, progress)
-    image_path, label_path = (found[name] for name in names)
+        _fetch_archive(ds, root, progress)
+        found = {n: _find(root, n) for n in names}
+    elif missing:
+        root.mkdir(parents=True, exist_ok=True)
+        for n in missing:
+            found[n] = _download(n, root, urls, progress, ds)
+    image_path, label_path = (found[n] for n in names)
     images, labels = read_idx(image_path), read_idx(label_path)
     _check_mnist(images, labels, image_path, label_path)
+    if ds.transpose:
+        images = np.ascontiguousarray(images.transpose(0, 2, 1))
     return images, labels.astype(np.int64)
 
 

@@ -15,6 +15,18 @@ MIN_CONTRAST = 24.0
 # Once stretched to 0..255, values below this are paper texture or compression noise; zeroing
 # them keeps a stray speck from widening the digit's bounding box.
 NOISE_FLOOR = 0.1 * 255
+# Photos: the background is estimated per tile of about this many pixels (a low percentile,
+# so strokes do not count as paper, then the median of each tile's 3x3 neighbourhood, so a
+# tile that a bold stroke covers takes its neighbours' paper), which follows uneven lighting;
+# smaller images use the outer ring's median as before.
+TILE = 24
+BACKGROUND_PERCENTILE = 25
+# Ink components smaller than this fraction of the largest one are specks, not the digit.
+MIN_COMPONENT = 0.15
+EDGE = 28  # the kept strokes grow by 1/EDGE of the digit's size: about 1 pixel at MNIST's scale
+# Larger images are shrunk first (area-averaged): the digit keeps plenty of pixels for a
+# 20-pixel box, and the component search stays fast.
+MAX_SIDE = 512
 
 
 def load_image(path) -> np.ndarray:
@@ -112,21 +124,26 @@ def _to_255(a: np.ndarray) -> np.ndarray:
 def _normalise(gray: np.ndarray, source: str) -> np.ndarray:
     """The MNIST recipe on a float (H, W) 0..255 array; source names the image in errors."""
     Image, _ = _pillow()
+    if max(gray.shape) > MAX_SIDE:
+        s = MAX_SIDE / max(gray.shape)
+        size = (max(1, round(gray.shape[1] * s)), max(1, round(gray.shape[0] * s)))
+        gray = np.asarray(Image.fromarray(gray.astype(np.float32)).resize(size, Image.Resampling.BOX),
+                          np.float64)
     ring = _border(gray)
     lo, hi = float(gray.min()), float(gray.max())
     # The outer ring is almost all background, so its brightness tells the polarity.
     if ring.mean() > (lo + hi) / 2:
         gray = 255.0 - gray
         ring = 255.0 - ring
-    # The median ignores the few ring pixels a digit touching the edge may cover.
-    background = float(np.median(ring))
-    ink = np.clip(gray - background, 0.0, None)
+    ink = np.clip(gray - _background(gray, ring, Image), 0.0, None)
     contrast = float(ink.max())
     if contrast < MIN_CONTRAST:
         raise ValueError(f"{source}: no digit found (the image is blank: contrast "
                          f"{contrast:.1f} < {MIN_CONTRAST:g} on a 0..255 scale)")
     ink *= 255.0 / contrast
     ink[ink < NOISE_FLOOR] = 0.0
+    # Sensor noise and specks survive the floor in photos: keep only the digit's own strokes.
+    ink[~_digit_mask(ink)] = 0.0
 
     rows = np.flatnonzero(ink.any(axis=1))
     cols = np.flatnonzero(ink.any(axis=0))
@@ -161,3 +178,78 @@ def _border(a: np.ndarray) -> np.ndarray:
     if min(a.shape) <= 2:
         return a.ravel()
     return np.concatenate([a[0, :], a[-1, :], a[1:-1, 0], a[1:-1, -1]])
+
+
+def _background(gray: np.ndarray, ring: np.ndarray, Image) -> np.ndarray | float:
+    """The paper's brightness under the digit: one value for small images, a smooth surface for photos."""
+    h, w = gray.shape
+    ny, nx = max(1, round(h / TILE)), max(1, round(w / TILE))
+    if min(ny, nx) < 2:
+        # The median ignores the few ring pixels a digit touching the edge may cover.
+        return float(np.median(ring))
+    ys = np.linspace(0, h, ny + 1).astype(int)
+    xs = np.linspace(0, w, nx + 1).astype(int)
+    grid = np.array([[np.percentile(gray[ys[i]:ys[i + 1], xs[j]:xs[j + 1]], BACKGROUND_PERCENTILE)
+                      for j in range(nx)] for i in range(ny)], np.float32)
+    padded = np.pad(grid, 1, mode="edge")
+    grid = np.median([padded[dy:dy + ny, dx:dx + nx] for dy in range(3) for dx in range(3)],
+                     axis=0).astype(np.float32)
+    surface = Image.fromarray(grid).resize((w, h), Image.Resampling.BILINEAR)
+    return np.asarray(surface, np.float64)
+
+
+def _otsu(values: np.ndarray) -> float:
+    """Otsu's threshold of 0..255 values: the split that maximises the between-class variance."""
+    hist = np.bincount(np.clip(values, 0, 255).astype(np.int64).ravel(), minlength=256).astype(np.float64)
+    weight = np.cumsum(hist)
+    mass = np.cumsum(hist * np.arange(256))
+    total_w, total_m = weight[-1], mass[-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (total_m * weight - mass * total_w) ** 2 / (weight * (total_w - weight))
+    return float(np.nanargmax(np.where(np.isfinite(between), between, np.nan)))
+
+
+def _shift_min(a: np.ndarray, fill) -> np.ndarray:
+    """The minimum of each pixel's 3x3 neighbourhood (8-connectivity), fill beyond the edges."""
+    h, w = a.shape
+    p = np.pad(a, 1, constant_values=fill)
+    out = a.copy()
+    for dy in range(3):
+        for dx in range(3):
+            np.minimum(out, p[dy:dy + h, dx:dx + w], out=out)
+    return out
+
+
+def _components(mask: np.ndarray) -> np.ndarray:
+    """8-connected component labels of a boolean mask (-1 outside): min-label propagation with pointer jumping."""
+    h, w = mask.shape
+    none = h * w
+    labels = np.where(mask, np.arange(h * w).reshape(h, w), none)
+    while True:
+        new = np.where(mask, _shift_min(labels, none), none)
+        flat = new.ravel()
+        inside = flat < none
+        for _ in range(4):  # jump to the label's own label: long chains collapse quickly
+            flat[inside] = flat[flat[inside]]
+        if np.array_equal(new, labels):
+            return np.where(mask, labels, -1)
+        labels = new
+
+
+def _digit_mask(ink: np.ndarray) -> np.ndarray:
+    """Where the digit is: pixels above Otsu's threshold in components at least MIN_COMPONENT of
+    the largest, grown by 1/EDGE of the digit's size to keep the strokes' soft edges."""
+    mask = ink > _otsu(ink)
+    if not mask.any():
+        return ink > 0
+    labels = _components(mask)
+    sizes = np.bincount(labels[mask])
+    keep = sizes >= MIN_COMPONENT * sizes.max()
+    digit = np.zeros(mask.shape, bool)
+    digit[mask] = keep[labels[mask]]
+    rows, cols = np.flatnonzero(digit.any(axis=1)), np.flatnonzero(digit.any(axis=0))
+    grow = max(1, round(max(rows[-1] - rows[0], cols[-1] - cols[0]) / EDGE))
+    for _ in range(grow):
+        digit = ~_shift_min(~digit, True)  # a 3x3 dilation
+    return digit
+

@@ -57,6 +57,41 @@ class Module:
         """The trainable parameters, in the order of named_parameters()."""
         return [p for _, p in self.named_parameters()]
 
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """{name: copy of the parameter's array} in named_parameters() order, like PyTorch's."""
+        return {name: p.data.copy() for name, p in self.named_parameters()}
+
+    def load_state_dict(self, state: dict, strict: bool = True) -> tuple[list, list]:
+        """Copies arrays into the parameters by name; returns (missing, unexpected) key lists.
+
+        Every key and shape is checked before anything is written, so a bad state changes
+        nothing. strict=True refuses missing or unexpected keys (ValueError naming them);
+        shapes must always match.
+        """
+        if not hasattr(state, "keys") or not hasattr(state, "__getitem__"):
+            raise TypeError(f"load_state_dict: state must be a mapping of name -> array, got "
+                            f"{type(state).__name__}")
+        params = dict(self.named_parameters())
+        missing = [k for k in params if k not in state]
+        unexpected = [k for k in state if k not in params]
+        if strict and (missing or unexpected):
+            raise ValueError(f"load_state_dict: missing {missing}, unexpected {unexpected} "
+                             f"(the model has {list(params)})")
+        values = {}
+        for name in params:
+            if name in state:
+                value = state[name]
+                if not isinstance(value, np.ndarray) or value.dtype.kind not in "biuf":
+                    raise TypeError(f"load_state_dict: {name} must be a numeric numpy array, got "
+                                    f"{getattr(value, 'dtype', type(value).__name__)}")
+                if value.shape != params[name].data.shape:
+                    raise ValueError(f"load_state_dict: {name} has shape {value.shape}, the model "
+                                     f"expects {params[name].data.shape}")
+                values[name] = value
+        for name, value in values.items():
+            params[name].data[...] = value
+        return missing, unexpected
+
     def num_parameters(self) -> int:
         """Total count of trainable scalars."""
         return int(sum(p.data.size for p in self.parameters()))

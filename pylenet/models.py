@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from pylenet.checkpoint import CheckpointError, load_checkpoint
 from pylenet.layers import (AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential,
                             Sigmoid, Tanh)
+from pylenet.serialize import model_from_checkpoint, register_architecture, save_model
 
 ACTIVATIONS = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid}
 POOLINGS = {"max": MaxPool2d, "avg": AvgPool2d}
@@ -50,15 +52,21 @@ class LeNet5(Sequential):
 
     def save(self, path, *, optimizer=None, scheduler=None, epoch: int = 0, extra: dict | None = None):
         """Writes weights, architecture and (optionally) training state atomically to `path`."""
-        from pylenet.serialize import save_model
         return save_model(path, self, optimizer=optimizer, scheduler=scheduler, epoch=epoch, extra=extra)
 
     @classmethod
     def load(cls, path) -> "LeNet5":
-        """Rebuilds a LeNet5 from a checkpoint written by save()."""
-        from pylenet.serialize import load_model
-        return load_model(path)
+        """Rebuilds a LeNet5 from a checkpoint written by save() (pylenet.load_model takes any)."""
+        ckpt = load_checkpoint(path)
+        name = ckpt.arch.get("name")
+        if name != "LeNet5":
+            raise CheckpointError(f"checkpoint {path} holds a {name!r} architecture, not 'LeNet5' "
+                                  f"(pylenet.load_model rebuilds any saved Sequential)")
+        return model_from_checkpoint(ckpt, path)
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.config.items() if k != "name")
         return f"LeNet5({args})"
+
+
+register_architecture("LeNet5", LeNet5)

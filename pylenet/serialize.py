@@ -1,9 +1,83 @@
-"""Saving and loading LeNet-5 models and their training state through pylenet.checkpoint."""
+"""Saving and loading models (LeNet5 or any Sequential of built-in layers) through pylenet.checkpoint.
+
+A checkpoint's `arch` says how to rebuild the model: a LeNet5's config ({"name": "LeNet5",
+"activation": ..., ...}), or {"name": "Sequential", "layers": [{"name", "type", args...}]} for
+any other Sequential. Named architectures (LeNet5) register their class here from their own
+module, so this module imports no model and models.py imports only this one.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
+from pylenet import layers as L
 from pylenet.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+
+# Constructor arguments of each built-in layer, read back from the attributes of the same name
+# ("bias" is stored as whether the layer has one).
+_LAYER_ARGS = {
+    "Conv2d": ("in_channels", "out_channels", "kernel_size", "stride", "padding", "bias"),
+    "Linear": ("in_features", "out_features", "bias"),
+    "MaxPool2d": ("kernel_size", "stride"),
+    "AvgPool2d": ("kernel_size", "stride"),
+    "ReLU": (), "Sigmoid": (), "Tanh": (), "Flatten": (),
+}
+_POSITIONAL = {"Conv2d": 3, "Linear": 2, "MaxPool2d": 2, "AvgPool2d": 2}
+
+_ARCHITECTURES: dict = {}
+
+
+def register_architecture(name: str, cls) -> None:
+    """Lets checkpoints whose arch["name"] is `name` rebuild as cls(**the rest of arch)."""
+    _ARCHITECTURES[name] = cls
+
+
+def architecture(model) -> dict:
+    """The JSON description a checkpoint stores to rebuild `model` (TypeError if it cannot)."""
+    config = getattr(model, "config", None)
+    if isinstance(config, dict) and config.get("name") in _ARCHITECTURES:
+        return dict(config)
+    if not isinstance(model, L.Sequential):
+        raise TypeError(f"cannot save a {type(model).__name__}: checkpoints hold LeNet5 or a "
+                        f"Sequential of built-in layers")
+    specs = []
+    for name, layer in model.layers:
+        kind = type(layer).__name__
+        if kind not in _LAYER_ARGS or type(layer) is not getattr(L, kind):
+            raise TypeError(f"cannot save layer {name!r} ({type(layer).__name__}): checkpoints "
+                            f"hold only the built-in layers {sorted(_LAYER_ARGS)}")
+        spec = {"name": name, "type": kind}
+        for arg in _LAYER_ARGS[kind]:
+            value = getattr(layer, arg)
+            spec[arg] = (value is not None) if arg == "bias" else int(value)
+        specs.append(spec)
+    return {"name": "Sequential", "layers": specs}
+
+
+def build_model(arch: dict, path="checkpoint"):
+    """A freshly initialised model for a checkpoint's arch (CheckpointError if it is not buildable)."""
+    arch = dict(arch)
+    name = arch.pop("name", None)
+    try:
+        if name in _ARCHITECTURES:
+            return _ARCHITECTURES[name](**arch)
+        if name == "Sequential" and set(arch) == {"layers"} and isinstance(arch["layers"], list):
+            return L.Sequential(*(_build_layer(spec) for spec in arch["layers"]))
+    except (TypeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"checkpoint {path} has an architecture this pylenet cannot build "
+                              f"({arch}): {e}") from e
+    raise CheckpointError(f"checkpoint {path} holds a {name!r} architecture; this pylenet builds "
+                          f"{sorted(_ARCHITECTURES) + ['Sequential']}")
+
+
+def _build_layer(spec: dict):
+    if not isinstance(spec, dict) or spec.get("type") not in _LAYER_ARGS or "name" not in spec:
+        raise ValueError(f"bad layer entry {spec!r}")
+    kind, args = spec["type"], _LAYER_ARGS[spec["type"]]
+    if set(spec) != {"name", "type", *args}:
+        raise ValueError(f"layer {spec['name']!r} ({kind}) needs exactly the fields {list(args)}")
+    n = _POSITIONAL.get(kind, 0)
+    layer = getattr(L, kind)(*(spec[a] for a in args[:n]), **{a: spec[a] for a in args[n:]})
+    return (str(spec["name"]), layer)
 
 
 def save_model(path, model, *, optimizer=None, scheduler=None, epoch: int = 0,
@@ -13,7 +87,7 @@ def save_model(path, model, *, optimizer=None, scheduler=None, epoch: int = 0,
     if scheduler is not None:
         extra["scheduler"] = scheduler.state_dict()
     ckpt = Checkpoint(
-        arch=dict(model.config),
+        arch=architecture(model),
         params={name: p.data for name, p in model.named_parameters()},
         optimizer=optimizer.state_dict() if optimizer is not None else None,
         epoch=int(epoch),
@@ -22,34 +96,17 @@ def save_model(path, model, *, optimizer=None, scheduler=None, epoch: int = 0,
     return save_checkpoint(path, ckpt)
 
 
-def model_from_checkpoint(ckpt: Checkpoint, path) -> "LeNet5":  # noqa: F821
-    """Builds the model a checkpoint describes and copies its weights in (shapes checked)."""
-    from pylenet.models import LeNet5
-
-    arch = dict(ckpt.arch)
-    name = arch.pop("name", None)
-    if name != "LeNet5":
-        raise CheckpointError(f"checkpoint {path} holds a {name!r} architecture, not 'LeNet5'")
+def model_from_checkpoint(ckpt: Checkpoint, path):
+    """Builds the model a checkpoint describes and copies its weights in (keys and shapes checked)."""
+    model = build_model(ckpt.arch, path)
     try:
-        model = LeNet5(**arch)
+        model.load_state_dict(ckpt.params)
     except (TypeError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {path} has an architecture this pylenet cannot build "
-                              f"({arch}): {e}") from e
-    expected = dict(model.named_parameters())
-    if set(expected) != set(ckpt.params):
-        missing = sorted(set(expected) - set(ckpt.params))
-        unexpected = sorted(set(ckpt.params) - set(expected))
-        raise CheckpointError(f"checkpoint {path} does not match LeNet5({arch}): "
-                              f"missing {missing}, unexpected {unexpected}")
-    for name, param in expected.items():
-        value = ckpt.params[name]
-        if value.shape != param.data.shape:
-            raise CheckpointError(f"checkpoint {path}: {name} has shape {value.shape}, "
-                                  f"LeNet5({arch}) expects {param.data.shape}")
-        param.data[...] = value
+        what = repr(model) if "\n" not in repr(model) else f"its {len(model)}-layer Sequential"
+        raise CheckpointError(f"checkpoint {path} does not match {what}: {e}") from e
     return model
 
 
 def load_model(path):
-    """The LeNet5 stored at `path` (FileNotFoundError, or CheckpointError naming the problem)."""
+    """The model stored at `path` (FileNotFoundError, or CheckpointError naming the problem)."""
     return model_from_checkpoint(load_checkpoint(path), path)

@@ -107,8 +107,8 @@ class Predictor:
 
     def predict(self, image: np.ndarray) -> dict:
         """{"label", "probabilities"} for one uint8 (28, 28) MNIST-style image."""
-        label, probs = predict(self.model, image)
-        return {"label": label, "probabilities": probs.tolist()}
+        labels, probs = predict(self.model, image)
+        return {"label": int(labels[0]), "probabilities": probs[0].tolist()}
 
     def feature_maps(self, image: np.ndarray) -> list[dict]:
         """C1, S2, C3 and S4 for one uint8 (28, 28) image, each taken after the activation that follows it."""

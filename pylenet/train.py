@@ -2,17 +2,20 @@
 from __future__ import annotations
 
 import math
+import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
 from pylenet import ops
 from pylenet.checkpoint import CheckpointError
-from pylenet.data import MNIST_MEAN, MNIST_STD, DataLoader, _normalize_lut, pad_and_normalize
+from pylenet.data import MNIST_MEAN, MNIST_STD, _normalize_lut, pad_and_normalize
 from pylenet.engine import fused_for, loss_name
 from pylenet.losses import get_loss
-from pylenet.optim import SGD
+from pylenet.recipe import DEFAULT_RECIPE, make_optimizer, make_scheduler
+from pylenet.serialize import architecture, save_model
 
 
 PAD = 2  # MNIST's 28x28 digits zero-padded to LeNet-5's 32x32 input
@@ -23,42 +26,175 @@ class TrainingDiverged(FloatingPointError):
     """The loss became NaN or Inf; the message says where and which checkpoint is still good."""
 
 
-class History:
-    """Per-epoch records (loss, accuracy, val_*, lr, time, images_per_s); history["loss"] -> list."""
+class History(Mapping):
+    """Per-epoch records as a read-only mapping: history["loss"] -> [value per epoch].
+
+    Keys are the metrics seen (epoch, lr, loss, accuracy, time, images_per_s, skipped, val_*),
+    in first-seen order; len(history) counts them and history.epochs counts the epochs. An
+    unknown key raises KeyError naming the known ones; an epoch missing a metric gives None.
+    """
 
     def __init__(self, records: list[dict] | None = None):
         self.records = list(records or [])
 
     def append(self, record: dict) -> None:
+        """Adds one epoch's record."""
         self.records.append(record)
 
+    def _keys(self) -> list:
+        return list(dict.fromkeys(k for r in self.records for k in r))
+
     def __getitem__(self, key: str) -> list:
+        if not isinstance(key, str) or not any(key in r for r in self.records):
+            raise KeyError(f"History has no metric {key!r}; it has {self._keys()} "
+                           f"(history.records[i] is epoch i+1's record)")
         return [r.get(key) for r in self.records]
 
+    def __iter__(self):
+        return iter(self._keys())
+
     def __len__(self):
+        return len(self._keys())
+
+    @property
+    def epochs(self) -> int:
+        """Number of epochs recorded."""
         return len(self.records)
+
+    @property
+    def history(self) -> dict:
+        """Keras's History.history: {metric: [value per epoch]}."""
+        return self.to_dict()
 
     def to_dict(self) -> dict:
         """{metric: [value per epoch]} over every metric seen."""
-        keys = sorted({k for r in self.records for k in r})
-        return {k: self[k] for k in keys}
+        return {k: self[k] for k in self._keys()}
 
     def __repr__(self):
-        return f"History({len(self.records)} epochs)"
+        return f"History({self.epochs} epochs: {', '.join(self._keys())})"
 
 
-def _check_dataset(name: str, data) -> tuple[np.ndarray, np.ndarray]:
-    if not (isinstance(data, tuple) and len(data) == 2):
-        raise TypeError(f"{name} must be an (images, labels) tuple as load_mnist returns, got "
-                        f"{type(data).__name__}")
-    images, labels = np.asarray(data[0]), np.asarray(data[1])
-    if images.ndim != 3 or images.shape[1:] != (28, 28):
-        raise ValueError(f"{name}: images must have shape (N, 28, 28), got {images.shape}")
-    if labels.shape != (images.shape[0],):
-        raise ValueError(f"{name}: labels must have shape ({images.shape[0]},), got {labels.shape}")
-    if images.shape[0] == 0:
-        raise ValueError(f"{name} is empty")
-    return images, labels
+def _check_labels(name: str, labels, n: int) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.shape != (n,):
+        raise ValueError(f"{name}: labels must have shape ({n},), got {labels.shape}")
+    if labels.dtype.kind not in "iu":
+        raise TypeError(f"{name}: labels must be integers, got {labels.dtype}")
+    return labels.astype(np.int64, copy=False)
+
+
+def _as_input(name: str, x) -> np.ndarray:
+    """One batch as the network's float32 (N, C, H, W): uint8 digits are padded and normalised."""
+    _check_input(name, x)
+    if x.dtype == np.uint8:
+        return pad_and_normalize(x, pad=PAD)
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _check_input(name: str, x) -> None:
+    """TypeError/ValueError unless x is uint8 digits (N, 28, 28) or float (N, C, H, W)."""
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name}: images must be a numpy array, got {type(x).__name__}")
+    if x.dtype == np.uint8:
+        if x.ndim != 3 or x.shape[1:] != (28, 28):
+            raise ValueError(f"{name}: uint8 images must have shape (N, 28, 28), got {x.shape} "
+                             f"(float32 (N, C, H, W) inputs are used as given)")
+        return
+    if x.dtype.kind != "f":
+        raise TypeError(f"{name}: images must be uint8 digits (N, 28, 28) or float (N, C, H, W), "
+                        f"got {x.dtype}")
+    if x.ndim != 4:
+        raise ValueError(f"{name}: float images must have shape (N, C, H, W), got {x.shape} "
+                         f"(raw (N, 28, 28) digits must be uint8)")
+
+
+class _ArrayBatches:
+    """Seeded, epoch-aware batches of an in-memory (images, labels) pair, like DataLoader."""
+
+    def __init__(self, name: str, images: np.ndarray, labels: np.ndarray, batch_size: int,
+                 shuffle: bool, seed: int):
+        self.name, self.images, self.labels = name, images, labels
+        self.batch_size, self.shuffle, self.seed, self.epoch = batch_size, shuffle, seed, 0
+
+    def __len__(self):
+        return -(-len(self.images) // self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Selects the epoch whose order the next iteration uses."""
+        self.epoch = epoch
+
+    def __iter__(self):
+        n = len(self.images)
+        order = (np.random.default_rng([self.seed, self.epoch]).permutation(n) if self.shuffle
+                 else np.arange(n))
+        self.epoch += 1
+        for start in range(0, n, self.batch_size):
+            idx = order[start:start + self.batch_size]
+            yield _as_input(self.name, self.images[idx]), self.labels[idx]
+
+
+class _IterableBatches:
+    """Any re-iterable of (x, y) batches (a DataLoader, a list, a torch-style loader), checked per batch."""
+
+    def __init__(self, name: str, batches):
+        self.name, self.batches = name, batches
+
+    def __len__(self):
+        try:
+            return len(self.batches)
+        except TypeError:
+            return None
+
+    def set_epoch(self, epoch: int) -> None:
+        """Passes the epoch on to a loader that shuffles by epoch (DataLoader)."""
+        if hasattr(self.batches, "set_epoch"):
+            self.batches.set_epoch(epoch)
+
+    def __iter__(self):
+        for i, batch in enumerate(self.batches):
+            if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+                raise TypeError(f"{self.name}: batch {i} must be an (x, y) tuple, got "
+                                f"{type(batch).__name__}")
+            x = _as_input(f"{self.name} batch {i}", batch[0])
+            yield x, _check_labels(f"{self.name} batch {i}", batch[1], len(x))
+
+
+def _batches(name: str, data, batch_size: int, *, shuffle: bool = False, seed: int = 0,
+             once: bool = False):
+    """The batches of `data`: an (images, labels) tuple of arrays, a DataLoader or an iterable of (x, y)."""
+    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], np.ndarray):
+        images = data[0]
+        _check_input(name, images)
+        labels = _check_labels(name, data[1], images.shape[0])
+        if images.shape[0] == 0:
+            raise ValueError(f"{name} is empty")
+        return _ArrayBatches(name, images, labels, batch_size, shuffle, seed)
+    if isinstance(data, (np.ndarray, str, bytes, dict)) or not hasattr(data, "__iter__"):
+        raise TypeError(f"{name} must be an (images, labels) tuple of arrays, a DataLoader or an "
+                        f"iterable of (x, y) batches, got {type(data).__name__}")
+    if not once and iter(data) is data:
+        raise TypeError(f"{name}: a one-shot iterator cannot be read once per epoch; pass a list "
+                        f"or a loader object (something iter() can restart)")
+    return _IterableBatches(name, data)
+
+
+def _live_progress() -> bool:
+    """Whether a redrawn progress bar can be shown: a terminal or a notebook, not a log or pipe."""
+    from tqdm.autonotebook import tqdm  # the notebook bar inside Jupyter, else the plain one
+    from tqdm.std import tqdm as plain_tqdm
+    isatty = getattr(sys.stderr, "isatty", None)
+    return tqdm is not plain_tqdm or bool(isatty and isatty())
+
+
+def _log_epoch(record: dict, epochs: int) -> None:
+    """One line per epoch on stderr, for logs, where every redraw of a bar would be kept."""
+    def pct(key):
+        v = record.get(key)
+        return "n/a" if v is None else f"{100 * v:.2f}%"
+    loss = "n/a" if record.get("loss") is None else f"{record['loss']:.4f}"
+    val = f"  val acc {pct('val_accuracy')}" if "val_accuracy" in record else ""
+    print(f"epoch {record['epoch']}/{epochs}  loss {loss}  acc {pct('accuracy')}{val}  "
+          f"{record['images_per_s']:,.0f} img/s  {record['time']:.1f}s", file=sys.stderr, flush=True)
 
 
 class Trainer:
@@ -71,12 +207,13 @@ class Trainer:
     arithmetic as the layer-by-layer path, without Python between the layers).
     """
 
-    def __init__(self, model, optimizer=None, *, loss="cross_entropy", scheduler=None,
-                 batch_size: int = 64, seed: int = 0, threads: int | None = None,
+    def __init__(self, model, optimizer=None, *, loss=DEFAULT_RECIPE["loss"], scheduler=None,
+                 batch_size: int = DEFAULT_RECIPE["batch_size"], seed: int = DEFAULT_RECIPE["seed"],
+                 threads: int | None = None,
                  progress: bool = True, checkpoint=None, on_nonfinite: str = "raise",
                  fused: bool = True):
         self.model = model
-        self.optimizer = optimizer if optimizer is not None else SGD(model.parameters(), lr=0.01, momentum=0.9)
+        self.optimizer = optimizer if optimizer is not None else make_optimizer(model.parameters())
         self.loss_fn = get_loss(loss)
         self.scheduler = scheduler
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
@@ -91,7 +228,7 @@ class Trainer:
             raise ValueError(f"on_nonfinite must be 'raise' or 'skip', got {on_nonfinite!r}")
         self.on_nonfinite = on_nonfinite
         self._loss_name = loss_name(self.loss_fn)
-        self._fused = fused_for(model) if fused and self._loss_name else None
+        self._use_fused = bool(fused) and self._loss_name is not None
         self.epoch = 0          # epochs finished
         self.history = History()
 
@@ -100,9 +237,9 @@ class Trainer:
         path = Path(path) if path is not None else self.checkpoint
         if path is None:
             raise ValueError("Trainer.save: no path given and no checkpoint path set")
-        return self.model.save(path, optimizer=self.optimizer, scheduler=self.scheduler,
-                               epoch=self.epoch,
-                               extra={"history": self.history.records, "seed": self.seed,
+        return save_model(path, self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+                          epoch=self.epoch,
+                          extra={"history": self.history.records, "seed": self.seed,
                                       "batch_size": self.batch_size, "loss": getattr(self.loss_fn, "name", "custom")})
 
     def restore(self, ckpt, path="checkpoint") -> None:
@@ -120,9 +257,9 @@ class Trainer:
                 raise CheckpointError(f"{path}: {name} has shape {ckpt.params[name].shape}, the "
                                       f"model expects {param.data.shape}")
         # The seed only chose the initial weights, which the checkpoint replaces.
-        config = {k: v for k, v in getattr(self.model, "config", {}).items() if k != "seed"}
+        config = {k: v for k, v in architecture(self.model).items() if k != "seed"}
         arch = {k: v for k, v in dict(ckpt.arch).items() if k != "seed"}
-        if config and arch != config:
+        if arch != config:
             raise CheckpointError(f"{path} holds a {arch} model, but this one is {config}")
         for name, param in params.items():
             param.data[...] = ckpt.params[name]
@@ -140,18 +277,24 @@ class Trainer:
                                    f"{self.checkpoint}. Lower the learning rate or resume from it.")
         raise TrainingDiverged(f"{where}; lower the learning rate (or pass on_nonfinite='skip').")
 
-    def train_epoch(self, loader: DataLoader) -> dict:
+    def _fused_net(self, x: np.ndarray):
+        """The core's fused net for batches shaped like x, or None (other layers, or fused=False)."""
+        return fused_for(self.model, x.shape[1:]) if self._use_fused else None
+
+    def train_epoch(self, loader) -> dict:
         """One pass over `loader`: forward, loss, backward and an optimizer step per batch."""
         from tqdm.auto import tqdm
 
         model, opt = self.model.train(), self.optimizer
         total_loss, correct, seen, skipped = 0.0, 0, 0, 0
         start = time.perf_counter()
-        bar = tqdm(loader, total=len(loader), disable=not self.progress, unit="batch",
+        total = len(loader)
+        bar = tqdm(loader, total=total, disable=not (self.progress and _live_progress()), unit="batch",
                    desc=f"epoch {self.epoch + 1}", leave=True, dynamic_ncols=True)
         for i, (x, y) in enumerate(bar):
-            if self._fused is not None:
-                loss, out = self._fused.train_step(x, y, self._loss_name)
+            fused = self._fused_net(x)
+            if fused is not None:
+                loss, out = fused.train_step(x, y, self._loss_name)
             else:
                 out = model.forward(x)
                 loss, dout = self.loss_fn(out, y)
@@ -161,14 +304,14 @@ class Trainer:
                     continue
                 bar.close()
                 self._nonfinite(loss, i)
-            if self._fused is None:
+            if fused is None:
                 model.backward(dout)
             opt.step()
             n = len(y)
             total_loss += loss * n
             correct += int((out.argmax(axis=1) == y).sum())
             seen += n
-            if i % 20 == 0 or i == len(loader) - 1:
+            if i % 20 == 0 or i == (total or 0) - 1:
                 elapsed = time.perf_counter() - start
                 bar.set_postfix(loss=f"{total_loss / max(seen, 1):.4f}",
                                 acc=f"{correct / max(seen, 1):.4f}",
@@ -182,12 +325,11 @@ class Trainer:
 
     def fit(self, train, *, epochs: int, validation=None) -> History:
         """Trains until `epochs` epochs are finished in total (a resumed run continues)."""
-        images, labels = _check_dataset("train", train)
+        loader = _batches("train", train, self.batch_size, shuffle=True, seed=self.seed)
         if validation is not None:
-            _check_dataset("validation", validation)
+            _batches("validation", validation, self.batch_size)
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
             raise ValueError(f"epochs must be an int >= 0, got {epochs!r}")
-        loader = DataLoader(images, labels, self.batch_size, shuffle=True, seed=self.seed)
         while self.epoch < epochs:
             loader.set_epoch(self.epoch)
             record = {"epoch": self.epoch + 1, "lr": self.optimizer.lr}
@@ -199,73 +341,117 @@ class Trainer:
                 record["val_loss"], record["val_accuracy"] = val["loss"], val["accuracy"]
             self.epoch += 1
             self.history.append(record)
+            if self.progress and not _live_progress():
+                _log_epoch(record, epochs)
             if self.checkpoint is not None:
                 self.save()
         return self.history
 
 
-def fit(model, train, *, epochs: int, batch_size: int = 64, optimizer=None, validation=None,
-        loss="cross_entropy", scheduler=None, seed: int = 0, threads: int | None = None,
+def fit(model, train, *, epochs: int, batch_size: int = DEFAULT_RECIPE["batch_size"],
+        optimizer=None, validation=None, loss=DEFAULT_RECIPE["loss"], scheduler=None,
+        seed: int = DEFAULT_RECIPE["seed"], threads: int | None = None,
         progress: bool = True, checkpoint=None, on_nonfinite: str = "raise",
         fused: bool = True) -> History:
-    """Trains `model` on `train` = (uint8 images (N,28,28), labels) and returns its History.
+    """Trains `model` on `train` and returns its History.
 
-    optimizer defaults to SGD(lr=0.01, momentum=0.9); validation is evaluated after each
-    epoch; checkpoint, if given, is rewritten atomically after every epoch.
+    train (and validation): an (images, labels) tuple, where images are uint8 digits
+    (N, 28, 28), padded to 32x32 and normalised as MNIST, or float (N, C, H, W) used as given;
+    or a DataLoader or any re-iterable of (x, y) batches of those.
+
+    Without an optimizer, fit uses pylenet.recipe.DEFAULT_RECIPE, as `pylenet train` does: its
+    optimizer (SGD with momentum and weight decay) and, unless a scheduler is given, its
+    schedule (cosine over `epochs`). validation is evaluated after each epoch; checkpoint, if given, is
+    rewritten atomically after every epoch.
     """
+    if optimizer is None:
+        optimizer = make_optimizer(model.parameters())
+        if scheduler is None and isinstance(epochs, (int, np.integer)) and not isinstance(epochs, bool):
+            scheduler = make_scheduler(optimizer, epochs)
     trainer = Trainer(model, optimizer, loss=loss, scheduler=scheduler, batch_size=batch_size,
                       seed=seed, threads=threads, progress=progress, checkpoint=checkpoint,
                       on_nonfinite=on_nonfinite, fused=fused)
     return trainer.fit(train, epochs=epochs, validation=validation)
 
 
-def _forward_batches(model, x: np.ndarray, batch_size: int):
-    fused = fused_for(model)
-    if fused is not None:  # one core call per batch, nothing cached for backward
-        for i in range(0, len(x), batch_size):
-            yield i, fused.forward(pad_and_normalize(x[i:i + batch_size]))
-        return
+def _forward(model, x: np.ndarray) -> np.ndarray:
+    """Network outputs for one float32 batch, in the core's fused net when it can run the model."""
+    fused = fused_for(model, x.shape[1:])
+    if fused is not None:  # one core call, nothing cached for backward
+        return fused.forward(x)
     was_training = model.training
     model.eval()
     try:
-        for i in range(0, len(x), batch_size):
-            yield i, model.forward(pad_and_normalize(x[i:i + batch_size]))
+        return model.forward(x)
     finally:
         model.train(was_training)
 
 
 def evaluate(model, data, *, batch_size: int = 1000, loss="cross_entropy") -> dict:
-    """{"accuracy", "loss", "confusion"} of `model` on data = (images, labels); rows = true label."""
-    images, labels = _check_dataset("data", data)
+    """{"accuracy", "loss", "confusion"} of `model` on `data` (as fit takes it); rows = true label."""
+    batches = _batches("data", data, _check_batch_size(batch_size), once=True)
     loss_fn = get_loss(loss)
-    num_classes = model.config.get("num_classes", 10) if hasattr(model, "config") else 10
-    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
-    total = 0.0
-    for i, out in _forward_batches(model, images, batch_size):
-        y = labels[i:i + len(out)].astype(np.int64)
+    confusion, total, seen = None, 0.0, 0
+    for x, y in batches:
+        out = _forward(model, x)
+        if confusion is None:
+            confusion = np.zeros((out.shape[1], out.shape[1]), dtype=np.int64)
+        if len(y) and (y.min() < 0 or y.max() >= out.shape[1]):
+            raise ValueError(f"data: labels must lie in 0..{out.shape[1] - 1} (the model's "
+                             f"classes), found {y.min()}..{y.max()}")
         batch_loss, _ = loss_fn(out, y)
         total += batch_loss * len(y)
+        seen += len(y)
         np.add.at(confusion, (y, out.argmax(axis=1)), 1)
-    return {"accuracy": float(np.trace(confusion) / confusion.sum()), "loss": total / len(images),
+    if not seen:
+        raise ValueError("data is empty")
+    return {"accuracy": float(np.trace(confusion) / confusion.sum()), "loss": total / seen,
             "confusion": confusion}
 
 
-def predict(model, images, *, batch_size: int = 1000):
-    """(labels, probabilities) for uint8 images (N,28,28), or (int, (C,) array) for one (28,28)."""
-    x = images if isinstance(images, np.ndarray) else np.asarray(images)
-    single = x.ndim == 2
-    if single:
-        x = x[None]
-    if x.ndim != 3 or x.shape[1:] != (28, 28):
-        raise ValueError(f"predict: images must be (28, 28) or (N, 28, 28), got shape {np.shape(images)}")
-    if x.dtype != np.uint8:
-        raise TypeError(f"predict: images must be uint8 pixels (as load_mnist returns), got {x.dtype}")
-    fused = fused_for(model)
-    if fused is not None:  # padding, normalisation, network and softmax in one core call
-        probs = fused.predict_proba(x, _LUT, PAD)
-    elif len(x):
-        probs = np.concatenate([ops.softmax(out) for _, out in _forward_batches(model, x, batch_size)])
+def _num_classes(model) -> int:
+    config = getattr(model, "config", None) or {}
+    if "num_classes" in config:
+        return int(config["num_classes"])
+    linear = [layer for _, layer in getattr(model, "layers", []) if hasattr(layer, "out_features")]
+    return linear[-1].out_features if linear else 0
+
+
+def predict(model, images, *, batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    """(labels int64 (N,), probabilities float32 (N, C)), always; one (28, 28) digit counts as N=1.
+
+    images: uint8 digits (N, 28, 28) or (28, 28), prepared as in training (padded to 32x32,
+    normalised); float (N, C, H, W) used as given; or an iterable of x or (x, y) batches.
+    """
+    batch_size = _check_batch_size(batch_size)
+    if isinstance(images, np.ndarray):
+        x = images[None] if images.dtype == np.uint8 and images.ndim == 2 else images
+        if x.dtype == np.uint8 and (x.ndim != 3 or x.shape[1:] != (28, 28)):
+            raise ValueError(f"predict: uint8 images must be (28, 28) or (N, 28, 28), got shape "
+                             f"{images.shape} (float32 (N, C, H, W) inputs are used as given)")
+        _check_input("predict", x)
+        fused = fused_for(model, (1, 28 + 2 * PAD, 28 + 2 * PAD)) if x.dtype == np.uint8 else None
+        if fused is not None and len(x):  # padding, normalisation, network and softmax in one core call
+            probs = fused.predict_proba(x, _LUT, PAD)
+        else:
+            chunks = [x[i:i + batch_size] for i in range(0, len(x), batch_size)]
+            probs = _predict_batches(model, chunks, _num_classes(model))
+    elif isinstance(images, (str, bytes, dict)) or not hasattr(images, "__iter__"):
+        raise TypeError(f"predict: images must be a numpy array or an iterable of batches, got "
+                        f"{type(images).__name__}")
     else:
-        probs = np.zeros((0, model.config.get("num_classes", 10)), np.float32)
-    labels = probs.argmax(axis=1)
-    return (int(labels[0]), probs[0]) if single else (labels.astype(np.int64), probs)
+        chunks = (b[0] if isinstance(b, (tuple, list)) and len(b) == 2 else b for b in images)
+        probs = _predict_batches(model, chunks, _num_classes(model))
+    return probs.argmax(axis=1).astype(np.int64), probs
+
+
+def _predict_batches(model, chunks, num_classes: int) -> np.ndarray:
+    probs = [ops.softmax(_forward(model, _as_input("predict", x))) for x in chunks]
+    probs = [p for p in probs if len(p)]
+    return np.concatenate(probs) if probs else np.zeros((0, num_classes), np.float32)
+
+
+def _check_batch_size(batch_size) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    return int(batch_size)

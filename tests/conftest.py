@@ -21,6 +21,16 @@ def mnist_dir() -> Path:
     return path
 
 
+@pytest.fixture
+def restore_threads():
+    """The core's thread count is process-wide: tests that change it get it put back afterwards."""
+    from pylenet import ops
+
+    before = ops.get_num_threads()
+    yield
+    ops.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def torch_single_thread():
     """Two OpenMP pools (torch's and the core's) spinning on two shared cores slow both down."""

@@ -18,12 +18,7 @@ def randn(*shape):
     return RNG.standard_normal(shape).astype(np.float32)
 
 
-@pytest.fixture(autouse=True)
-def restore_threads():
-    """Tests here change the thread count; put it back afterwards."""
-    before = ops.get_num_threads()
-    yield
-    ops.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("restore_threads")  # tests here change the thread count
 
 
 # ---------------------------------------------------------------------------------------------

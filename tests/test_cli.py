@@ -22,12 +22,9 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(autouse=True)
-def offline_and_thread_count(monkeypatch):
-    """No test may reach the network; --threads changes a process-wide setting, so restore it."""
+def offline_and_thread_count(monkeypatch, restore_threads):
+    """No test may reach the network; --threads changes a process-wide setting (restored)."""
     monkeypatch.setenv("PYLENET_MNIST_MIRRORS", OFFLINE_MIRROR)
-    before = ops.get_num_threads()
-    yield
-    ops.set_num_threads(before)
 
 
 def subprocess_env():
@@ -83,6 +80,20 @@ def assert_one_line_error(code, out, err):
 
 
 # ------------------------------------------------------------------------------------- train
+
+def test_fit_and_the_cli_share_one_default_recipe(trained, mnist_dir):
+    from pylenet.cli import _parser
+    from pylenet.recipe import DEFAULT_RECIPE
+    args = _parser().parse_args(["train"])
+    for key in ("epochs", "batch_size", "optimizer", "momentum", "weight_decay", "schedule", "loss", "seed"):
+        assert getattr(args, key) == DEFAULT_RECIPE[key], key
+    # The same run both ways, bit for bit: `pylenet train` and fit() with no optimizer given.
+    images, labels = pylenet.load_mnist("train", root=mnist_dir, download=False, progress=False)
+    model = LeNet5(seed=0)
+    pylenet.fit(model, (images[:2000], labels[:2000]), epochs=1, progress=False, threads=2)
+    cli_model = LeNet5.load(trained / "model.ckpt")
+    for name, value in model.state_dict().items():
+        assert np.array_equal(cli_model.state_dict()[name], value), name
 
 def test_train_writes_checkpoint_metrics_and_plot(trained, mnist_dir):
     ckpt = load_checkpoint(trained / "model.ckpt")
@@ -245,9 +256,25 @@ def test_help_exits_zero(argv, capsys):
 
 # ------------------------------------------------------------------------------------ errors
 
-def test_missing_checkpoint_is_a_one_line_error(tmp_path, capsys):
-    line = assert_one_line_error(*run_cli(capsys, "evaluate", "--model", tmp_path / "nope.ckpt"))
-    assert "nope.ckpt" in line
+@pytest.mark.parametrize("command", ["evaluate", "predict", "export", "serve"])
+def test_missing_checkpoint_is_a_one_line_error_naming_the_model(command, tmp_path, capsys):
+    extra = {"predict": ["x.png"], "export": ["--onnx", tmp_path / "m.onnx"]}.get(command, [])
+    line = assert_one_line_error(*run_cli(capsys, command, "--model", tmp_path / "nope.ckpt", *extra))
+    assert line.startswith(f"pylenet: error: --model {tmp_path / 'nope.ckpt'}: no such file;")
+    assert "checkpoint written by `pylenet train`" in line
+    line = assert_one_line_error(*run_cli(capsys, "evaluate", "--model", tmp_path))
+    assert "not a file" in line
+    line = assert_one_line_error(*run_cli(capsys, "train", "--resume", tmp_path / "old.ckpt",
+                                          "--out", tmp_path / "out", "--no-progress"))
+    assert line.startswith(f"pylenet: error: --resume {tmp_path / 'old.ckpt'}: no such file")
+    assert not (tmp_path / "out").exists()
+
+
+def test_version_prints_the_package_version(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"pylenet {pylenet.__version__}"
 
 
 def test_corrupted_checkpoint_is_a_one_line_error(trained, tmp_path, capsys):
@@ -263,10 +290,142 @@ def test_corrupted_checkpoint_is_a_one_line_error(trained, tmp_path, capsys):
     assert str(flipped) in line
 
 
-def test_nonexistent_data_dir_is_a_one_line_error(tmp_path, capsys):
-    line = assert_one_line_error(*run_cli(capsys, "train", "--data", tmp_path / "no_mnist_here",
-                                          "--epochs", 1, "--out", tmp_path / "out", "--no-progress"))
-    assert "train-images-idx3-ubyte.gz" in line
+def test_a_data_dir_without_the_files_names_them_and_creates_nothing(trained, tmp_path, capsys, monkeypatch):
+    # A typo in --data used to download MNIST into the typo (and make it); now nothing is
+    # fetched or created unless --download says so.
+    monkeypatch.setattr("pylenet.data._download", lambda *a: pytest.fail("downloaded"))
+    typo = tmp_path / "typo" / "mnist"
+    line = assert_one_line_error(*run_cli(capsys, "train", "--data", typo, "--epochs", 1,
+                                          "--out", tmp_path / "out", "--no-progress"))
+    assert f"--data {typo} (no such folder) lacks the mnist files train-images-idx3-ubyte.gz, " \
+           "train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz" in line
+    assert "--download" in line
+    assert not (tmp_path / "typo").exists() and not (tmp_path / "out").exists()
+    (tmp_path / "empty").mkdir()
+    line = assert_one_line_error(*run_cli(capsys, "evaluate", "--model", trained / "model.ckpt",
+                                          "--data", tmp_path / "empty", "--dataset", "kmnist"))
+    assert line.endswith(f"--data {tmp_path / 'empty'} lacks the kmnist files t10k-images-idx3-ubyte.gz, "
+                         "t10k-labels-idx1-ubyte.gz (or their uncompressed copies); pass the folder "
+                         "that holds them, add --download to fetch them into it, or leave out --data "
+                         "to use the per-user cache")
+
+
+def write_idx_folder(folder, files, n_train=96, n_test=40, seed=0):
+    """A folder of generated MNIST-format files under the given (train..., test...) names."""
+    import gzip
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", n_train), ("test", n_test)):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        images = np.zeros((n, 28, 28), np.uint8)
+        for i, y in enumerate(labels):  # a learnable pattern: a bar whose row is the label
+            images[i, 4 + 2 * y:6 + 2 * y, 4:24] = 255
+        img_name, lab_name = files[split]
+        (folder / img_name).write_bytes(gzip.compress(
+            bytes([0, 0, 8, 3]) + np.array([n, 28, 28], ">u4").tobytes() + images.tobytes()))
+        (folder / lab_name).write_bytes(gzip.compress(
+            bytes([0, 0, 8, 1]) + np.array([n], ">u4").tobytes() + labels.tobytes()))
+    return folder
+
+
+@pytest.mark.parametrize("dataset", ["fashion-mnist", "kmnist", "emnist-digits"])
+def test_train_and_evaluate_on_any_folder_of_idx_files(dataset, tmp_path, capsys):
+    from pylenet.data import DATASETS
+    folder = write_idx_folder(tmp_path / dataset, DATASETS[dataset].files)
+    out = tmp_path / "run"
+    code, stdout, err = run_cli(capsys, "train", "--data", folder, "--dataset", dataset, "--epochs", 2,
+                                "--out", out, "--no-progress", "--threads", 1, "--batch-size", 16)
+    assert code == 0, err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["train_images"] == 96 and np.array(metrics["confusion"]).sum() == 40
+    code, stdout, err = run_cli(capsys, "evaluate", "--model", out / "model.ckpt", "--data", folder,
+                                "--dataset", dataset, "--json")
+    assert code == 0, err
+    assert json.loads(stdout)["accuracy"] == metrics["test_accuracy"]
+
+
+def test_download_into_a_data_dir_only_when_asked(tmp_path, capsys, monkeypatch):
+    import hashlib
+    import http.server
+    import threading
+
+    from pylenet import data
+    source = write_idx_folder(tmp_path / "served", data.MNIST_FILES)
+    files = {p.name: p.read_bytes() for p in source.iterdir()}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = files.get(self.path.rsplit("/", 1)[-1])
+            if body is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    try:
+        real = data.DATASETS["fashion-mnist"]
+        sums = {n: ("file", real.checksums[n][1], hashlib.md5(b).hexdigest()) for n, b in files.items()}
+        monkeypatch.setitem(data.DATASETS, "fashion-mnist", data.Dataset(
+            "fashion-mnist", real.files, sums, (f"http://127.0.0.1:{server.server_address[1]}/f/",)))
+        target = tmp_path / "fashion"
+        args = ["train", "--data", target, "--dataset", "fashion-mnist", "--epochs", 1,
+                "--out", tmp_path / "run", "--no-progress", "--threads", 1]
+        assert_one_line_error(*run_cli(capsys, *args))
+        assert not target.exists()
+        code, _, err = run_cli(capsys, *args, "--download")
+        assert code == 0, err
+        assert sorted(p.name for p in target.iterdir()) == sorted(files)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_train_never_overwrites_an_earlier_runs_checkpoint(trained, mnist_dir, tmp_path, capsys):
+    out = tmp_path / "copy"
+    out.mkdir()
+    (out / "model.ckpt").write_bytes((trained / "model.ckpt").read_bytes())
+    before = (out / "model.ckpt").read_bytes()
+    line = assert_one_line_error(*run_cli(capsys, *train_args(mnist_dir, out)))
+    assert f"--out {out} already holds model.ckpt" in line and f"--resume {out / 'model.ckpt'}" in line
+    assert (out / "model.ckpt").read_bytes() == before and sorted(os.listdir(out)) == ["model.ckpt"]
+    # Resuming that very checkpoint in place is what the message suggests, and works.
+    code, _, err = run_cli(capsys, *train_args(mnist_dir, out, "--resume", out / "model.ckpt", epochs=2))
+    assert code == 0, err
+    assert load_checkpoint(out / "model.ckpt").epoch == 2
+
+
+def test_a_run_that_fails_before_writing_leaves_no_out_folder(mnist_dir, tmp_path, capsys, monkeypatch):
+    def disk_full(self, path=None):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pylenet.Trainer, "save", disk_full)
+    out = tmp_path / "new" / "run"
+    line = assert_one_line_error(*run_cli(capsys, *train_args(mnist_dir, out)))
+    assert "No space left on device" in line
+    assert not (tmp_path / "new").exists()
+    existing = tmp_path / "mine"
+    existing.mkdir()
+    assert_one_line_error(*run_cli(capsys, *train_args(mnist_dir, existing)))
+    assert existing.is_dir()  # a folder the user made is never removed
+
+
+def test_progress_in_a_log_is_one_line_per_epoch(mnist_dir, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "pylenet", "train", "--data", str(mnist_dir), "--epochs", "2",
+         "--limit", "300", "--out", str(tmp_path / "run"), "--threads", "1"],
+        env=subprocess_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "\r" not in proc.stderr and "\x1b" not in proc.stderr, repr(proc.stderr[:300])
+    epochs = [line for line in proc.stderr.splitlines() if line.startswith("epoch ")]
+    assert len(epochs) == 2 and epochs[0].startswith("epoch 1/2  loss ") and "val acc" in epochs[0]
 
 
 @pytest.mark.parametrize("args,message", [

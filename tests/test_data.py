@@ -564,3 +564,141 @@ def test_loader_rejects(kwargs, exc):
     loader = data.DataLoader(images, labels)
     with pytest.raises(ValueError):
         loader.set_epoch(-1)
+
+
+# ---------------------------------------------------------------------------- other datasets
+
+def fake_split(n, seed):
+    """Generated digits in MNIST's IDX layout: (.gz bytes of images, .gz bytes of labels, images, labels)."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, n).astype(np.uint8)
+    return (gzip.compress(idx_bytes(images, 0x08)), gzip.compress(idx_bytes(labels, 0x08)),
+            images, labels)
+
+
+class FilesHandler(http.server.BaseHTTPRequestHandler):
+    """Serves server.files {name: bytes} under any path; 404 for anything else."""
+
+    def do_GET(self):
+        """Serve one generated file."""
+        self.server.requests.append(self.path)
+        body = self.server.files.get(self.path.rsplit("/", 1)[-1])
+        if body is None:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        """Keep request logs out of the test output."""
+        pass
+
+
+@pytest.fixture
+def files_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FilesHandler)
+    server.daemon_threads, server.files, server.requests = True, {}, []
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    yield server, f"http://127.0.0.1:{server.server_address[1]}/fashion/"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("name", ["fashion-mnist", "kmnist"])
+def test_other_datasets_download_with_their_published_md5s(name, files_server, tmp_path, monkeypatch):
+    server, url = files_server
+    img_gz, lab_gz, images, labels = fake_split(7, seed=3)
+    names = data.DATASETS[name].files["test"]
+    server.files = dict(zip(names, (img_gz, lab_gz)))
+    # The real table, with this test's files' MD5s in place of the published ones and this
+    # server as the mirror: the code path is the real one.
+    real = data.DATASETS[name]
+    checksums = dict(real.checksums)
+    for n, body in server.files.items():
+        checksums[n] = ("file", real.checksums[n][1], hashlib.md5(body).hexdigest())
+    monkeypatch.setitem(data.DATASETS, name, data.Dataset(name, real.files, checksums, (url,)))
+    root = tmp_path / "cache" / name
+    got_images, got_labels = data.load_dataset(name, "test", root=root, progress=False)
+    np.testing.assert_array_equal(got_images, images)
+    np.testing.assert_array_equal(got_labels, labels)
+    assert sorted(os.listdir(root)) == sorted(names)
+    data.load_dataset(name, "test", root=root, progress=False)
+    assert len(server.requests) == 2, "a cached file was downloaded again"
+    # A file that is not the published one is refused and nothing is kept.
+    server.files[names[0]] = fake_split(7, seed=4)[0]
+    with pytest.raises(data.DownloadError, match=f"(?s){name} file {names[0]}.*checksum mismatch: MD5.*root=DIR"):
+        data.load_dataset(name, "test", root=tmp_path / "other", progress=False)
+    assert os.listdir(tmp_path / "other") == []
+
+
+def test_the_published_md5_tables_cover_every_file():
+    for name in ("fashion-mnist", "kmnist"):
+        ds = data.DATASETS[name]
+        assert ds.mirrors and set(ds.checksums) == {n for pair in ds.files.values() for n in pair}
+        assert all(kind == "file" and re.fullmatch("[0-9a-f]{32}", md5)
+                   for kind, _, md5 in ds.checksums.values())
+    # The two tables are torchvision's: spot-check one value of each against that source.
+    assert data.FASHION_MNIST_MD5["t10k-labels-idx1-ubyte.gz"] == "bb300cfdad3c16e7a12a480ee83cd310"
+    assert data.KMNIST_MD5["t10k-labels-idx1-ubyte.gz"] == "7320c461ea6c1c855c0b718fb2a4b134"
+
+
+def test_emnist_digits_loads_placed_files_transposed_and_says_how_to_get_them(tmp_path):
+    root = tmp_path / "emnist"
+    with pytest.raises(FileNotFoundError, match=r"emnist-digits-test-images-idx3-ubyte.gz.*"
+                                                r"does not exist.*gzip.zip \(MD5 58c8d27c"):
+        data.load_dataset("emnist-digits", "test", root=root, download=False)
+    assert not root.exists()
+    root.mkdir()
+    img_gz, lab_gz, images, labels = fake_split(5, seed=1)
+    for n, body in zip(data.EMNIST_DIGITS_FILES["test"], (img_gz, lab_gz)):
+        (root / n).write_bytes(body)
+    got, got_labels = data.load_dataset("emnist-digits", "test", root=root)
+    # EMNIST stores every image transposed relative to MNIST.
+    np.testing.assert_array_equal(got, images.transpose(0, 2, 1))
+    np.testing.assert_array_equal(got_labels, labels)
+
+
+def test_a_missing_folder_is_named_and_never_created(tmp_path):
+    root = tmp_path / "typo" / "mnist"
+    with pytest.raises(FileNotFoundError, match=r"missing train-images-idx3-ubyte.gz .*"
+                                                r"the folder does not exist"):
+        data.load_dataset("mnist", "train", root=root, download=False)
+    assert not (tmp_path / "typo").exists()
+    assert data.missing_files("kmnist", "test", root) == list(data.MNIST_FILES["test"])
+    with pytest.raises(ValueError, match=r"dataset must be one of \['emnist-digits', 'fashion-mnist'"):
+        data.load_dataset("cifar10", "train", root=root)
+
+
+def test_emnist_digits_download_keeps_only_its_files_from_the_zip(files_server, tmp_path, monkeypatch):
+    import io
+    import zipfile
+    server, url = files_server
+    splits = {split: fake_split(6 if split == "train" else 4, seed=i)
+              for i, split in enumerate(("train", "test"))}
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for split, (img_gz, lab_gz, _, _) in splits.items():
+            for name, body in zip(data.EMNIST_DIGITS_FILES[split], (img_gz, lab_gz)):
+                zf.writestr("gzip/" + name, body)
+        zf.writestr("gzip/emnist-letters-train-images-idx3-ubyte.gz", b"not wanted")
+    server.files = {"gzip.zip": buf.getvalue()}
+    real = data.DATASETS["emnist-digits"]
+    fake = data.Dataset("emnist-digits", real.files, archive=(url + "gzip.zip", hashlib.md5(
+        buf.getvalue()).hexdigest(), "gzip/"), transpose=True, manual=real.manual)
+    monkeypatch.setitem(data.DATASETS, "emnist-digits", fake)
+    root = tmp_path / "emnist"
+    images, labels = data.load_dataset("emnist-digits", "test", root=root, progress=False)
+    np.testing.assert_array_equal(images, splits["test"][2].transpose(0, 2, 1))
+    np.testing.assert_array_equal(labels, splits["test"][3])
+    assert sorted(os.listdir(root)) == sorted(n for pair in real.files.values() for n in pair)
+    assert len(data.load_dataset("emnist-digits", "train", root=root, progress=False)[0]) == 6
+    assert len(server.requests) == 1, "the zip was fetched again"
+    # A zip that is not the published one is refused, and nothing of it is kept.
+    server.files = {"gzip.zip": buf.getvalue()[:-10] + b"0123456789"}
+    with pytest.raises(data.DownloadError, match="(?s)emnist-digits from .*gzip.zip.*checksum "
+                                                 "mismatch: MD5.*emnist-digits-\\* files"):
+        data.load_dataset("emnist-digits", "test", root=tmp_path / "other", progress=False)
+    assert os.listdir(tmp_path / "other") == []

@@ -265,7 +265,7 @@ def test_cli_export_of_a_corrupt_checkpoint_is_one_line_and_writes_nothing(tmp_p
     (["--model", "{ckpt}", "--torch", "{out}", "--preprocess"], "--preprocess shapes the ONNX input"),
     (["--model", "{ckpt}", "--onnx", "{ckpt}"], "never overwrites its own checkpoint"),
     (["--model", "{ckpt}", "--onnx", "{out}", "--torch", "{out}"], "must be three different files"),
-    (["--model", "{missing}", "--onnx", "{out}"], "No such file or directory"),
+    (["--model", "{missing}", "--onnx", "{out}"], "nope.ckpt: no such file; it takes a checkpoint"),
     (["--model", "{ckpt}", "--onnx", "{ckpt}/m.onnx"], "cannot write ONNX model"),
 ])
 def test_cli_export_errors_are_one_line(argv, message, tmp_path, capsys):

@@ -183,3 +183,44 @@ def test_to_mnist_rejects_bad_arrays():
         to_mnist(np.full((8, 8), np.nan))
     with pytest.raises(TypeError, match="int64"):
         to_mnist(np.zeros((8, 8), dtype=np.int64))
+
+
+def photo_of(digit: np.ndarray, seed: int) -> np.ndarray:
+    """A phone-photo-like uint8 image of an MNIST digit: dark ink on lighter paper, a larger
+    canvas, the digit off-centre, uneven lighting (a side-to-side ramp and a vignette), sensor
+    noise and a few dark specks."""
+    rng = np.random.default_rng(seed)
+    h, w = 150, 170
+    yy, xx = np.mgrid[:h, :w]
+    paper = 225.0 - 80.0 * xx / w - 120.0 * ((yy / h - 0.5) ** 2 + (xx / w - 0.5) ** 2)
+    big = np.asarray(Image.fromarray(digit).resize((84, 84), Image.Resampling.BICUBIC), np.float64)
+    ink = np.zeros((h, w))
+    top, left = 30 + int(rng.integers(0, 20)), 45 + int(rng.integers(0, 25))
+    ink[top:top + 84, left:left + 84] = np.clip(big, 0, 255) / 255.0
+    img = paper * (1.0 - 0.7 * ink) + rng.normal(0.0, 8.0, (h, w))
+    for _ in range(25):  # specks of dust and paper texture
+        y, x = int(rng.integers(0, h - 3)), int(rng.integers(0, w - 3))
+        img[y:y + int(rng.integers(1, 4)), x:x + int(rng.integers(1, 4))] -= 60.0
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def test_a_noisy_unevenly_lit_photo_reads_as_the_clean_digit(mnist_dir, tmp_path):
+    import sys
+    sys.path.insert(0, str(Path(__file__).parent))
+    import pylenet
+    from trained_models import trained_lenet
+    model = trained_lenet("relu", "max", str(mnist_dir))
+    digits, _ = pylenet.load_mnist("test", root=mnist_dir, download=False, progress=False)
+    clean_labels, clean_probs = pylenet.predict(model, digits[:40])
+    chosen = [i for i in range(40) if clean_probs[i].max() > 0.95][:12]
+    assert len(chosen) >= 10
+    agree = []
+    for i in chosen:
+        path = save(Image.fromarray(photo_of(digits[i], seed=i)), tmp_path, f"photo{i}.jpg", quality=90)
+        out = load_image(path)
+        label, probs = pylenet.predict(model, out)
+        agree.append(label[0] == clean_labels[i])
+        # The digit fills MNIST's 20-pixel box and no grey box of background survives.
+        assert max(bbox(out, thresh=40)) >= 18, (i, bbox(out, thresh=40))
+        assert (out[:2] > 40).sum() + (out[-2:] > 40).sum() <= 4, i
+    assert all(agree), f"{sum(agree)} of {len(agree)} photos read as their clean digit"

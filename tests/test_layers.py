@@ -232,13 +232,6 @@ def test_train_eval_switch_propagates_through_sequential_and_model_backward_refu
     np.testing.assert_array_equal(out, out2)  # eval and train forwards compute the same thing
 
 
-@pytest.fixture
-def restore_core_threads():
-    before = ops.get_num_threads()
-    yield
-    ops.set_num_threads(before)
-
-
 @pytest.mark.parametrize("make,x_shape", [
     (lambda: Linear(120, 84, rng=np.random.default_rng(0)), (52, 120)),   # F6 on a 52-image tail batch
     (lambda: Linear(120, 84, rng=np.random.default_rng(0)), (100, 120)),
@@ -248,7 +241,7 @@ def restore_core_threads():
     (lambda: Conv2d(1, 6, 5, rng=np.random.default_rng(0)), (52, 1, 32, 32)),
 ], ids=["linear-52x120x84", "linear-100x120x84", "linear-100x130x7", "linear-17x400x120",
         "conv-17x6x14", "conv-52x1x32"])
-def test_layer_results_do_not_depend_on_the_thread_count(make, x_shape, restore_core_threads):
+def test_layer_results_do_not_depend_on_the_thread_count(make, x_shape, restore_threads):
     """Training is bit-identical for any thread count only if every layer is."""
     layer = make()
     x = np.abs(rand(x_shape))  # post-ReLU-like inputs, as in LeNet

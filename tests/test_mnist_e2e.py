@@ -19,20 +19,12 @@ A max-pool backward that spreads dy to all four inputs is a wrong gradient this 
 import time
 
 import numpy as np
-import pytest
 
 import pylenet
-from pylenet import LeNet5, ops
+from pylenet import LeNet5
 from pylenet.optim import SGD
 
 THRESHOLD = 0.88
-
-
-@pytest.fixture
-def restore_threads():
-    before = ops.get_num_threads()
-    yield
-    ops.set_num_threads(before)
 
 
 def test_lenet5_learns_real_mnist(mnist_dir, restore_threads):

@@ -54,8 +54,8 @@ def api(server):
 
 
 def expect(reference, image):
-    label, probs = pylenet.predict(reference, image)
-    return label, probs.astype(np.float32)
+    labels, probs = pylenet.predict(reference, image)
+    return int(labels[0]), probs[0].astype(np.float32)
 
 
 def assert_same_answer(data, reference, image):

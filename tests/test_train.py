@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import pylenet
-from pylenet import LeNet5, Trainer, TrainingDiverged, evaluate, fit, ops, predict
+from pylenet import History, LeNet5, Trainer, TrainingDiverged, evaluate, fit, ops, predict
 from pylenet.checkpoint import load_checkpoint
 from pylenet.data import pad_and_normalize
 from pylenet.losses import CrossEntropyLoss
@@ -33,15 +33,8 @@ def test_data(mnist):
     return mnist[1]
 
 
-pytestmark = pytest.mark.usefixtures("torch_single_thread")
-
-
-@pytest.fixture(autouse=True)
-def keep_thread_count():
-    """fit(threads=...) sets the core's global thread count; put it back for the next test."""
-    before = ops.get_num_threads()
-    yield
-    ops.set_num_threads(before)
+# fit(threads=...) sets the core's global thread count: restore_threads puts it back.
+pytestmark = pytest.mark.usefixtures("torch_single_thread", "restore_threads")
 
 
 def weights(model):
@@ -67,7 +60,7 @@ def train_once(data, *, threads=2, seed=0, model_seed=0, epochs=2, batch_size=64
 def test_fit_returns_history_with_per_epoch_records(train_data, test_data):
     model = LeNet5()
     history = fit(model, train_data, epochs=3, validation=test_data, progress=False, threads=2)
-    assert len(history) == 3
+    assert history.epochs == 3
     assert history["epoch"] == [1, 2, 3]
     for key in ("loss", "accuracy", "time", "images_per_s", "lr", "val_loss", "val_accuracy", "skipped"):
         values = history[key]
@@ -75,7 +68,8 @@ def test_fit_returns_history_with_per_epoch_records(train_data, test_data):
     assert all(0.0 <= a <= 1.0 for a in history["accuracy"] + history["val_accuracy"])
     assert all(t > 0 for t in history["time"])
     assert history["skipped"] == [0, 0, 0]
-    assert history["lr"] == [0.01, 0.01, 0.01]  # the default SGD(lr=0.01, momentum=0.9), no schedule
+    # The default recipe: SGD at lr 0.02 under a cosine schedule over the 3 epochs.
+    assert history["lr"] == pytest.approx([0.02, 0.015, 0.005])
     # It learns: the loss falls and the last epoch is well above chance on held-out digits.
     assert history["loss"][2] < history["loss"][0]
     assert history["val_accuracy"][2] > 0.3  # chance is 0.1; 0.53 measured
@@ -107,16 +101,7 @@ def test_fit_trains_the_model_in_place_and_zero_epochs_is_a_no_op(train_data):
 
 # ------------------------------------------------------------------------------ reproducibility
 
-def test_same_seed_and_threads_give_bit_identical_weights(train_data):
-    assert_same_weights(train_once(train_data, threads=2), train_once(train_data, threads=2))
-
-
-@pytest.mark.parametrize("fused", [True, False], ids=["fused", "layers"])
-def test_one_and_two_threads_give_bit_identical_weights(train_data, fused):
-    # The core splits work over the dimension that owns each output, so no sum is reordered.
-    data = (train_data[0][:500], train_data[1][:500])
-    assert_same_weights(train_once(data, threads=1, fused=fused), train_once(data, threads=2, fused=fused))
-
+# Same seed -> same weights, and 1 vs 2 threads, fused and layer by layer: test_reliability.py.
 
 def test_fused_and_layer_by_layer_training_agree(train_data):
     # Not bit-identical (they differ by about one float32 ulp after an epoch), but the same math.
@@ -171,7 +156,7 @@ def test_resume_from_checkpoint_is_bit_identical_to_a_straight_run(make, train_d
     opt_c, sched_c = make(model_c)
     trainer = Trainer(model_c, opt_c, scheduler=sched_c, progress=False, threads=2, checkpoint=path)
     trainer.restore(ckpt)
-    assert trainer.epoch == 1 and len(trainer.history) == 1
+    assert trainer.epoch == 1 and trainer.history.epochs == 1
     history = trainer.fit(train_data, epochs=2, validation=test_data)
 
     assert_same_weights(weights(model_a), weights(model_c))
@@ -185,9 +170,12 @@ def test_resume_from_checkpoint_is_bit_identical_to_a_straight_run(make, train_d
 
 def test_resume_history_matches_straight_run(train_data, tmp_path):
     model_a = LeNet5(seed=0)
-    hist_a = fit(model_a, train_data, epochs=2, progress=False)
+    hist_a = fit(model_a, train_data, epochs=2, progress=False,
+                 optimizer=SGD(model_a.parameters(), lr=0.01, momentum=0.9))
     path = tmp_path / "r.ckpt"
-    fit(LeNet5(seed=0), train_data, epochs=1, progress=False, checkpoint=path)
+    model_b = LeNet5(seed=0)
+    fit(model_b, train_data, epochs=1, progress=False, checkpoint=path,
+        optimizer=SGD(model_b.parameters(), lr=0.01, momentum=0.9))
     model_c = LeNet5(seed=0)
     trainer = Trainer(model_c, SGD(model_c.parameters(), lr=0.01, momentum=0.9), progress=False,
                       checkpoint=path)
@@ -203,7 +191,7 @@ def test_fit_continues_until_the_total_epoch_count(train_data, tmp_path):
     trainer = Trainer(model, progress=False)
     trainer.fit(train_data, epochs=1)
     trainer.fit(train_data, epochs=1)  # already there: nothing to do
-    assert trainer.epoch == 1 and len(trainer.history) == 1
+    assert trainer.epoch == 1 and trainer.history.epochs == 1
     trainer.fit(train_data, epochs=2)
     assert trainer.epoch == 2 and trainer.history["epoch"] == [1, 2]
 
@@ -275,7 +263,7 @@ def test_on_nonfinite_skip_survives_a_huge_learning_rate(train_data):
     model = LeNet5()
     history = fit(model, train_data, epochs=2, on_nonfinite="skip", progress=False,
                   optimizer=SGD(model.parameters(), lr=1e4, momentum=0.9))
-    assert len(history) == 2
+    assert history.epochs == 2
     assert sum(history["skipped"]) > 0
 
 
@@ -336,10 +324,11 @@ def test_predict_one_image_and_many(train_data, test_data):
     assert probs.shape == (20, 10) and probs.dtype == np.float32
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
     np.testing.assert_array_equal(labels, probs.argmax(axis=1))
-    label, p = predict(model, images[3])
-    assert isinstance(label, int) and label == labels[3]
-    assert p.shape == (10,)
-    np.testing.assert_allclose(p, probs[3], rtol=1e-6, atol=1e-7)
+    # One return type: a single (28, 28) digit is a batch of one.
+    one_label, one_p = predict(model, images[3])
+    assert one_label.shape == (1,) and one_label.dtype == np.int64 and one_label[0] == labels[3]
+    assert one_p.shape == (1, 10) and one_p.dtype == np.float32
+    np.testing.assert_allclose(one_p[0], probs[3], rtol=1e-6, atol=1e-7)
     # Batch size is an implementation detail.
     np.testing.assert_allclose(predict(model, images, batch_size=3)[1], probs, rtol=1e-6, atol=1e-7)
     empty_labels, empty_probs = predict(model, images[:0])
@@ -361,11 +350,19 @@ def test_fit_rejects_bad_inputs_with_shapes_in_the_message(train_data):
         fit(model, [images, labels], epochs=1, progress=False)
     with pytest.raises(TypeError, match="tuple"):
         fit(model, images, epochs=1, progress=False)
-    with pytest.raises(TypeError, match="uint8"):
+    with pytest.raises(ValueError, match=r"float images must have shape \(N, C, H, W\), got \(10, 28, 28\).*must be uint8"):
         fit(model, (images[:10].astype(np.float32), labels[:10]), epochs=1, progress=False)
+    with pytest.raises(TypeError, match="must be uint8 digits .* or float .* got int32"):
+        fit(model, (images[:10].astype(np.int32), labels[:10]), epochs=1, progress=False)
+    with pytest.raises(ValueError, match=r"features coming in"):  # LeNet5 needs 1x32x32
+        fit(model, (np.zeros((4, 1, 28, 28), np.float32), labels[:4]), epochs=1, progress=False)
+    with pytest.raises(TypeError, match="one-shot iterator"):
+        fit(model, iter([(images[:2], labels[:2])]), epochs=1, progress=False)
+    with pytest.raises(TypeError, match=r"batch 0 must be an \(x, y\) tuple"):
+        fit(model, [images[:2]], epochs=1, progress=False)
     with pytest.raises(ValueError, match="empty"):
         fit(model, (images[:0], labels[:0]), epochs=1, progress=False)
-    with pytest.raises(ValueError, match=r"validation: images must have shape \(N, 28, 28\), got \(5, 28\)"):
+    with pytest.raises(ValueError, match=r"validation: uint8 images must have shape \(N, 28, 28\), got \(5, 28\)"):
         fit(model, (images[:10], labels[:10]), epochs=1, validation=(images[:5, 0], labels[:5]),
             progress=False)
 
@@ -397,5 +394,99 @@ def test_evaluate_and_predict_reject_bad_shapes(test_data):
         predict(model, images[:2, :, :27])
     with pytest.raises(ValueError, match=r"got shape \(1, 1, 28, 28\)"):
         predict(model, images[:1, None])
-    with pytest.raises(TypeError, match="uint8"):
+    with pytest.raises(ValueError, match=r"float images must have shape \(N, C, H, W\), got \(2, 28, 28\)"):
         predict(model, images[:2].astype(np.float64))
+    with pytest.raises(ValueError, match=r"labels must lie in 0..9"):
+        evaluate(model, (images[:5], np.full(5, 10)))
+
+
+def test_history_is_a_mapping_of_metrics():
+    history = History([{"epoch": 1, "loss": 0.5, "images_per_s": 10.0},
+                       {"epoch": 2, "loss": 0.25, "images_per_s": 12.0, "val_loss": 0.3}])
+    # `in` used to fall back to iterating __getitem__(0), (1), ... forever.
+    assert "images_per_s" in history and "val_accuracy" not in history
+    assert list(history.keys()) == ["epoch", "loss", "images_per_s", "val_loss"]
+    assert len(history) == 4 and history.epochs == 2
+    assert dict(history.items())["loss"] == [0.5, 0.25]
+    assert history["val_loss"] == [None, 0.3]          # the epoch that lacks it
+    assert history.get("nope") is None and history.history == history.to_dict()
+    for key in ("nope", 0, -1):
+        with pytest.raises(KeyError, match="has no metric .* it has \\['epoch', 'loss'"):
+            history[key]
+    assert list(History()) == [] and "loss" not in History()
+
+
+# ------------------------------------------------------------------- any input shape, any batches
+
+def small_rgb_task(n=384, seed=0):
+    """3 classes of float (N, 3, 16, 16) noise; class c brightens channel c (learnable, not trivial)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    x = rng.normal(0.0, 1.0, (n, 3, 16, 16)).astype(np.float32)
+    x[np.arange(n), y] += 0.3
+    return x, y.astype(np.int64)
+
+
+def small_rgb_net(seed=0):
+    rng = np.random.default_rng(seed)
+    return pylenet.Sequential(
+        ("conv", pylenet.Conv2d(3, 4, 3, padding=1, rng=rng)),   # 3@16x16 -> 4@16x16
+        ("relu", pylenet.ReLU()),
+        ("pool", pylenet.MaxPool2d(2)),                          # 4@16x16 -> 4@8x8
+        ("flatten", pylenet.Flatten()),
+        ("fc", pylenet.Linear(4 * 8 * 8, 3, rng=rng)))
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_a_custom_sequential_trains_on_float_inputs_of_another_size(fused):
+    x, y = small_rgb_task()
+    xt, yt = small_rgb_task(seed=1)
+    model = small_rgb_net()
+    before = evaluate(model, (xt, yt))["accuracy"]
+    history = fit(model, (x, y), epochs=4, batch_size=32, validation=(xt, yt), progress=False,
+                  fused=fused, optimizer=pylenet.optim.SGD(model.parameters(), lr=0.05, momentum=0.9))
+    assert history["loss"][-1] < 0.7 * history["loss"][0], history["loss"]
+    assert history["val_accuracy"][-1] > max(0.8, before + 0.3), (before, history["val_accuracy"])
+    labels, probs = predict(model, xt)
+    assert labels.shape == (len(xt),) and probs.shape == (len(xt), 3)
+    assert np.mean(labels == yt) == history["val_accuracy"][-1]
+    result = evaluate(model, (xt, yt))
+    assert result["confusion"].shape == (3, 3) and result["confusion"].sum() == len(yt)
+
+
+def test_fused_and_layer_paths_agree_on_a_custom_net():
+    x, y = small_rgb_task(n=64)
+    runs = []
+    for fused in (True, False):
+        model = small_rgb_net()
+        fit(model, (x, y), epochs=1, batch_size=16, progress=False, fused=fused)
+        runs.append(weights(model))
+    for name in runs[0]:
+        np.testing.assert_allclose(runs[0][name], runs[1][name], rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_fit_evaluate_predict_take_a_dataloader_or_a_list_of_batches(train_data, test_data):
+    images, labels = train_data
+    # The same batches three ways: a DataLoader, a list of its batches, the arrays themselves.
+    loader = pylenet.DataLoader(images, labels, 64, shuffle=False)
+    batches = list(loader)
+    results = []
+    for data in (loader, batches, (images, labels)):
+        model = LeNet5()
+        fit(model, data, epochs=1, progress=False, batch_size=64, seed=0,
+            optimizer=pylenet.optim.SGD(model.parameters(), lr=0.01))
+        results.append(weights(model))
+    assert_same_weights(results[0], results[1])  # DataLoader == the list of its batches
+    model = LeNet5()
+    fit(model, batches, epochs=2, progress=False)
+    test_loader = pylenet.DataLoader(*test_data, 100, shuffle=False)
+    by_loader = evaluate(model, test_loader)
+    by_arrays = evaluate(model, test_data)
+    np.testing.assert_array_equal(by_loader["confusion"], by_arrays["confusion"])
+    # predict takes float batches, (x, y) batches or a generator; one answer for all.
+    want_labels, want_probs = predict(model, test_data[0][:50])
+    x = pad_and_normalize(test_data[0][:50])
+    for given in (x, [x[:20], x[20:]], ((x[i:i + 7], None) for i in range(0, 50, 7))):
+        got_labels, got_probs = predict(model, given)
+        np.testing.assert_array_equal(got_labels, want_labels)
+        np.testing.assert_allclose(got_probs, want_probs, rtol=1e-5, atol=1e-6)
