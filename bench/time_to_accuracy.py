@@ -1,7 +1,7 @@
 """Wall time from start to a target test accuracy with `pylenet train`'s default recipe.
 
-Runs what `pylenet train --data DIR` runs (the CLI's own parser gives every default: model,
-optimizer, schedule, batch size, seed), evaluating on the 10,000 test images after every
+Runs what `pylenet train --data DIR` runs (pylenet.recipe.DEFAULT_RECIPE, which the CLI's
+defaults read: optimizer, schedule, batch size, epochs, seed), evaluating on the 10,000 test images after every
 epoch, and reports the wall time from this script's start (imports and data loading
 included) to the end of the first epoch whose test accuracy reaches --target.
 Usage: python bench/time_to_accuracy.py [--simd LEVEL] [--threads 2] [--target 0.99] [--data DIR]
@@ -33,24 +33,22 @@ def main(argv=None) -> int:
         os.environ["PYLENET_SIMD"] = args.simd
     sys.path.insert(0, str(REPO))
     import pylenet
-    from pylenet import cli
+    from pylenet.recipe import DEFAULT_RECIPE as R, make_optimizer, make_scheduler
 
-    train_args = cli._parser().parse_args(["train", "--data", args.data, "--threads", str(args.threads)])
     pylenet.ops.set_num_threads(args.threads)
     train = pylenet.load_mnist("train", root=args.data)
     test = pylenet.load_mnist("test", root=args.data)
-    model = pylenet.LeNet5(activation=train_args.activation, pooling=train_args.pooling,
-                           seed=train_args.seed)
-    optimizer = cli._optimizer(train_args, model.parameters())
-    trainer = pylenet.Trainer(model, optimizer, loss=train_args.loss,
-                              scheduler=cli._scheduler(train_args, optimizer),
-                              batch_size=train_args.batch_size, seed=train_args.seed,
-                              threads=args.threads, progress=False)
+    model = pylenet.LeNet5(seed=R["seed"])
+    optimizer = make_optimizer(model.parameters(), R["optimizer"])
+    trainer = pylenet.Trainer(model, optimizer, loss=R["loss"],
+                              scheduler=make_scheduler(optimizer, R["epochs"], R["schedule"]),
+                              batch_size=R["batch_size"], seed=R["seed"], threads=args.threads,
+                              progress=False)
     info = pylenet.ops.build_info()
     print(f"simd {info['simd_used']}, {args.threads} threads, default recipe "
-          f"(lr {optimizer.lr}, batch {train_args.batch_size}, {train_args.epochs} epochs)")
+          f"(lr {optimizer.lr}, batch {R['batch_size']}, {R['epochs']} epochs)")
     records, reached = [], None
-    for epoch in range(1, train_args.epochs + 1):
+    for epoch in range(1, R["epochs"] + 1):
         history = trainer.fit(train, epochs=epoch, validation=test)
         record = history.records[-1]
         elapsed = time.perf_counter() - START
@@ -60,7 +58,7 @@ def main(argv=None) -> int:
             reached = elapsed
             break
     if reached is None:
-        print(f"did not reach {100 * args.target:.1f}% in {train_args.epochs} epochs")
+        print(f"did not reach {100 * args.target:.1f}% in {R['epochs']} epochs")
     else:
         print(f"time to {100 * args.target:.1f}%: {reached:.1f} s (epoch {records[-1]['epoch']})")
     if args.out:
