@@ -1,6 +1,6 @@
 // 2-D convolution (cross-correlation, as in PyTorch) with zero padding and stride:
 // a naive reference kept as the oracle; stride 1 runs on the wide-grid implicit GEMM
-// (conv2d_direct.h), other strides on im2col + the same GEMM kernels.
+// (conv2d_igemm.h), other strides on im2col + the same GEMM kernels.
 #pragma once
 #include "checks.h"
 #include "params.h"

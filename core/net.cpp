@@ -22,8 +22,6 @@
 namespace pylenet {
 
 namespace {
-constexpr int64_t kMaxBlocks = 8;  // the batch split; fixed so results never depend on threads
-
 std::string layer_name(size_t i) { return "layer " + std::to_string(i); }
 }  // namespace
 
@@ -120,12 +118,6 @@ Net::Net(std::vector<LayerDesc> descs, int64_t C, int64_t H, int64_t W) : C_(C),
     }
     act_offsets_.push_back(offset);  // total floats per sample
     argmax_offsets_.push_back(arg_offset);
-}
-
-// At least 8 images per block (each block costs a gradient buffer to clear and to add), at
-// most kMaxBlocks blocks; a function of N alone, never of the thread count.
-int64_t Net::blocks_for(int64_t N) const {
-    return std::max<int64_t>(1, std::min<int64_t>(N / 8, kMaxBlocks));
 }
 
 void Net::prepare(int64_t cap, int threads, int64_t grad_blocks) {
@@ -287,11 +279,11 @@ void Net::predict_u8(float* probs, const uint8_t* images, int64_t N, int64_t h, 
 double Net::train_step(float* out, float* const* grads, const float* x, const int64_t* labels,
                        int64_t N, const float* const* params, LossKind loss) {
     std::lock_guard<std::mutex> lock(mutex_);
-    const int64_t nblocks = blocks_for(N);
+    const int64_t nblocks = batch_blocks(N);  // the split the per-op functions use
     const int nt = int(std::min<int64_t>(get_num_threads(), nblocks));
     prepare((N + nblocks - 1) / nblocks, nt, nblocks);
     const int64_t in_size = C_ * H_ * W_, classes = out_features_, P = total_params_;
-    double block_loss[kMaxBlocks] = {0};
+    double block_loss[kMaxBatchBlocks] = {0};
     const float scale = loss == LossKind::CrossEntropy ? 1.0f / float(N)
                                                        : 2.0f / float(N * classes);
 #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -303,7 +295,7 @@ double Net::train_step(float* out, float* const* grads, const float* x, const in
 #endif
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < nblocks; b++) {
-            const int64_t n0 = N * b / nblocks, n = N * (b + 1) / nblocks - n0;
+            const int64_t n0 = block_begin(N, nblocks, b), n = block_begin(N, nblocks, b + 1) - n0;
             const float* xb = x + n0 * in_size;
             float* gb = grad_blocks_.data() + b * P;
             std::memset(gb, 0, sizeof(float) * P);
@@ -325,12 +317,7 @@ double Net::train_step(float* out, float* const* grads, const float* x, const in
             const int64_t off = param_offsets_[p], size = numel(param_shapes_[p]);
             const int64_t a = std::max(lo, off), e = std::min(hi, off + size);
             if (a >= e) continue;
-            float* dst = grads[p] + (a - off);
-            std::memcpy(dst, grad_blocks_.data() + a, sizeof(float) * (e - a));
-            for (int64_t b = 1; b < nblocks; b++) {
-                const float* src = grad_blocks_.data() + b * P + a;
-                for (int64_t i = 0; i < e - a; i++) dst[i] += src[i];
-            }
+            sum_blocks(grads[p] + (a - off), grad_blocks_.data() + a, P, nblocks, e - a);
         }
     }
     double total = 0.0;

@@ -2,9 +2,10 @@
 // layer list (LeNet-5 or any chain of the supported layers) and hands it over, and the core
 // runs forward, loss and backward for a batch with the GIL released, reusing its workspaces.
 //
-// Threads split the batch into blocks whose count depends only on N (never on the thread
-// count); each block's weight gradients are summed in a buffer of its own, and the buffers
-// are added in block order, so the results are bit-identical for any number of threads.
+// Training splits the batch into batch_blocks(N) blocks (parallel.h: a function of N alone,
+// never of the thread count); each block's weight gradients are summed in a buffer of its
+// own, and the buffers are added in block order (sum_blocks), so the results are
+// bit-identical for any number of threads and to the per-op functions, which split alike.
 #pragma once
 #include <cstdint>
 #include <mutex>
@@ -72,7 +73,6 @@ private:
     // Sizes the workspaces for blocks of `cap` samples, `threads` threads and the gradients
     // of `grad_blocks` blocks; grows only, so steady-state steps allocate nothing.
     void prepare(int64_t cap, int threads, int64_t grad_blocks);
-    int64_t blocks_for(int64_t N) const;
     float* act(Workspace& ws, const float* x, size_t slot) const;
     template <class Body>
     void for_chunks(int64_t N, Body&& body);

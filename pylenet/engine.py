@@ -50,7 +50,8 @@ class FusedNet:
             raise TypeError("FusedNet needs a Sequential of pylenet's built-in layers")
         self.model = model
         self.net = _core.Net(descs, tuple(input_shape))
-        self.layer_ids = tuple(id(layer) for _, layer in model.layers)
+        # What the core network was built from: fused_for rebuilds it when any of this changes.
+        self.key = _key(model, input_shape)
         # (layer, attribute) of every parameter in the core's order, read afresh on each call
         # so that a replaced Parameter or array is always the one used.
         self._slots = [(layer, name) for _, layer in model.layers
@@ -76,22 +77,26 @@ class FusedNet:
 
     def train_step(self, x: np.ndarray, labels: np.ndarray, loss: str = "cross_entropy"):
         """(mean loss, outputs): forward, loss and backward; overwrites every parameter's .grad."""
-        params = self.params
-        for p in params:  # the core writes into .grad, which must be a float32 buffer
-            g = p.grad
-            if g.dtype != np.float32 or g.shape != p.data.shape or not g.flags.c_contiguous:
-                p.grad = np.zeros_like(p.data)
-        return self.net.train_step(x, labels, [p.data for p in params], [p.grad for p in params], loss)
+        params = self.params  # the core writes into each .grad in place (Parameter's rule)
+        return self.net.train_step(x, labels, [p.data for p in params],
+                                   [p.grad_buffer() for p in params], loss)
+
+
+def _key(model, input_shape) -> tuple:
+    """The layers (identity and description) and input shape a FusedNet is built from."""
+    return (tuple(input_shape),) + tuple((id(layer), _describe(layer)) for _, layer in model.layers)
 
 
 def fused_for(model, input_shape: tuple = (1, 32, 32)) -> FusedNet | None:
-    """The model's FusedNet (built once and cached on it), or None if it has other layers."""
+    """The model's FusedNet (cached on it and rebuilt when a layer or its settings change),
+    or None if it has other layers."""
+    if not isinstance(model, Sequential):
+        return None
+    key = _key(model, input_shape)
     cached = model.__dict__.get("_fused")
-    layers = getattr(model, "layers", None)
-    if cached is not None and layers is not None and len(layers) == len(cached.layer_ids) and \
-            all(id(layer) == i for (_, layer), i in zip(layers, cached.layer_ids)):
+    if cached is not None and cached.key == key:
         return cached
-    if not FusedNet.supports(model):
+    if any(d is None for _, d in key[1:]):
         return None
     fused = FusedNet(model, input_shape)
     model.__dict__["_fused"] = fused

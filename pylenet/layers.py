@@ -1,7 +1,8 @@
 """Layers on the core ops: each caches in `forward` what its `backward` needs.
 
 Parameters and gradients are numpy float32 arrays. `backward(dy)` returns the gradient with
-respect to the layer's input and overwrites (never accumulates) each parameter's `.grad`.
+respect to the layer's input and overwrites (never accumulates) each parameter's `.grad` in
+place (see Parameter), as the fused engine does.
 """
 from __future__ import annotations
 
@@ -13,11 +14,29 @@ from pylenet import ops
 
 
 class Parameter:
-    """A trainable float32 array and its gradient (same shape; zeros until a backward)."""
+    """A trainable float32 array and its gradient (same shape; zeros until a backward).
+
+    One rule for `.grad` on both paths (layer by layer and the fused engine): a backward
+    writes the new gradient into the existing `.grad` array in place, so a caller holding it
+    sees the new values; only when `.grad` is not a writeable C-contiguous float32 array of
+    the parameter's shape is it replaced by a fresh one.
+    """
 
     def __init__(self, data: np.ndarray):
         self.data = np.ascontiguousarray(data, dtype=np.float32)
         self.grad = np.zeros_like(self.data)
+
+    def grad_buffer(self) -> np.ndarray:
+        """`.grad` if a backward can write into it in place, else a fresh zeroed array set as `.grad`."""
+        g = self.grad
+        if not (isinstance(g, np.ndarray) and g.dtype == np.float32 and g.shape == self.data.shape
+                and g.flags.c_contiguous and g.flags.writeable):
+            self.grad = g = np.zeros_like(self.data)
+        return g
+
+    def set_grad(self, value: np.ndarray) -> None:
+        """Stores a freshly computed gradient by the rule above (copied into `.grad`)."""
+        np.copyto(self.grad_buffer(), value)
 
     @property
     def shape(self):
@@ -126,9 +145,9 @@ class Conv2d(Module):
         if self._x is None:
             raise RuntimeError("Conv2d.backward called without a forward in training mode")
         dx, dw, db = ops.conv2d_backward(self._x, self.weight.data, dy, self.stride, self.padding)
-        self.weight.grad = dw
+        self.weight.set_grad(dw)
         if self.bias is not None:
-            self.bias.grad = db
+            self.bias.set_grad(db)
         return dx
 
     def output_shape(self, in_shape):
@@ -163,9 +182,9 @@ class Linear(Module):
         if self._x is None:
             raise RuntimeError("Linear.backward called without a forward in training mode")
         dx, dw, db = ops.linear_backward(self._x, self.weight.data, dy)
-        self.weight.grad = dw
+        self.weight.set_grad(dw)
         if self.bias is not None:
-            self.bias.grad = db
+            self.bias.set_grad(db)
         return dx
 
     def output_shape(self, in_shape):

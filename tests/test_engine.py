@@ -1,0 +1,118 @@
+"""The fused engine against the layer-by-layer path: bit-identical results, its cache, .grad."""
+import numpy as np
+import pytest
+
+from pylenet import ops
+from pylenet.engine import fused_for
+from pylenet.layers import Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential
+from pylenet.losses import CrossEntropyLoss, MSELoss
+from pylenet.models import LeNet5
+
+
+def batch(n, seed=0, shape=(1, 32, 32), classes=10):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, *shape)).astype(np.float32), rng.integers(0, classes, n)
+
+
+def layer_step(model, x, labels, loss):
+    """Outputs, loss and every gradient from the Python layers (ops one by one)."""
+    out = model.forward(x)
+    value, dout = loss(out, labels)
+    model.backward(dout)
+    return out, value, [p.grad.copy() for p in model.parameters()]
+
+
+def fused_step(model, x, labels, loss):
+    out_value = fused_for(model).train_step(x, labels, loss.name)
+    return out_value[1], out_value[0], [p.grad.copy() for p in model.parameters()]
+
+
+VARIANTS = [dict(activation=a, pooling=p) for a in ("relu", "tanh", "sigmoid") for p in ("max", "avg")]
+
+
+@pytest.mark.parametrize("n", [1, 7, 64])
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: f"{v['activation']}-{v['pooling']}")
+@pytest.mark.parametrize("loss", [CrossEntropyLoss(), MSELoss()], ids=["ce", "mse"])
+def test_layer_path_and_fused_engine_are_bit_identical(n, variant, loss):
+    x, labels = batch(n, seed=n)
+    model = LeNet5(**variant, seed=3)
+    out_a, loss_a, grads_a = layer_step(model, x, labels, loss)
+    out_b, loss_b, grads_b = fused_step(model, x, labels, loss)
+    np.testing.assert_array_equal(out_a, out_b)
+    for (name, _), a, b in zip(model.named_parameters(), grads_a, grads_b):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    # the loss is a double summed per block on one side, over the batch on the other
+    assert loss_a == pytest.approx(loss_b, rel=1e-12)
+
+
+@pytest.mark.parametrize("n", [1, 9, 33])
+def test_bit_identical_with_strides_padding_and_a_fused_relu(n):
+    rng = np.random.default_rng(1)
+    model = Sequential(Conv2d(3, 16, 3, stride=2, padding=1, rng=rng), ReLU(),  # im2col path
+                       Conv2d(16, 8, 3, padding=2, rng=rng), ReLU(), MaxPool2d(2, 3),
+                       Flatten(), Linear(8 * 3 * 3, 5, rng=rng), ReLU(), Linear(5, 4, rng=rng))
+    x, labels = batch(n, seed=2, shape=(3, 13, 11), classes=4)
+    fused = fused_for(model, (3, 13, 11))
+    out_a, _, grads_a = layer_step(model, x, labels, CrossEntropyLoss())
+    _, out_b = fused.train_step(x, labels, "cross_entropy")
+    np.testing.assert_array_equal(out_a, out_b)
+    for a, p in zip(grads_a, model.parameters()):
+        np.testing.assert_array_equal(a, p.grad)
+
+
+def test_changing_a_layer_setting_rebuilds_the_cached_network():
+    rng = np.random.default_rng(0)
+    model = Sequential(Conv2d(1, 2, 3, rng=rng), Flatten(), Linear(2 * 6 * 6, 3, rng=rng))
+    x = batch(2, shape=(1, 8, 8))[0]
+    first = fused_for(model, (1, 8, 8))
+    assert fused_for(model, (1, 8, 8)) is first  # cached while nothing changes
+    model.layers[0][1].padding = 1  # now (1, 8, 8) -> (2, 8, 8): the Linear no longer fits
+    with pytest.raises(ValueError, match="in_features"):
+        fused_for(model, (1, 8, 8))
+    model.layers[2] = ("2", Linear(2 * 8 * 8, 3, rng=rng))
+    np.testing.assert_array_equal(fused_for(model, (1, 8, 8)).forward(x), model.forward(x))
+
+
+def test_train_step_writes_grad_in_place_and_replaces_an_unusable_one():
+    model = LeNet5(seed=1)
+    x, labels = batch(4)
+    weight, bias = model.layers[0][1].weight, model.layers[0][1].bias
+    weight.grad[...] = np.nan
+    held = weight.grad
+    bias.grad = np.zeros(bias.shape, np.float64)  # wrong dtype: replaced by a float32 array
+    fused_for(model).train_step(x, labels)
+    assert weight.grad is held and np.isfinite(held).all()
+    assert bias.grad.dtype == np.float32 and np.isfinite(bias.grad).all()
+
+
+def test_layer_backward_writes_grad_in_place_and_replaces_an_unusable_one():
+    layer = Linear(5, 3, rng=np.random.default_rng(0))
+    held = layer.weight.grad
+    held[...] = np.nan
+    layer.bias.grad = np.zeros((2,), np.float32)  # wrong shape: replaced
+    layer.forward(np.ones((2, 5), np.float32))
+    layer.backward(np.ones((2, 3), np.float32))
+    assert layer.weight.grad is held
+    np.testing.assert_array_equal(held, np.full((3, 5), 2.0, np.float32))
+    np.testing.assert_array_equal(layer.bias.grad, [2.0, 2.0, 2.0])
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 17, 64, 65])
+def test_per_op_backward_splits_the_batch_as_the_engine(n):
+    # Per-op results do not depend on the thread count (the split is a function of N alone).
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal((n, 4, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
+    dy = rng.standard_normal((n, 6, 7, 7)).astype(np.float32)
+    xl, wl, dyl = x.reshape(n, 324), rng.standard_normal((5, 324)).astype(np.float32), dy[:, :5, 0, 0]
+    results = []
+    before = ops.get_num_threads()
+    try:
+        for threads in (1, 2):
+            ops.set_num_threads(threads)
+            results.append(ops.conv2d_backward(x, w, dy) + ops.linear_backward(xl, wl, dyl)
+                           + (ops.linear_forward(xl, wl),))
+    finally:
+        ops.set_num_threads(before)
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
