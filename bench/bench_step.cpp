@@ -31,29 +31,29 @@ using Vec = std::vector<float>;
 std::vector<LayerDesc> lenet5_layers() {
     auto conv = [](int64_t c, int64_t k) {
         LayerDesc d;
-        d.kind = LayerKind::Conv2d, d.in = c, d.out = k, d.kernel = 5;
+        d.kind = &layer_kind("conv2d"), d.in = c, d.out = k, d.kernel = 5;
         return d;
     };
     auto linear = [](int64_t i, int64_t o) {
         LayerDesc d;
-        d.kind = LayerKind::Linear, d.in = i, d.out = o;
+        d.kind = &layer_kind("linear"), d.in = i, d.out = o;
         return d;
     };
-    auto simple = [](LayerKind k) {
+    auto simple = [](const char* kind) {
         LayerDesc d;
-        d.kind = k;
+        d.kind = &layer_kind(kind);
         return d;
     };
     auto pool = [] {
         LayerDesc d;
-        d.kind = LayerKind::MaxPool2d, d.kernel = 2, d.stride = 2;
+        d.kind = &layer_kind("maxpool2d"), d.kernel = 2, d.stride = 2;
         return d;
     };
-    return {conv(1, 6),        simple(LayerKind::ReLU), pool(),  // 1@32x32 -> 6@28x28 -> 6@14x14
-            conv(6, 16),       simple(LayerKind::ReLU), pool(),  // -> 16@10x10 -> 16@5x5
-            simple(LayerKind::Flatten),                          // -> 400
-            linear(400, 120),  simple(LayerKind::ReLU),          // F5
-            linear(120, 84),   simple(LayerKind::ReLU),          // F6
+    return {conv(1, 6),        simple("relu"), pool(),  // 1@32x32 -> 6@28x28 -> 6@14x14
+            conv(6, 16),       simple("relu"), pool(),  // -> 16@10x10 -> 16@5x5
+            simple("flatten"),                          // -> 400
+            linear(400, 120),  simple("relu"),          // F5
+            linear(120, 84),   simple("relu"),          // F6
             linear(84, 10)};                                     // logits
 }
 
@@ -290,7 +290,7 @@ std::vector<Vec> validate(Net& net, const std::vector<Vec>& params, int64_t N, i
     double loss = 0;
     for (int rep = 0; rep < 2; rep++)
         loss = net.train_step(out.data(), g.data(), x.data(), labels.data(), N, p.data(),
-                              LossKind::CrossEntropy);
+                              loss_kind("cross_entropy"));
     Vec fwd(size_t(N * 10), std::numeric_limits<float>::quiet_NaN());
     net.forward(fwd.data(), x.data(), N, p.data());
 
@@ -390,7 +390,7 @@ int main(int argc, char** argv) {
             auto g = ptrs(grads);
             const double sec = time_call([&] {
                 net.train_step(out.data(), g.data(), x.data(), labels.data(), N, p.data(),
-                               LossKind::CrossEntropy);
+                               loss_kind("cross_entropy"));
             });
             report("train", N, threads, sec, flops.train);
             if (N == 64 && (threads == 1 || threads == 2)) train64[threads - 1] = sec;

@@ -364,19 +364,6 @@ py::tuple py_mse_loss(const py::object& po, const py::object& to) {
 
 // ----------------------------------------------------------------------------- fused network
 
-LayerKind layer_kind(const std::string& name) {
-    static const std::pair<const char*, LayerKind> kinds[] = {
-        {"conv2d", LayerKind::Conv2d},   {"maxpool2d", LayerKind::MaxPool2d},
-        {"avgpool2d", LayerKind::AvgPool2d}, {"relu", LayerKind::ReLU},
-        {"sigmoid", LayerKind::Sigmoid}, {"tanh", LayerKind::Tanh},
-        {"flatten", LayerKind::Flatten}, {"linear", LayerKind::Linear}};
-    for (const auto& k : kinds)
-        if (name == k.first) return k.second;
-    throw py::value_error("Net: unknown layer kind '" + name +
-                          "' (expected conv2d, maxpool2d, avgpool2d, relu, sigmoid, tanh, "
-                          "flatten or linear)");
-}
-
 // Layer tuples from Python: (kind, in, out, kernel, stride, pad, bias).
 std::unique_ptr<Net> make_net(const py::list& layers, const py::tuple& input_shape) {
     std::vector<LayerDesc> descs;
@@ -385,7 +372,7 @@ std::unique_ptr<Net> make_net(const py::list& layers, const py::tuple& input_sha
         if (t.size() != 7)
             throw py::value_error("Net: each layer must be (kind, in, out, kernel, stride, pad, bias)");
         LayerDesc d;
-        d.kind = layer_kind(t[0].cast<std::string>());
+        d.kind = &layer_kind(t[0].cast<std::string>());
         d.in = t[1].cast<int64_t>(), d.out = t[2].cast<int64_t>(), d.kernel = t[3].cast<int64_t>();
         d.stride = t[4].cast<int64_t>(), d.pad = t[5].cast<int64_t>(), d.bias = t[6].cast<bool>();
         descs.push_back(d);
@@ -479,10 +466,7 @@ py::tuple py_net_train_step(Net& net, const py::object& xo, const py::object& la
         throw py::value_error("Net.train_step: labels[" + std::to_string(bad) + "] = " +
                               int_str(labo, labels.data()[bad]) + " is outside [0, " +
                               std::to_string(classes) + ")");
-    LossKind kind;
-    if (loss == "cross_entropy") kind = LossKind::CrossEntropy;
-    else if (loss == "mse") kind = LossKind::MSE;
-    else throw py::value_error("Net.train_step: loss must be 'cross_entropy' or 'mse', got '" + loss + "'");
+    const LossKindInfo& kind = loss_kind(loss);
     std::vector<FArr> ps = net_params(net, params);
     std::vector<const float*> pp;
     for (auto& a : ps) pp.push_back(a.data());
@@ -590,6 +574,24 @@ void py_adam_update(const py::array& p, const py::array& m, const py::array& v, 
     py::gil_scoped_release nogil;
     adam_update(pp, mp, vp, gp, n, float(lr), float(b1), float(b2), float(eps),
                 float(weight_decay), float(c1), float(c2));
+}
+
+// The layer registry: kind name -> {LayerDesc slot: the layer attribute it comes from}.
+py::dict py_layer_kinds() {
+    py::dict out;
+    for (const LayerKindInfo& k : layer_kinds()) {
+        py::dict fields;
+        for (int s = 0; s < kNumSlots; s++)
+            if (k.fields[s]) fields[kSlotNames[s]] = k.fields[s];
+        out[k.name] = fields;
+    }
+    return out;
+}
+
+py::tuple py_loss_kinds() {
+    py::list out;
+    for (const LossKindInfo& k : loss_kinds()) out.append(k.name);
+    return py::tuple(out);
 }
 
 py::dict py_build_info() {
@@ -707,6 +709,9 @@ PYBIND11_MODULE(_core, m) {
             for (const auto& s : n.param_shapes()) out.append(py::tuple(py::cast(s)));
             return out;
         });
+    m.def("layer_kinds", &py_layer_kinds,
+          "The layer kinds the core runs: name -> {Net tuple slot: layer attribute it comes from}.");
+    m.def("loss_kinds", &py_loss_kinds, "The loss names Net.train_step takes.");
     m.def("gather_pad_normalize", &py_gather_pad_normalize, py::arg("images"), py::arg("idx"),
           py::arg("pad"), py::arg("lut"),
           "gather_pad_normalize(images, idx, pad, lut) -> x\n\n"

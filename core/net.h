@@ -1,5 +1,5 @@
 // A whole feed-forward network run by the core in one call: the Python side assembles the
-// layer list (LeNet-5 or any chain of the supported layers) and hands it over, and the core
+// layer list (LeNet-5 or any chain of the kinds in registry.h) and hands it over, and the core
 // runs forward, loss and backward for a batch with the GIL released, reusing its workspaces.
 //
 // Training splits the batch into batch_blocks(N) blocks (parallel.h: a function of N alone,
@@ -12,22 +12,11 @@
 #include <vector>
 
 #include "aligned.h"
-
 #include "checks.h"
 #include "params.h"
+#include "registry.h"
 
 namespace pylenet {
-
-enum class LayerKind : int { Conv2d, MaxPool2d, AvgPool2d, ReLU, Sigmoid, Tanh, Flatten, Linear };
-enum class LossKind : int { CrossEntropy, MSE };
-
-// One layer of the chain. Conv2d: in/out channels, kernel, stride, pad, bias.
-// Linear: in/out features, bias. Pools: kernel, stride. Others: nothing.
-struct LayerDesc {
-    LayerKind kind = LayerKind::ReLU;
-    int64_t in = 0, out = 0, kernel = 0, stride = 1, pad = 0;
-    bool bias = true;
-};
 
 // Calls on one Net are serialised by a mutex; separate Nets run concurrently.
 class Net {
@@ -51,17 +40,10 @@ public:
     // Forward, loss (mean over the batch) and backward. Overwrites every grads[i] and
     // out (N, classes) with the outputs; returns the loss. Labels must be in [0, classes).
     double train_step(float* out, float* const* grads, const float* x, const int64_t* labels,
-                      int64_t N, const float* const* params, LossKind loss);
+                      int64_t N, const float* const* params, const LossKindInfo& loss);
 
 private:
-    struct Layer {
-        LayerDesc desc;
-        Shape in_shape, out_shape;  // per sample
-        int64_t in_size = 0, out_size = 0;
-        int weight = -1, bias = -1;  // parameter indices
-        Conv2dParams conv;           // conv layers (N = 1)
-        Pool2dParams pool;           // pool layers (N = 1)
-    };
+    using Layer = NetLayer;
     // Per-thread buffers for one block of samples.
     struct Workspace {
         AlignedFloats acts;           // every layer's input/output for the block
@@ -86,7 +68,7 @@ private:
     std::vector<int64_t> param_offsets_;  // into one flat gradient block (64-byte aligned)
     std::vector<int64_t> act_offsets_, argmax_offsets_;
     int64_t C_, H_, W_, out_features_ = 0, total_params_ = 0;  // total_params_: the padded block
-    int64_t max_act_ = 0, conv_ws_ = 0;
+    int64_t max_act_ = 0;
     int64_t block_cap_ = 0;  // samples the workspaces are sized for
     std::vector<Workspace> workspaces_;
     AlignedFloats grad_blocks_;       // nblocks * total_params_

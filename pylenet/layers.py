@@ -119,6 +119,8 @@ def _positive_int(name: str, value) -> int:
 class Conv2d(Module):
     """2-D convolution, weight (K, C, R, R); PyTorch's default init U(+-1/sqrt(C*R*R))."""
 
+    core_kind = "conv2d"  # its entry in the core registry (pylenet.engine)
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1,
                  padding: int = 0, bias: bool = True, rng: np.random.Generator | None = None):
         self.in_channels = _positive_int("in_channels", in_channels)
@@ -162,6 +164,8 @@ class Conv2d(Module):
 
 class Linear(Module):
     """Fully connected y = x W^T + b, weight (O, I); init U(+-1/sqrt(I)) as PyTorch."""
+
+    core_kind = "linear"  # its entry in the core registry (pylenet.engine)
 
     def __init__(self, in_features: int, out_features: int, *, bias: bool = True,
                  rng: np.random.Generator | None = None):
@@ -212,6 +216,8 @@ class _Pool(Module):
 class MaxPool2d(_Pool):
     """Max pooling; keeps the argmax for backward (gradient 1 at the max, 0 elsewhere)."""
 
+    core_kind = "maxpool2d"  # its entry in the core registry (pylenet.engine)
+
     def forward(self, x):
         y, argmax = ops.maxpool2d_forward(x, self.kernel_size, self.stride)
         self._shape, self._argmax = (x.shape, argmax) if self.training else (None, None)
@@ -226,6 +232,8 @@ class MaxPool2d(_Pool):
 class AvgPool2d(_Pool):
     """Average pooling (the paper's subsampling without its trainable coefficient)."""
 
+    core_kind = "avgpool2d"  # its entry in the core registry (pylenet.engine)
+
     def forward(self, x):
         self._shape = np.shape(x) if self.training else None
         return ops.avgpool2d_forward(x, self.kernel_size, self.stride)
@@ -238,6 +246,8 @@ class AvgPool2d(_Pool):
 
 class ReLU(Module):
     """max(x, 0)."""
+
+    core_kind = "relu"  # its entry in the core registry (pylenet.engine)
 
     _x = None
 
@@ -267,17 +277,23 @@ class _FromOutput(Module):
 class Sigmoid(_FromOutput):
     """The logistic sigmoid 1 / (1 + exp(-x)); backward dy * y * (1 - y)."""
 
+    core_kind = "sigmoid"  # its entry in the core registry (pylenet.engine)
+
     _forward, _backward = ops.sigmoid_forward, ops.sigmoid_backward
 
 
 class Tanh(_FromOutput):
     """tanh(x); backward dy * (1 - y^2)."""
 
+    core_kind = "tanh"  # its entry in the core registry (pylenet.engine)
+
     _forward, _backward = ops.tanh_forward, ops.tanh_backward
 
 
 class Flatten(Module):
     """(N, C, H, W) -> (N, C*H*W); a view, no copy."""
+
+    core_kind = "flatten"  # its entry in the core registry (pylenet.engine)
 
     _shape = None
 
