@@ -5,19 +5,27 @@
 
 namespace pylenet {
 
-void check_softmax_cross_entropy(const Shape& logits, const Shape& labels) {
-    const char* op = "softmax_cross_entropy";
-    check_ndim(op, "logits", logits, 2, "(N, C)");
-    check_ndim(op, "labels", labels, 1, "(N,)");
-    check_at_least(op, "batch size logits.shape[0]", logits[0], 1);
-    check_at_least(op, "classes logits.shape[1]", logits[1], 1);
-    check_equal(op, "labels length", labels[0], "logits rows logits.shape[0]", logits[0]);
+void check_softmax(const Shape& x) {
+    check_ndim("softmax", "x", x, 2, "(N, C)");
+    check_at_least("softmax", "classes x.shape[1]", x[1], 1);
 }
 
-int64_t find_bad_label(const int64_t* labels, int64_t N, int64_t C) {
-    for (int64_t n = 0; n < N; n++)
-        if (labels[n] < 0 || labels[n] >= C) return n;
-    return -1;
+void check_softmax_cross_entropy(const Shape& logits, const Shape& labels_shape,
+                                 const int64_t* labels) {
+    const char* op = "softmax_cross_entropy";
+    check_ndim(op, "logits", logits, 2, "(N, C)");
+    check_ndim(op, "labels", labels_shape, 1, "(N,)");
+    check_at_least(op, "batch size logits.shape[0]", logits[0], 1);
+    check_at_least(op, "classes logits.shape[1]", logits[1], 1);
+    check_equal(op, "labels length", labels_shape[0], "logits rows logits.shape[0]", logits[0]);
+    if (labels) check_indices(op, "labels", labels, logits[0], logits[1],
+                              " for logits of shape " + shape_str(logits));
+}
+
+void check_mse_loss(const Shape& pred, const Shape& target) {
+    check_same_shape("mse_loss", "pred", pred, "target", target);
+    if (numel(pred) == 0)
+        throw std::invalid_argument("mse_loss: pred is empty (shape " + shape_str(pred) + ")");
 }
 
 void softmax(float* p, const float* x, int64_t N, int64_t C) {

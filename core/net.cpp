@@ -64,6 +64,47 @@ Net::Net(std::vector<LayerDesc> descs, int64_t C, int64_t H, int64_t W) : C_(C),
     argmax_offsets_.push_back(arg_offset);
 }
 
+void Net::check_input(const Shape& xs) const {
+    if (xs.size() != 4 || xs[1] != C_ || xs[2] != H_ || xs[3] != W_)
+        throw std::invalid_argument("Net: x must have shape (N, " + std::to_string(C_) + ", " +
+                                    std::to_string(H_) + ", " + std::to_string(W_) + "), got " +
+                                    shape_str(xs));
+}
+
+void Net::check_params(const char* what, const std::vector<Shape>& shapes) const {
+    if (shapes.size() != param_shapes_.size())
+        throw std::invalid_argument("Net: expected " + std::to_string(param_shapes_.size()) + " " +
+                                    what + " arrays, got " + std::to_string(shapes.size()));
+    for (size_t i = 0; i < shapes.size(); i++)
+        if (shapes[i] != param_shapes_[i])
+            throw std::invalid_argument("Net: " + std::string(what) + " " + std::to_string(i) +
+                                        " has shape " + shape_str(shapes[i]) + ", expected " +
+                                        shape_str(param_shapes_[i]));
+}
+
+void Net::check_train_step(const Shape& xs, const Shape& ls, const int64_t* labels) const {
+    check_input(xs);
+    const int64_t N = xs[0];
+    if (N < 1) throw std::invalid_argument("Net.train_step: the batch is empty");
+    if (ls != Shape{N})
+        throw std::invalid_argument("Net.train_step: labels must have shape (" + std::to_string(N) +
+                                    ",), got " + shape_str(ls));
+    check_indices("Net.train_step", "labels", labels, N, out_features_);
+}
+
+void Net::check_predict_u8(const Shape& is, int64_t pad, int64_t lut_size) const {
+    const char* op = "Net.predict_u8";
+    check_ndim(op, "images", is, 3, "(N, H, W)");
+    check_at_least(op, "pad", pad, 0);
+    if (C_ != 1 || is[1] + 2 * pad != H_ || is[2] + 2 * pad != W_)
+        throw std::invalid_argument(std::string(op) + ": images " + shape_str(is) + " padded by " +
+                                    std::to_string(pad) + " do not fit the network input " +
+                                    shape_str(input_shape()));
+    if (lut_size != 256)
+        throw std::invalid_argument(std::string(op) + ": lut must hold 256 floats, got " +
+                                    std::to_string(lut_size));
+}
+
 void Net::prepare(int64_t cap, int threads, int64_t grad_blocks) {
     if (cap > block_cap_ || int(workspaces_.size()) < threads) {
         block_cap_ = std::max(block_cap_, cap);

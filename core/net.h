@@ -30,6 +30,15 @@ public:
     Shape input_shape() const { return {C_, H_, W_}; }
     int64_t out_features() const { return out_features_; }
 
+    // The checks of the three calls below (std::invalid_argument with received and expected):
+    // x (N, C, H, W) of this input; `what` arrays ("parameter", "gradient") of param_shapes;
+    // train_step's non-empty batch and labels (N,) in [0, classes); predict_u8's images
+    // (N, h, w) that fit the input once padded, and a lut of 256 floats.
+    void check_input(const Shape& x) const;
+    void check_params(const char* what, const std::vector<Shape>& shapes) const;
+    void check_train_step(const Shape& x, const Shape& labels_shape, const int64_t* labels) const;
+    void check_predict_u8(const Shape& images, int64_t pad, int64_t lut_size) const;
+
     // out (N, classes) = the network applied to x (N, C, H, W). params in param_shapes order.
     void forward(float* out, const float* x, int64_t N, const float* const* params);
     // probs (N, classes) = softmax of the network applied to uint8 images (N, h, w) that are

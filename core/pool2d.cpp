@@ -14,7 +14,9 @@
 
 namespace pylenet {
 
-Pool2dParams check_pool2d(const char* op, const Shape& x, int64_t kernel, int64_t stride) {
+Pool2dParams check_pool2d(const char* op, const Shape& x, int64_t kernel, int64_t stride,
+                          const Shape* dy, bool argmax) {
+    if (dy) check_shape_arg(op, "x_shape", x, 4, "(N, C, H, W)");
     check_ndim(op, "x", x, 4, "(N, C, H, W)");
     check_at_least(op, "kernel", kernel, 1);
     check_at_least(op, "stride", stride, 1);
@@ -25,7 +27,28 @@ Pool2dParams check_pool2d(const char* op, const Shape& x, int64_t kernel, int64_
     Pool2dParams p;
     p.N = x[0], p.C = x[1], p.H = x[2], p.W = x[3];
     p.kernel = kernel, p.stride = stride;
+    if (argmax && p.H * p.W > INT32_MAX)
+        throw std::invalid_argument(std::string(op) + ": planes of " + std::to_string(p.H * p.W) +
+                                    " pixels do not fit int32 argmax indices");
+    if (dy) {
+        const Shape want = {p.N, p.C, p.out_h(), p.out_w()};
+        if (*dy != want)
+            throw std::invalid_argument(std::string(op) + ": dy must have shape " + shape_str(want) +
+                                        " for x_shape " + shape_str(x) + ", got " + shape_str(*dy));
+    }
     return p;
+}
+
+void check_maxpool2d_backward(const Shape& xs, const Shape& dys, const Shape& argmax_shape,
+                              const int64_t* argmax) {
+    const char* op = "maxpool2d_backward";
+    check_shape_arg(op, "x_shape", xs, 4, "(N, C, H, W)");
+    check_ndim(op, "dy", dys, 4, "(N, C, P, Q)");
+    check_same_shape(op, "argmax", argmax_shape, "dy", dys);
+    check_equal(op, "dy batch dy.shape[0]", dys[0], "x_shape[0]", xs[0]);
+    check_equal(op, "dy channels dy.shape[1]", dys[1], "x_shape[1]", xs[1]);
+    const int64_t plane = xs[2] * xs[3];
+    check_indices(op, "argmax.flat", argmax, numel(dys), plane, " (H*W of x_shape)");
 }
 
 namespace {

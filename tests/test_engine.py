@@ -152,3 +152,25 @@ def test_net_refuses_unknown_kinds_and_losses_naming_the_known_ones():
     net = _core.Net([("flatten", 0, 0, 0, 1, 0, False)], (1, 2, 2))
     with pytest.raises(ValueError, match=r"loss must be 'cross_entropy' or 'mse', got 'hinge'"):
         net.train_step(np.zeros((1, 1, 2, 2), np.float32), np.zeros(1, np.int64), [], [], "hinge")
+
+
+def test_net_and_op_checks_live_in_the_core_and_name_what_was_wrong():
+    from pylenet import _core
+    model = LeNet5()
+    net = fused_for(model)
+    params = [p.data for p in model.parameters()]
+    x, labels = batch(2)
+    with pytest.raises(ValueError, match=r"labels must have shape \(2,\), got \(3,\)"):
+        net.net.train_step(x, np.zeros(3, np.int64), params, [p.grad for p in model.parameters()])
+    with pytest.raises(ValueError, match=r"labels\[1\] = 10 is outside \[0, 10\)"):
+        net.net.train_step(x, np.array([0, 10]), params, [p.grad for p in model.parameters()])
+    with pytest.raises(ValueError, match=r"expected 10 gradient arrays, got 9"):
+        net.net.train_step(x, labels, params, [p.grad for p in model.parameters()][:9])
+    with pytest.raises(ValueError, match=r"parameter 0 has shape \(6, 1, 5\), expected \(6, 1, 5, 5\)"):
+        net.net.forward(x, [params[0][..., 0]] + params[1:])
+    with pytest.raises(ValueError, match=r"lut must hold 256 floats, got 255"):
+        net.net.predict_u8(np.zeros((1, 28, 28), np.uint8), np.zeros(255, np.float32), 2, params)
+    with pytest.raises(ValueError, match=r"labels\[1\] = 18446744073709551615 does not fit int64"):
+        ops.softmax_cross_entropy(np.zeros((2, 3), np.float32), np.array([0, 2 ** 64 - 1], np.uint64))
+    with pytest.raises(ValueError, match=r"idx\[0\] = 5 is outside \[0, 2\)"):
+        _core.gather_pad_normalize(np.zeros((2, 4, 4), np.uint8), np.array([5]), 0, np.zeros(256, np.float32))

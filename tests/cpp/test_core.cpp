@@ -13,7 +13,9 @@
 #include "linear.h"
 #include "losses.h"
 #include "parallel.h"
+#include "net.h"
 #include "pool2d.h"
+#include "preprocess.h"
 #include "simd.h"
 
 using namespace pylenet;
@@ -291,6 +293,52 @@ void test_checks() {
     expect(throws_invalid([] { check_linear({2, 5}, {3, 4}, -1); }), "linear mismatch throws");
     expect(throws_invalid([] { check_softmax_cross_entropy({2, 3}, {3}); }),
            "labels length mismatch throws");
+    // The checks moved from the bindings into the core: each names what it received.
+    struct MessageCase { const char* what; void (*f)(); const char* needle; };
+    const MessageCase messages[] = {
+        {"maxpool argmax out of range", [] {
+             const int64_t arg[4] = {0, 3, 16, 1};
+             check_maxpool2d_backward({1, 1, 4, 4}, {1, 1, 2, 2}, {1, 1, 2, 2}, arg);
+         }, "argmax.flat[2] = 16 is outside [0, 16)"},
+        {"maxpool x_shape batch", [] {
+             const int64_t arg[4] = {0, 0, 0, 0};
+             check_maxpool2d_backward({3, 1, 4, 4}, {1, 1, 2, 2}, {1, 1, 2, 2}, arg);
+         }, "(1) does not match x_shape[0] (3)"},
+        {"maxpool x_shape negative", [] { check_maxpool2d_backward({1, 1, -4, 4}, {1, 1, 2, 2}, {1, 1, 2, 2}, nullptr); },
+         "x_shape entries must be >= 0, got (1, 1, -4, 4)"},
+        {"avgpool dy", [] { Shape dy = {1, 2, 2, 2}; check_pool2d("avgpool2d_backward", {1, 2, 6, 6}, 2, 2, &dy); },
+         "dy must have shape (1, 2, 3, 3) for x_shape (1, 2, 6, 6), got (1, 2, 2, 2)"},
+        {"softmax 1-D", [] { check_softmax({5}); }, "x must be 2-D (N, C), got shape (5,)"},
+        {"cross-entropy label", [] {
+             const int64_t labels[2] = {1, 3};
+             check_softmax_cross_entropy({2, 3}, {2}, labels);
+         }, "labels[1] = 3 is outside [0, 3)"},
+        {"mse empty", [] { check_mse_loss({0, 3}, {0, 3}); }, "pred is empty (shape (0, 3))"},
+        {"mse shapes", [] { check_mse_loss({2, 3}, {3, 2}); }, "target has shape (3, 2)"},
+        {"gather lut", [] { check_gather_pad_normalize({2, 4, 4}, 1, 255); }, "lut must hold 256 floats, got 255"},
+        {"gather idx", [] {
+             const int64_t idx[2] = {1, -1};
+             Shape is = {2};
+             check_gather_pad_normalize({2, 4, 4}, 1, 256, &is, idx);
+         }, "idx[1] = -1 is outside [0, 2)"},
+        {"net input", [] {
+             LayerDesc flat;
+             flat.kind = &layer_kind("flatten");
+             Net({flat}, 1, 2, 2).check_input({3, 1, 2, 3});
+         }, "x must have shape (N, 1, 2, 2), got (3, 1, 2, 3)"},
+        {"net labels", [] {
+             LayerDesc flat;
+             flat.kind = &layer_kind("flatten");
+             const int64_t labels[2] = {0, 4};
+             Net({flat}, 1, 2, 2).check_train_step({2, 1, 2, 2}, {2}, labels);
+         }, "labels[1] = 4 is outside [0, 4)"},
+        {"net kind", [] { layer_kind("gelu"); }, "unknown layer kind 'gelu'"},
+    };
+    for (const MessageCase& c : messages) {
+        const std::string got = invalid_message(c.f);
+        expect(got.find(c.needle) != std::string::npos,
+               std::string(c.what) + ": message '" + got + "' should contain '" + c.needle + "'");
+    }
     const std::string msg = invalid_message([] { check_conv2d({1, 3, 8, 8}, {4, 2, 3, 3}, -1, 1, 0); });
     expect(msg.find("(2)") != std::string::npos && msg.find("(3)") != std::string::npos,
            "conv2d message names received and expected channels: '" + msg + "'");
