@@ -26,4 +26,11 @@ void linear_forward_rows(float* y, const float* x, const float* w, const float* 
 void linear_backward_rows(float* dx, float* dw, float* db, const float* x, const float* w,
                           const float* dy, const LinearParams& p, float* ws);
 
+// linear_forward and linear_backward as direct loops (sums in double): the oracle for tests
+// and benchmarks.
+void linear_forward_naive(float* y, const float* x, const float* w, const float* b,
+                          const LinearParams& p);
+void linear_backward_naive(float* dx, float* dw, float* db, const float* x, const float* w,
+                           const float* dy, const LinearParams& p);
+
 }  // namespace pylenet

@@ -32,4 +32,11 @@ double mse_onehot_sum(float* dout, const float* out, const int64_t* labels, int6
 // Returns mean((pred - target)^2) over n elements; overwrites dpred = 2 (pred - target) / n.
 double mse_loss(float* dpred, const float* pred, const float* target, int64_t n);
 
+// softmax, softmax_cross_entropy and mse_loss in double, straight from the definitions: the
+// oracle for tests and benchmarks.
+void softmax_naive(float* p, const float* x, int64_t N, int64_t C);
+double softmax_cross_entropy_naive(float* dlogits, const float* logits, const int64_t* labels,
+                                   int64_t N, int64_t C);
+double mse_loss_naive(float* dpred, const float* pred, const float* target, int64_t n);
+
 }  // namespace pylenet

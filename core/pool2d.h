@@ -29,4 +29,11 @@ void avgpool2d_forward(float* y, const float* x, const Pool2dParams& p);
 // Overwrites dx (N,C,H,W): each window spreads dy / (kernel*kernel) over its pixels.
 void avgpool2d_backward(float* dx, const float* dy, const Pool2dParams& p);
 
+// The four functions above as direct loops (sums in double): the oracle for tests and
+// benchmarks. Max pooling follows the same rule (first maximum, NaN wins: the last NaN).
+void maxpool2d_forward_naive(float* y, int32_t* argmax, const float* x, const Pool2dParams& p);
+void maxpool2d_backward_naive(float* dx, const float* dy, const int32_t* argmax, const Pool2dParams& p);
+void avgpool2d_forward_naive(float* y, const float* x, const Pool2dParams& p);
+void avgpool2d_backward_naive(float* dx, const float* dy, const Pool2dParams& p);
+
 }  // namespace pylenet
