@@ -489,7 +489,7 @@ void py_sgd_update(const py::array& p, const py::object& buf, const py::array& g
     float* pp = inplace("sgd_update", "p", p, n);
     float* bp = momentum != 0.0 ? inplace("sgd_update", "buf", buf, n) : nullptr;
     FArr gg = as_float("sgd_update", "g", g);
-    if (gg.size() != n) throw py::value_error("sgd_update: g and p differ in size");
+    check_update("sgd_update", n, gg.size());
     const float* gp = gg.data();
     py::gil_scoped_release nogil;
     sgd_update(pp, bp, gp, n, float(lr), float(momentum), float(weight_decay), nesterov, first);
@@ -503,7 +503,7 @@ void py_adam_update(const py::array& p, const py::array& m, const py::array& v, 
     float* mp = inplace("adam_update", "m", m, n);
     float* vp = inplace("adam_update", "v", v, n);
     FArr gg = as_float("adam_update", "g", g);
-    if (gg.size() != n) throw py::value_error("adam_update: g and p differ in size");
+    check_update("adam_update", n, gg.size());
     const float* gp = gg.data();
     py::gil_scoped_release nogil;
     adam_update(pp, mp, vp, gp, n, float(lr), float(b1), float(b2), float(eps),
