@@ -125,7 +125,7 @@ void maxpool2x2_row(float* y, int32_t* argmax, const float* r0, const float* r1,
 }
 
 // The larger of a and b, NaN if either is NaN: the value take_max keeps.
-inline float max_nan(float a, float b) { return (b > a) | (b != b) ? b : a; }
+inline float max_nan(float a, float b) { return ((b > a) | (b != b)) ? b : a; }
 }  // namespace
 
 void maxpool2d_forward(float* y, int32_t* argmax, const float* x, const Pool2dParams& p) {

@@ -94,14 +94,14 @@ Shape linear_setup(NetLayer& L, const std::string& where, std::vector<Shape>& pa
     return {L.desc.out};
 }
 int64_t linear_ws(const NetLayer& L, int64_t cap) {
-    return linear_workspace({cap, L.desc.in, L.desc.out});
+    return linear_workspace({cap, L.linear.I, L.linear.O});
 }
 void linear_fwd(const NetLayer& L, float* out, const float* in, const BlockArgs& a, bool relu) {
-    linear_forward_rows(out, in, a.w, a.b, {a.n, L.desc.in, L.desc.out}, a.scratch, relu);
+    linear_forward_rows(out, in, a.w, a.b, {a.n, L.linear.I, L.linear.O}, a.scratch, relu);
 }
 void linear_bwd(const NetLayer& L, float* dx, float* dw, float* db, const float* in, const float*,
                 const float* dy, const BlockArgs& a) {
-    linear_backward_rows(dx, dw, db, in, a.w, dy, {a.n, L.desc.in, L.desc.out}, a.scratch);
+    linear_backward_rows(dx, dw, db, in, a.w, dy, {a.n, L.linear.I, L.linear.O}, a.scratch);
 }
 
 // ---------------------------------------------------------------- element-wise and flatten
