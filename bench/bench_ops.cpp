@@ -34,7 +34,7 @@ bool close(const std::vector<float>& a, const std::vector<float>& b, double tol)
 }
 
 void bench_conv(const char* name, int64_t N, int64_t C, int64_t H, int64_t K, int64_t R, int threads) {
-    const Conv2dParams p = check_conv2d({N, C, H, H}, {K, C, R, R}, K, 1, 0);
+    const Conv2dParams p = check_conv2d({N, C, H, H}, {K, C, R, R}, Shape{K}, 1, 0);
     const int64_t P = p.out_h(), Q = p.out_w();
     auto x = bench::randn(size_t(N * C * H * H), 1), w = bench::randn(size_t(K * C * R * R), 2);
     auto b = bench::randn(size_t(K), 3), dy = bench::randn(size_t(N * K * P * Q), 4);
@@ -65,7 +65,7 @@ void bench_conv(const char* name, int64_t N, int64_t C, int64_t H, int64_t K, in
 }
 
 void bench_linear(const char* name, int64_t N, int64_t I, int64_t O, int threads) {
-    const LinearParams p = check_linear({N, I}, {O, I}, O);
+    const LinearParams p = check_linear({N, I}, {O, I}, Shape{O});
     auto x = bench::randn(size_t(N * I), 5), w = bench::randn(size_t(O * I), 6);
     auto b = bench::randn(size_t(O), 7), dy = bench::randn(size_t(N * O), 8);
     std::vector<float> y(size_t(N * O)), dx(x.size()), dw(w.size()), db(b.size());

@@ -105,8 +105,8 @@ struct Reference {
 // LeNet-5 forward (and, when labels is non-null, mean cross-entropy and backward) layer by
 // layer on the core's naive oracles (the *_naive function of every op).
 Reference reference(const Vec& x, const int64_t* labels, int64_t N, const std::vector<Vec>& p) {
-    const Conv2dParams c1 = check_conv2d({N, 1, 32, 32}, {6, 1, 5, 5}, 6, 1, 0);
-    const Conv2dParams c3 = check_conv2d({N, 6, 14, 14}, {16, 6, 5, 5}, 16, 1, 0);
+    const Conv2dParams c1 = check_conv2d({N, 1, 32, 32}, {6, 1, 5, 5}, Shape{6}, 1, 0);
+    const Conv2dParams c3 = check_conv2d({N, 6, 14, 14}, {16, 6, 5, 5}, Shape{16}, 1, 0);
     const Pool2dParams s2p = check_pool2d("S2", {N, 6, 28, 28}, 2, 2);
     const Pool2dParams s4p = check_pool2d("S4", {N, 16, 10, 10}, 2, 2);
     const LinearParams f5p = {N, 400, 120}, f6p = {N, 120, 84}, outp = {N, 84, 10};

@@ -10,6 +10,7 @@
 
 #include <memory>
 #include <new>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -119,12 +120,12 @@ FArr py_conv2d_forward(const py::object& xo, const py::object& wo, const py::obj
                        int64_t stride, int64_t padding) {
     FArr x = as_float("conv2d", "x", xo), w = as_float("conv2d", "w", wo);
     FArr b;
+    std::optional<Shape> bs;
     if (!bo.is_none()) {
         b = as_float("conv2d", "b", bo);
-        check_ndim("conv2d", "b", shape_of(b), 1, "(K,)");
+        bs = shape_of(b);
     }
-    const Conv2dParams p = check_conv2d(shape_of(x), shape_of(w), bo.is_none() ? -1 : b.shape(0),
-                                        stride, padding);
+    const Conv2dParams p = check_conv2d(shape_of(x), shape_of(w), bs, stride, padding);
     FArr y = new_float({p.N, p.K, p.out_h(), p.out_w()});
     const float* bp = bo.is_none() ? nullptr : b.data();
     float* yp = y.mutable_data();
@@ -138,7 +139,7 @@ py::tuple py_conv2d_backward(const py::object& xo, const py::object& wo, const p
     FArr x = as_float("conv2d_backward", "x", xo), w = as_float("conv2d_backward", "w", wo);
     FArr dy = as_float("conv2d_backward", "dy", dyo);
     const Shape dys = shape_of(dy);
-    const Conv2dParams p = check_conv2d(shape_of(x), shape_of(w), -1, stride, padding, &dys);
+    const Conv2dParams p = check_conv2d(shape_of(x), shape_of(w), std::nullopt, stride, padding, &dys);
     FArr dx = new_float(shape_of(x)), dw = new_float(shape_of(w)), db = new_float({p.K});
     float *dxp = dx.mutable_data(), *dwp = dw.mutable_data(), *dbp = db.mutable_data();
     {
@@ -218,12 +219,12 @@ FArr py_avgpool2d_backward(const py::object& dyo, const py::object& x_shape, int
 FArr py_linear_forward(const py::object& xo, const py::object& wo, const py::object& bo) {
     FArr x = as_float("linear", "x", xo), w = as_float("linear", "w", wo);
     FArr b;
+    std::optional<Shape> bs;
     if (!bo.is_none()) {
         b = as_float("linear", "b", bo);
-        check_ndim("linear", "b", shape_of(b), 1, "(O,)");
+        bs = shape_of(b);
     }
-    const LinearParams p =
-        check_linear(shape_of(x), shape_of(w), bo.is_none() ? -1 : b.shape(0));
+    const LinearParams p = check_linear(shape_of(x), shape_of(w), bs);
     FArr y = new_float({p.N, p.O});
     const float* bp = bo.is_none() ? nullptr : b.data();
     float* yp = y.mutable_data();
@@ -238,7 +239,7 @@ py::tuple py_linear_backward(const py::object& xo, const py::object& wo, const p
     FArr x = as_float("linear_backward", "x", xo), w = as_float("linear_backward", "w", wo);
     FArr dy = as_float("linear_backward", "dy", dyo);
     const Shape dys = shape_of(dy);
-    const LinearParams p = check_linear(shape_of(x), shape_of(w), -1, &dys);
+    const LinearParams p = check_linear(shape_of(x), shape_of(w), std::nullopt, &dys);
     FArr dx = new_float(shape_of(x)), dw = new_float(shape_of(w)), db = new_float({p.O});
     float *dxp = dx.mutable_data(), *dwp = dw.mutable_data(), *dbp = db.mutable_data();
     {

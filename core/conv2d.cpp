@@ -18,7 +18,7 @@
 
 namespace pylenet {
 
-Conv2dParams check_conv2d(const Shape& x, const Shape& w, int64_t bias_len, int64_t stride,
+Conv2dParams check_conv2d(const Shape& x, const Shape& w, const std::optional<Shape>& b, int64_t stride,
                           int64_t pad, const Shape* dy) {
     const char* op = "conv2d";
     check_ndim(op, "x", x, 4, "(N, C, H, W)");
@@ -30,7 +30,10 @@ Conv2dParams check_conv2d(const Shape& x, const Shape& w, int64_t bias_len, int6
     check_at_least(op, "kernel height w.shape[2]", w[2], 1);
     check_at_least(op, "kernel width w.shape[3]", w[3], 1);
     check_equal(op, "w input channels w.shape[1]", w[1], "x channels x.shape[1]", x[1]);
-    if (bias_len >= 0) check_equal(op, "b length", bias_len, "w output channels w.shape[0]", w[0]);
+    if (b) {
+        check_ndim(op, "b", *b, 1, "(K,)");
+        check_equal(op, "b length", (*b)[0], "w output channels w.shape[0]", w[0]);
+    }
     Conv2dParams p;
     p.N = x[0], p.C = x[1], p.H = x[2], p.W = x[3];
     p.K = w[0], p.R = w[2], p.S = w[3];

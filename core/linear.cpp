@@ -15,12 +15,16 @@
 
 namespace pylenet {
 
-LinearParams check_linear(const Shape& x, const Shape& w, int64_t bias_len, const Shape* dy) {
+LinearParams check_linear(const Shape& x, const Shape& w, const std::optional<Shape>& b,
+                          const Shape* dy) {
     const char* op = "linear";
     check_ndim(op, "x", x, 2, "(N, I)");
     check_ndim(op, "w", w, 2, "(O, I)");
     check_equal(op, "w input features w.shape[1]", w[1], "x features x.shape[1]", x[1]);
-    if (bias_len >= 0) check_equal(op, "b length", bias_len, "w output features w.shape[0]", w[0]);
+    if (b) {
+        check_ndim(op, "b", *b, 1, "(O,)");
+        check_equal(op, "b length", (*b)[0], "w output features w.shape[0]", w[0]);
+    }
     LinearParams p;
     p.N = x[0], p.I = x[1], p.O = w[0];
     check_output_size(op, double(p.N) * p.O);

@@ -1,12 +1,14 @@
 // Fully connected layer y = x w^T + b.
 #pragma once
+#include <optional>
+
 #include "checks.h"
 #include "params.h"
 
 namespace pylenet {
 
-// Validates x (N,I), w (O,I), b (O,) or none (bias_len -1), dy (N,O) when given.
-LinearParams check_linear(const Shape& x, const Shape& w, int64_t bias_len,
+// Validates x (N,I), w (O,I), b (O,) unless there is no bias (nullopt), dy (N,O) when given.
+LinearParams check_linear(const Shape& x, const Shape& w, const std::optional<Shape>& b,
                           const Shape* dy = nullptr);
 
 // y (N,O) = x (N,I) w (O,I)^T + b (O,) (b may be null).

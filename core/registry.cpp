@@ -40,7 +40,7 @@ Shape conv_setup(NetLayer& L, const std::string& where, std::vector<Shape>& para
     need_planes(L, where, "Conv2d");
     const Shape& s = L.in_shape;
     const Shape w = {L.desc.out, L.desc.in, L.desc.kernel, L.desc.kernel};
-    L.conv = check_conv2d({1, s[0], s[1], s[2]}, w, -1, L.desc.stride, L.desc.pad);
+    L.conv = check_conv2d({1, s[0], s[1], s[2]}, w, std::nullopt, L.desc.stride, L.desc.pad);
     add_params(L, params, w);
     return {L.conv.K, L.conv.out_h(), L.conv.out_w()};
 }

@@ -68,7 +68,7 @@ void test_conv2d(std::mt19937& rng) {
                           {17, 2, 9, 11, 3, 5, 5, 2, 2}};
     for (const Case& c : cases) {
         const Shape xs = {c.N, c.C, c.H, c.W}, ws = {c.K, c.C, c.R, c.S};
-        const Conv2dParams p = check_conv2d(xs, ws, c.K, c.stride, c.pad);
+        const Conv2dParams p = check_conv2d(xs, ws, Shape{c.K}, c.stride, c.pad);
         const std::string tag = "conv2d " + shape_str(xs) + " w " + shape_str(ws) + " stride " +
                                 std::to_string(c.stride) + " pad " + std::to_string(c.pad);
         auto x = randn(size_t(numel(xs)), rng), w = randn(size_t(numel(ws)), rng);
@@ -105,7 +105,7 @@ void test_conv2d(std::mt19937& rng) {
 void test_linear(std::mt19937& rng) {
     const int64_t shapes[][3] = {{1, 1, 1}, {64, 400, 120}, {3, 17, 5}, {64, 84, 10}};
     for (const auto& s : shapes) {
-        const LinearParams p = check_linear({s[0], s[1]}, {s[2], s[1]}, s[2]);
+        const LinearParams p = check_linear({s[0], s[1]}, {s[2], s[1]}, Shape{s[2]});
         auto x = randn(size_t(p.N * p.I), rng), w = randn(size_t(p.O * p.I), rng);
         auto b = randn(size_t(p.O), rng), dy = randn(size_t(p.N * p.O), rng);
         std::vector<float> y(size_t(p.N * p.O)), y_ref(y.size());
@@ -293,19 +293,19 @@ void test_igemm_levels(std::mt19937& rng) {
 }
 
 void test_checks() {
-    expect(throws_invalid([] { check_conv2d({1, 3, 8, 8}, {4, 2, 3, 3}, -1, 1, 0); }),
+    expect(throws_invalid([] { check_conv2d({1, 3, 8, 8}, {4, 2, 3, 3}, std::nullopt, 1, 0); }),
            "conv2d channel mismatch throws");
-    expect(throws_invalid([] { check_conv2d({1, 1, 4, 4}, {1, 1, 7, 7}, -1, 1, 1); }),
+    expect(throws_invalid([] { check_conv2d({1, 1, 4, 4}, {1, 1, 7, 7}, std::nullopt, 1, 1); }),
            "conv2d kernel larger than padded input throws");
-    expect(throws_invalid([] { check_conv2d({1, 1, 8, 8}, {1, 1, 3, 3}, -1, 0, 0); }),
+    expect(throws_invalid([] { check_conv2d({1, 1, 8, 8}, {1, 1, 3, 3}, std::nullopt, 0, 0); }),
            "conv2d stride 0 throws");
-    expect(throws_invalid([] { check_conv2d({1, 1, 8, 8}, {1, 1, 3, 3}, -1, 1, -1); }),
+    expect(throws_invalid([] { check_conv2d({1, 1, 8, 8}, {1, 1, 3, 3}, std::nullopt, 1, -1); }),
            "conv2d negative padding throws");
-    expect(throws_invalid([] { check_conv2d({1, 8, 8}, {1, 1, 3, 3}, -1, 1, 0); }),
+    expect(throws_invalid([] { check_conv2d({1, 8, 8}, {1, 1, 3, 3}, std::nullopt, 1, 0); }),
            "conv2d 3-D x throws");
     expect(throws_invalid([] { check_pool2d("maxpool2d", {1, 1, 2, 2}, 3, 1); }),
            "pool kernel larger than input throws");
-    expect(throws_invalid([] { check_linear({2, 5}, {3, 4}, -1); }), "linear mismatch throws");
+    expect(throws_invalid([] { check_linear({2, 5}, {3, 4}, std::nullopt); }), "linear mismatch throws");
     expect(throws_invalid([] { check_softmax_cross_entropy({2, 3}, {3}); }),
            "labels length mismatch throws");
     // The checks moved from the bindings into the core: each names what it received.
@@ -348,13 +348,17 @@ void test_checks() {
              Net({flat}, 1, 2, 2).check_train_step({2, 1, 2, 2}, {2}, labels);
          }, "labels[1] = 4 is outside [0, 4)"},
         {"net kind", [] { layer_kind("gelu"); }, "unknown layer kind 'gelu'"},
+        {"conv bias 2-D", [] { check_conv2d({1, 1, 8, 8}, {4, 1, 3, 3}, Shape{4, 1}, 1, 0); },
+         "b must be 1-D (K,), got shape (4, 1)"},
+        {"linear bias length", [] { check_linear({2, 5}, {3, 5}, Shape{4}); },
+         "b length (4) does not match w output features w.shape[0] (3)"},
     };
     for (const MessageCase& c : messages) {
         const std::string got = invalid_message(c.f);
         expect(got.find(c.needle) != std::string::npos,
                std::string(c.what) + ": message '" + got + "' should contain '" + c.needle + "'");
     }
-    const std::string msg = invalid_message([] { check_conv2d({1, 3, 8, 8}, {4, 2, 3, 3}, -1, 1, 0); });
+    const std::string msg = invalid_message([] { check_conv2d({1, 3, 8, 8}, {4, 2, 3, 3}, std::nullopt, 1, 0); });
     expect(msg.find("(2)") != std::string::npos && msg.find("(3)") != std::string::npos,
            "conv2d message names received and expected channels: '" + msg + "'");
 }
