@@ -83,14 +83,12 @@ Arr as_int(const char* op, const char* arg, const py::handle& obj) {
     // ensure() returns null (and clears numpy's error) when the converted copy cannot be
     // allocated: pybind11 turns bad_alloc into MemoryError.
     if (!out) throw std::bad_alloc();
-    // uint64 values above INT64_MAX would wrap negative in int64: refused as they were written.
-    if (kind == 'u' && arr.itemsize() == 8) {
-        const uint64_t* v = static_cast<const uint64_t*>(py::array_t<uint64_t, py::array::c_style>::ensure(arr).data());
-        for (py::ssize_t i = 0; i < arr.size(); i++)
-            if (v[i] > uint64_t(INT64_MAX))
+    // uint64 values above INT64_MAX wrapped negative in the int64 copy: refused, as written.
+    if (kind == 'u' && arr.itemsize() == 8 && sizeof(*out.data()) == 8)
+        for (py::ssize_t i = 0; i < out.size(); i++)
+            if (out.data()[i] < 0)
                 throw py::value_error(std::string(op) + ": " + arg + "[" + std::to_string(i) + "] = " +
-                                      std::to_string(v[i]) + " does not fit int64");
-    }
+                                      std::to_string(uint64_t(out.data()[i])) + " does not fit int64");
     return out;
 }
 
