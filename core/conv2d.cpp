@@ -135,7 +135,8 @@ void conv2d_backward_images(float* dx, float* dw, float* db, const float* x, con
 
 void conv2d_forward(float* y, const float* x, const float* w, const float* b,
                     const Conv2dParams& p) {
-    const int64_t PQ = p.out_h() * p.out_w(), ws_size = conv2d_workspace(p);
+    const int64_t PQ = p.out_h() * p.out_w();
+    const int64_t ws_size = (conv2d_workspace(p) + 15) / 16 * 16;  // per thread, aligned
     const int nt = threads_for(p.N * p.K * PQ * p.crs());
     std::vector<float> ws(size_t(nt) * ws_size);
 #pragma omp parallel for num_threads(nt) schedule(static)
@@ -154,7 +155,8 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* b,
 // bit-identical to it and do not depend on the thread count.
 void conv2d_backward(float* dx, float* dw, float* db, const float* x, const float* w,
                      const float* dy, const Conv2dParams& p) {
-    const int64_t PQ = p.out_h() * p.out_w(), KCRS = p.K * p.crs(), ws_size = conv2d_workspace(p);
+    const int64_t PQ = p.out_h() * p.out_w(), KCRS = p.K * p.crs();
+    const int64_t ws_size = (conv2d_workspace(p) + 15) / 16 * 16;  // per thread, aligned
     const int64_t nblocks = batch_blocks(p.N);
     const int nt = int(std::min<int64_t>(threads_for(3 * p.N * p.K * PQ * p.crs()), nblocks));
     std::vector<float> ws(size_t(nt) * ws_size);

@@ -96,7 +96,8 @@ void linear_backward_rows(float* dx, float* dw, float* db, const float* x, const
 // blocks' dw/db are added in block order, so no result depends on the thread count.
 void linear_forward(float* y, const float* x, const float* w, const float* b,
                     const LinearParams& p) {
-    const int64_t nblocks = batch_blocks(p.N), ws_size = linear_workspace(p);
+    const int64_t nblocks = batch_blocks(p.N);
+    const int64_t ws_size = (linear_workspace(p) + 15) / 16 * 16;  // per thread, int64-aligned
     const int nt = int(std::min<int64_t>(threads_for(p.N * p.I * p.O), nblocks));
     std::vector<float> ws(size_t(nt) * ws_size);
 #pragma omp parallel for num_threads(nt) schedule(static)
@@ -115,7 +116,8 @@ void linear_forward(float* y, const float* x, const float* w, const float* b,
 
 void linear_backward(float* dx, float* dw, float* db, const float* x, const float* w,
                      const float* dy, const LinearParams& p) {
-    const int64_t nblocks = batch_blocks(p.N), ws_size = linear_workspace(p), OI = p.O * p.I;
+    const int64_t nblocks = batch_blocks(p.N), OI = p.O * p.I;
+    const int64_t ws_size = (linear_workspace(p) + 15) / 16 * 16;  // per thread, int64-aligned
     const int nt = int(std::min<int64_t>(threads_for(2 * p.N * p.I * p.O), nblocks));
     std::vector<float> ws(size_t(nt) * ws_size);
     std::vector<float> dw_part(size_t(nblocks) * OI, 0.0f), db_part(size_t(nblocks) * p.O, 0.0f);
