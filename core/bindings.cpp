@@ -617,7 +617,8 @@ PYBIND11_MODULE(_core, m) {
 
     py::class_<Net>(m, "Net",
                     "A layer chain run by the core in one call per "
-                    "batch. layers: list of (kind, in, out, kernel, stride, pad, bias) tuples.")
+                    "batch. layers: list of (kind, in, out, kernel, stride, pad, bias) tuples, "
+                    "kind one of layer_kinds().")
         .def(py::init(&make_net), py::arg("layers"), py::arg("input_shape"))
         .def("forward", &py_net_forward, py::arg("x"), py::arg("params"),
              "Outputs (N, features) for x (N, C, H, W).")
@@ -631,7 +632,7 @@ PYBIND11_MODULE(_core, m) {
             py::list out;
             for (const auto& s : n.param_shapes()) out.append(py::tuple(py::cast(s)));
             return out;
-        });
+        }, "Parameter shapes, in the order params and grads are given.");
     m.def("layer_kinds", &py_layer_kinds,
           "The layer kinds the core runs: name -> {Net tuple slot: layer attribute it comes from}.");
     m.def("loss_kinds", &py_loss_kinds, "The loss names Net.train_step takes.");
