@@ -1,4 +1,4 @@
-// Shared helpers of the C++ benchmarks: a steady clock, best-of-repeats timing, the measured
+// Shared helpers of the C++ benchmarks: a steady clock, median-of-repeats timing, the measured
 // peak FLOP rate of one core at a SIMD level (bench/peak.cpp), and random buffers.
 #pragma once
 #include <algorithm>

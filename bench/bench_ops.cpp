@@ -34,7 +34,7 @@ bool close(const std::vector<float>& a, const std::vector<float>& b, double tol)
 }
 
 void bench_conv(const char* name, int64_t N, int64_t C, int64_t H, int64_t K, int64_t R, int threads) {
-    const Conv2dParams p = check_conv2d({N, C, H, H}, {K, C, R, R}, K, 1, 0);
+    const Conv2dParams p = check_conv2d({N, C, H, H}, {K, C, R, R}, Shape{K}, 1, 0);
     const int64_t P = p.out_h(), Q = p.out_w();
     auto x = bench::randn(size_t(N * C * H * H), 1), w = bench::randn(size_t(K * C * R * R), 2);
     auto b = bench::randn(size_t(K), 3), dy = bench::randn(size_t(N * K * P * Q), 4);
@@ -65,10 +65,21 @@ void bench_conv(const char* name, int64_t N, int64_t C, int64_t H, int64_t K, in
 }
 
 void bench_linear(const char* name, int64_t N, int64_t I, int64_t O, int threads) {
-    const LinearParams p = check_linear({N, I}, {O, I}, O);
+    const LinearParams p = check_linear({N, I}, {O, I}, Shape{O});
     auto x = bench::randn(size_t(N * I), 5), w = bench::randn(size_t(O * I), 6);
     auto b = bench::randn(size_t(O), 7), dy = bench::randn(size_t(N * O), 8);
     std::vector<float> y(size_t(N * O)), dx(x.size()), dw(w.size()), db(b.size());
+    std::vector<float> y_ref(y.size()), dx_ref(x.size()), dw_ref(w.size()), db_ref(b.size());
+    linear_forward(y.data(), x.data(), w.data(), b.data(), p);
+    linear_forward_naive(y_ref.data(), x.data(), w.data(), b.data(), p);
+    linear_backward(dx.data(), dw.data(), db.data(), x.data(), w.data(), dy.data(), p);
+    linear_backward_naive(dx_ref.data(), dw_ref.data(), db_ref.data(), x.data(), w.data(), dy.data(), p);
+    if (!close(y, y_ref, 1e-4) || !close(dx, dx_ref, 1e-3) || !close(dw, dw_ref, 1e-3) ||
+        !close(db, db_ref, 1e-3)) {
+        std::printf("FAIL: %s fast path disagrees with the naive one\n", name);
+        g_failures++;
+        return;
+    }
     const double macs = double(N) * I * O;
     char shape[64];
     std::snprintf(shape, sizeof shape, "N=%lld %lld->%lld", (long long)N, (long long)I, (long long)O);
@@ -88,7 +99,18 @@ void bench_pool(const char* name, int64_t N, int64_t C, int64_t H, int threads) 
     auto x = bench::randn(size_t(N * C * H * H), 9);
     const int64_t ny = N * C * p.out_h() * p.out_w();
     std::vector<float> y(static_cast<size_t>(ny)), dx(x.size()), dy(static_cast<size_t>(ny), 1.0f);
-    std::vector<int32_t> arg(static_cast<size_t>(ny));
+    std::vector<int32_t> arg(static_cast<size_t>(ny)), arg_ref(static_cast<size_t>(ny));
+    std::vector<float> y_ref(y.size()), dx_ref(x.size());
+    auto dyv = bench::randn(size_t(ny), 10);
+    maxpool2d_forward(y.data(), arg.data(), x.data(), p);
+    maxpool2d_forward_naive(y_ref.data(), arg_ref.data(), x.data(), p);
+    maxpool2d_backward(dx.data(), dyv.data(), arg.data(), N, C, H, H, p.out_h(), p.out_w());
+    maxpool2d_backward_naive(dx_ref.data(), dyv.data(), arg_ref.data(), p);
+    if (y != y_ref || arg != arg_ref || !close(dx, dx_ref, 1e-6)) {
+        std::printf("FAIL: %s fast path disagrees with the naive one\n", name);
+        g_failures++;
+        return;
+    }
     char shape[64];
     std::snprintf(shape, sizeof shape, "N=%lld %lldx%lldx%lld", (long long)N, (long long)C,
                   (long long)H, (long long)H);

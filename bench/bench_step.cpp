@@ -1,6 +1,6 @@
 // Whole-network benchmark of LeNet-5 on the core's fused engine (pylenet::Net), no Python:
 // validates Net::train_step (loss, logits, every gradient) and Net::forward against a
-// layer-by-layer reference built from the naive conv and plain loops, then times training
+// layer-by-layer reference built from the core's naive oracles (*_naive), then times training
 // steps at batch 16, 64, 256 and inference at batch 1 and 1000 for each thread count.
 // Output: one fixed-format line per variant (workload, batch, threads, ms/iter, images/s,
 // us/image, GFLOP/s, % of the threads' measured peak), then the 1 -> 2 thread speedup.
@@ -17,9 +17,13 @@
 #include <vector>
 
 #include "bench_common.h"
+#include "activations.h"
 #include "conv2d.h"
+#include "linear.h"
+#include "losses.h"
 #include "net.h"
 #include "parallel.h"
+#include "pool2d.h"
 
 using namespace pylenet;
 
@@ -31,29 +35,29 @@ using Vec = std::vector<float>;
 std::vector<LayerDesc> lenet5_layers() {
     auto conv = [](int64_t c, int64_t k) {
         LayerDesc d;
-        d.kind = LayerKind::Conv2d, d.in = c, d.out = k, d.kernel = 5;
+        d.kind = &layer_kind("conv2d"), d.in = c, d.out = k, d.kernel = 5;
         return d;
     };
     auto linear = [](int64_t i, int64_t o) {
         LayerDesc d;
-        d.kind = LayerKind::Linear, d.in = i, d.out = o;
+        d.kind = &layer_kind("linear"), d.in = i, d.out = o;
         return d;
     };
-    auto simple = [](LayerKind k) {
+    auto simple = [](const char* kind) {
         LayerDesc d;
-        d.kind = k;
+        d.kind = &layer_kind(kind);
         return d;
     };
     auto pool = [] {
         LayerDesc d;
-        d.kind = LayerKind::MaxPool2d, d.kernel = 2, d.stride = 2;
+        d.kind = &layer_kind("maxpool2d"), d.kernel = 2, d.stride = 2;
         return d;
     };
-    return {conv(1, 6),        simple(LayerKind::ReLU), pool(),  // 1@32x32 -> 6@28x28 -> 6@14x14
-            conv(6, 16),       simple(LayerKind::ReLU), pool(),  // -> 16@10x10 -> 16@5x5
-            simple(LayerKind::Flatten),                          // -> 400
-            linear(400, 120),  simple(LayerKind::ReLU),          // F5
-            linear(120, 84),   simple(LayerKind::ReLU),          // F6
+    return {conv(1, 6),        simple("relu"), pool(),  // 1@32x32 -> 6@28x28 -> 6@14x14
+            conv(6, 16),       simple("relu"), pool(),  // -> 16@10x10 -> 16@5x5
+            simple("flatten"),                          // -> 400
+            linear(400, 120),  simple("relu"),          // F5
+            linear(120, 84),   simple("relu"),          // F6
             linear(84, 10)};                                     // logits
 }
 
@@ -92,75 +96,6 @@ std::vector<Vec> random_params(const Net& net, uint32_t seed) {
     return params;
 }
 
-void relu_ref(Vec& y, const Vec& x) {
-    y.resize(x.size());
-    for (size_t i = 0; i < x.size(); i++) y[i] = x[i] > 0 ? x[i] : 0.0f;
-}
-// dx = dy where x > 0.
-void relu_back_ref(Vec& dx, const Vec& x, const Vec& dy) {
-    dx.resize(x.size());
-    for (size_t i = 0; i < x.size(); i++) dx[i] = x[i] > 0 ? dy[i] : 0.0f;
-}
-
-// 2x2 stride-2 max pool over (N*C) planes of H x W; arg holds the winner's index into x.
-void maxpool_ref(Vec& y, std::vector<int64_t>& arg, const Vec& x, int64_t planes, int64_t H, int64_t W) {
-    const int64_t P = H / 2, Q = W / 2;
-    y.assign(size_t(planes * P * Q), 0.0f);
-    arg.assign(y.size(), 0);
-    for (int64_t c = 0; c < planes; c++)
-        for (int64_t i = 0; i < P; i++)
-            for (int64_t j = 0; j < Q; j++) {
-                int64_t best = c * H * W + 2 * i * W + 2 * j;
-                for (int64_t di = 0; di < 2; di++)
-                    for (int64_t dj = 0; dj < 2; dj++) {
-                        const int64_t k = c * H * W + (2 * i + di) * W + 2 * j + dj;
-                        if (x[size_t(k)] > x[size_t(best)]) best = k;
-                    }
-                const size_t o = size_t((c * P + i) * Q + j);
-                y[o] = x[size_t(best)];
-                arg[o] = best;
-            }
-}
-// dx = 0, then dx[arg] += dy.
-void maxpool_back_ref(Vec& dx, size_t nx, const Vec& dy, const std::vector<int64_t>& arg) {
-    dx.assign(nx, 0.0f);
-    for (size_t o = 0; o < dy.size(); o++) dx[size_t(arg[o])] += dy[o];
-}
-
-// y (N,O) = x (N,I) w (O,I)^T + b, accumulated in double.
-void linear_ref(Vec& y, const Vec& x, const Vec& w, const Vec& b, int64_t N, int64_t I, int64_t O) {
-    y.resize(size_t(N * O));
-    for (int64_t n = 0; n < N; n++)
-        for (int64_t o = 0; o < O; o++) {
-            double s = b[size_t(o)];
-            for (int64_t i = 0; i < I; i++) s += double(x[size_t(n * I + i)]) * w[size_t(o * I + i)];
-            y[size_t(n * O + o)] = float(s);
-        }
-}
-// dx = dy w, dw = dy^T x, db = sum_n dy.
-void linear_back_ref(Vec& dx, Vec& dw, Vec& db, const Vec& x, const Vec& w, const Vec& dy,
-                     int64_t N, int64_t I, int64_t O) {
-    dx.assign(size_t(N * I), 0.0f);
-    dw.assign(size_t(O * I), 0.0f);
-    db.assign(size_t(O), 0.0f);
-    for (int64_t n = 0; n < N; n++)
-        for (int64_t i = 0; i < I; i++) {
-            double s = 0;
-            for (int64_t o = 0; o < O; o++) s += double(dy[size_t(n * O + o)]) * w[size_t(o * I + i)];
-            dx[size_t(n * I + i)] = float(s);
-        }
-    for (int64_t o = 0; o < O; o++) {
-        double sb = 0;
-        for (int64_t n = 0; n < N; n++) sb += dy[size_t(n * O + o)];
-        db[size_t(o)] = float(sb);
-        for (int64_t i = 0; i < I; i++) {
-            double s = 0;
-            for (int64_t n = 0; n < N; n++) s += double(dy[size_t(n * O + o)]) * x[size_t(n * I + i)];
-            dw[size_t(o * I + i)] = float(s);
-        }
-    }
-}
-
 struct Reference {
     Vec logits;
     double loss = 0;
@@ -168,58 +103,51 @@ struct Reference {
 };
 
 // LeNet-5 forward (and, when labels is non-null, mean cross-entropy and backward) layer by
-// layer: conv2d_*_naive for the convolutions, the plain loops above for everything else.
+// layer on the core's naive oracles (the *_naive function of every op).
 Reference reference(const Vec& x, const int64_t* labels, int64_t N, const std::vector<Vec>& p) {
-    const Conv2dParams c1 = check_conv2d({N, 1, 32, 32}, {6, 1, 5, 5}, 6, 1, 0);
-    const Conv2dParams c3 = check_conv2d({N, 6, 14, 14}, {16, 6, 5, 5}, 16, 1, 0);
-    Vec a1(size_t(N * 6 * 28 * 28)), r1, s2, a3(size_t(N * 16 * 10 * 10)), r3, s4, f5, r5, f6, r6;
-    std::vector<int64_t> arg2, arg4;
+    const Conv2dParams c1 = check_conv2d({N, 1, 32, 32}, {6, 1, 5, 5}, Shape{6}, 1, 0);
+    const Conv2dParams c3 = check_conv2d({N, 6, 14, 14}, {16, 6, 5, 5}, Shape{16}, 1, 0);
+    const Pool2dParams s2p = check_pool2d("S2", {N, 6, 28, 28}, 2, 2);
+    const Pool2dParams s4p = check_pool2d("S4", {N, 16, 10, 10}, 2, 2);
+    const LinearParams f5p = {N, 400, 120}, f6p = {N, 120, 84}, outp = {N, 84, 10};
+    auto vec = [](int64_t n) { return Vec(static_cast<size_t>(n)); };
+    Vec a1 = vec(N * 6 * 28 * 28), r1 = vec(N * 6 * 28 * 28), s2 = vec(N * 6 * 14 * 14);
+    Vec a3 = vec(N * 16 * 10 * 10), r3 = vec(N * 16 * 10 * 10), s4 = vec(N * 400);
+    Vec f5 = vec(N * 120), r5 = vec(N * 120), f6 = vec(N * 84), r6 = vec(N * 84);
+    std::vector<int32_t> arg2(s2.size()), arg4(s4.size());
     Reference ref;
+    ref.logits = vec(N * 10);
     conv2d_forward_naive(a1.data(), x.data(), p[0].data(), p[1].data(), c1);  // 6@28x28
-    relu_ref(r1, a1);
-    maxpool_ref(s2, arg2, r1, N * 6, 28, 28);                                 // 6@14x14
+    relu_forward_naive(r1.data(), a1.data(), int64_t(a1.size()));
+    maxpool2d_forward_naive(s2.data(), arg2.data(), r1.data(), s2p);           // 6@14x14
     conv2d_forward_naive(a3.data(), s2.data(), p[2].data(), p[3].data(), c3);  // 16@10x10
-    relu_ref(r3, a3);
-    maxpool_ref(s4, arg4, r3, N * 16, 10, 10);                                // 16@5x5 = 400
-    linear_ref(f5, s4, p[4], p[5], N, 400, 120);
-    relu_ref(r5, f5);
-    linear_ref(f6, r5, p[6], p[7], N, 120, 84);
-    relu_ref(r6, f6);
-    linear_ref(ref.logits, r6, p[8], p[9], N, 84, 10);
+    relu_forward_naive(r3.data(), a3.data(), int64_t(a3.size()));
+    maxpool2d_forward_naive(s4.data(), arg4.data(), r3.data(), s4p);           // 16@5x5 = 400
+    linear_forward_naive(f5.data(), s4.data(), p[4].data(), p[5].data(), f5p);  // F5
+    relu_forward_naive(r5.data(), f5.data(), int64_t(f5.size()));
+    linear_forward_naive(f6.data(), r5.data(), p[6].data(), p[7].data(), f6p);  // F6
+    relu_forward_naive(r6.data(), f6.data(), int64_t(f6.size()));
+    linear_forward_naive(ref.logits.data(), r6.data(), p[8].data(), p[9].data(), outp);
     if (!labels) return ref;
 
-    // loss = mean_n [logsumexp(z_n) - z_n[label]]; dz = (softmax(z) - onehot) / N.
-    Vec dz(ref.logits.size());
-    for (int64_t n = 0; n < N; n++) {
-        const float* z = ref.logits.data() + n * 10;
-        double m = z[0], s = 0;
-        for (int k = 1; k < 10; k++) m = std::max<double>(m, z[k]);
-        for (int k = 0; k < 10; k++) s += std::exp(z[k] - m);
-        ref.loss += m + std::log(s) - z[labels[n]];
-        for (int k = 0; k < 10; k++)
-            dz[size_t(n * 10 + k)] = float((std::exp(z[k] - m) / s - (k == labels[n])) / double(N));
-    }
-    ref.loss /= double(N);
-
+    Vec dz = vec(N * 10);
+    ref.loss = softmax_cross_entropy_naive(dz.data(), ref.logits.data(), labels, N, 10);
     ref.grads.resize(p.size());
-    Vec d6, d5, d4, dr6, dr5, dr3, dr1, d3, d2, unused;
-    linear_back_ref(dr6, ref.grads[8], ref.grads[9], r6, p[8], dz, N, 84, 10);
-    relu_back_ref(d6, f6, dr6);
-    linear_back_ref(dr5, ref.grads[6], ref.grads[7], r5, p[6], d6, N, 120, 84);
-    relu_back_ref(d5, f5, dr5);
-    linear_back_ref(d4, ref.grads[4], ref.grads[5], s4, p[4], d5, N, 400, 120);
-    maxpool_back_ref(dr3, r3.size(), d4, arg4);
-    relu_back_ref(d3, a3, dr3);
-    Vec dx3(s2.size());
-    ref.grads[2].resize(p[2].size());
-    ref.grads[3].resize(p[3].size());
+    for (size_t i = 0; i < p.size(); i++) ref.grads[i].resize(p[i].size());
+    Vec dr6 = vec(N * 84), d6 = vec(N * 84), dr5 = vec(N * 120), d5 = vec(N * 120), d4 = vec(N * 400);
+    Vec dr3 = vec(N * 16 * 10 * 10), d3 = vec(N * 16 * 10 * 10), dx3 = vec(N * 6 * 14 * 14);
+    Vec dr1 = vec(N * 6 * 28 * 28), d2 = vec(N * 6 * 28 * 28), dx1(x.size());
+    linear_backward_naive(dr6.data(), ref.grads[8].data(), ref.grads[9].data(), r6.data(), p[8].data(), dz.data(), outp);
+    relu_backward_naive(d6.data(), f6.data(), dr6.data(), int64_t(d6.size()));
+    linear_backward_naive(dr5.data(), ref.grads[6].data(), ref.grads[7].data(), r5.data(), p[6].data(), d6.data(), f6p);
+    relu_backward_naive(d5.data(), f5.data(), dr5.data(), int64_t(d5.size()));
+    linear_backward_naive(d4.data(), ref.grads[4].data(), ref.grads[5].data(), s4.data(), p[4].data(), d5.data(), f5p);
+    maxpool2d_backward_naive(dr3.data(), d4.data(), arg4.data(), s4p);
+    relu_backward_naive(d3.data(), a3.data(), dr3.data(), int64_t(d3.size()));
     conv2d_backward_naive(dx3.data(), ref.grads[2].data(), ref.grads[3].data(), s2.data(), p[2].data(),
                           d3.data(), c3);
-    maxpool_back_ref(dr1, r1.size(), dx3, arg2);
-    relu_back_ref(d2, a1, dr1);
-    Vec dx1(x.size());
-    ref.grads[0].resize(p[0].size());
-    ref.grads[1].resize(p[1].size());
+    maxpool2d_backward_naive(dr1.data(), dx3.data(), arg2.data(), s2p);
+    relu_backward_naive(d2.data(), a1.data(), dr1.data(), int64_t(d2.size()));
     conv2d_backward_naive(dx1.data(), ref.grads[0].data(), ref.grads[1].data(), x.data(), p[0].data(),
                           d2.data(), c1);
     return ref;
@@ -290,7 +218,7 @@ std::vector<Vec> validate(Net& net, const std::vector<Vec>& params, int64_t N, i
     double loss = 0;
     for (int rep = 0; rep < 2; rep++)
         loss = net.train_step(out.data(), g.data(), x.data(), labels.data(), N, p.data(),
-                              LossKind::CrossEntropy);
+                              loss_kind("cross_entropy"));
     Vec fwd(size_t(N * 10), std::numeric_limits<float>::quiet_NaN());
     net.forward(fwd.data(), x.data(), N, p.data());
 
@@ -390,7 +318,7 @@ int main(int argc, char** argv) {
             auto g = ptrs(grads);
             const double sec = time_call([&] {
                 net.train_step(out.data(), g.data(), x.data(), labels.data(), N, p.data(),
-                               LossKind::CrossEntropy);
+                               loss_kind("cross_entropy"));
             });
             report("train", N, threads, sec, flops.train);
             if (N == 64 && (threads == 1 || threads == 2)) train64[threads - 1] = sec;

@@ -34,4 +34,34 @@ void relu_backward(float* dx, const float* x, const float* dy, int64_t n) {
     });
 }
 
+// ---------------------------------------------------------------------------------------
+// Naive oracle: each definition in double, element by element.
+
+void sigmoid_forward_naive(float* y, const float* x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = float(1.0 / (1.0 + std::exp(-double(x[i]))));
+}
+
+// y = 1 / (1 + exp(-x))  =>  dy/dx = y (1 - y).
+void sigmoid_backward_naive(float* dx, const float* y, const float* dy, int64_t n) {
+    for (int64_t i = 0; i < n; i++) dx[i] = float(double(dy[i]) * y[i] * (1.0 - y[i]));
+}
+
+void tanh_forward_naive(float* y, const float* x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = float(std::tanh(double(x[i])));
+}
+
+// y = tanh(x)  =>  dy/dx = 1 - y^2.
+void tanh_backward_naive(float* dx, const float* y, const float* dy, int64_t n) {
+    for (int64_t i = 0; i < n; i++) dx[i] = float(double(dy[i]) * (1.0 - double(y[i]) * y[i]));
+}
+
+void relu_forward_naive(float* y, const float* x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = std::isnan(x[i]) ? x[i] : (x[i] > 0.0f ? x[i] : 0.0f);
+}
+
+// y = max(x, 0)  =>  dy/dx = 1 where x > 0 (NaN passes dy through, as PyTorch), else 0.
+void relu_backward_naive(float* dx, const float* x, const float* dy, int64_t n) {
+    for (int64_t i = 0; i < n; i++) dx[i] = (x[i] > 0.0f || std::isnan(x[i])) ? dy[i] : 0.0f;
+}
+
 }  // namespace pylenet

@@ -20,4 +20,13 @@ void relu_forward(float* y, const float* x, int64_t n);
 // dx = dy where x > 0 (or x is NaN, as PyTorch's threshold_backward), else 0; from the input x.
 void relu_backward(float* dx, const float* x, const float* dy, int64_t n);
 
+// The six functions above in double precision, one element at a time: the oracle for tests
+// and benchmarks.
+void sigmoid_forward_naive(float* y, const float* x, int64_t n);
+void sigmoid_backward_naive(float* dx, const float* y, const float* dy, int64_t n);
+void tanh_forward_naive(float* y, const float* x, int64_t n);
+void tanh_backward_naive(float* dx, const float* y, const float* dy, int64_t n);
+void relu_forward_naive(float* y, const float* x, int64_t n);
+void relu_backward_naive(float* dx, const float* x, const float* dy, int64_t n);
+
 }  // namespace pylenet

@@ -10,6 +10,7 @@
 
 #include <memory>
 #include <new>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -82,21 +83,20 @@ Arr as_int(const char* op, const char* arg, const py::handle& obj) {
     // ensure() returns null (and clears numpy's error) when the converted copy cannot be
     // allocated: pybind11 turns bad_alloc into MemoryError.
     if (!out) throw std::bad_alloc();
+    // uint64 values above INT64_MAX wrapped negative in the int64 copy: refused, as written.
+    if (kind == 'u' && arr.itemsize() == 8 && sizeof(*out.data()) == 8)
+        for (py::ssize_t i = 0; i < out.size(); i++)
+            if (out.data()[i] < 0)
+                throw py::value_error(std::string(op) + ": " + arg + "[" + std::to_string(i) + "] = " +
+                                      std::to_string(uint64_t(out.data()[i])) + " does not fit int64");
     return out;
-}
-
-// The value as the caller wrote it: uint64 values above INT64_MAX wrapped negative in int64.
-std::string int_str(const py::handle& original, int64_t v) {
-    py::array arr = py::array::ensure(original);
-    if (v < 0 && arr && arr.dtype().kind() == 'u') return std::to_string(uint64_t(v));
-    return std::to_string(v);
 }
 
 Shape shape_of(const py::array& a) { return Shape(a.shape(), a.shape() + a.ndim()); }
 
 FArr new_float(const Shape& s) { return FArr(std::vector<py::ssize_t>(s.begin(), s.end())); }
 
-// (N, C, H, W) from a sequence of 4 non-negative ints.
+// A shape from a sequence of ints (TypeError otherwise).
 Shape as_shape4(const char* op, const py::handle& obj) {
     Shape s;
     try {
@@ -108,17 +108,7 @@ Shape as_shape4(const char* op, const py::handle& obj) {
         throw py::type_error(std::string(op) + ": x_shape must be a sequence of 4 ints, got " +
                              py::repr(obj).cast<std::string>());
     }
-    if (s.size() != 4)
-        throw py::value_error(std::string(op) + ": x_shape must have 4 entries (N, C, H, W), got " +
-                              shape_str(s));
-    for (int64_t d : s)
-        if (d < 0)
-            throw py::value_error(std::string(op) + ": x_shape entries must be >= 0, got " +
-                                  shape_str(s));
-    // One sample's size first: with N = 0 the total is 0 however large C*H*W is, and the
-    // strides of the result (and H*W) must still fit int64.
-    check_output_size(op, double(s[1]) * double(s[2]) * double(s[3]));
-    return s;
+    return s;  // its values are checked by the op's check_* function
 }
 
 
@@ -128,12 +118,12 @@ FArr py_conv2d_forward(const py::object& xo, const py::object& wo, const py::obj
                        int64_t stride, int64_t padding) {
     FArr x = as_float("conv2d", "x", xo), w = as_float("conv2d", "w", wo);
     FArr b;
+    std::optional<Shape> bs;
     if (!bo.is_none()) {
         b = as_float("conv2d", "b", bo);
-        check_ndim("conv2d", "b", shape_of(b), 1, "(K,)");
+        bs = shape_of(b);
     }
-    const Conv2dParams p = check_conv2d(shape_of(x), shape_of(w), bo.is_none() ? -1 : b.shape(0),
-                                        stride, padding);
+    const Conv2dParams p = check_conv2d(shape_of(x), shape_of(w), bs, stride, padding);
     FArr y = new_float({p.N, p.K, p.out_h(), p.out_w()});
     const float* bp = bo.is_none() ? nullptr : b.data();
     float* yp = y.mutable_data();
@@ -147,7 +137,7 @@ py::tuple py_conv2d_backward(const py::object& xo, const py::object& wo, const p
     FArr x = as_float("conv2d_backward", "x", xo), w = as_float("conv2d_backward", "w", wo);
     FArr dy = as_float("conv2d_backward", "dy", dyo);
     const Shape dys = shape_of(dy);
-    const Conv2dParams p = check_conv2d(shape_of(x), shape_of(w), -1, stride, padding, &dys);
+    const Conv2dParams p = check_conv2d(shape_of(x), shape_of(w), std::nullopt, stride, padding, &dys);
     FArr dx = new_float(shape_of(x)), dw = new_float(shape_of(w)), db = new_float({p.K});
     float *dxp = dx.mutable_data(), *dwp = dw.mutable_data(), *dbp = db.mutable_data();
     {
@@ -161,10 +151,7 @@ py::tuple py_conv2d_backward(const py::object& xo, const py::object& wo, const p
 
 py::tuple py_maxpool2d_forward(const py::object& xo, int64_t kernel, int64_t stride) {
     FArr x = as_float("maxpool2d", "x", xo);
-    const Pool2dParams p = check_pool2d("maxpool2d", shape_of(x), kernel, stride);
-    if (p.H * p.W > INT32_MAX)
-        throw py::value_error("maxpool2d: planes of " + std::to_string(p.H * p.W) +
-                              " pixels do not fit int32 argmax indices");
+    const Pool2dParams p = check_pool2d("maxpool2d", shape_of(x), kernel, stride, nullptr, true);
     const Shape ys = {p.N, p.C, p.out_h(), p.out_w()};
     FArr y = new_float(ys);
     I32Arr argmax(std::vector<py::ssize_t>(ys.begin(), ys.end()));
@@ -184,22 +171,10 @@ FArr py_maxpool2d_backward(const py::object& dyo, const py::object& argmaxo,
     // Range-checked as int64 first, so that wide values cannot wrap into range as int32.
     I64Arr argmax = as_int<I64Arr>(op, "argmax", argmaxo);
     const Shape xs = as_shape4(op, x_shape), dys = shape_of(dy);
-    check_ndim(op, "dy", dys, 4, "(N, C, P, Q)");
-    check_same_shape(op, "argmax", shape_of(argmax), "dy", dys);
-    check_equal(op, "dy batch dy.shape[0]", dys[0], "x_shape[0]", xs[0]);
-    check_equal(op, "dy channels dy.shape[1]", dys[1], "x_shape[1]", xs[1]);
-    check_output_size(op, double(xs[0]) * double(xs[1]) * double(xs[2]) * double(xs[3]));
-    const int64_t plane = xs[2] * xs[3], count = numel(dys);
-    const int64_t* wide = argmax.data();
-    std::vector<int32_t> idx(static_cast<size_t>(count));
-    for (int64_t i = 0; i < count; i++) {
-        if (wide[i] < 0 || wide[i] >= plane)
-            throw py::value_error(std::string(op) + ": argmax value " +
-                                  int_str(argmaxo, wide[i]) + " at flat position " +
-                                  std::to_string(i) + " is outside [0, H*W) = [0, " +
-                                  std::to_string(plane) + ")");
-        idx[size_t(i)] = int32_t(wide[i]);
-    }
+    check_maxpool2d_backward(xs, dys, shape_of(argmax), argmax.data());
+    const int64_t count = numel(dys);
+    std::vector<int32_t> idx(static_cast<size_t>(count));  // in range, so narrowing is exact
+    for (int64_t i = 0; i < count; i++) idx[size_t(i)] = int32_t(argmax.data()[i]);
     const int32_t* ap = idx.data();
     FArr dx = new_float(xs);
     float* dxp = dx.mutable_data();
@@ -226,13 +201,8 @@ FArr py_avgpool2d_backward(const py::object& dyo, const py::object& x_shape, int
                            int64_t stride) {
     const char* op = "avgpool2d_backward";
     FArr dy = as_float(op, "dy", dyo);
-    const Shape xs = as_shape4(op, x_shape);
-    check_output_size(op, double(xs[0]) * double(xs[1]) * double(xs[2]) * double(xs[3]));
-    const Pool2dParams p = check_pool2d(op, xs, kernel, stride);
-    const Shape want = {p.N, p.C, p.out_h(), p.out_w()};
-    if (shape_of(dy) != want)
-        throw py::value_error(std::string(op) + ": dy must have shape " + shape_str(want) +
-                              " for x_shape " + shape_str(xs) + ", got " + shape_str(shape_of(dy)));
+    const Shape xs = as_shape4(op, x_shape), dys = shape_of(dy);
+    const Pool2dParams p = check_pool2d(op, xs, kernel, stride, &dys);
     FArr dx = new_float(xs);
     float* dxp = dx.mutable_data();
     {
@@ -247,12 +217,12 @@ FArr py_avgpool2d_backward(const py::object& dyo, const py::object& x_shape, int
 FArr py_linear_forward(const py::object& xo, const py::object& wo, const py::object& bo) {
     FArr x = as_float("linear", "x", xo), w = as_float("linear", "w", wo);
     FArr b;
+    std::optional<Shape> bs;
     if (!bo.is_none()) {
         b = as_float("linear", "b", bo);
-        check_ndim("linear", "b", shape_of(b), 1, "(O,)");
+        bs = shape_of(b);
     }
-    const LinearParams p =
-        check_linear(shape_of(x), shape_of(w), bo.is_none() ? -1 : b.shape(0));
+    const LinearParams p = check_linear(shape_of(x), shape_of(w), bs);
     FArr y = new_float({p.N, p.O});
     const float* bp = bo.is_none() ? nullptr : b.data();
     float* yp = y.mutable_data();
@@ -267,7 +237,7 @@ py::tuple py_linear_backward(const py::object& xo, const py::object& wo, const p
     FArr x = as_float("linear_backward", "x", xo), w = as_float("linear_backward", "w", wo);
     FArr dy = as_float("linear_backward", "dy", dyo);
     const Shape dys = shape_of(dy);
-    const LinearParams p = check_linear(shape_of(x), shape_of(w), -1, &dys);
+    const LinearParams p = check_linear(shape_of(x), shape_of(w), std::nullopt, &dys);
     FArr dx = new_float(shape_of(x)), dw = new_float(shape_of(w)), db = new_float({p.O});
     float *dxp = dx.mutable_data(), *dwp = dw.mutable_data(), *dbp = db.mutable_data();
     {
@@ -313,8 +283,7 @@ FArr run_binary(const char* op, const char* first, Binary f, const py::object& a
 FArr py_softmax(const py::object& xo) {
     FArr x = as_float("softmax", "x", xo);
     const Shape xs = shape_of(x);
-    check_ndim("softmax", "x", xs, 2, "(N, C)");
-    check_at_least("softmax", "classes x.shape[1]", xs[1], 1);
+    check_softmax(xs);
     FArr p = new_float(xs);
     float* pp = p.mutable_data();
     {
@@ -329,12 +298,7 @@ py::tuple py_softmax_cross_entropy(const py::object& lo, const py::object& labo)
     FArr logits = as_float(op, "logits", lo);
     I64Arr labels = as_int<I64Arr>(op, "labels", labo);
     const Shape ls = shape_of(logits);
-    check_softmax_cross_entropy(ls, shape_of(labels));
-    const int64_t bad = find_bad_label(labels.data(), ls[0], ls[1]);
-    if (bad >= 0)
-        throw py::value_error(std::string(op) + ": labels[" + std::to_string(bad) + "] = " +
-                              int_str(labo, labels.data()[bad]) + " is outside [0, " +
-                              std::to_string(ls[1]) + ") for logits of shape " + shape_str(ls));
+    check_softmax_cross_entropy(ls, shape_of(labels), labels.data());
     FArr d = new_float(ls);
     float* dp = d.mutable_data();
     double loss;
@@ -347,9 +311,7 @@ py::tuple py_softmax_cross_entropy(const py::object& lo, const py::object& labo)
 
 py::tuple py_mse_loss(const py::object& po, const py::object& to) {
     FArr pred = as_float("mse_loss", "pred", po), target = as_float("mse_loss", "target", to);
-    check_same_shape("mse_loss", "pred", shape_of(pred), "target", shape_of(target));
-    if (pred.size() == 0) throw py::value_error("mse_loss: pred is empty (shape " +
-                                                shape_str(shape_of(pred)) + ")");
+    check_mse_loss(shape_of(pred), shape_of(target));
     FArr d = new_float(shape_of(pred));
     float* dp = d.mutable_data();
     const int64_t n = pred.size();
@@ -364,19 +326,6 @@ py::tuple py_mse_loss(const py::object& po, const py::object& to) {
 
 // ----------------------------------------------------------------------------- fused network
 
-LayerKind layer_kind(const std::string& name) {
-    static const std::pair<const char*, LayerKind> kinds[] = {
-        {"conv2d", LayerKind::Conv2d},   {"maxpool2d", LayerKind::MaxPool2d},
-        {"avgpool2d", LayerKind::AvgPool2d}, {"relu", LayerKind::ReLU},
-        {"sigmoid", LayerKind::Sigmoid}, {"tanh", LayerKind::Tanh},
-        {"flatten", LayerKind::Flatten}, {"linear", LayerKind::Linear}};
-    for (const auto& k : kinds)
-        if (name == k.first) return k.second;
-    throw py::value_error("Net: unknown layer kind '" + name +
-                          "' (expected conv2d, maxpool2d, avgpool2d, relu, sigmoid, tanh, "
-                          "flatten or linear)");
-}
-
 // Layer tuples from Python: (kind, in, out, kernel, stride, pad, bias).
 std::unique_ptr<Net> make_net(const py::list& layers, const py::tuple& input_shape) {
     std::vector<LayerDesc> descs;
@@ -385,7 +334,7 @@ std::unique_ptr<Net> make_net(const py::list& layers, const py::tuple& input_sha
         if (t.size() != 7)
             throw py::value_error("Net: each layer must be (kind, in, out, kernel, stride, pad, bias)");
         LayerDesc d;
-        d.kind = layer_kind(t[0].cast<std::string>());
+        d.kind = &layer_kind(t[0].cast<std::string>());
         d.in = t[1].cast<int64_t>(), d.out = t[2].cast<int64_t>(), d.kernel = t[3].cast<int64_t>();
         d.stride = t[4].cast<int64_t>(), d.pad = t[5].cast<int64_t>(), d.bias = t[6].cast<bool>();
         descs.push_back(d);
@@ -395,30 +344,21 @@ std::unique_ptr<Net> make_net(const py::list& layers, const py::tuple& input_sha
                                  input_shape[1].cast<int64_t>(), input_shape[2].cast<int64_t>());
 }
 
-// Parameter arrays, checked against the net's shapes (float32 copies only when needed).
+// Parameter arrays as float32 (copies only when needed), checked by the net.
 std::vector<FArr> net_params(const Net& net, const py::sequence& params) {
-    const auto& shapes = net.param_shapes();
-    if (size_t(py::len(params)) != shapes.size())
-        throw py::value_error("Net: expected " + std::to_string(shapes.size()) +
-                              " parameter arrays, got " + std::to_string(py::len(params)));
     std::vector<FArr> out;
-    for (size_t i = 0; i < shapes.size(); i++) {
-        FArr a = as_float("Net", "params", params[i]);
-        if (shape_of(a) != shapes[i])
-            throw py::value_error("Net: parameter " + std::to_string(i) + " has shape " +
-                                  shape_str(shape_of(a)) + ", expected " + shape_str(shapes[i]));
-        out.push_back(a);
+    std::vector<Shape> shapes;
+    for (auto item : params) {
+        out.push_back(as_float("Net", "params", item));
+        shapes.push_back(shape_of(out.back()));
     }
+    net.check_params("parameter", shapes);
     return out;
 }
 
 FArr net_input(const Net& net, const py::object& xo) {
     FArr x = as_float("Net", "x", xo);
-    const Shape in = net.input_shape(), xs = shape_of(x);
-    if (xs.size() != 4 || xs[1] != in[0] || xs[2] != in[1] || xs[3] != in[2])
-        throw py::value_error("Net: x must have shape (N, " + std::to_string(in[0]) + ", " +
-                              std::to_string(in[1]) + ", " + std::to_string(in[2]) + "), got " +
-                              shape_str(xs));
+    net.check_input(shape_of(x));
     return x;
 }
 
@@ -443,14 +383,9 @@ FArr py_net_predict_u8(Net& net, const py::array& images, const py::object& luto
     auto img = py::array_t<uint8_t, py::array::c_style>::ensure(images);
     if (!img || images.dtype().kind() != 'u' || images.itemsize() != 1)
         throw py::type_error(std::string(op) + ": images must be a uint8 array");
-    const Shape is = shape_of(img), in = net.input_shape();
-    check_ndim(op, "images", is, 3, "(N, H, W)");
-    if (in[0] != 1 || is[1] + 2 * pad != in[1] || is[2] + 2 * pad != in[2])
-        throw py::value_error(std::string(op) + ": images " + shape_str(is) + " padded by " +
-                              std::to_string(pad) + " do not fit the network input " +
-                              shape_str(in));
+    const Shape is = shape_of(img);
     FArr lut = as_float(op, "lut", luto);
-    if (lut.size() != 256) throw py::value_error(std::string(op) + ": lut must hold 256 floats");
+    net.check_predict_u8(is, pad, lut.size());
     std::vector<FArr> ps = net_params(net, params);
     std::vector<const float*> pp;
     for (auto& a : ps) pp.push_back(a.data());
@@ -467,43 +402,30 @@ py::tuple py_net_train_step(Net& net, const py::object& xo, const py::object& la
                             const py::sequence& params, const py::sequence& grads,
                             const std::string& loss) {
     const char* op = "Net.train_step";
-    FArr x = net_input(net, xo);
-    const int64_t N = x.shape(0), classes = net.out_features();
-    if (N < 1) throw py::value_error("Net.train_step: the batch is empty");
+    FArr x = as_float("Net", "x", xo);
     I64Arr labels = as_int<I64Arr>(op, "labels", labo);
-    if (shape_of(labels) != Shape{N})
-        throw py::value_error("Net.train_step: labels must have shape (" + std::to_string(N) +
-                              ",), got " + shape_str(shape_of(labels)));
-    const int64_t bad = find_bad_label(labels.data(), N, classes);
-    if (bad >= 0)
-        throw py::value_error("Net.train_step: labels[" + std::to_string(bad) + "] = " +
-                              int_str(labo, labels.data()[bad]) + " is outside [0, " +
-                              std::to_string(classes) + ")");
-    LossKind kind;
-    if (loss == "cross_entropy") kind = LossKind::CrossEntropy;
-    else if (loss == "mse") kind = LossKind::MSE;
-    else throw py::value_error("Net.train_step: loss must be 'cross_entropy' or 'mse', got '" + loss + "'");
+    net.check_train_step(shape_of(x), shape_of(labels), labels.data());
+    const int64_t N = x.shape(0), classes = net.out_features();
+    const LossKindInfo& kind = loss_kind(loss);
     std::vector<FArr> ps = net_params(net, params);
     std::vector<const float*> pp;
     for (auto& a : ps) pp.push_back(a.data());
     // Gradients are written into the caller's arrays (the one binding that does so): they
     // must already be float32, C-contiguous, writeable and of the parameter's shape.
-    const auto& shapes = net.param_shapes();
-    if (size_t(py::len(grads)) != shapes.size())
-        throw py::value_error("Net.train_step: expected " + std::to_string(shapes.size()) +
-                              " gradient arrays, got " + std::to_string(py::len(grads)));
     std::vector<py::array> gs;
     std::vector<float*> gp;
-    for (size_t i = 0; i < shapes.size(); i++) {
-        py::array g = py::array::ensure(grads[i]);
+    std::vector<Shape> gshapes;
+    for (auto item : grads) {
+        py::array g = py::array::ensure(item);
         if (!g || !py::isinstance<py::array_t<float>>(g) ||
-            !(g.flags() & py::array::c_style) || !g.writeable() || shape_of(g) != shapes[i])
-            throw py::type_error("Net.train_step: gradient " + std::to_string(i) +
-                                 " must be a writeable C-contiguous float32 array of shape " +
-                                 shape_str(shapes[i]));
+            !(g.flags() & py::array::c_style) || !g.writeable())
+            throw py::type_error("Net.train_step: gradient " + std::to_string(gs.size()) +
+                                 " must be a writeable C-contiguous float32 array");
         gp.push_back(static_cast<float*>(g.mutable_data()));
+        gshapes.push_back(shape_of(g));
         gs.push_back(g);
     }
+    net.check_params("gradient", gshapes);
     FArr out = new_float({N, classes});
     float* outp = out.mutable_data();
     double value;
@@ -524,22 +446,17 @@ FArr py_gather_pad_normalize(const py::array& images, const py::object& idxo, in
     if (!img || images.dtype().kind() != 'u' || images.itemsize() != 1)
         throw py::type_error(std::string(op) + ": images must be a uint8 array");
     const Shape is = shape_of(img);
-    check_ndim(op, "images", is, 3, "(N, H, W)");
-    check_at_least(op, "pad", pad, 0);
     FArr lut = as_float(op, "lut", luto);
-    if (lut.size() != 256) throw py::value_error(std::string(op) + ": lut must hold 256 floats");
     I64Arr idx;
-    int64_t n = is[0];
+    Shape idx_shape;
+    int64_t n = is.size() == 3 ? is[0] : 0;
     if (!idxo.is_none()) {
         idx = as_int<I64Arr>(op, "idx", idxo);
-        check_ndim(op, "idx", shape_of(idx), 1, "(n,)");
-        n = idx.shape(0);
-        for (int64_t i = 0; i < n; i++)
-            if (idx.data()[i] < 0 || idx.data()[i] >= is[0])
-                throw py::value_error(std::string(op) + ": idx[" + std::to_string(i) + "] = " +
-                                      std::to_string(idx.data()[i]) + " is outside [0, " +
-                                      std::to_string(is[0]) + ")");
+        idx_shape = shape_of(idx);
+        n = idx_shape.empty() ? 0 : idx_shape[0];
     }
+    check_gather_pad_normalize(is, pad, lut.size(), idxo.is_none() ? nullptr : &idx_shape,
+                               idxo.is_none() ? nullptr : idx.data());
     FArr out = new_float({n, 1, is[1] + 2 * pad, is[2] + 2 * pad});
     float* op_ = out.mutable_data();
     const int64_t* ip = idxo.is_none() ? nullptr : idx.data();
@@ -571,7 +488,7 @@ void py_sgd_update(const py::array& p, const py::object& buf, const py::array& g
     float* pp = inplace("sgd_update", "p", p, n);
     float* bp = momentum != 0.0 ? inplace("sgd_update", "buf", buf, n) : nullptr;
     FArr gg = as_float("sgd_update", "g", g);
-    if (gg.size() != n) throw py::value_error("sgd_update: g and p differ in size");
+    check_update("sgd_update", n, gg.size());
     const float* gp = gg.data();
     py::gil_scoped_release nogil;
     sgd_update(pp, bp, gp, n, float(lr), float(momentum), float(weight_decay), nesterov, first);
@@ -585,11 +502,29 @@ void py_adam_update(const py::array& p, const py::array& m, const py::array& v, 
     float* mp = inplace("adam_update", "m", m, n);
     float* vp = inplace("adam_update", "v", v, n);
     FArr gg = as_float("adam_update", "g", g);
-    if (gg.size() != n) throw py::value_error("adam_update: g and p differ in size");
+    check_update("adam_update", n, gg.size());
     const float* gp = gg.data();
     py::gil_scoped_release nogil;
     adam_update(pp, mp, vp, gp, n, float(lr), float(b1), float(b2), float(eps),
                 float(weight_decay), float(c1), float(c2));
+}
+
+// The layer registry: kind name -> {LayerDesc slot: the layer attribute it comes from}.
+py::dict py_layer_kinds() {
+    py::dict out;
+    for (const LayerKindInfo& k : layer_kinds()) {
+        py::dict fields;
+        for (int s = 0; s < kNumSlots; s++)
+            if (k.fields[s]) fields[kSlotNames[s]] = k.fields[s];
+        out[k.name] = fields;
+    }
+    return out;
+}
+
+py::tuple py_loss_kinds() {
+    py::list out;
+    for (const LossKindInfo& k : loss_kinds()) out.append(k.name);
+    return py::tuple(out);
 }
 
 py::dict py_build_info() {
@@ -613,119 +548,110 @@ PYBIND11_MODULE(_core, m) {
     m.doc() = "pylenet's C++ compute core (float32, NCHW). Use it through pylenet.ops.";
     // A PYLENET_SIMD this CPU cannot run (or a typo) fails the import with its reason.
     simd_level();
-    py::options opts;
-    opts.disable_function_signatures();  // the docstrings below carry the signatures
+    // pybind11 writes each function's signature; the docs below are one line each.
 
     m.def("conv2d_forward", &py_conv2d_forward, py::arg("x"), py::arg("w"), py::arg("b") = py::none(),
           py::arg("stride") = 1, py::arg("padding") = 0,
-          "conv2d_forward(x, w, b=None, stride=1, padding=0) -> y\n\n"
           "Cross-correlation of x (N,C,H,W) with w (K,C,R,S) plus bias b (K,) or None; "
           "y is (N,K,P,Q).");
     m.def("conv2d_backward", &py_conv2d_backward, py::arg("x"), py::arg("w"), py::arg("dy"),
           py::arg("stride") = 1, py::arg("padding") = 0,
-          "conv2d_backward(x, w, dy, stride=1, padding=0) -> (dx, dw, db)\n\n"
-          "Gradients of conv2d_forward given dy (N,K,P,Q).");
+          "Gradients (dx, dw, db) of conv2d_forward given dy (N,K,P,Q).");
     m.def("maxpool2d_forward", &py_maxpool2d_forward, py::arg("x"), py::arg("kernel") = 2,
           py::arg("stride") = 2,
-          "maxpool2d_forward(x, kernel=2, stride=2) -> (y, argmax)\n\n"
-          "Window maxima of x (N,C,H,W); argmax (int32) holds each maximum's flat index in its "
+          "(y, argmax): window maxima of x (N,C,H,W); argmax (int32) holds each maximum's flat index in its "
           "H*W plane (the first one on ties; NaN wins, as in PyTorch).");
     m.def("maxpool2d_backward", &py_maxpool2d_backward, py::arg("dy"), py::arg("argmax"),
           py::arg("x_shape"),
-          "maxpool2d_backward(dy, argmax, x_shape) -> dx\n\n"
           "Routes dy to the input pixels argmax points at; dx has shape x_shape.");
     m.def("avgpool2d_forward", &py_avgpool2d_forward, py::arg("x"), py::arg("kernel") = 2,
           py::arg("stride") = 2,
-          "avgpool2d_forward(x, kernel=2, stride=2) -> y\n\nWindow means of x (N,C,H,W).");
+          "Window means of x (N,C,H,W).");
     m.def("avgpool2d_backward", &py_avgpool2d_backward, py::arg("dy"), py::arg("x_shape"),
           py::arg("kernel") = 2, py::arg("stride") = 2,
-          "avgpool2d_backward(dy, x_shape, kernel=2, stride=2) -> dx\n\n"
           "Spreads each dy evenly over its window.");
     m.def("linear_forward", &py_linear_forward, py::arg("x"), py::arg("w"), py::arg("b") = py::none(),
-          "linear_forward(x, w, b=None) -> y\n\ny (N,O) = x (N,I) w (O,I)^T + b (O,).");
+          "y (N,O) = x (N,I) w (O,I)^T + b (O,).");
     m.def("linear_backward", &py_linear_backward, py::arg("x"), py::arg("w"), py::arg("dy"),
-          "linear_backward(x, w, dy) -> (dx, dw, db)\n\nGradients of linear_forward.");
+          "Gradients (dx, dw, db) of linear_forward.");
     m.def("sigmoid_forward", [](const py::object& x) { return run_unary("sigmoid", sigmoid_forward, x); },
-          py::arg("x"), "sigmoid_forward(x) -> y\n\ny = 1 / (1 + exp(-x)).");
+          py::arg("x"), "y = 1 / (1 + exp(-x)).");
     m.def("sigmoid_backward",
           [](const py::object& y, const py::object& dy) {
               return run_binary("sigmoid_backward", "y", sigmoid_backward, y, dy);
           },
           py::arg("y"), py::arg("dy"),
-          "sigmoid_backward(y, dy) -> dx\n\ndx = dy * y * (1 - y), from the forward output y.");
+          "dx = dy * y * (1 - y), from the forward output y.");
     m.def("tanh_forward", [](const py::object& x) { return run_unary("tanh", tanh_forward, x); },
-          py::arg("x"), "tanh_forward(x) -> y\n\ny = tanh(x).");
+          py::arg("x"), "y = tanh(x).");
     m.def("tanh_backward",
           [](const py::object& y, const py::object& dy) {
               return run_binary("tanh_backward", "y", tanh_backward, y, dy);
           },
           py::arg("y"), py::arg("dy"),
-          "tanh_backward(y, dy) -> dx\n\ndx = dy * (1 - y^2), from the forward output y.");
+          "dx = dy * (1 - y^2), from the forward output y.");
     m.def("relu_forward", [](const py::object& x) { return run_unary("relu", relu_forward, x); },
-          py::arg("x"), "relu_forward(x) -> y\n\ny = max(x, 0); NaN propagates.");
+          py::arg("x"), "y = max(x, 0); NaN propagates.");
     m.def("relu_backward",
           [](const py::object& x, const py::object& dy) {
               return run_binary("relu_backward", "x", relu_backward, x, dy);
           },
           py::arg("x"), py::arg("dy"),
-          "relu_backward(x, dy) -> dx\n\ndx = dy where x > 0, else 0; from the forward input x.");
+          "dx = dy where x > 0, else 0; from the forward input x.");
     m.def("softmax", &py_softmax, py::arg("x"),
-          "softmax(x) -> p\n\nRow-wise softmax of x (N,C); rows of p sum to 1.");
+          "Row-wise softmax of x (N,C); rows of p sum to 1.");
     m.def("softmax_cross_entropy", &py_softmax_cross_entropy, py::arg("logits"), py::arg("labels"),
-          "softmax_cross_entropy(logits, labels) -> (loss, dlogits)\n\n"
-          "Mean cross-entropy of softmax(logits) (N,C) against integer labels (N,) in [0, C); "
+          "(loss, dlogits): mean cross-entropy of softmax(logits) (N,C) against integer labels (N,) in [0, C); "
           "dlogits = (softmax - onehot) / N.");
     m.def("mse_loss", &py_mse_loss, py::arg("pred"), py::arg("target"),
-          "mse_loss(pred, target) -> (loss, dpred)\n\n"
-          "Mean of (pred - target)^2 over all elements; dpred = 2 (pred - target) / numel.");
+          "(loss, dpred): mean of (pred - target)^2 over all elements; dpred = 2 (pred - target) / numel.");
     m.def("set_num_threads",
           [](int n) {
               if (n < 1)
                   throw py::value_error("set_num_threads: n must be >= 1, got " + std::to_string(n));
               set_num_threads(n);
           },
-          py::arg("n"), "set_num_threads(n)\n\nThreads the core uses from now on (n >= 1).");
+          py::arg("n"), "Threads the core uses from now on (n >= 1).");
     m.def("get_num_threads", &get_num_threads,
-          "get_num_threads() -> int\n\nThreads the core uses (1 without OpenMP).");
+          "Threads the core uses (1 without OpenMP).");
 
     py::class_<Net>(m, "Net",
-                    "Net(layers, input_shape)\n\nA layer chain run by the core in one call per "
-                    "batch. layers: list of (kind, in, out, kernel, stride, pad, bias) tuples.")
+                    "A layer chain run by the core in one call per "
+                    "batch. layers: list of (kind, in, out, kernel, stride, pad, bias) tuples, "
+                    "kind one of layer_kinds().")
         .def(py::init(&make_net), py::arg("layers"), py::arg("input_shape"))
         .def("forward", &py_net_forward, py::arg("x"), py::arg("params"),
-             "forward(x, params) -> out\n\nOutputs (N, features) for x (N, C, H, W).")
+             "Outputs (N, features) for x (N, C, H, W).")
         .def("predict_u8", &py_net_predict_u8, py::arg("images"), py::arg("lut"), py::arg("pad"),
              py::arg("params"),
-             "predict_u8(images, lut, pad, params) -> probs\n\n"
              "Softmax outputs for raw uint8 images (N, h, w), padded and normalised in the core.")
         .def("train_step", &py_net_train_step, py::arg("x"), py::arg("labels"), py::arg("params"),
              py::arg("grads"), py::arg("loss") = "cross_entropy",
-             "train_step(x, labels, params, grads, loss='cross_entropy') -> (loss, out)\n\n"
-             "Forward, mean loss and backward; overwrites the arrays in grads.")
+             "(loss, out): forward, mean loss and backward; overwrites the arrays in grads.")
         .def_property_readonly("param_shapes", [](const Net& n) {
             py::list out;
             for (const auto& s : n.param_shapes()) out.append(py::tuple(py::cast(s)));
             return out;
-        });
+        }, "Parameter shapes, in the order params and grads are given.");
+    m.def("layer_kinds", &py_layer_kinds,
+          "The layer kinds the core runs: name -> {Net tuple slot: layer attribute it comes from}.");
+    m.def("loss_kinds", &py_loss_kinds, "The loss names Net.train_step takes.");
     m.def("gather_pad_normalize", &py_gather_pad_normalize, py::arg("images"), py::arg("idx"),
           py::arg("pad"), py::arg("lut"),
-          "gather_pad_normalize(images, idx, pad, lut) -> x\n\n"
           "x (n,1,H+2pad,W+2pad) = lut[images[idx]] with lut[0] in the padding (data pipeline).");
     m.def("sgd_update", &py_sgd_update, py::arg("p"), py::arg("buf"), py::arg("g"), py::arg("lr"),
           py::arg("momentum"), py::arg("weight_decay"), py::arg("nesterov"), py::arg("first"),
-          "sgd_update(p, buf, g, lr, momentum, weight_decay, nesterov, first)\n\n"
           "In-place SGD step on p and its momentum buffer (used by pylenet.optim.SGD).");
     m.def("adam_update", &py_adam_update, py::arg("p"), py::arg("m"), py::arg("v"), py::arg("g"),
           py::arg("lr"), py::arg("b1"), py::arg("b2"), py::arg("eps"), py::arg("weight_decay"),
           py::arg("c1"), py::arg("c2"),
-          "adam_update(p, m, v, g, lr, b1, b2, eps, weight_decay, c1, c2)\n\n"
           "In-place Adam step on p and its moments (used by pylenet.optim.Adam).");
     m.def("simd_level", &simd_level,
-          "simd_level() -> str\n\nThe SIMD level the kernels run: avx512, avx2, sse2, neon or scalar.");
+          "The SIMD level the kernels run: avx512, avx2, sse2, neon or scalar.");
     m.def("set_simd_level", &simd_set_level, py::arg("level"),
-          "set_simd_level(level)\n\nRuns the kernels at `level` from now on (process-wide; 'auto' = "
+          "Runs the kernels at `level` from now on (process-wide; 'auto' = "
           "the best this CPU runs). ValueError for a level that is unknown, not compiled, or not "
           "runnable here.");
     m.def("build_info", &py_build_info,
-          "build_info() -> dict\n\nVersion, compiler, OpenMP, threads, SIMD levels and CUDA.");
+          "Version, compiler, OpenMP, threads, SIMD levels and CUDA.");
 }

@@ -53,6 +53,31 @@ void check_output_size(const char* op, double elements) {
     }
 }
 
+void check_shape_arg(const char* op, const char* arg, const Shape& s, size_t ndim, const char* layout) {
+    if (s.size() != ndim)
+        throw std::invalid_argument(std::string(op) + ": " + arg + " must have " + std::to_string(ndim) +
+                                    " entries " + layout + ", got " + shape_str(s));
+    for (int64_t d : s)
+        if (d < 0)
+            throw std::invalid_argument(std::string(op) + ": " + arg + " entries must be >= 0, got " +
+                                        shape_str(s));
+    // One sample's size first: with N = 0 the total is 0 however large the rest is, and the
+    // strides of the result must still fit int64.
+    double sample = 1.0;
+    for (size_t i = 1; i < s.size(); i++) sample *= double(s[i]);
+    check_output_size(op, sample);
+    check_output_size(op, sample * double(s.empty() ? 1 : s[0]));
+}
+
+void check_indices(const char* op, const char* arg, const int64_t* v, int64_t n, int64_t hi,
+                   const std::string& context) {
+    for (int64_t i = 0; i < n; i++)
+        if (v[i] < 0 || v[i] >= hi)
+            throw std::invalid_argument(std::string(op) + ": " + arg + "[" + std::to_string(i) +
+                                        "] = " + std::to_string(v[i]) + " is outside [0, " +
+                                        std::to_string(hi) + ")" + context);
+}
+
 int64_t numel(const Shape& s) {
     int64_t n = 1;
     for (int64_t d : s) n *= d;

@@ -24,6 +24,12 @@ void check_same_shape(const char* op, const char* arg_a, const Shape& a, const c
                       const Shape& b);
 // Throws when one output of `elements` floats would exceed 8 GiB (also guards overflow).
 void check_output_size(const char* op, double elements);
+// Validates a shape the caller passed as a value (a backward's x_shape): `ndim` entries
+// (layout names them), each >= 0, one sample's size within check_output_size.
+void check_shape_arg(const char* op, const char* arg, const Shape& s, size_t ndim, const char* layout);
+// Throws "<op>: <arg>[i] = v is outside [0, hi)<context>" for the first of n values outside.
+void check_indices(const char* op, const char* arg, const int64_t* v, int64_t n, int64_t hi,
+                   const std::string& context = "");
 // Product of the dims; the caller has checked each is >= 0.
 int64_t numel(const Shape& s);
 

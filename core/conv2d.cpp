@@ -1,4 +1,5 @@
-// Conv2d forward/backward: shape checks, the im2col + GEMM fast path, and the naive oracle.
+// Conv2d forward/backward: shape checks, dispatch to implicit GEMM (stride 1) or im2col + GEMM
+// (other strides), the batch-parallel drivers, and the naive oracle.
 #include "conv2d.h"
 
 #include <algorithm>
@@ -6,7 +7,7 @@
 #include <vector>
 
 #include "activations.h"
-#include "conv2d_direct.h"
+#include "conv2d_igemm.h"
 #include "igemm.h"
 #include "im2col.h"
 #include "parallel.h"
@@ -15,7 +16,7 @@
 
 namespace pylenet {
 
-Conv2dParams check_conv2d(const Shape& x, const Shape& w, int64_t bias_len, int64_t stride,
+Conv2dParams check_conv2d(const Shape& x, const Shape& w, const std::optional<Shape>& b, int64_t stride,
                           int64_t pad, const Shape* dy) {
     const char* op = "conv2d";
     check_ndim(op, "x", x, 4, "(N, C, H, W)");
@@ -27,7 +28,10 @@ Conv2dParams check_conv2d(const Shape& x, const Shape& w, int64_t bias_len, int6
     check_at_least(op, "kernel height w.shape[2]", w[2], 1);
     check_at_least(op, "kernel width w.shape[3]", w[3], 1);
     check_equal(op, "w input channels w.shape[1]", w[1], "x channels x.shape[1]", x[1]);
-    if (bias_len >= 0) check_equal(op, "b length", bias_len, "w output channels w.shape[0]", w[0]);
+    if (b) {
+        check_ndim(op, "b", *b, 1, "(K,)");
+        check_equal(op, "b length", (*b)[0], "w output channels w.shape[0]", w[0]);
+    }
     Conv2dParams p;
     p.N = x[0], p.C = x[1], p.H = x[2], p.W = x[3];
     p.K = w[0], p.R = w[2], p.S = w[3];
@@ -80,12 +84,12 @@ void row_offsets(int64_t* off, int64_t rows, int64_t stride) {
 
 int64_t conv2d_workspace(const Conv2dParams& p) {
     const int64_t im2col_ws = Im2colScratch::floats(p);
-    return conv2d_direct_ok(p) ? std::max(im2col_ws, conv2d_direct_workspace(p)) : im2col_ws;
+    return conv2d_igemm_ok(p) ? std::max(im2col_ws, conv2d_igemm_workspace(p)) : im2col_ws;
 }
 
 void conv2d_forward_images(float* y, const float* x, const float* w, const float* b, int64_t n,
                            const Conv2dParams& p, float* ws, bool relu) {
-    if (conv2d_direct_ok(p)) return conv2d_forward_direct(y, x, w, b, n, p, ws, relu);
+    if (conv2d_igemm_ok(p)) return conv2d_forward_igemm(y, x, w, b, n, p, ws, relu);
     const int64_t PQ = p.out_h() * p.out_w(), CRS = p.crs();
     Im2colScratch s(ws, p);
     row_offsets(s.off, CRS, PQ);
@@ -102,7 +106,7 @@ void conv2d_forward_images(float* y, const float* x, const float* w, const float
 // Backward of y = w * col + b: dw += dy col^T; db += sum_pq dy; dcol = w^T dy; dx = col2im(dcol).
 void conv2d_backward_images(float* dx, float* dw, float* db, const float* x, const float* w,
                             const float* dy, int64_t n, const Conv2dParams& p, float* ws) {
-    if (conv2d_direct_ok(p) && conv2d_backward_direct(dx, dw, db, x, w, dy, n, p, ws)) return;
+    if (conv2d_igemm_ok(p) && conv2d_backward_igemm(dx, dw, db, x, w, dy, n, p, ws)) return;
     const int64_t PQ = p.out_h() * p.out_w(), CRS = p.crs();
     Im2colScratch s(ws, p);
     if (dx)  // w^T (CRS, K) once for all images
@@ -123,7 +127,8 @@ void conv2d_backward_images(float* dx, float* dw, float* db, const float* x, con
 
 void conv2d_forward(float* y, const float* x, const float* w, const float* b,
                     const Conv2dParams& p) {
-    const int64_t PQ = p.out_h() * p.out_w(), ws_size = conv2d_workspace(p);
+    const int64_t PQ = p.out_h() * p.out_w();
+    const int64_t ws_size = (conv2d_workspace(p) + 15) / 16 * 16;  // per thread, aligned
     const int nt = int(std::min<int64_t>(threads_for(p.N * p.K * PQ * p.crs()), std::max<int64_t>(p.N, 1)));
     std::vector<float> ws(size_t(nt) * ws_size);
     parallel_for(p.N, nt, [&](int64_t n) {
@@ -132,29 +137,26 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* b,
     });
 }
 
-// The batch is cut into blocks whose count depends only on N; each block sums its images'
-// dw/db in order and the blocks are added in order, so results do not depend on threads.
+// The batch split of training (parallel.h: batch_blocks): each block sums its images' dw/db
+// in order and the blocks are added in order, as the fused network does, so the results are
+// bit-identical to it and do not depend on the thread count.
 void conv2d_backward(float* dx, float* dw, float* db, const float* x, const float* w,
                      const float* dy, const Conv2dParams& p) {
-    const int64_t PQ = p.out_h() * p.out_w(), KCRS = p.K * p.crs(), ws_size = conv2d_workspace(p);
-    const int64_t block = std::max<int64_t>(4, (p.N + 15) / 16);
-    const int64_t nblocks = (p.N + block - 1) / block;
+    const int64_t PQ = p.out_h() * p.out_w(), KCRS = p.K * p.crs();
+    const int64_t ws_size = (conv2d_workspace(p) + 15) / 16 * 16;  // per thread, aligned
+    const int64_t nblocks = batch_blocks(p.N);
     const int nt = int(std::min<int64_t>(threads_for(3 * p.N * p.K * PQ * p.crs()), nblocks));
     std::vector<float> ws(size_t(nt) * ws_size);
     std::vector<float> dw_part(size_t(nblocks) * KCRS, 0.0f), db_part(size_t(nblocks) * p.K, 0.0f);
     parallel_for(nblocks, nt, [&](int64_t blk) {
         float* mine = ws.data() + int64_t(thread_index()) * ws_size;
-        const int64_t n0 = blk * block, n = std::min(p.N, n0 + block) - n0;
+        const int64_t n0 = block_begin(p.N, nblocks, blk), n = block_begin(p.N, nblocks, blk + 1) - n0;
         conv2d_backward_images(dx + n0 * p.C * p.H * p.W, dw_part.data() + blk * KCRS,
                                db_part.data() + blk * p.K, x + n0 * p.C * p.H * p.W, w,
                                dy + n0 * p.K * PQ, n, p, mine);
     });
-    std::memset(dw, 0, sizeof(float) * KCRS);
-    std::memset(db, 0, sizeof(float) * p.K);
-    for (int64_t blk = 0; blk < nblocks; blk++) {
-        for (int64_t i = 0; i < KCRS; i++) dw[i] += dw_part[blk * KCRS + i];
-        for (int64_t k = 0; k < p.K; k++) db[k] += db_part[blk * p.K + k];
-    }
+    sum_blocks(dw, dw_part.data(), KCRS, nblocks, KCRS);
+    sum_blocks(db, db_part.data(), p.K, nblocks, p.K);
 }
 
 // ---------------------------------------------------------------------------------------

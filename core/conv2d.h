@@ -1,15 +1,17 @@
 // 2-D convolution (cross-correlation, as in PyTorch) with zero padding and stride:
 // a naive reference kept as the oracle; stride 1 runs on the wide-grid implicit GEMM
-// (conv2d_direct.h), other strides on im2col + the same GEMM kernels.
+// (conv2d_igemm.h), other strides on im2col + the same GEMM kernels.
 #pragma once
+#include <optional>
+
 #include "checks.h"
 #include "params.h"
 
 namespace pylenet {
 
-// Validates conv2d shapes and returns the params. x (N,C,H,W), w (K,C,R,S);
-// bias_len is b's length or -1 when there is no bias; dy, when given, must be (N,K,P,Q).
-Conv2dParams check_conv2d(const Shape& x, const Shape& w, int64_t bias_len, int64_t stride,
+// Validates conv2d shapes and returns the params. x (N,C,H,W), w (K,C,R,S), b (K,) unless
+// there is no bias (nullopt); dy, when given, must be (N,K,P,Q).
+Conv2dParams check_conv2d(const Shape& x, const Shape& w, const std::optional<Shape>& b, int64_t stride,
                           int64_t pad, const Shape* dy = nullptr);
 
 // y (N,K,P,Q) = x (N,C,H,W) correlated with w (K,C,R,S) + b (K,) (b may be null).

@@ -1,4 +1,4 @@
-// Linear forward/backward on the GEMM kernels; threads own rows of each output.
+// Linear forward/backward on the GEMM kernels; threads own blocks of the batch (parallel.h).
 #include "linear.h"
 
 #include <algorithm>
@@ -15,12 +15,16 @@
 
 namespace pylenet {
 
-LinearParams check_linear(const Shape& x, const Shape& w, int64_t bias_len, const Shape* dy) {
+LinearParams check_linear(const Shape& x, const Shape& w, const std::optional<Shape>& b,
+                          const Shape* dy) {
     const char* op = "linear";
     check_ndim(op, "x", x, 2, "(N, I)");
     check_ndim(op, "w", w, 2, "(O, I)");
     check_equal(op, "w input features w.shape[1]", w[1], "x features x.shape[1]", x[1]);
-    if (bias_len >= 0) check_equal(op, "b length", bias_len, "w output features w.shape[0]", w[0]);
+    if (b) {
+        check_ndim(op, "b", *b, 1, "(O,)");
+        check_equal(op, "b length", (*b)[0], "w output features w.shape[0]", w[0]);
+    }
     LinearParams p;
     p.N = x[0], p.I = x[1], p.O = w[0];
     check_output_size(op, double(p.N) * p.O);
@@ -34,12 +38,6 @@ LinearParams check_linear(const Shape& x, const Shape& w, int64_t bias_len, cons
 }
 
 namespace {
-// Row range [lo, hi) of `rows` owned by thread t of nt.
-inline void row_range(int64_t rows, int t, int nt, int64_t* lo, int64_t* hi) {
-    *lo = rows * t / nt;
-    *hi = rows * (t + 1) / nt;
-}
-
 // Row offsets r * stride for the implicit-GEMM kernels (rows of a row-major matrix).
 inline int64_t* row_offsets(float* ws, int64_t rows, int64_t stride) {
     int64_t* off = reinterpret_cast<int64_t*>(ws);
@@ -89,49 +87,84 @@ void linear_backward_rows(float* dx, float* dw, float* db, const float* x, const
     if (dx) igemm_nn(dx, p.I, dy, p.N, p.O, w, off, p.I, /*accumulate=*/false);
 }
 
+// Forward and backward cut the batch as the fused network does (parallel.h: batch_blocks) and
+// run the same per-block functions on each block, so the two paths are bit-identical; the
+// blocks' dw/db are added in block order, so no result depends on the thread count.
 void linear_forward(float* y, const float* x, const float* w, const float* b,
                     const LinearParams& p) {
-    const int nt = int(std::min<int64_t>(threads_for(p.N * p.I * p.O), std::max<int64_t>(p.N, 1)));
-    const int64_t ws_size = linear_workspace(p);
+    const int64_t nblocks = batch_blocks(p.N);
+    const int64_t ws_size = (linear_workspace(p) + 15) / 16 * 16;  // per thread, int64-aligned
+    const int nt = int(std::min<int64_t>(threads_for(p.N * p.I * p.O), nblocks));
     std::vector<float> ws(size_t(nt) * ws_size);
-#pragma omp parallel num_threads(nt)
-    {
-        int t = 0, T = 1;
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t blk = 0; blk < nblocks; blk++) {
 #ifdef _OPENMP
-        t = omp_get_thread_num(), T = omp_get_num_threads();
+        float* mine = ws.data() + int64_t(omp_get_thread_num()) * ws_size;
+#else
+        float* mine = ws.data();
 #endif
-        int64_t lo, hi;
-        row_range(p.N, t, T, &lo, &hi);
-        LinearParams mine = p;
-        mine.N = hi - lo;
-        linear_forward_rows(y + lo * p.O, x + lo * p.I, w, b, mine, ws.data() + t * ws_size);
+        const int64_t n0 = block_begin(p.N, nblocks, blk);
+        LinearParams bp = p;
+        bp.N = block_begin(p.N, nblocks, blk + 1) - n0;
+        linear_forward_rows(y + n0 * p.O, x + n0 * p.I, w, b, bp, mine);
     }
 }
 
 void linear_backward(float* dx, float* dw, float* db, const float* x, const float* w,
                      const float* dy, const LinearParams& p) {
-    const int nt = threads_for(p.N * p.I * p.O);
-    const int64_t rows = std::max(p.N, p.O);
-    std::vector<float> ws(size_t(2 * rows + 2 + p.O * p.N));
-    int64_t* off = reinterpret_cast<int64_t*>(ws.data());
-    for (int64_t r = 0; r < rows; r++) off[r] = r * p.I;
-    float* dyT = ws.data() + 2 * rows + 2;
-    for (int64_t n = 0; n < p.N; n++)
-        for (int64_t o = 0; o < p.O; o++) dyT[o * p.N + n] = dy[n * p.O + o];
-#pragma omp parallel num_threads(nt)
-    {
-        int t = 0, T = 1;
+    const int64_t nblocks = batch_blocks(p.N), OI = p.O * p.I;
+    const int64_t ws_size = (linear_workspace(p) + 15) / 16 * 16;  // per thread, int64-aligned
+    const int nt = int(std::min<int64_t>(threads_for(2 * p.N * p.I * p.O), nblocks));
+    std::vector<float> ws(size_t(nt) * ws_size);
+    std::vector<float> dw_part(size_t(nblocks) * OI, 0.0f), db_part(size_t(nblocks) * p.O, 0.0f);
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t blk = 0; blk < nblocks; blk++) {
 #ifdef _OPENMP
-        t = omp_get_thread_num(), T = omp_get_num_threads();
+        float* mine = ws.data() + int64_t(omp_get_thread_num()) * ws_size;
+#else
+        float* mine = ws.data();
 #endif
-        int64_t lo, hi;
-        row_range(p.N, t, T, &lo, &hi);  // dx rows: dx (N,I) = dy (N,O) w (O,I)
-        igemm_nn(dx + lo * p.I, p.I, dy + lo * p.O, hi - lo, p.O, w, off, p.I, false);
-        row_range(p.O, t, T, &lo, &hi);  // dw rows: dw (O,I) = dy^T (O,N) x (N,I)
-        igemm_nn(dw + lo * p.I, p.I, dyT + lo * p.N, hi - lo, p.N, x, off, p.I, false);
-        for (int64_t o = lo; o < hi; o++) db[o] = 0.0f;  // column sums of dy, row by row
-        for (int64_t n = 0; n < p.N; n++)
-            for (int64_t o = lo; o < hi; o++) db[o] += dy[n * p.O + o];
+        const int64_t n0 = block_begin(p.N, nblocks, blk);
+        LinearParams bp = p;
+        bp.N = block_begin(p.N, nblocks, blk + 1) - n0;
+        linear_backward_rows(dx + n0 * p.I, dw_part.data() + blk * OI, db_part.data() + blk * p.O,
+                             x + n0 * p.I, w, dy + n0 * p.O, bp, mine);
+    }
+    sum_blocks(dw, dw_part.data(), OI, nblocks, OI);
+    sum_blocks(db, db_part.data(), p.O, nblocks, p.O);
+}
+
+// ---------------------------------------------------------------------------------------
+// Naive oracle: the definitions, loop by loop.
+
+void linear_forward_naive(float* y, const float* x, const float* w, const float* b,
+                          const LinearParams& p) {
+    for (int64_t n = 0; n < p.N; n++)
+        for (int64_t o = 0; o < p.O; o++) {
+            double acc = b ? b[o] : 0.0;
+            for (int64_t i = 0; i < p.I; i++) acc += double(x[n * p.I + i]) * w[o * p.I + i];
+            y[n * p.O + o] = float(acc);
+        }
+}
+
+// y[n,o] = sum_i x[n,i] w[o,i] + b[o]  =>  dx = dy w, dw = dy^T x, db = sum_n dy.
+void linear_backward_naive(float* dx, float* dw, float* db, const float* x, const float* w,
+                           const float* dy, const LinearParams& p) {
+    for (int64_t n = 0; n < p.N; n++)
+        for (int64_t i = 0; i < p.I; i++) {
+            double acc = 0.0;
+            for (int64_t o = 0; o < p.O; o++) acc += double(dy[n * p.O + o]) * w[o * p.I + i];
+            dx[n * p.I + i] = float(acc);
+        }
+    for (int64_t o = 0; o < p.O; o++) {
+        double accb = 0.0;
+        for (int64_t n = 0; n < p.N; n++) accb += dy[n * p.O + o];
+        if (db) db[o] = float(accb);
+        for (int64_t i = 0; i < p.I; i++) {
+            double acc = 0.0;
+            for (int64_t n = 0; n < p.N; n++) acc += double(dy[n * p.O + o]) * x[n * p.I + i];
+            dw[o * p.I + i] = float(acc);
+        }
     }
 }
 

@@ -1,12 +1,14 @@
 // Fully connected layer y = x w^T + b.
 #pragma once
+#include <optional>
+
 #include "checks.h"
 #include "params.h"
 
 namespace pylenet {
 
-// Validates x (N,I), w (O,I), b (O,) or none (bias_len -1), dy (N,O) when given.
-LinearParams check_linear(const Shape& x, const Shape& w, int64_t bias_len,
+// Validates x (N,I), w (O,I), b (O,) unless there is no bias (nullopt), dy (N,O) when given.
+LinearParams check_linear(const Shape& x, const Shape& w, const std::optional<Shape>& b,
                           const Shape* dy = nullptr);
 
 // y (N,O) = x (N,I) w (O,I)^T + b (O,) (b may be null).
@@ -25,5 +27,12 @@ void linear_forward_rows(float* y, const float* x, const float* w, const float* 
 // ADDS dy^T x into dw and sum_n dy into db (may be null); overwrites dx = dy w unless null.
 void linear_backward_rows(float* dx, float* dw, float* db, const float* x, const float* w,
                           const float* dy, const LinearParams& p, float* ws);
+
+// linear_forward and linear_backward as direct loops (sums in double): the oracle for tests
+// and benchmarks.
+void linear_forward_naive(float* y, const float* x, const float* w, const float* b,
+                          const LinearParams& p);
+void linear_backward_naive(float* dx, float* dw, float* db, const float* x, const float* w,
+                           const float* dy, const LinearParams& p);
 
 }  // namespace pylenet

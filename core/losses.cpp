@@ -1,23 +1,32 @@
 // Softmax and the two losses. Sums run in double over a fixed order (deterministic).
 #include "losses.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace pylenet {
 
-void check_softmax_cross_entropy(const Shape& logits, const Shape& labels) {
-    const char* op = "softmax_cross_entropy";
-    check_ndim(op, "logits", logits, 2, "(N, C)");
-    check_ndim(op, "labels", labels, 1, "(N,)");
-    check_at_least(op, "batch size logits.shape[0]", logits[0], 1);
-    check_at_least(op, "classes logits.shape[1]", logits[1], 1);
-    check_equal(op, "labels length", labels[0], "logits rows logits.shape[0]", logits[0]);
+void check_softmax(const Shape& x) {
+    check_ndim("softmax", "x", x, 2, "(N, C)");
+    check_at_least("softmax", "classes x.shape[1]", x[1], 1);
 }
 
-int64_t find_bad_label(const int64_t* labels, int64_t N, int64_t C) {
-    for (int64_t n = 0; n < N; n++)
-        if (labels[n] < 0 || labels[n] >= C) return n;
-    return -1;
+void check_softmax_cross_entropy(const Shape& logits, const Shape& labels_shape,
+                                 const int64_t* labels) {
+    const char* op = "softmax_cross_entropy";
+    check_ndim(op, "logits", logits, 2, "(N, C)");
+    check_ndim(op, "labels", labels_shape, 1, "(N,)");
+    check_at_least(op, "batch size logits.shape[0]", logits[0], 1);
+    check_at_least(op, "classes logits.shape[1]", logits[1], 1);
+    check_equal(op, "labels length", labels_shape[0], "logits rows logits.shape[0]", logits[0]);
+    if (labels) check_indices(op, "labels", labels, logits[0], logits[1],
+                              " for logits of shape " + shape_str(logits));
+}
+
+void check_mse_loss(const Shape& pred, const Shape& target) {
+    check_same_shape("mse_loss", "pred", pred, "target", target);
+    if (numel(pred) == 0)
+        throw std::invalid_argument("mse_loss: pred is empty (shape " + shape_str(pred) + ")");
 }
 
 void softmax(float* p, const float* x, int64_t N, int64_t C) {
@@ -79,6 +88,47 @@ double mse_loss(float* dpred, const float* pred, const float* target, int64_t n)
         const float d = pred[i] - target[i];
         loss += double(d) * d;
         dpred[i] = scale * d;
+    }
+    return loss / double(n);
+}
+
+// ---------------------------------------------------------------------------------------
+// Naive oracle: the definitions in double.
+
+void softmax_naive(float* p, const float* x, int64_t N, int64_t C) {
+    for (int64_t n = 0; n < N; n++) {
+        double mx = x[n * C];
+        for (int64_t c = 1; c < C; c++) mx = std::max(mx, double(x[n * C + c]));
+        double sum = 0.0;
+        for (int64_t c = 0; c < C; c++) sum += std::exp(double(x[n * C + c]) - mx);
+        for (int64_t c = 0; c < C; c++) p[n * C + c] = float(std::exp(double(x[n * C + c]) - mx) / sum);
+    }
+}
+
+// loss = mean_n [logsumexp(z_n) - z_n[label_n]]  =>  dz = (softmax(z) - onehot) / N.
+double softmax_cross_entropy_naive(float* dlogits, const float* logits, const int64_t* labels,
+                                   int64_t N, int64_t C) {
+    double loss = 0.0;
+    for (int64_t n = 0; n < N; n++) {
+        const float* z = logits + n * C;
+        double mx = z[0];
+        for (int64_t c = 1; c < C; c++) mx = std::max(mx, double(z[c]));
+        double sum = 0.0;
+        for (int64_t c = 0; c < C; c++) sum += std::exp(double(z[c]) - mx);
+        loss += mx + std::log(sum) - z[labels[n]];
+        for (int64_t c = 0; c < C; c++)
+            dlogits[n * C + c] = float((std::exp(double(z[c]) - mx) / sum - (c == labels[n] ? 1.0 : 0.0)) / double(N));
+    }
+    return loss / double(N);
+}
+
+// loss = mean (pred - target)^2  =>  dpred = 2 (pred - target) / n.
+double mse_loss_naive(float* dpred, const float* pred, const float* target, int64_t n) {
+    double loss = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        const double d = double(pred[i]) - target[i];
+        loss += d * d;
+        dpred[i] = float(2.0 * d / double(n));
     }
     return loss / double(n);
 }

@@ -6,10 +6,14 @@
 
 namespace pylenet {
 
-// Validates logits (N,C) with N >= 1, C >= 1 and labels of length N (values checked apart).
-void check_softmax_cross_entropy(const Shape& logits, const Shape& labels);
-// Returns the index of the first label outside [0, C), or -1 when all are valid.
-int64_t find_bad_label(const int64_t* labels, int64_t N, int64_t C);
+// Validates x (N,C) for softmax: 2-D with C >= 1.
+void check_softmax(const Shape& x);
+// Validates logits (N,C) with N >= 1, C >= 1 and labels (N,) with values in [0, C) (values
+// only when `labels` is not null).
+void check_softmax_cross_entropy(const Shape& logits, const Shape& labels_shape,
+                                 const int64_t* labels = nullptr);
+// Validates pred and target: the same shape, not empty.
+void check_mse_loss(const Shape& pred, const Shape& target);
 
 // p (N,C) = softmax of each row of x (the row max is subtracted first).
 void softmax(float* p, const float* x, int64_t N, int64_t C);
@@ -27,5 +31,12 @@ double mse_onehot_sum(float* dout, const float* out, const int64_t* labels, int6
                       float scale);
 // Returns mean((pred - target)^2) over n elements; overwrites dpred = 2 (pred - target) / n.
 double mse_loss(float* dpred, const float* pred, const float* target, int64_t n);
+
+// softmax, softmax_cross_entropy and mse_loss in double, straight from the definitions: the
+// oracle for tests and benchmarks.
+void softmax_naive(float* p, const float* x, int64_t N, int64_t C);
+double softmax_cross_entropy_naive(float* dlogits, const float* logits, const int64_t* labels,
+                                   int64_t N, int64_t C);
+double mse_loss_naive(float* dpred, const float* pred, const float* target, int64_t n);
 
 }  // namespace pylenet

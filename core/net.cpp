@@ -7,12 +7,8 @@
 #include <stdexcept>
 #include <string>
 
-#include "activations.h"
-#include "conv2d.h"
-#include "linear.h"
 #include "losses.h"
 #include "parallel.h"
-#include "pool2d.h"
 #include "preprocess.h"
 
 #ifdef _OPENMP
@@ -22,8 +18,6 @@
 namespace pylenet {
 
 namespace {
-constexpr int64_t kMaxBlocks = 8;  // the batch split; fixed so results never depend on threads
-
 std::string layer_name(size_t i) { return "layer " + std::to_string(i); }
 }  // namespace
 
@@ -37,60 +31,8 @@ Net::Net(std::vector<LayerDesc> descs, int64_t C, int64_t H, int64_t W) : C_(C),
         Layer L;
         L.desc = descs[i];
         L.in_shape = shape;
-        const std::string name = layer_name(i);
-        switch (L.desc.kind) {
-        case LayerKind::Conv2d: {
-            if (shape.size() != 3)
-                throw std::invalid_argument("Net: " + name + " (Conv2d) needs (C, H, W) input, got " +
-                                            shape_str(shape));
-            const Shape w = {L.desc.out, L.desc.in, L.desc.kernel, L.desc.kernel};
-            L.conv = check_conv2d({1, shape[0], shape[1], shape[2]}, w, -1, L.desc.stride, L.desc.pad);
-            shape = {L.conv.K, L.conv.out_h(), L.conv.out_w()};
-            L.weight = int(param_shapes_.size());
-            param_shapes_.push_back(w);
-            if (L.desc.bias) {
-                L.bias = int(param_shapes_.size());
-                param_shapes_.push_back({L.desc.out});
-            }
-            conv_ws_ = std::max(conv_ws_, conv2d_workspace(L.conv));
-            break;
-        }
-        case LayerKind::MaxPool2d:
-        case LayerKind::AvgPool2d: {
-            if (shape.size() != 3)
-                throw std::invalid_argument("Net: " + name + " (pool) needs (C, H, W) input, got " +
-                                            shape_str(shape));
-            L.pool = check_pool2d("Net pool", {1, shape[0], shape[1], shape[2]}, L.desc.kernel,
-                                  L.desc.stride);
-            shape = {shape[0], L.pool.out_h(), L.pool.out_w()};
-            break;
-        }
-        case LayerKind::Flatten:
-            shape = {numel(shape)};
-            break;
-        case LayerKind::Linear: {
-            if (shape.size() != 1)
-                throw std::invalid_argument("Net: " + name + " (Linear) needs flat input; add a "
-                                            "Flatten before it (input " + shape_str(shape) + ")");
-            check_equal("Net", (name + " (Linear) in_features").c_str(), L.desc.in,
-                        "features coming in", shape[0]);
-            check_at_least("Net", (name + " (Linear) out_features").c_str(), L.desc.out, 1);
-            shape = {L.desc.out};
-            L.weight = int(param_shapes_.size());
-            param_shapes_.push_back({L.desc.out, L.desc.in});
-            if (L.desc.bias) {
-                L.bias = int(param_shapes_.size());
-                param_shapes_.push_back({L.desc.out});
-            }
-            break;
-        }
-        case LayerKind::ReLU:
-        case LayerKind::Sigmoid:
-        case LayerKind::Tanh:
-            break;
-        default:
-            throw std::invalid_argument("Net: " + name + " has an unknown kind");
-        }
+        if (!L.desc.kind) throw std::invalid_argument("Net: " + layer_name(i) + " has no kind");
+        shape = L.desc.kind->setup(L, layer_name(i), param_shapes_);
         L.out_shape = shape;
         L.in_size = numel(L.in_shape);
         L.out_size = numel(L.out_shape);
@@ -109,23 +51,58 @@ Net::Net(std::vector<LayerDesc> descs, int64_t C, int64_t H, int64_t W) : C_(C),
     act_offsets_.push_back(-1);
     for (const Layer& L : layers_) {
         max_act_ = std::max(max_act_, std::max(L.in_size, L.out_size));
-        if (L.desc.kind == LayerKind::Flatten) {
+        if (L.desc.kind->in_place) {
             act_offsets_.push_back(act_offsets_.back());
         } else {
             act_offsets_.push_back(offset);
             offset += (L.out_size + 15) / 16 * 16;  // each slot starts on a 64-byte boundary
         }
         argmax_offsets_.push_back(arg_offset);
-        if (L.desc.kind == LayerKind::MaxPool2d) arg_offset += L.out_size;
+        if (L.desc.kind->keeps_argmax) arg_offset += L.out_size;
     }
     act_offsets_.push_back(offset);  // total floats per sample
     argmax_offsets_.push_back(arg_offset);
 }
 
-// At least 8 images per block (each block costs a gradient buffer to clear and to add), at
-// most kMaxBlocks blocks; a function of N alone, never of the thread count.
-int64_t Net::blocks_for(int64_t N) const {
-    return std::max<int64_t>(1, std::min<int64_t>(N / 8, kMaxBlocks));
+void Net::check_input(const Shape& xs) const {
+    if (xs.size() != 4 || xs[1] != C_ || xs[2] != H_ || xs[3] != W_)
+        throw std::invalid_argument("Net: x must have shape (N, " + std::to_string(C_) + ", " +
+                                    std::to_string(H_) + ", " + std::to_string(W_) + "), got " +
+                                    shape_str(xs));
+}
+
+void Net::check_params(const char* what, const std::vector<Shape>& shapes) const {
+    if (shapes.size() != param_shapes_.size())
+        throw std::invalid_argument("Net: expected " + std::to_string(param_shapes_.size()) + " " +
+                                    what + " arrays, got " + std::to_string(shapes.size()));
+    for (size_t i = 0; i < shapes.size(); i++)
+        if (shapes[i] != param_shapes_[i])
+            throw std::invalid_argument("Net: " + std::string(what) + " " + std::to_string(i) +
+                                        " has shape " + shape_str(shapes[i]) + ", expected " +
+                                        shape_str(param_shapes_[i]));
+}
+
+void Net::check_train_step(const Shape& xs, const Shape& ls, const int64_t* labels) const {
+    check_input(xs);
+    const int64_t N = xs[0];
+    if (N < 1) throw std::invalid_argument("Net.train_step: the batch is empty");
+    if (ls != Shape{N})
+        throw std::invalid_argument("Net.train_step: labels must have shape (" + std::to_string(N) +
+                                    ",), got " + shape_str(ls));
+    check_indices("Net.train_step", "labels", labels, N, out_features_);
+}
+
+void Net::check_predict_u8(const Shape& is, int64_t pad, int64_t lut_size) const {
+    const char* op = "Net.predict_u8";
+    check_ndim(op, "images", is, 3, "(N, H, W)");
+    check_at_least(op, "pad", pad, 0);
+    if (C_ != 1 || is[1] + 2 * pad != H_ || is[2] + 2 * pad != W_)
+        throw std::invalid_argument(std::string(op) + ": images " + shape_str(is) + " padded by " +
+                                    std::to_string(pad) + " do not fit the network input " +
+                                    shape_str(input_shape()));
+    if (lut_size != 256)
+        throw std::invalid_argument(std::string(op) + ": lut must hold 256 floats, got " +
+                                    std::to_string(lut_size));
 }
 
 void Net::prepare(int64_t cap, int threads, int64_t grad_blocks) {
@@ -138,10 +115,8 @@ void Net::prepare(int64_t cap, int threads, int64_t grad_blocks) {
             ws.argmax.resize(size_t(block_cap_ * argmax_offsets_.back()));
             ws.grad_a.resize(size_t(block_cap_ * max_act_));
             ws.grad_b.resize(size_t(block_cap_ * max_act_));
-            int64_t scratch = conv_ws_;
-            for (const Layer& L : layers_)
-                if (L.desc.kind == LayerKind::Linear)
-                    scratch = std::max(scratch, linear_workspace({block_cap_, L.desc.in, L.desc.out}));
+            int64_t scratch = 0;
+            for (const Layer& L : layers_) scratch = std::max(scratch, L.desc.kind->workspace(L, block_cap_));
             ws.scratch.resize(size_t(scratch));
         }
     }
@@ -155,45 +130,22 @@ float* Net::act(Workspace& ws, const float* x, size_t slot) const {
 }
 
 // Runs the n samples at x through every layer, leaving each layer's output in ws.acts. A
-// ReLU right after a conv or linear layer is applied by that layer as it writes its output
-// (the ReLU's slot; the layer's own slot stays unwritten, and the ReLU's backward reads only
-// its output). Max-pool indices are kept for training only.
+// ReLU right after a kind that fuses_relu (conv, linear) is applied by that layer as it writes
+// its output (the ReLU's slot; the layer's own slot stays unwritten, and the ReLU's backward
+// reads only its output). Max-pool indices are kept for training only.
 void Net::forward_block(Workspace& ws, const float* x, int64_t n, const float* const* params,
                         bool training) {
     for (size_t l = 0; l < layers_.size(); l++) {
         const Layer& L = layers_[l];
-        const bool fuse_relu = l + 1 < layers_.size() && layers_[l + 1].desc.kind == LayerKind::ReLU &&
-                               (L.desc.kind == LayerKind::Conv2d || L.desc.kind == LayerKind::Linear);
-        const float* in = act(ws, x, l);
-        float* out = act(ws, x, fuse_relu ? l + 2 : l + 1);
-        const float* b = L.bias >= 0 ? params[L.bias] : nullptr;
-        switch (L.desc.kind) {
-        case LayerKind::Conv2d:
-            conv2d_forward_images(out, in, params[L.weight], b, n, L.conv, ws.scratch.data(), fuse_relu);
-            break;
-        case LayerKind::MaxPool2d: {
-            Pool2dParams p = L.pool;
-            p.N = n;
-            maxpool2d_forward(out, training ? ws.argmax.data() + argmax_offsets_[l] * block_cap_ : nullptr,
-                              in, p);
-            break;
-        }
-        case LayerKind::AvgPool2d: {
-            Pool2dParams p = L.pool;
-            p.N = n;
-            avgpool2d_forward(out, in, p);
-            break;
-        }
-        case LayerKind::Linear: {
-            const LinearParams lp = {n, L.desc.in, L.desc.out};
-            linear_forward_rows(out, in, params[L.weight], b, lp, ws.scratch.data(), fuse_relu);
-            break;
-        }
-        case LayerKind::ReLU: relu_forward(out, in, n * L.in_size); break;
-        case LayerKind::Sigmoid: sigmoid_forward(out, in, n * L.in_size); break;
-        case LayerKind::Tanh: tanh_forward(out, in, n * L.in_size); break;
-        case LayerKind::Flatten: break;  // the output slot is the input slot
-        }
+        const LayerKindInfo& kind = *L.desc.kind;
+        const bool fuse_relu = kind.fuses_relu && l + 1 < layers_.size() && layers_[l + 1].desc.kind->is_relu;
+        BlockArgs a;
+        a.n = n;
+        a.w = L.weight >= 0 ? params[L.weight] : nullptr;
+        a.b = L.bias >= 0 ? params[L.bias] : nullptr;
+        a.scratch = ws.scratch.data();
+        a.argmax = kind.keeps_argmax && training ? ws.argmax.data() + argmax_offsets_[l] * block_cap_ : nullptr;
+        kind.forward(L, act(ws, x, fuse_relu ? l + 2 : l + 1), act(ws, x, l), a, fuse_relu);
         if (fuse_relu) l++;
     }
 }
@@ -206,39 +158,18 @@ void Net::backward_block(Workspace& ws, const float* x, int64_t n, const float* 
     float* gnext = ws.grad_b.data();
     for (size_t l = layers_.size(); l-- > 0;) {
         const Layer& L = layers_[l];
-        const bool need_dx = l > 0;  // nobody needs the gradient of the network's input
-        const float* in = act(ws, x, l);
-        const float* out = act(ws, x, l + 1);
-        switch (L.desc.kind) {
-        case LayerKind::Conv2d: {
-            float* db = L.bias >= 0 ? grads + param_offsets_[size_t(L.bias)] : nullptr;
-            conv2d_backward_images(need_dx ? gnext : nullptr, grads + param_offsets_[size_t(L.weight)],
-                                   db, in, params[L.weight], g, n, L.conv, ws.scratch.data());
-            break;
-        }
-        case LayerKind::MaxPool2d:
-            maxpool2d_backward(gnext, g, ws.argmax.data() + argmax_offsets_[l] * block_cap_, n,
-                               L.in_shape[0], L.in_shape[1], L.in_shape[2], L.out_shape[1],
-                               L.out_shape[2]);
-            break;
-        case LayerKind::AvgPool2d: {
-            Pool2dParams p = L.pool;
-            p.N = n;
-            avgpool2d_backward(gnext, g, p);
-            break;
-        }
-        case LayerKind::Linear: {
-            const LinearParams lp = {n, L.desc.in, L.desc.out};
-            float* db = L.bias >= 0 ? grads + param_offsets_[size_t(L.bias)] : nullptr;
-            linear_backward_rows(need_dx ? gnext : nullptr, grads + param_offsets_[size_t(L.weight)],
-                                 db, in, params[L.weight], g, lp, ws.scratch.data());
-            break;
-        }
-        case LayerKind::ReLU: relu_backward(gnext, out, g, n * L.in_size); break;  // out > 0 iff in > 0
-        case LayerKind::Sigmoid: sigmoid_backward(gnext, out, g, n * L.in_size); break;
-        case LayerKind::Tanh: tanh_backward(gnext, out, g, n * L.in_size); break;
-        case LayerKind::Flatten: continue;  // same memory, same gradient
-        }
+        const LayerKindInfo& kind = *L.desc.kind;
+        if (kind.in_place) continue;  // same memory, same gradient
+        BlockArgs a;
+        a.n = n;
+        a.w = L.weight >= 0 ? params[L.weight] : nullptr;
+        a.b = L.bias >= 0 ? params[L.bias] : nullptr;
+        a.scratch = ws.scratch.data();
+        a.argmax = kind.keeps_argmax ? ws.argmax.data() + argmax_offsets_[l] * block_cap_ : nullptr;
+        float* dw = L.weight >= 0 ? grads + param_offsets_[size_t(L.weight)] : nullptr;
+        float* db = L.bias >= 0 ? grads + param_offsets_[size_t(L.bias)] : nullptr;
+        // nobody needs the gradient of the network's input
+        kind.backward(L, l > 0 ? gnext : nullptr, dw, db, act(ws, x, l), act(ws, x, l + 1), g, a);
         std::swap(g, gnext);
     }
 }
@@ -290,27 +221,23 @@ void Net::predict_u8(float* probs, const uint8_t* images, int64_t N, int64_t h, 
 }
 
 double Net::train_step(float* out, float* const* grads, const float* x, const int64_t* labels,
-                       int64_t N, const float* const* params, LossKind loss) {
+                       int64_t N, const float* const* params, const LossKindInfo& loss) {
     std::lock_guard<std::mutex> lock(mutex_);
-    const int64_t nblocks = blocks_for(N);
+    const int64_t nblocks = batch_blocks(N);  // the split the per-op functions use
     const int nt = int(std::min<int64_t>(get_num_threads(), nblocks));
     prepare((N + nblocks - 1) / nblocks, nt, nblocks);
     const int64_t in_size = C_ * H_ * W_, classes = out_features_, P = total_params_;
-    double block_loss[kMaxBlocks] = {0};
-    const float scale = loss == LossKind::CrossEntropy ? 1.0f / float(N)
-                                                       : 2.0f / float(N * classes);
+    double block_loss[kMaxBatchBlocks] = {0};
     // Block b: forward, loss and backward of its samples into its own gradient block.
     auto run_block = [&](Workspace& ws, int64_t b) {
-        const int64_t n0 = N * b / nblocks, n = N * (b + 1) / nblocks - n0;
+        const int64_t n0 = block_begin(N, nblocks, b), n = block_begin(N, nblocks, b + 1) - n0;
         const float* xb = x + n0 * in_size;
         float* gb = grad_blocks_.data() + b * P;
         std::memset(gb, 0, sizeof(float) * P);
         forward_block(ws, xb, n, params, true);
         const float* logits = act(ws, xb, layers_.size());
         std::memcpy(out + n0 * classes, logits, sizeof(float) * n * classes);
-        block_loss[b] = loss == LossKind::CrossEntropy
-            ? softmax_cross_entropy_sum(ws.grad_a.data(), logits, labels + n0, n, classes, scale)
-            : mse_onehot_sum(ws.grad_a.data(), logits, labels + n0, n, classes, scale);
+        block_loss[b] = loss.block_sum(ws.grad_a.data(), logits, labels + n0, n, classes, N);
         backward_block(ws, xb, n, params, gb);
     };
     // The block gradients summed in block order over the flat range [lo, hi).
@@ -319,12 +246,7 @@ double Net::train_step(float* out, float* const* grads, const float* x, const in
             const int64_t off = param_offsets_[p], size = numel(param_shapes_[p]);
             const int64_t a = std::max(lo, off), e = std::min(hi, off + size);
             if (a >= e) continue;
-            float* dst = grads[p] + (a - off);
-            std::memcpy(dst, grad_blocks_.data() + a, sizeof(float) * (e - a));
-            for (int64_t b = 1; b < nblocks; b++) {
-                const float* src = grad_blocks_.data() + b * P + a;
-                for (int64_t i = 0; i < e - a; i++) dst[i] += src[i];
-            }
+            sum_blocks(grads[p] + (a - off), grad_blocks_.data() + a, P, nblocks, e - a);
         }
     };
     if (nt == 1) {  // no OpenMP region: entering one costs a team allocation per call
@@ -346,7 +268,7 @@ double Net::train_step(float* out, float* const* grads, const float* x, const in
     }
     double total = 0.0;
     for (int64_t b = 0; b < nblocks; b++) total += block_loss[b];
-    return loss == LossKind::CrossEntropy ? total / double(N) : total / double(N * classes);
+    return total / loss.mean_count(N, classes);
 }
 
 }  // namespace pylenet

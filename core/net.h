@@ -1,32 +1,22 @@
 // A whole feed-forward network run by the core in one call: the Python side assembles the
-// layer list (LeNet-5 or any chain of the supported layers) and hands it over, and the core
+// layer list (LeNet-5 or any chain of the kinds in registry.h) and hands it over, and the core
 // runs forward, loss and backward for a batch with the GIL released, reusing its workspaces.
 //
-// Threads split the batch into blocks whose count depends only on N (never on the thread
-// count); each block's weight gradients are summed in a buffer of its own, and the buffers
-// are added in block order, so the results are bit-identical for any number of threads.
+// Training splits the batch into batch_blocks(N) blocks (parallel.h: a function of N alone,
+// never of the thread count); each block's weight gradients are summed in a buffer of its
+// own, and the buffers are added in block order (sum_blocks), so the results are
+// bit-identical for any number of threads and to the per-op functions, which split alike.
 #pragma once
 #include <cstdint>
 #include <mutex>
 #include <vector>
 
 #include "aligned.h"
-
 #include "checks.h"
 #include "params.h"
+#include "registry.h"
 
 namespace pylenet {
-
-enum class LayerKind : int { Conv2d, MaxPool2d, AvgPool2d, ReLU, Sigmoid, Tanh, Flatten, Linear };
-enum class LossKind : int { CrossEntropy, MSE };
-
-// One layer of the chain. Conv2d: in/out channels, kernel, stride, pad, bias.
-// Linear: in/out features, bias. Pools: kernel, stride. Others: nothing.
-struct LayerDesc {
-    LayerKind kind = LayerKind::ReLU;
-    int64_t in = 0, out = 0, kernel = 0, stride = 1, pad = 0;
-    bool bias = true;
-};
 
 // Calls on one Net are serialised by a mutex; separate Nets run concurrently.
 class Net {
@@ -40,6 +30,15 @@ public:
     Shape input_shape() const { return {C_, H_, W_}; }
     int64_t out_features() const { return out_features_; }
 
+    // The checks of the three calls below (std::invalid_argument with received and expected):
+    // x (N, C, H, W) of this input; `what` arrays ("parameter", "gradient") of param_shapes;
+    // train_step's non-empty batch and labels (N,) in [0, classes); predict_u8's images
+    // (N, h, w) that fit the input once padded, and a lut of 256 floats.
+    void check_input(const Shape& x) const;
+    void check_params(const char* what, const std::vector<Shape>& shapes) const;
+    void check_train_step(const Shape& x, const Shape& labels_shape, const int64_t* labels) const;
+    void check_predict_u8(const Shape& images, int64_t pad, int64_t lut_size) const;
+
     // out (N, classes) = the network applied to x (N, C, H, W). params in param_shapes order.
     void forward(float* out, const float* x, int64_t N, const float* const* params);
     // probs (N, classes) = softmax of the network applied to uint8 images (N, h, w) that are
@@ -50,17 +49,10 @@ public:
     // Forward, loss (mean over the batch) and backward. Overwrites every grads[i] and
     // out (N, classes) with the outputs; returns the loss. Labels must be in [0, classes).
     double train_step(float* out, float* const* grads, const float* x, const int64_t* labels,
-                      int64_t N, const float* const* params, LossKind loss);
+                      int64_t N, const float* const* params, const LossKindInfo& loss);
 
 private:
-    struct Layer {
-        LayerDesc desc;
-        Shape in_shape, out_shape;  // per sample
-        int64_t in_size = 0, out_size = 0;
-        int weight = -1, bias = -1;  // parameter indices
-        Conv2dParams conv;           // conv layers (N = 1)
-        Pool2dParams pool;           // pool layers (N = 1)
-    };
+    using Layer = NetLayer;
     // Per-thread buffers for one block of samples.
     struct Workspace {
         AlignedFloats acts;           // every layer's input/output for the block
@@ -72,7 +64,6 @@ private:
     // Sizes the workspaces for blocks of `cap` samples, `threads` threads and the gradients
     // of `grad_blocks` blocks; grows only, so steady-state steps allocate nothing.
     void prepare(int64_t cap, int threads, int64_t grad_blocks);
-    int64_t blocks_for(int64_t N) const;
     float* act(Workspace& ws, const float* x, size_t slot) const;
     template <class Body>
     void for_chunks(int64_t N, Body&& body);
@@ -86,7 +77,7 @@ private:
     std::vector<int64_t> param_offsets_;  // into one flat gradient block (64-byte aligned)
     std::vector<int64_t> act_offsets_, argmax_offsets_;
     int64_t C_, H_, W_, out_features_ = 0, total_params_ = 0;  // total_params_: the padded block
-    int64_t max_act_ = 0, conv_ws_ = 0;
+    int64_t max_act_ = 0;
     int64_t block_cap_ = 0;  // samples the workspaces are sized for
     std::vector<Workspace> workspaces_;
     AlignedFloats grad_blocks_;       // nblocks * total_params_

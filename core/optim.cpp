@@ -8,10 +8,20 @@
 #endif
 #include "optim.h"
 
+#include <stdexcept>
+#include <string>
+
 #include <cmath>
 
 
 namespace pylenet {
+
+void check_update(const char* op, int64_t p_size, int64_t g_size) {
+    if (g_size != p_size)
+        throw std::invalid_argument(std::string(op) + ": g has " + std::to_string(g_size) +
+                                    " elements but p has " + std::to_string(p_size) +
+                                    "; they must be equal");
+}
 
 void sgd_update(float* p, float* buf, const float* g, int64_t n, float lr, float momentum,
                 float weight_decay, bool nesterov, bool first) {

@@ -4,6 +4,10 @@
 
 namespace pylenet {
 
+// Validates one update: the gradient holds as many elements as the parameter (`op` names
+// the update in the message).
+void check_update(const char* op, int64_t p_size, int64_t g_size);
+
 // In place: g' = g + wd*p; buf = momentum*buf + g' (buf = g' when `first`);
 // p -= lr * (nesterov ? g' + momentum*buf : buf). With momentum 0, p -= lr * g' (buf unused).
 void sgd_update(float* p, float* buf, const float* g, int64_t n, float lr, float momentum,

@@ -2,7 +2,9 @@
 // set_num_threads from one Python thread applies to kernels started from any other.
 #include "parallel.h"
 
+#include <algorithm>
 #include <atomic>
+#include <cstring>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -49,6 +51,17 @@ int threads_for(int64_t work) {
 #endif
     // Below ~64k multiply-adds a fork/join costs more than it saves.
     return work < (int64_t(1) << 16) ? 1 : get_num_threads();
+}
+
+int64_t batch_blocks(int64_t N) { return std::max<int64_t>(1, std::min<int64_t>(N / 8, kMaxBatchBlocks)); }
+
+void sum_blocks(float* dst, const float* parts, int64_t stride, int64_t nblocks, int64_t n) {
+    if (n <= 0) return;
+    std::memcpy(dst, parts, sizeof(float) * size_t(n));
+    for (int64_t b = 1; b < nblocks; b++) {
+        const float* src = parts + b * stride;
+        for (int64_t i = 0; i < n; i++) dst[i] += src[i];
+    }
 }
 
 }  // namespace pylenet

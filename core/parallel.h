@@ -1,4 +1,5 @@
-// Thread-count control for the core, working with or without OpenMP.
+// Thread-count control for the core, working with or without OpenMP, and the one batch split
+// shared by every batch-parallel training path.
 #pragma once
 #include <cstdint>
 
@@ -36,5 +37,18 @@ void parallel_for(int64_t n, int threads, F&& body) {
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t i = 0; i < n; i++) body(i);
 }
+
+// The batch split of training: the per-op linear forward and the conv/linear backward and the
+// fused network (net.h) all cut a batch of N into batch_blocks(N) blocks, block b holding
+// samples [N b / nblocks, N (b+1) / nblocks), run the same per-block kernels on each, and add
+// the blocks' weight gradients with sum_blocks, so the two paths give bit-identical results.
+// At least 8 samples per block (each costs a gradient buffer to clear and to add), at most
+// kMaxBatchBlocks blocks: a function of N alone, never of the thread count.
+constexpr int64_t kMaxBatchBlocks = 8;
+int64_t batch_blocks(int64_t N);
+inline int64_t block_begin(int64_t N, int64_t nblocks, int64_t b) { return N * b / nblocks; }
+// dst[i] = parts[i] + parts[stride + i] + ... + parts[(nblocks-1) stride + i] for i < n,
+// added in block order (the first block copied, so a lone block passes through unchanged).
+void sum_blocks(float* dst, const float* parts, int64_t stride, int64_t nblocks, int64_t n);
 
 }  // namespace pylenet

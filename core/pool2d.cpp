@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <vector>
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -14,7 +15,9 @@
 
 namespace pylenet {
 
-Pool2dParams check_pool2d(const char* op, const Shape& x, int64_t kernel, int64_t stride) {
+Pool2dParams check_pool2d(const char* op, const Shape& x, int64_t kernel, int64_t stride,
+                          const Shape* dy, bool argmax) {
+    if (dy) check_shape_arg(op, "x_shape", x, 4, "(N, C, H, W)");
     check_ndim(op, "x", x, 4, "(N, C, H, W)");
     check_at_least(op, "kernel", kernel, 1);
     check_at_least(op, "stride", stride, 1);
@@ -25,7 +28,28 @@ Pool2dParams check_pool2d(const char* op, const Shape& x, int64_t kernel, int64_
     Pool2dParams p;
     p.N = x[0], p.C = x[1], p.H = x[2], p.W = x[3];
     p.kernel = kernel, p.stride = stride;
+    if (argmax && p.H * p.W > INT32_MAX)
+        throw std::invalid_argument(std::string(op) + ": planes of " + std::to_string(p.H * p.W) +
+                                    " pixels do not fit int32 argmax indices");
+    if (dy) {
+        const Shape want = {p.N, p.C, p.out_h(), p.out_w()};
+        if (*dy != want)
+            throw std::invalid_argument(std::string(op) + ": dy must have shape " + shape_str(want) +
+                                        " for x_shape " + shape_str(x) + ", got " + shape_str(*dy));
+    }
     return p;
+}
+
+void check_maxpool2d_backward(const Shape& xs, const Shape& dys, const Shape& argmax_shape,
+                              const int64_t* argmax) {
+    const char* op = "maxpool2d_backward";
+    check_shape_arg(op, "x_shape", xs, 4, "(N, C, H, W)");
+    check_ndim(op, "dy", dys, 4, "(N, C, P, Q)");
+    check_same_shape(op, "argmax", argmax_shape, "dy", dys);
+    check_equal(op, "dy batch dy.shape[0]", dys[0], "x_shape[0]", xs[0]);
+    check_equal(op, "dy channels dy.shape[1]", dys[1], "x_shape[1]", xs[1]);
+    const int64_t plane = xs[2] * xs[3];
+    check_indices(op, "argmax.flat", argmax, numel(dys), plane, " (H*W of x_shape)");
 }
 
 namespace {
@@ -199,6 +223,64 @@ void avgpool2d_backward(float* dx, const float* dy, const Pool2dParams& p) {
                         dxp[(oh * p.stride + r) * p.W + ow * p.stride + s] += g;
             }
     });
+}
+
+// ---------------------------------------------------------------------------------------
+// Naive oracle: the definitions, window by window.
+
+void maxpool2d_forward_naive(float* y, int32_t* argmax, const float* x, const Pool2dParams& p) {
+    const int64_t P = p.out_h(), Q = p.out_w();
+    for (int64_t nc = 0; nc < p.N * p.C; nc++)
+        for (int64_t oh = 0; oh < P; oh++)
+            for (int64_t ow = 0; ow < Q; ow++) {
+                const int64_t first = oh * p.stride * p.W + ow * p.stride;
+                float best = x[nc * p.H * p.W + first];
+                int64_t best_i = first;
+                for (int64_t r = 0; r < p.kernel; r++)
+                    for (int64_t s = 0; s < p.kernel; s++) {
+                        const int64_t i = (oh * p.stride + r) * p.W + ow * p.stride + s;
+                        const float v = x[nc * p.H * p.W + i];
+                        if (v > best || std::isnan(v)) best = v, best_i = i;
+                    }
+                y[(nc * P + oh) * Q + ow] = best;
+                if (argmax) argmax[(nc * P + oh) * Q + ow] = int32_t(best_i);
+            }
+}
+
+void maxpool2d_backward_naive(float* dx, const float* dy, const int32_t* argmax, const Pool2dParams& p) {
+    const int64_t PQ = p.out_h() * p.out_w(), HW = p.H * p.W;
+    std::vector<double> acc(size_t(p.N * p.C * HW), 0.0);
+    for (int64_t nc = 0; nc < p.N * p.C; nc++)
+        for (int64_t o = 0; o < PQ; o++) acc[size_t(nc * HW + argmax[nc * PQ + o])] += dy[nc * PQ + o];
+    for (size_t i = 0; i < acc.size(); i++) dx[i] = float(acc[i]);
+}
+
+void avgpool2d_forward_naive(float* y, const float* x, const Pool2dParams& p) {
+    const int64_t P = p.out_h(), Q = p.out_w();
+    for (int64_t nc = 0; nc < p.N * p.C; nc++)
+        for (int64_t oh = 0; oh < P; oh++)
+            for (int64_t ow = 0; ow < Q; ow++) {
+                double acc = 0.0;
+                for (int64_t r = 0; r < p.kernel; r++)
+                    for (int64_t s = 0; s < p.kernel; s++)
+                        acc += x[nc * p.H * p.W + (oh * p.stride + r) * p.W + ow * p.stride + s];
+                y[(nc * P + oh) * Q + ow] = float(acc / double(p.kernel * p.kernel));
+            }
+}
+
+void avgpool2d_backward_naive(float* dx, const float* dy, const Pool2dParams& p) {
+    const int64_t P = p.out_h(), Q = p.out_w(), HW = p.H * p.W;
+    std::vector<double> acc(size_t(p.N * p.C * HW), 0.0);
+    // y[o] = sum_window x / k^2  =>  dx[window] += dy[o] / k^2.
+    for (int64_t nc = 0; nc < p.N * p.C; nc++)
+        for (int64_t oh = 0; oh < P; oh++)
+            for (int64_t ow = 0; ow < Q; ow++) {
+                const double g = double(dy[(nc * P + oh) * Q + ow]) / double(p.kernel * p.kernel);
+                for (int64_t r = 0; r < p.kernel; r++)
+                    for (int64_t s = 0; s < p.kernel; s++)
+                        acc[size_t(nc * HW + (oh * p.stride + r) * p.W + ow * p.stride + s)] += g;
+            }
+    for (size_t i = 0; i < acc.size(); i++) dx[i] = float(acc[i]);
 }
 
 }  // namespace pylenet

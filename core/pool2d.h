@@ -5,8 +5,15 @@
 
 namespace pylenet {
 
-// Validates x (N,C,H,W), kernel >= 1, stride >= 1, kernel <= H and W; returns the params.
-Pool2dParams check_pool2d(const char* op, const Shape& x, int64_t kernel, int64_t stride);
+// Validates pooling of x (N,C,H,W): kernel >= 1, stride >= 1, kernel <= H and W; for a
+// backward also dy (N,C,P,Q) when given; with argmax (max pooling) each H*W plane must fit
+// int32 indices. Returns the params.
+Pool2dParams check_pool2d(const char* op, const Shape& x, int64_t kernel, int64_t stride,
+                          const Shape* dy = nullptr, bool argmax = false);
+// Max-pool backward knows x only as x_shape and its windows only through argmax: x_shape
+// (N,C,H,W), dy (N,C,P,Q) and argmax of dy's shape with values in [0, H*W).
+void check_maxpool2d_backward(const Shape& x_shape, const Shape& dy, const Shape& argmax_shape,
+                              const int64_t* argmax);
 
 // y (N,C,P,Q) = window max; argmax (N,C,P,Q) = flat index ih*W+iw of the first maximum in
 // each window's H*W plane, unless argmax is null (inference). NaN wins over numbers, as in
@@ -21,5 +28,12 @@ void maxpool2d_backward(float* dx, const float* dy, const int32_t* argmax, int64
 void avgpool2d_forward(float* y, const float* x, const Pool2dParams& p);
 // Overwrites dx (N,C,H,W): each window spreads dy / (kernel*kernel) over its pixels.
 void avgpool2d_backward(float* dx, const float* dy, const Pool2dParams& p);
+
+// The four functions above as direct loops (sums in double): the oracle for tests and
+// benchmarks. Max pooling follows the same rule (first maximum, NaN wins: the last NaN).
+void maxpool2d_forward_naive(float* y, int32_t* argmax, const float* x, const Pool2dParams& p);
+void maxpool2d_backward_naive(float* dx, const float* dy, const int32_t* argmax, const Pool2dParams& p);
+void avgpool2d_forward_naive(float* y, const float* x, const Pool2dParams& p);
+void avgpool2d_backward_naive(float* dx, const float* dy, const Pool2dParams& p);
 
 }  // namespace pylenet

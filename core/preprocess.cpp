@@ -5,6 +5,20 @@
 
 namespace pylenet {
 
+void check_gather_pad_normalize(const Shape& images, int64_t pad, int64_t lut_size,
+                                const Shape* idx_shape, const int64_t* idx) {
+    const char* op = "gather_pad_normalize";
+    check_ndim(op, "images", images, 3, "(N, H, W)");
+    check_at_least(op, "pad", pad, 0);
+    if (lut_size != 256)
+        throw std::invalid_argument(std::string(op) + ": lut must hold 256 floats, got " +
+                                    std::to_string(lut_size));
+    if (idx_shape) {
+        check_ndim(op, "idx", *idx_shape, 1, "(n,)");
+        check_indices(op, "idx", idx, (*idx_shape)[0], images[0]);
+    }
+}
+
 void gather_pad_normalize(float* out, const uint8_t* images, const int64_t* idx, int64_t n,
                           int64_t H, int64_t W, int64_t pad, const float* lut) {
     const int64_t Hp = H + 2 * pad, Wp = W + 2 * pad;

@@ -6,39 +6,52 @@ splitting the batch across threads (bit-identical results for any thread count).
 """
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 
 from pylenet import _core
-from pylenet.layers import (AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, Parameter, ReLU,
-                            Sequential, Sigmoid, Tanh)
-from pylenet.losses import CrossEntropyLoss, MSELoss
+from pylenet.layers import Parameter, Sequential
 
-_SIMPLE = {ReLU: "relu", Sigmoid: "sigmoid", Tanh: "tanh", Flatten: "flatten"}
+# The core's registry (core/registry.h): kind name -> {Net tuple slot: layer attribute}. A
+# layer class takes part by naming its kind in `core_kind`; its description is read from the
+# attributes the registry names, so no list of layers is kept here.
+LAYER_KINDS = _core.layer_kinds()
+LOSS_KINDS = _core.loss_kinds()
+_SLOTS = ("in", "out", "kernel", "stride", "pad", "bias")
+_DEFAULTS = (0, 0, 0, 1, 0, False)
+
+
+def _reader(kind: str):
+    """A function from a layer of `kind` to its Net tuple (kind, in, out, kernel, stride, pad, bias)."""
+    fields = LAYER_KINDS[kind]
+    getters = [(fields.get(slot), default) for slot, default in zip(_SLOTS, _DEFAULTS)]
+
+    def read(layer) -> tuple:
+        values = [getattr(layer, attr) if attr else default for attr, default in getters]
+        if fields.get("bias"):
+            values[-1] = values[-1] is not None  # the bias Parameter, or None
+        return (kind, *values)
+    return read
+
+
+_READERS = {kind: _reader(kind) for kind in LAYER_KINDS}
 
 
 def _describe(layer) -> tuple | None:
-    """The core's (kind, in, out, kernel, stride, pad, bias) tuple, or None if unsupported."""
-    kind = type(layer)
-    if kind in _SIMPLE:
-        return (_SIMPLE[kind], 0, 0, 0, 1, 0, False)
-    if kind is Conv2d:
-        return ("conv2d", layer.in_channels, layer.out_channels, layer.kernel_size,
-                layer.stride, layer.padding, layer.bias is not None)
-    if kind in (MaxPool2d, AvgPool2d):
-        return ("maxpool2d" if kind is MaxPool2d else "avgpool2d", 0, 0, layer.kernel_size,
-                layer.stride, 0, False)
-    if kind is Linear:
-        return ("linear", layer.in_features, layer.out_features, 0, 1, 0, layer.bias is not None)
-    return None
+    """The core's (kind, in, out, kernel, stride, pad, bias) tuple, or None if unsupported.
+
+    Only a class that itself declares `core_kind` is run by the core: a subclass that
+    overrides forward without declaring one falls back to the layer-by-layer path."""
+    read = _READERS.get(type(layer).__dict__.get("core_kind"))
+    return read(layer) if read else None
 
 
 def loss_name(loss) -> str | None:
-    """"cross_entropy" / "mse" for the built-in losses the core fuses, else None."""
-    if type(loss) is CrossEntropyLoss:
-        return "cross_entropy"
-    if type(loss) is MSELoss:
-        return "mse"
-    return None
+    """The core's name for a loss whose class itself declares one of LOSS_KINDS as `core_kind`
+    (a custom loss, even one subclassing a built-in, runs layer by layer), else None."""
+    name = type(loss).__dict__.get("core_kind")
+    return name if name in LOSS_KINDS else None
 
 
 class FusedNet:
@@ -50,7 +63,8 @@ class FusedNet:
             raise TypeError("FusedNet needs a Sequential of pylenet's built-in layers")
         self.model = model
         self.net = _core.Net(descs, tuple(input_shape))
-        self.layer_ids = tuple(id(layer) for _, layer in model.layers)
+        # What the core network was built from: fused_for rebuilds it when any of this changes.
+        self.key, self.input_shape = _key(model), input_shape
         # (layer, attribute) of every parameter in the core's order, read afresh on each call
         # so that a replaced Parameter or array is always the one used.
         self._slots = [(layer, name) for _, layer in model.layers
@@ -76,20 +90,51 @@ class FusedNet:
 
     def train_step(self, x: np.ndarray, labels: np.ndarray, loss: str = "cross_entropy"):
         """(mean loss, outputs): forward, loss and backward; overwrites every parameter's .grad."""
-        params = self.params
-        for p in params:  # the core writes into .grad, which must be a float32 buffer
-            g = p.grad
-            if g.dtype != np.float32 or g.shape != p.data.shape or not g.flags.c_contiguous:
-                p.grad = np.zeros_like(p.data)
-        return self.net.train_step(x, labels, [p.data for p in params], [p.grad for p in params], loss)
+        params = self.params  # the core writes into each .grad in place (Parameter's rule)
+        return self.net.train_step(x, labels, [p.data for p in params],
+                                   [p.grad_buffer() for p in params], loss)
+
+
+def _settings(cls):
+    """operator.attrgetter of the attributes a layer of class `cls` is described by (None when
+    there are none): a fused_for call reads them to see whether the cached network still fits."""
+    if cls not in _SETTINGS:
+        attrs = list(LAYER_KINDS.get(cls.__dict__.get("core_kind"), {}).values())
+        _SETTINGS[cls] = operator.attrgetter(*attrs) if attrs else None
+    return _SETTINGS[cls]
+
+
+_SETTINGS: dict = {}
+
+
+def _key(model) -> list:
+    """Per layer: its identity, its class's settings getter and the values read (a replaced
+    bias Parameter also counts as a change; rebuilding then is harmless)."""
+    key = []
+    for _, layer in model.layers:
+        get = _settings(type(layer))
+        key.append((id(layer), get, get(layer) if get else None))
+    return key
+
+
+def _fits(key: list, model) -> bool:
+    """Whether `model`'s layers are still the ones `key` was taken from, with the same settings."""
+    layers = model.layers
+    if len(layers) != len(key):
+        return False
+    for (_, layer), (ident, get, values) in zip(layers, key):
+        if id(layer) != ident or (get is not None and get(layer) != values):
+            return False
+    return True
 
 
 def fused_for(model, input_shape: tuple = (1, 32, 32)) -> FusedNet | None:
-    """The model's FusedNet (built once and cached on it), or None if it has other layers."""
+    """The model's FusedNet (cached on it and rebuilt when a layer or its settings change),
+    or None if it has other layers."""
+    if not isinstance(model, Sequential):
+        return None
     cached = model.__dict__.get("_fused")
-    layers = getattr(model, "layers", None)
-    if cached is not None and layers is not None and len(layers) == len(cached.layer_ids) and \
-            all(id(layer) == i for (_, layer), i in zip(layers, cached.layer_ids)):
+    if cached is not None and cached.input_shape == input_shape and _fits(cached.key, model):
         return cached
     if not FusedNet.supports(model):
         return None

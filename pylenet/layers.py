@@ -1,7 +1,8 @@
 """Layers on the core ops: each caches in `forward` what its `backward` needs.
 
 Parameters and gradients are numpy float32 arrays. `backward(dy)` returns the gradient with
-respect to the layer's input and overwrites (never accumulates) each parameter's `.grad`.
+respect to the layer's input and overwrites (never accumulates) each parameter's `.grad` in
+place (see Parameter), as the fused engine does.
 """
 from __future__ import annotations
 
@@ -13,11 +14,29 @@ from pylenet import ops
 
 
 class Parameter:
-    """A trainable float32 array and its gradient (same shape; zeros until a backward)."""
+    """A trainable float32 array and its gradient (same shape; zeros until a backward).
+
+    One rule for `.grad` on both paths (layer by layer and the fused engine): a backward
+    writes the new gradient into the existing `.grad` array in place, so a caller holding it
+    sees the new values; only when `.grad` is not a writeable C-contiguous float32 array of
+    the parameter's shape is it replaced by a fresh one.
+    """
 
     def __init__(self, data: np.ndarray):
         self.data = np.ascontiguousarray(data, dtype=np.float32)
         self.grad = np.zeros_like(self.data)
+
+    def grad_buffer(self) -> np.ndarray:
+        """`.grad` if a backward can write into it in place, else a fresh zeroed array set as `.grad`."""
+        g = self.grad
+        if not (isinstance(g, np.ndarray) and g.dtype == np.float32 and g.shape == self.data.shape
+                and g.flags.c_contiguous and g.flags.writeable):
+            self.grad = g = np.zeros_like(self.data)
+        return g
+
+    def set_grad(self, value: np.ndarray) -> None:
+        """Stores a freshly computed gradient by the rule above (copied into `.grad`)."""
+        np.copyto(self.grad_buffer(), value)
 
     @property
     def shape(self):
@@ -135,6 +154,8 @@ def _positive_int(name: str, value) -> int:
 class Conv2d(Module):
     """2-D convolution, weight (K, C, R, R); PyTorch's default init U(+-1/sqrt(C*R*R))."""
 
+    core_kind = "conv2d"  # its entry in the core registry (pylenet.engine)
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1,
                  padding: int = 0, bias: bool = True, rng: np.random.Generator | None = None):
         self.in_channels = _positive_int("in_channels", in_channels)
@@ -161,9 +182,9 @@ class Conv2d(Module):
         if self._x is None:
             raise RuntimeError("Conv2d.backward called without a forward in training mode")
         dx, dw, db = ops.conv2d_backward(self._x, self.weight.data, dy, self.stride, self.padding)
-        self.weight.grad = dw
+        self.weight.set_grad(dw)
         if self.bias is not None:
-            self.bias.grad = db
+            self.bias.set_grad(db)
         return dx
 
     def output_shape(self, in_shape):
@@ -178,6 +199,8 @@ class Conv2d(Module):
 
 class Linear(Module):
     """Fully connected y = x W^T + b, weight (O, I); init U(+-1/sqrt(I)) as PyTorch."""
+
+    core_kind = "linear"  # its entry in the core registry (pylenet.engine)
 
     def __init__(self, in_features: int, out_features: int, *, bias: bool = True,
                  rng: np.random.Generator | None = None):
@@ -198,9 +221,9 @@ class Linear(Module):
         if self._x is None:
             raise RuntimeError("Linear.backward called without a forward in training mode")
         dx, dw, db = ops.linear_backward(self._x, self.weight.data, dy)
-        self.weight.grad = dw
+        self.weight.set_grad(dw)
         if self.bias is not None:
-            self.bias.grad = db
+            self.bias.set_grad(db)
         return dx
 
     def output_shape(self, in_shape):
@@ -228,6 +251,8 @@ class _Pool(Module):
 class MaxPool2d(_Pool):
     """Max pooling; keeps the argmax for backward (gradient 1 at the max, 0 elsewhere)."""
 
+    core_kind = "maxpool2d"  # its entry in the core registry (pylenet.engine)
+
     def forward(self, x):
         y, argmax = ops.maxpool2d_forward(x, self.kernel_size, self.stride)
         self._shape, self._argmax = (x.shape, argmax) if self.training else (None, None)
@@ -242,6 +267,8 @@ class MaxPool2d(_Pool):
 class AvgPool2d(_Pool):
     """Average pooling (the paper's subsampling without its trainable coefficient)."""
 
+    core_kind = "avgpool2d"  # its entry in the core registry (pylenet.engine)
+
     def forward(self, x):
         self._shape = np.shape(x) if self.training else None
         return ops.avgpool2d_forward(x, self.kernel_size, self.stride)
@@ -254,6 +281,8 @@ class AvgPool2d(_Pool):
 
 class ReLU(Module):
     """max(x, 0)."""
+
+    core_kind = "relu"  # its entry in the core registry (pylenet.engine)
 
     _x = None
 
@@ -283,17 +312,23 @@ class _FromOutput(Module):
 class Sigmoid(_FromOutput):
     """The logistic sigmoid 1 / (1 + exp(-x)); backward dy * y * (1 - y)."""
 
+    core_kind = "sigmoid"  # its entry in the core registry (pylenet.engine)
+
     _forward, _backward = ops.sigmoid_forward, ops.sigmoid_backward
 
 
 class Tanh(_FromOutput):
     """tanh(x); backward dy * (1 - y^2)."""
 
+    core_kind = "tanh"  # its entry in the core registry (pylenet.engine)
+
     _forward, _backward = ops.tanh_forward, ops.tanh_backward
 
 
 class Flatten(Module):
     """(N, C, H, W) -> (N, C*H*W); a view, no copy."""
+
+    core_kind = "flatten"  # its entry in the core registry (pylenet.engine)
 
     _shape = None
 

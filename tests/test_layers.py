@@ -260,8 +260,10 @@ def test_backward_overwrites_parameter_gradients():
     x, dy = rand((2, 2, 6, 6)), rand((2, 3, 4, 4), 1)
     layer.weight.grad[...] = np.nan
     layer.bias.grad[...] = np.nan
+    held = layer.weight.grad, layer.bias.grad  # backward writes into these arrays in place
     layer.forward(x)
     layer.backward(dy)
+    assert layer.weight.grad is held[0] and layer.bias.grad is held[1]
     first = layer.weight.grad.copy(), layer.bias.grad.copy()
     assert np.isfinite(first[0]).all() and np.isfinite(first[1]).all()
     layer.forward(x)

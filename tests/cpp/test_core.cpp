@@ -13,7 +13,9 @@
 #include "linear.h"
 #include "losses.h"
 #include "parallel.h"
+#include "net.h"
 #include "pool2d.h"
+#include "preprocess.h"
 #include "simd.h"
 
 using namespace pylenet;
@@ -46,14 +48,17 @@ double max_rel_err(const std::vector<float>& a, const std::vector<float>& b) {
     return worst;
 }
 
-bool throws_invalid(void (*f)()) {
+// The message of the std::invalid_argument that f throws, or "" when it throws none.
+std::string invalid_message(void (*f)()) {
     try {
         f();
-    } catch (const std::invalid_argument&) {
-        return true;
+    } catch (const std::invalid_argument& e) {
+        return e.what();
     }
-    return false;
+    return "";
 }
+
+bool throws_invalid(void (*f)()) { return !invalid_message(f).empty(); }
 
 void test_conv2d(std::mt19937& rng) {
     struct Case { int64_t N, C, H, W, K, R, S, stride, pad; };
@@ -63,7 +68,7 @@ void test_conv2d(std::mt19937& rng) {
                           {17, 2, 9, 11, 3, 5, 5, 2, 2}};
     for (const Case& c : cases) {
         const Shape xs = {c.N, c.C, c.H, c.W}, ws = {c.K, c.C, c.R, c.S};
-        const Conv2dParams p = check_conv2d(xs, ws, c.K, c.stride, c.pad);
+        const Conv2dParams p = check_conv2d(xs, ws, Shape{c.K}, c.stride, c.pad);
         const std::string tag = "conv2d " + shape_str(xs) + " w " + shape_str(ws) + " stride " +
                                 std::to_string(c.stride) + " pad " + std::to_string(c.pad);
         auto x = randn(size_t(numel(xs)), rng), w = randn(size_t(numel(ws)), rng);
@@ -100,7 +105,7 @@ void test_conv2d(std::mt19937& rng) {
 void test_linear(std::mt19937& rng) {
     const int64_t shapes[][3] = {{1, 1, 1}, {64, 400, 120}, {3, 17, 5}, {64, 84, 10}};
     for (const auto& s : shapes) {
-        const LinearParams p = check_linear({s[0], s[1]}, {s[2], s[1]}, s[2]);
+        const LinearParams p = check_linear({s[0], s[1]}, {s[2], s[1]}, Shape{s[2]});
         auto x = randn(size_t(p.N * p.I), rng), w = randn(size_t(p.O * p.I), rng);
         auto b = randn(size_t(p.O), rng), dy = randn(size_t(p.N * p.O), rng);
         std::vector<float> y(size_t(p.N * p.O)), y_ref(y.size());
@@ -108,28 +113,8 @@ void test_linear(std::mt19937& rng) {
         std::vector<float> dx(x.size()), dw(w.size()), db(b.size());
         linear_backward(dx.data(), dw.data(), db.data(), x.data(), w.data(), dy.data(), p);
         std::vector<float> dx_ref(x.size()), dw_ref(w.size()), db_ref(b.size());
-        for (int64_t n = 0; n < p.N; n++)
-            for (int64_t o = 0; o < p.O; o++) {
-                double acc = b[o];
-                for (int64_t i = 0; i < p.I; i++) acc += double(x[n * p.I + i]) * w[o * p.I + i];
-                y_ref[n * p.O + o] = float(acc);
-            }
-        for (int64_t n = 0; n < p.N; n++)
-            for (int64_t i = 0; i < p.I; i++) {
-                double acc = 0;
-                for (int64_t o = 0; o < p.O; o++) acc += double(dy[n * p.O + o]) * w[o * p.I + i];
-                dx_ref[n * p.I + i] = float(acc);
-            }
-        for (int64_t o = 0; o < p.O; o++) {
-            double accb = 0;
-            for (int64_t n = 0; n < p.N; n++) accb += dy[n * p.O + o];
-            db_ref[o] = float(accb);
-            for (int64_t i = 0; i < p.I; i++) {
-                double acc = 0;
-                for (int64_t n = 0; n < p.N; n++) acc += double(dy[n * p.O + o]) * x[n * p.I + i];
-                dw_ref[o * p.I + i] = float(acc);
-            }
-        }
+        linear_forward_naive(y_ref.data(), x.data(), w.data(), b.data(), p);
+        linear_backward_naive(dx_ref.data(), dw_ref.data(), db_ref.data(), x.data(), w.data(), dy.data(), p);
         const std::string tag = "linear N=" + std::to_string(p.N) + " I=" + std::to_string(p.I) +
                                 " O=" + std::to_string(p.O);
         expect(max_rel_err(y, y_ref) < 1e-4, tag + " forward");
@@ -139,60 +124,95 @@ void test_linear(std::mt19937& rng) {
     }
 }
 
+// Every pooling path (the 2x2 fast path, other windows and strides, NaN inputs) against the
+// naive oracle: forward values and argmax exactly, backward through the same argmax.
 void test_pool(std::mt19937& rng) {
-    const Pool2dParams p = check_pool2d("maxpool2d", {2, 3, 7, 9}, 3, 2);
-    auto x = randn(size_t(2 * 3 * 7 * 9), rng);
-    const int64_t P = p.out_h(), Q = p.out_w(), ny = p.N * p.C * P * Q;
-    std::vector<float> y(static_cast<size_t>(ny)), ya(static_cast<size_t>(ny));
-    std::vector<int32_t> arg(static_cast<size_t>(ny));
-    maxpool2d_forward(y.data(), arg.data(), x.data(), p);
-    avgpool2d_forward(ya.data(), x.data(), p);
-    bool max_ok = true, avg_ok = true;
-    for (int64_t nc = 0; nc < p.N * p.C; nc++)
-        for (int64_t oh = 0; oh < P; oh++)
-            for (int64_t ow = 0; ow < Q; ow++) {
-                float best = -INFINITY;
-                double sum = 0;
-                for (int64_t r = 0; r < 3; r++)
-                    for (int64_t s = 0; s < 3; s++) {
-                        const float v = x[nc * 63 + (oh * 2 + r) * 9 + ow * 2 + s];
-                        best = std::fmax(best, v);
-                        sum += v;
-                    }
-                const int64_t i = (nc * P + oh) * Q + ow;
-                max_ok &= y[i] == best && x[nc * 63 + arg[i]] == best;
-                avg_ok &= std::fabs(ya[i] - sum / 9) < 1e-5;
-            }
-    expect(max_ok, "maxpool2d forward and argmax");
-    expect(avg_ok, "avgpool2d forward");
-    std::vector<float> dy(static_cast<size_t>(ny), 1.0f), dx(x.size(), NAN);
-    maxpool2d_backward(dx.data(), dy.data(), arg.data(), p.N, p.C, p.H, p.W, P, Q);
-    double total = 0;
-    for (float v : dx) total += v;
-    expect(total == double(ny), "maxpool2d backward routes every dy once");
+    struct Case { int64_t N, C, H, W, kernel, stride; };
+    const Case cases[] = {{2, 3, 7, 9, 3, 2}, {2, 6, 28, 28, 2, 2}, {3, 16, 10, 10, 2, 2},
+                          {1, 2, 9, 11, 2, 2}, {1, 1, 5, 5, 2, 1}, {2, 1, 6, 7, 3, 3}};
+    for (const Case& c : cases) {
+        const Pool2dParams p = check_pool2d("maxpool2d", {c.N, c.C, c.H, c.W}, c.kernel, c.stride);
+        auto x = randn(size_t(c.N * c.C * c.H * c.W), rng);
+        x[3] = NAN;  // NaN wins its window
+        const int64_t ny = p.N * p.C * p.out_h() * p.out_w();
+        std::vector<float> y(size_t(ny), -1.0f), y_ref(static_cast<size_t>(ny)), ya(static_cast<size_t>(ny)),
+            ya_ref(static_cast<size_t>(ny));
+        std::vector<int32_t> arg(size_t(ny), -1), arg_ref(static_cast<size_t>(ny));
+        maxpool2d_forward(y.data(), arg.data(), x.data(), p);
+        maxpool2d_forward_naive(y_ref.data(), arg_ref.data(), x.data(), p);
+        avgpool2d_forward(ya.data(), x.data(), p);
+        avgpool2d_forward_naive(ya_ref.data(), x.data(), p);
+        auto dy = randn(size_t(ny), rng);
+        std::vector<float> dx(x.size(), NAN), dx_ref(x.size()), dxa(x.size(), NAN), dxa_ref(x.size());
+        maxpool2d_backward(dx.data(), dy.data(), arg.data(), p.N, p.C, p.H, p.W, p.out_h(), p.out_w());
+        maxpool2d_backward_naive(dx_ref.data(), dy.data(), arg_ref.data(), p);
+        avgpool2d_backward(dxa.data(), dy.data(), p);
+        avgpool2d_backward_naive(dxa_ref.data(), dy.data(), p);
+        bool same_max = arg == arg_ref;
+        for (int64_t i = 0; i < ny; i++)
+            same_max = same_max && (y[i] == y_ref[i] || (std::isnan(y[i]) && std::isnan(y_ref[i])));
+        const std::string tag = "pool " + std::to_string(c.N) + "x" + std::to_string(c.C) + "x" +
+                                std::to_string(c.H) + "x" + std::to_string(c.W) + " k" +
+                                std::to_string(c.kernel) + " s" + std::to_string(c.stride);
+        expect(same_max, tag + " maxpool forward and argmax match the oracle exactly");
+        expect(max_rel_err(dx, dx_ref) < 1e-6, tag + " maxpool backward");
+        // the NaN spreads over its windows alike on both sides; compare the finite outputs
+        for (size_t i = 0; i < ya.size(); i++) if (std::isnan(ya_ref[i])) ya[i] = ya_ref[i] = 0;
+        expect(max_rel_err(ya, ya_ref) < 1e-5, tag + " avgpool forward");
+        expect(max_rel_err(dxa, dxa_ref) < 1e-5, tag + " avgpool backward");
+    }
     std::vector<float> tie(16, 1.0f), yt(4);
     std::vector<int32_t> at(4);
     maxpool2d_forward(yt.data(), at.data(), tie.data(), check_pool2d("maxpool2d", {1, 1, 4, 4}, 2, 2));
     expect(at[0] == 0 && at[1] == 2 && at[2] == 8 && at[3] == 10, "maxpool2d ties pick the first");
 }
 
-void test_losses() {
+// Losses and activations against their naive oracles, plus the cases that need the stable
+// forms (huge logits) and PyTorch's NaN rule.
+void test_losses(std::mt19937& rng) {
     const float logits[] = {1.0f, 2.0f, 3.0f, 1000.0f, 0.0f, -1000.0f};
     const int64_t labels[] = {2, 0};
-    float d[6];
+    float d[6], d_ref[6];
     const double loss = softmax_cross_entropy(d, logits, labels, 2, 3);
+    const double loss_ref = softmax_cross_entropy_naive(d_ref, logits, labels, 2, 3);
     const double want0 = std::log(std::exp(1.0) + std::exp(2.0) + std::exp(3.0)) - 3.0;
-    expect(std::fabs(loss - want0 / 2) < 1e-5, "softmax_cross_entropy stable value");
-    expect(std::fabs(d[0] + d[1] + d[2]) < 1e-6 && std::fabs(d[3]) < 1e-6, "dlogits rows sum to 0");
-    float p[3], g[3];
-    softmax(p, logits, 1, 3);
-    expect(std::fabs(p[0] + p[1] + p[2] - 1.0f) < 1e-6, "softmax row sums to 1");
-    const float a[] = {1, 2, 3}, t[] = {1, 0, 5};
-    expect(std::fabs(mse_loss(g, a, t, 3) - 8.0 / 3) < 1e-6 && g[1] == 4.0f / 3, "mse_loss");
-    const float xs[] = {-1.0f, 0.0f, 2.0f, NAN};
-    float ys[4];
-    relu_forward(ys, xs, 4);
-    expect(ys[0] == 0 && ys[2] == 2 && std::isnan(ys[3]), "relu keeps NaN");
+    expect(std::fabs(loss_ref - want0 / 2) < 1e-9, "softmax_cross_entropy_naive stable value");
+    expect(std::fabs(loss - loss_ref) < 1e-6, "softmax_cross_entropy matches the oracle");
+    expect(max_rel_err(std::vector<float>(d, d + 6), std::vector<float>(d_ref, d_ref + 6)) < 1e-6,
+           "dlogits match the oracle");
+    const int64_t N = 5, C = 7;
+    auto z = randn(size_t(N * C), rng), t = randn(size_t(N * C), rng);
+    std::vector<float> p(z.size()), p_ref(z.size()), g(z.size()), g_ref(z.size());
+    softmax(p.data(), z.data(), N, C);
+    softmax_naive(p_ref.data(), z.data(), N, C);
+    expect(max_rel_err(p, p_ref) < 1e-6, "softmax matches the oracle");
+    const double m = mse_loss(g.data(), z.data(), t.data(), N * C);
+    const double m_ref = mse_loss_naive(g_ref.data(), z.data(), t.data(), N * C);
+    expect(std::fabs(m - m_ref) < 1e-6 * m_ref && max_rel_err(g, g_ref) < 1e-6, "mse_loss matches the oracle");
+
+    auto x = randn(1000, rng), dy = randn(1000, rng);
+    x[7] = NAN, x[8] = 0.0f;
+    using Fwd = void (*)(float*, const float*, int64_t);
+    using Bwd = void (*)(float*, const float*, const float*, int64_t);
+    struct Act { const char* name; Fwd f, f_ref; Bwd b, b_ref; bool from_input; };
+    const Act acts[] = {
+        {"relu", relu_forward, relu_forward_naive, relu_backward, relu_backward_naive, true},
+        {"sigmoid", sigmoid_forward, sigmoid_forward_naive, sigmoid_backward, sigmoid_backward_naive, false},
+        {"tanh", tanh_forward, tanh_forward_naive, tanh_backward, tanh_backward_naive, false},
+    };
+    for (const Act& a : acts) {
+        std::vector<float> y(x.size()), y_ref(x.size()), dx(x.size()), dx_ref(x.size());
+        a.f(y.data(), x.data(), 1000);
+        a.f_ref(y_ref.data(), x.data(), 1000);
+        const std::vector<float>& from = a.from_input ? x : y_ref;
+        a.b(dx.data(), from.data(), dy.data(), 1000);
+        a.b_ref(dx_ref.data(), from.data(), dy.data(), 1000);
+        expect(std::isnan(y[7]) && std::isnan(y_ref[7]) && std::isnan(dx[7]) == std::isnan(dx_ref[7]),
+               std::string(a.name) + " NaN rule matches the oracle");
+        y[7] = y_ref[7] = dx[7] = dx_ref[7] = 0.0f;
+        expect(max_rel_err(y, y_ref) < 1e-6, std::string(a.name) + " forward matches the oracle");
+        expect(max_rel_err(dx, dx_ref) < 1e-6, std::string(a.name) + " backward matches the oracle");
+    }
 }
 
 // Every compiled level this CPU runs: igemm_nn/nt/tn against double-precision loops over
@@ -273,28 +293,74 @@ void test_igemm_levels(std::mt19937& rng) {
 }
 
 void test_checks() {
-    expect(throws_invalid([] { check_conv2d({1, 3, 8, 8}, {4, 2, 3, 3}, -1, 1, 0); }),
+    expect(throws_invalid([] { check_conv2d({1, 3, 8, 8}, {4, 2, 3, 3}, std::nullopt, 1, 0); }),
            "conv2d channel mismatch throws");
-    expect(throws_invalid([] { check_conv2d({1, 1, 4, 4}, {1, 1, 7, 7}, -1, 1, 1); }),
+    expect(throws_invalid([] { check_conv2d({1, 1, 4, 4}, {1, 1, 7, 7}, std::nullopt, 1, 1); }),
            "conv2d kernel larger than padded input throws");
-    expect(throws_invalid([] { check_conv2d({1, 1, 8, 8}, {1, 1, 3, 3}, -1, 0, 0); }),
+    expect(throws_invalid([] { check_conv2d({1, 1, 8, 8}, {1, 1, 3, 3}, std::nullopt, 0, 0); }),
            "conv2d stride 0 throws");
-    expect(throws_invalid([] { check_conv2d({1, 1, 8, 8}, {1, 1, 3, 3}, -1, 1, -1); }),
+    expect(throws_invalid([] { check_conv2d({1, 1, 8, 8}, {1, 1, 3, 3}, std::nullopt, 1, -1); }),
            "conv2d negative padding throws");
-    expect(throws_invalid([] { check_conv2d({1, 8, 8}, {1, 1, 3, 3}, -1, 1, 0); }),
+    expect(throws_invalid([] { check_conv2d({1, 8, 8}, {1, 1, 3, 3}, std::nullopt, 1, 0); }),
            "conv2d 3-D x throws");
     expect(throws_invalid([] { check_pool2d("maxpool2d", {1, 1, 2, 2}, 3, 1); }),
            "pool kernel larger than input throws");
-    expect(throws_invalid([] { check_linear({2, 5}, {3, 4}, -1); }), "linear mismatch throws");
+    expect(throws_invalid([] { check_linear({2, 5}, {3, 4}, std::nullopt); }), "linear mismatch throws");
     expect(throws_invalid([] { check_softmax_cross_entropy({2, 3}, {3}); }),
            "labels length mismatch throws");
-    try {
-        check_conv2d({1, 3, 8, 8}, {4, 2, 3, 3}, -1, 1, 0);
-    } catch (const std::invalid_argument& e) {
-        const std::string msg = e.what();
-        expect(msg.find("(2)") != std::string::npos && msg.find("(3)") != std::string::npos,
-               "conv2d message names received and expected channels: " + msg);
+    // The checks moved from the bindings into the core: each names what it received.
+    struct MessageCase { const char* what; void (*f)(); const char* needle; };
+    const MessageCase messages[] = {
+        {"maxpool argmax out of range", [] {
+             const int64_t arg[4] = {0, 3, 16, 1};
+             check_maxpool2d_backward({1, 1, 4, 4}, {1, 1, 2, 2}, {1, 1, 2, 2}, arg);
+         }, "argmax.flat[2] = 16 is outside [0, 16)"},
+        {"maxpool x_shape batch", [] {
+             const int64_t arg[4] = {0, 0, 0, 0};
+             check_maxpool2d_backward({3, 1, 4, 4}, {1, 1, 2, 2}, {1, 1, 2, 2}, arg);
+         }, "(1) does not match x_shape[0] (3)"},
+        {"maxpool x_shape negative", [] { check_maxpool2d_backward({1, 1, -4, 4}, {1, 1, 2, 2}, {1, 1, 2, 2}, nullptr); },
+         "x_shape entries must be >= 0, got (1, 1, -4, 4)"},
+        {"avgpool dy", [] { Shape dy = {1, 2, 2, 2}; check_pool2d("avgpool2d_backward", {1, 2, 6, 6}, 2, 2, &dy); },
+         "dy must have shape (1, 2, 3, 3) for x_shape (1, 2, 6, 6), got (1, 2, 2, 2)"},
+        {"softmax 1-D", [] { check_softmax({5}); }, "x must be 2-D (N, C), got shape (5,)"},
+        {"cross-entropy label", [] {
+             const int64_t labels[2] = {1, 3};
+             check_softmax_cross_entropy({2, 3}, {2}, labels);
+         }, "labels[1] = 3 is outside [0, 3)"},
+        {"mse empty", [] { check_mse_loss({0, 3}, {0, 3}); }, "pred is empty (shape (0, 3))"},
+        {"mse shapes", [] { check_mse_loss({2, 3}, {3, 2}); }, "target has shape (3, 2)"},
+        {"gather lut", [] { check_gather_pad_normalize({2, 4, 4}, 1, 255); }, "lut must hold 256 floats, got 255"},
+        {"gather idx", [] {
+             const int64_t idx[2] = {1, -1};
+             Shape is = {2};
+             check_gather_pad_normalize({2, 4, 4}, 1, 256, &is, idx);
+         }, "idx[1] = -1 is outside [0, 2)"},
+        {"net input", [] {
+             LayerDesc flat;
+             flat.kind = &layer_kind("flatten");
+             Net({flat}, 1, 2, 2).check_input({3, 1, 2, 3});
+         }, "x must have shape (N, 1, 2, 2), got (3, 1, 2, 3)"},
+        {"net labels", [] {
+             LayerDesc flat;
+             flat.kind = &layer_kind("flatten");
+             const int64_t labels[2] = {0, 4};
+             Net({flat}, 1, 2, 2).check_train_step({2, 1, 2, 2}, {2}, labels);
+         }, "labels[1] = 4 is outside [0, 4)"},
+        {"net kind", [] { layer_kind("gelu"); }, "unknown layer kind 'gelu'"},
+        {"conv bias 2-D", [] { check_conv2d({1, 1, 8, 8}, {4, 1, 3, 3}, Shape{4, 1}, 1, 0); },
+         "b must be 1-D (K,), got shape (4, 1)"},
+        {"linear bias length", [] { check_linear({2, 5}, {3, 5}, Shape{4}); },
+         "b length (4) does not match w output features w.shape[0] (3)"},
+    };
+    for (const MessageCase& c : messages) {
+        const std::string got = invalid_message(c.f);
+        expect(got.find(c.needle) != std::string::npos,
+               std::string(c.what) + ": message '" + got + "' should contain '" + c.needle + "'");
     }
+    const std::string msg = invalid_message([] { check_conv2d({1, 3, 8, 8}, {4, 2, 3, 3}, std::nullopt, 1, 0); });
+    expect(msg.find("(2)") != std::string::npos && msg.find("(3)") != std::string::npos,
+           "conv2d message names received and expected channels: '" + msg + "'");
 }
 
 }  // namespace
@@ -317,7 +383,7 @@ int main(int argc, char** argv) {
     test_conv2d(rng);
     test_linear(rng);
     test_pool(rng);
-    test_losses();
+    test_losses(rng);
     test_checks();
     std::printf("%d passed, %d failed\n", g_passed, g_failed);
     return g_failed == 0 ? 0 : 1;

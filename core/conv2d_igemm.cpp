@@ -3,7 +3,7 @@
 // the image in place through offsets: on the "wide" grid j = p*Wp + q (one shifted row per
 // tap; columns q >= Q are computed and dropped) or, when K is a multiple of 16, on the exact
 // grid with output channels across the vector lanes (igemm_tn gathering B by tap and position).
-#include "conv2d_direct.h"
+#include "conv2d_igemm.h"
 
 #include <algorithm>
 #include <cmath>
@@ -98,9 +98,9 @@ inline bool exact_grid(const Conv2dParams& p) { return p.K % 16 == 0; }
 
 }  // namespace
 
-int64_t conv2d_direct_workspace(const Conv2dParams& p) { return carve(nullptr, p).total; }
+int64_t conv2d_igemm_workspace(const Conv2dParams& p) { return carve(nullptr, p).total; }
 
-void conv2d_forward_direct(float* y, const float* x, const float* w, const float* b,
+void conv2d_forward_igemm(float* y, const float* x, const float* w, const float* b,
                            int64_t n, const Conv2dParams& p, float* ws, bool relu) {
     const int64_t P = p.out_h(), Q = p.out_w(), PQ = P * Q, CRS = p.crs();
     const Wide g = wide_of(p);
@@ -137,7 +137,7 @@ void conv2d_forward_direct(float* y, const float* x, const float* w, const float
     }
 }
 
-bool conv2d_backward_direct(float* dx, float* dw, float* db, const float* x, const float* w,
+bool conv2d_backward_igemm(float* dx, float* dw, float* db, const float* x, const float* w,
                             const float* dy, int64_t n, const Conv2dParams& p, float* ws) {
     const int64_t in_size = p.C * p.H * p.W;
     // The wide grid multiplies discarded columns (zero gradient) by x and by w: Inf or NaN
