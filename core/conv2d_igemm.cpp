@@ -106,9 +106,9 @@ void conv2d_forward_igemm(float* y, const float* x, const float* w, const float*
     const Wide g = wide_of(p);
     Scratch s = carve(ws, p);
     tap_offsets(s.off, p, g);
-    // The exact grid pays a transpose of w per call: worth it from a few images on. Both
-    // grids sum each output's taps in order from 0 with fused multiply-adds, then add b.
-    const bool exact = exact_grid(p) && n >= 4;
+    // The exact grid pays a transpose of w per call: worth it from the level's
+    // exact_conv_from images on. Both grids sum each output's taps in order from 0, then add b.
+    const bool exact = exact_grid(p) && n >= simd_kernels().exact_conv_from;
     if (exact) {
         position_offsets(s.offp, p, g);
         transpose(s.wtap, p.K, w, CRS, p.K, CRS);  // w^T (CRS, K)

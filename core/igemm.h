@@ -35,6 +35,8 @@ struct IgemmKernels {
     int nn_rows, nn_vectors;   // igemm_nn tile: rows x (vectors * width) columns
     int nt_rows, nt_taps;      // igemm_nt tile: rows x taps, one vector accumulator each
     int tn_rows;               // igemm_tn tile: taps x 16 columns
+    int exact_conv_from;       // images per call from which a 16k-channel conv's forward runs
+                               // on the exact grid (igemm_tn) rather than the wide one
     decltype(&igemm_nn) nn;
     decltype(&igemm_nn_scatter) nn_scatter;
     decltype(&igemm_nt) nt;

@@ -11,6 +11,8 @@
 //   NT_MR x NT_TN        igemm_nt: rows x taps, then NT2_MR x NT2_TN and 1 x NT1_TN for the
 //                        rows left over; MV_MR x 1 when T < NT_TN (matrix-vector products)
 //   TN_RT, TN_RT2        igemm_tn: rows per tile (16 columns each), main and leftover
+//   EXACT_CONV_FROM      images per call from which conv forward uses the exact grid (the
+//                        w^T it needs costs more than the wide grid's waste below that)
 // Every C element is computed by the same operations in the same order whatever tile covers
 // it, so results never depend on how callers split rows across threads.
 #pragma once
@@ -228,5 +230,6 @@ void tn(float* C, int64_t ldc, const float* D, int64_t ldd, int64_t T, int64_t K
 #define PYLENET_IGEMM_TABLE(NAME, V)                                                        \
     const IgemmKernels NAME = {V::kName,  V::W,     V::NN_MR,                              \
                                V::NN_NV,  V::NT_MR, V::NT_TN,                              \
-                               V::TN_RT,  igemm_impl::nn<V>, igemm_impl::nn_scatter<V>,    \
+                               V::TN_RT,  V::EXACT_CONV_FROM,                              \
+                               igemm_impl::nn<V>, igemm_impl::nn_scatter<V>,               \
                                igemm_impl::nt<V>, igemm_impl::tn<V>}

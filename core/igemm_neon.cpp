@@ -19,6 +19,7 @@ struct Neon {
     static constexpr int NN_MR = 6, NN_NV = 4;
     static constexpr int NT_MR = 4, NT_TN = 4, NT2_MR = 2, NT2_TN = 8, NT1_TN = 8, MV_MR = 16;
     static constexpr int TN_RT = 6, TN_RT2 = 2;
+    static constexpr int EXACT_CONV_FROM = 1;  // as for avx2/sse2 (untimed: runs under qemu only)
 
     static R zero() { return vdupq_n_f32(0.0f); }
     static R set1(float x) { return vdupq_n_f32(x); }

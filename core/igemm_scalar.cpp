@@ -22,6 +22,7 @@ struct Scalar {
     static constexpr int NN_MR = 4, NN_NV = 4;
     static constexpr int NT_MR = 2, NT_TN = 4, NT2_MR = 1, NT2_TN = 4, NT1_TN = 4, MV_MR = 4;
     static constexpr int TN_RT = 2, TN_RT2 = 1;
+    static constexpr int EXACT_CONV_FROM = 1;  // no transposes to amortise at one lane
 
     static R zero() { return 0.0f; }
     static R set1(float x) { return x; }

@@ -86,7 +86,7 @@ class FusedNet:
 
     def predict_proba(self, images: np.ndarray, lut: np.ndarray, pad: int) -> np.ndarray:
         """Softmax outputs for raw uint8 images (N, h, w), prepared in the core (one call)."""
-        return self.net.predict_u8(images, lut, pad, [p.data for p in self.params])
+        return self.net.predict_u8(images, lut, pad, [getattr(layer, name).data for layer, name in self._slots])
 
     def train_step(self, x: np.ndarray, labels: np.ndarray, loss: str = "cross_entropy"):
         """(mean loss, outputs): forward, loss and backward; overwrites every parameter's .grad."""
@@ -107,23 +107,24 @@ def _settings(cls):
 _SETTINGS: dict = {}
 
 
-def _key(model) -> list:
-    """Per layer: its identity, its class's settings getter and the values read (a replaced
-    bias Parameter also counts as a change; rebuilding then is harmless)."""
-    key = []
-    for _, layer in model.layers:
-        get = _settings(type(layer))
-        key.append((id(layer), get, get(layer) if get else None))
-    return key
+def _key(model) -> tuple:
+    """(the layers, then per layer with settings its getter and the values read): what a cached
+    network was built from (a replaced bias Parameter also counts as a change; rebuilding then
+    is harmless)."""
+    layers = [layer for _, layer in model.layers]
+    settings = [(get, layer, get(layer)) for layer in layers
+                for get in (_settings(type(layer)),) if get is not None]
+    return layers, settings
 
 
-def _fits(key: list, model) -> bool:
+def _fits(key: tuple, model) -> bool:
     """Whether `model`'s layers are still the ones `key` was taken from, with the same settings."""
-    layers = model.layers
-    if len(layers) != len(key):
+    layers, settings = key
+    # list == list compares the layer objects in C (by identity: layers define no __eq__).
+    if [layer for _, layer in model.layers] != layers:
         return False
-    for (_, layer), (ident, get, values) in zip(layers, key):
-        if id(layer) != ident or (get is not None and get(layer) != values):
+    for get, layer, values in settings:
+        if get(layer) != values:
             return False
     return True
 

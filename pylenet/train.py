@@ -442,7 +442,7 @@ def predict(model, images, *, batch_size: int = 1000) -> tuple[np.ndarray, np.nd
     else:
         chunks = (b[0] if isinstance(b, (tuple, list)) and len(b) == 2 else b for b in images)
         probs = _predict_batches(model, chunks, _num_classes(model))
-    return probs.argmax(axis=1).astype(np.int64), probs
+    return probs.argmax(axis=1).astype(np.int64, copy=False), probs
 
 
 def _predict_batches(model, chunks, num_classes: int) -> np.ndarray:
