@@ -64,20 +64,18 @@ class Checkpoint:
     extra: dict = field(default_factory=dict)
 
 
-def save_checkpoint(path, ckpt: Checkpoint) -> Path:
-    """Write ckpt to path atomically (temp file in the same folder, fsync, rename) and return the path."""
-    path = Path(path)
-    meta, arrays = _prepare(path, ckpt)
-    meta_bytes = json.dumps(meta, indent=1).encode("utf-8")
+def atomic_write(path: Path, write, fail) -> None:
+    """Runs write(f) on a temp file in path's folder, fsyncs it and renames it over path, so
+    that path is either as it was or complete; an OSError becomes fail(reason), raised."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise CheckpointError(f"cannot save checkpoint {path}: cannot create its folder: {e}") from e
+        raise fail(f"cannot create its folder: {e}") from e
     tmp = None
     try:
         tmp, fd = _create_temp(path)
         with os.fdopen(fd, "wb") as f:
-            _write_zip(f, meta_bytes, arrays)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -91,8 +89,17 @@ def save_checkpoint(path, ckpt: Checkpoint) -> Path:
             except OSError:
                 pass
         if isinstance(e, OSError):
-            raise CheckpointError(f"cannot save checkpoint {path}: {e}") from e
+            raise fail(str(e)) from e
         raise
+
+
+def save_checkpoint(path, ckpt: Checkpoint) -> Path:
+    """Write ckpt to path atomically (temp file in the same folder, fsync, rename) and return the path."""
+    path = Path(path)
+    meta, arrays = _prepare(path, ckpt)
+    meta_bytes = json.dumps(meta, indent=1).encode("utf-8")
+    atomic_write(path, lambda f: _write_zip(f, meta_bytes, arrays),
+                 lambda why: CheckpointError(f"cannot save checkpoint {path}: {why}"))
     return path
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from pylenet._version import __version__
-from pylenet.checkpoint import _create_temp, _fsync_dir
+from pylenet.checkpoint import atomic_write
 from pylenet.data import MNIST_MEAN, MNIST_STD
 from pylenet.interop import layer_chain
 
@@ -168,27 +168,5 @@ def export_onnx(model, path, *, preprocess: bool = False, input_shape: tuple = (
 
 def write_atomic(path: Path, data: bytes, *, what: str = "file") -> None:
     """Write bytes to a temp file next to path, fsync and rename: path is either old or complete."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ExportError(f"cannot write {what} {path}: cannot create its folder: {e}") from e
-    tmp = None
-    try:
-        tmp, fd = _create_temp(path)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = None
-        _fsync_dir(path.parent)
-    except BaseException as e:
-        # BaseException on purpose: a Ctrl-C mid-write must not leave a temp file behind.
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-        if isinstance(e, OSError):
-            raise ExportError(f"cannot write {what} {path}: {e}") from e
-        raise
+    atomic_write(path, lambda f: f.write(data),
+                 lambda why: ExportError(f"cannot write {what} {path}: {why}"))
