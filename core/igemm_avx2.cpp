@@ -8,12 +8,9 @@
 #if defined(PYLENET_SIMD_X86)
 #include <immintrin.h>
 
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
-#endif
+#include "compile_as.h"
+
+PYLENET_TARGET_BEGIN("avx2,fma")
 
 #include "igemm_kernels.h"
 
@@ -64,9 +61,5 @@ PYLENET_IGEMM_TABLE(kIgemmAvx2, Avx2);
 
 }  // namespace pylenet
 
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+PYLENET_TARGET_END
 #endif  // PYLENET_SIMD_X86

@@ -7,12 +7,9 @@
 #if defined(PYLENET_SIMD_X86)
 #include <immintrin.h>
 
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f,avx2,fma"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx2,fma")
-#endif
+#include "compile_as.h"
+
+PYLENET_TARGET_BEGIN("avx512f,avx2,fma")
 
 #include "igemm_kernels.h"
 
@@ -65,9 +62,5 @@ PYLENET_IGEMM_TABLE(kIgemmAvx512, Avx512);
 
 }  // namespace pylenet
 
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+PYLENET_TARGET_END
 #endif  // PYLENET_SIMD_X86

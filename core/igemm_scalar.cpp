@@ -1,15 +1,13 @@
 // igemm micro-kernels on plain floats (one lane): the portable level for CPUs without a
 // tuned one, and a second opinion on the vector levels in the tests.
-// fma() is a separate multiply and add; contracting some of them into fused ones (where the
-// compiler targets a CPU that has FMA) would make a result depend on its tile.
-#if defined(__clang__)
-#pragma clang fp contract(off)
-#elif defined(__GNUC__)
-#pragma GCC optimize("fp-contract=off")
-#endif
 #include <cstdint>
 
+#include "compile_as.h"
 #include "igemm.h"
+
+// fma() is a separate multiply and add; contracting some of them into fused ones (where the
+// compiler targets a CPU that has FMA) would make a result depend on its tile.
+PYLENET_NO_FP_CONTRACT
 #include "igemm_kernels.h"
 
 namespace pylenet {

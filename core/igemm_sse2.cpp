@@ -1,16 +1,14 @@
 // igemm micro-kernels for baseline x86-64 (SSE2: 16 xmm registers of 4 floats, no FMA, so
 // each multiply-add needs a temporary): 4 x 8 tiles for nn (8 accumulators), 2 x 4 for nt,
 // 2 x 16 for tn (8 accumulators + 4 D loads + broadcast + temporary).
-// fma() is a separate multiply and add; contracting some of them into fused ones (where the
-// compiler targets a CPU that has FMA) would make a result depend on its tile.
-#if defined(__clang__)
-#pragma clang fp contract(off)
-#elif defined(__GNUC__)
-#pragma GCC optimize("fp-contract=off")
-#endif
 #include <cstdint>
 
+#include "compile_as.h"
 #include "igemm.h"
+
+// fma() is a separate multiply and add; contracting some of them into fused ones (where the
+// compiler targets a CPU that has FMA) would make a result depend on its tile.
+PYLENET_NO_FP_CONTRACT
 
 #if defined(PYLENET_SIMD_X86)
 #include <emmintrin.h>

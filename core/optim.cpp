@@ -1,18 +1,15 @@
 // Optimiser updates: one pass over each parameter instead of numpy's several.
 // Without FMA contraction, so that every step rounds exactly as the plain float32
 // expression (and as the numpy reference in the tests) does.
-#if defined(__clang__)
-#pragma clang fp contract(off)
-#elif defined(__GNUC__)
-#pragma GCC optimize("fp-contract=off")
-#endif
 #include "optim.h"
 
+#include <cmath>
 #include <stdexcept>
 #include <string>
 
-#include <cmath>
+#include "compile_as.h"
 
+PYLENET_NO_FP_CONTRACT
 
 namespace pylenet {
 
