@@ -1,8 +1,9 @@
 """Builds pylenet's C++ core into the extension pylenet._core (metadata lives in pyproject.toml).
 
 Environment switches: PYLENET_NATIVE=1 compiles for this CPU only (-march=native);
-PYLENET_NO_OPENMP=1 builds without OpenMP. By default the hot kernels carry AVX-512, AVX2 and
-baseline x86-64 clones chosen at run time, so the wheel runs on any x86-64 CPU.
+PYLENET_NO_OPENMP=1 builds without OpenMP. By default the GEMM micro-kernels are compiled for
+AVX-512, AVX2 and baseline x86-64 (each file with its own target pragma) and one level is
+chosen at import (PYLENET_SIMD forces one), so the wheel runs on any x86-64 CPU.
 """
 import os
 import re
