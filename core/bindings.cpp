@@ -348,6 +348,8 @@ std::unique_ptr<Net> make_net(const py::list& layers, const py::tuple& input_sha
 std::vector<FArr> net_params(const Net& net, const py::sequence& params) {
     std::vector<FArr> out;
     std::vector<Shape> shapes;
+    out.reserve(net.param_shapes().size());
+    shapes.reserve(net.param_shapes().size());
     for (auto item : params) {
         out.push_back(as_float("Net", "params", item));
         shapes.push_back(shape_of(out.back()));
@@ -380,7 +382,8 @@ FArr py_net_forward(Net& net, const py::object& xo, const py::sequence& params) 
 FArr py_net_predict_u8(Net& net, const py::array& images, const py::object& luto, int64_t pad,
                        const py::sequence& params) {
     const char* op = "Net.predict_u8";
-    auto img = py::array_t<uint8_t, py::array::c_style>::ensure(images);
+    using U8Arr = py::array_t<uint8_t, py::array::c_style>;
+    U8Arr img = U8Arr::check_(images) ? py::reinterpret_borrow<U8Arr>(images) : U8Arr::ensure(images);
     if (!img || images.dtype().kind() != 'u' || images.itemsize() != 1)
         throw py::type_error(std::string(op) + ": images must be a uint8 array");
     const Shape is = shape_of(img);
