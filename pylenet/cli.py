@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pylenet._version import __version__
 from pylenet.data import DATASETS
+from pylenet.lecun98 import LR as LECUN98_LR
 from pylenet.losses import LOSSES
 from pylenet.models import ACTIVATIONS, POOLINGS, VARIANTS
 from pylenet.recipe import DEFAULT_RECIPE, OPTIMIZERS, SCHEDULES, make_optimizer, make_scheduler
@@ -32,7 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int, default=R["epochs"], help="total epochs (default %(default)s)")
     t.add_argument("--batch-size", type=int, default=R["batch_size"], help="default %(default)s")
     t.add_argument("--lr", type=float, help="learning rate (default " + ", ".join(
-        f"{v:g} for {k}" for k, v in R["lr"].items()) + ")")
+        f"{v:g} for {k}" for k, v in R["lr"].items()) + "; lecun98: " + ", ".join(
+        f"{v:g} for {k}" for k, v in LECUN98_LR.items()) + ")")
     t.add_argument("--optimizer", choices=OPTIMIZERS, default=R["optimizer"], help="default %(default)s")
     t.add_argument("--momentum", type=float, default=R["momentum"], help="SGD momentum (default %(default)s)")
     t.add_argument("--weight-decay", type=float, default=R["weight_decay"], help="default %(default)s")
@@ -207,7 +209,10 @@ def cmd_train(args) -> int:
     else:
         model = pylenet.LeNet5(variant=args.variant, activation=args.activation,
                                pooling=args.pooling, seed=args.seed)
-    optimizer = make_optimizer(model.parameters(), args.optimizer, lr=args.lr,
+    lr = args.lr
+    if lr is None and model.config.get("variant") == "lecun98":
+        lr = LECUN98_LR[args.optimizer]
+    optimizer = make_optimizer(model.parameters(), args.optimizer, lr=lr,
                                momentum=args.momentum, weight_decay=args.weight_decay)
     scheduler = make_scheduler(optimizer, args.epochs, args.schedule)
     trainer = pylenet.Trainer(model, optimizer, loss=args.loss, scheduler=scheduler,

@@ -239,5 +239,6 @@ def test_cli_trains_the_lecun98_variant(tmp_path, monkeypatch, restore_threads):
     import json
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["model"]["variant"] == "lecun98"
+    assert metrics["history"][0]["lr"] == lecun98.LR["sgd"]  # its own rate, not the modern 0.02
     assert cli.main(["train", "--variant", "lecun98", "--activation", "relu", "--epochs", "1",
                      "--out", str(tmp_path / "bad"), "--no-progress"]) == 1
