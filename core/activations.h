@@ -15,17 +15,32 @@ void sigmoid_backward(float* dx, const float* y, const float* dy, int64_t n);
 void tanh_forward(float* y, const float* x, int64_t n);
 // dx = dy * (1 - y^2), from the forward output y.
 void tanh_backward(float* dx, const float* y, const float* dy, int64_t n);
+// LeCun 1998's squashing function (Appendix A): A tanh(S x) with A = 1.7159, S = 2/3, so
+// that f(1) = 1 and f(-1) = -1, the targets the RBF codes are made of.
+constexpr float kScaledTanhA = 1.7159f;
+constexpr float kScaledTanhS = 2.0f / 3.0f;
+// y = A tanh(S x).
+void scaled_tanh_forward(float* y, const float* x, int64_t n);
+// dx = dy * S (A - y^2 / A) (= dy A S (1 - tanh^2)), from the forward output y.
+void scaled_tanh_backward(float* dx, const float* y, const float* dy, int64_t n);
+// y = scale x + shift (two fixed constants: the input rescaling of the lecun98 variant).
+void rescale_forward(float* y, const float* x, int64_t n, float scale, float shift);
+// dx = scale dy.
+void rescale_backward(float* dx, const float* dy, int64_t n, float scale);
 // y = max(x, 0); NaN stays NaN as in PyTorch.
 void relu_forward(float* y, const float* x, int64_t n);
 // dx = dy where x > 0 (or x is NaN, as PyTorch's threshold_backward), else 0; from the input x.
 void relu_backward(float* dx, const float* x, const float* dy, int64_t n);
 
-// The six functions above in double precision, one element at a time: the oracle for tests
+// The functions above in double precision, one element at a time: the oracle for tests
 // and benchmarks.
 void sigmoid_forward_naive(float* y, const float* x, int64_t n);
 void sigmoid_backward_naive(float* dx, const float* y, const float* dy, int64_t n);
 void tanh_forward_naive(float* y, const float* x, int64_t n);
 void tanh_backward_naive(float* dx, const float* y, const float* dy, int64_t n);
+void scaled_tanh_forward_naive(float* y, const float* x, int64_t n);
+void scaled_tanh_backward_naive(float* dx, const float* y, const float* dy, int64_t n);
+void rescale_forward_naive(float* y, const float* x, int64_t n, float scale, float shift);
 void relu_forward_naive(float* y, const float* x, int64_t n);
 void relu_backward_naive(float* dx, const float* x, const float* dy, int64_t n);
 

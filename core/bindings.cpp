@@ -19,12 +19,15 @@
 #include "conv2d.h"
 #include "linear.h"
 #include "losses.h"
+#include "masked_conv2d.h"
 #include "net.h"
 #include "optim.h"
 #include "parallel.h"
 #include "pool2d.h"
 #include "preprocess.h"
+#include "rbf.h"
 #include "simd.h"
+#include "subsample2d.h"
 
 namespace py = pybind11;
 using namespace pylenet;
@@ -145,6 +148,105 @@ py::tuple py_conv2d_backward(const py::object& xo, const py::object& wo, const p
         conv2d_backward(dxp, dwp, dbp, x.data(), w.data(), dy.data(), p);
     }
     return py::make_tuple(dx, dw, db);
+}
+
+// ----------------------------------------------------------------------------- masked conv2d
+
+FArr py_masked_conv2d_forward(const py::object& xo, const py::object& wo, const py::object& mo,
+                              const py::object& bo, int64_t stride, int64_t padding) {
+    const char* op = "masked_conv2d";
+    FArr x = as_float(op, "x", xo), w = as_float(op, "w", wo), mask = as_float(op, "mask", mo);
+    FArr b;
+    std::optional<Shape> bs;
+    if (!bo.is_none()) {
+        b = as_float(op, "b", bo);
+        bs = shape_of(b);
+    }
+    const Conv2dParams p = check_masked_conv2d(shape_of(x), shape_of(w), shape_of(mask), mask.data(),
+                                               bs, stride, padding);
+    FArr y = new_float({p.N, p.K, p.out_h(), p.out_w()});
+    const float* bp = bo.is_none() ? nullptr : b.data();
+    float* yp = y.mutable_data();
+    py::gil_scoped_release nogil;
+    masked_conv2d_forward(yp, x.data(), w.data(), mask.data(), bp, p);
+    return y;
+}
+
+py::tuple py_masked_conv2d_backward(const py::object& xo, const py::object& wo, const py::object& mo,
+                                    const py::object& dyo, int64_t stride, int64_t padding) {
+    const char* op = "masked_conv2d_backward";
+    FArr x = as_float(op, "x", xo), w = as_float(op, "w", wo), mask = as_float(op, "mask", mo);
+    FArr dy = as_float(op, "dy", dyo);
+    const Shape dys = shape_of(dy);
+    const Conv2dParams p = check_masked_conv2d(shape_of(x), shape_of(w), shape_of(mask), mask.data(),
+                                               std::nullopt, stride, padding, &dys);
+    FArr dx = new_float(shape_of(x)), dw = new_float(shape_of(w)), db = new_float({p.K});
+    float *dxp = dx.mutable_data(), *dwp = dw.mutable_data(), *dbp = db.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        masked_conv2d_backward(dxp, dwp, dbp, x.data(), w.data(), mask.data(), dy.data(), p);
+    }
+    return py::make_tuple(dx, dw, db);
+}
+
+// ----------------------------------------------------------------------------- subsampling
+
+FArr py_subsample2d_forward(const py::object& xo, const py::object& wo, const py::object& bo,
+                            int64_t kernel, int64_t stride) {
+    const char* op = "subsample2d";
+    FArr x = as_float(op, "x", xo), w = as_float(op, "w", wo);
+    FArr b;
+    std::optional<Shape> bs;
+    if (!bo.is_none()) {
+        b = as_float(op, "b", bo);
+        bs = shape_of(b);
+    }
+    const Pool2dParams p = check_subsample2d(shape_of(x), shape_of(w), bs, kernel, stride);
+    FArr y = new_float({p.N, p.C, p.out_h(), p.out_w()});
+    const float* bp = bo.is_none() ? nullptr : b.data();
+    float* yp = y.mutable_data();
+    py::gil_scoped_release nogil;
+    subsample2d_forward(yp, x.data(), w.data(), bp, p);
+    return y;
+}
+
+py::tuple py_subsample2d_backward(const py::object& xo, const py::object& wo, const py::object& dyo,
+                                  int64_t kernel, int64_t stride) {
+    const char* op = "subsample2d_backward";
+    FArr x = as_float(op, "x", xo), w = as_float(op, "w", wo), dy = as_float(op, "dy", dyo);
+    const Shape dys = shape_of(dy);
+    const Pool2dParams p = check_subsample2d(shape_of(x), shape_of(w), std::nullopt, kernel, stride, &dys);
+    FArr dx = new_float(shape_of(x)), dw = new_float({p.C}), db = new_float({p.C});
+    float *dxp = dx.mutable_data(), *dwp = dw.mutable_data(), *dbp = db.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        subsample2d_backward(dxp, dwp, dbp, x.data(), w.data(), dy.data(), p);
+    }
+    return py::make_tuple(dx, dw, db);
+}
+
+// ----------------------------------------------------------------------------- RBF
+
+FArr py_rbf_forward(const py::object& xo, const py::object& co) {
+    FArr x = as_float("rbf", "x", xo), c = as_float("rbf", "centres", co);
+    const LinearParams p = check_rbf(shape_of(x), shape_of(c));
+    FArr y = new_float({p.N, p.O});
+    float* yp = y.mutable_data();
+    py::gil_scoped_release nogil;
+    rbf_forward(yp, x.data(), c.data(), p);
+    return y;
+}
+
+FArr py_rbf_backward(const py::object& xo, const py::object& co, const py::object& dyo) {
+    const char* op = "rbf_backward";
+    FArr x = as_float(op, "x", xo), c = as_float(op, "centres", co), dy = as_float(op, "dy", dyo);
+    const Shape dys = shape_of(dy);
+    const LinearParams p = check_rbf(shape_of(x), shape_of(c), &dys);
+    FArr dx = new_float(shape_of(x));
+    float* dxp = dx.mutable_data();
+    py::gil_scoped_release nogil;
+    rbf_backward(dxp, x.data(), c.data(), dy.data(), p);
+    return dx;
 }
 
 // ----------------------------------------------------------------------------- pooling
@@ -324,19 +426,42 @@ py::tuple py_mse_loss(const py::object& po, const py::object& to) {
 }
 
 
+py::tuple py_rbf_map_loss(const py::object& yo, const py::object& labo) {
+    const char* op = "rbf_map_loss";
+    FArr y = as_float(op, "y", yo);
+    I64Arr labels = as_int<I64Arr>(op, "labels", labo);
+    const Shape ys = shape_of(y);
+    check_rbf_map_loss(ys, shape_of(labels), labels.data());
+    FArr d = new_float(ys);
+    float* dp = d.mutable_data();
+    double loss;
+    {
+        py::gil_scoped_release nogil;
+        loss = rbf_map_loss(dp, y.data(), labels.data(), ys[0], ys[1]);
+    }
+    return py::make_tuple(loss, d);
+}
+
 // ----------------------------------------------------------------------------- fused network
 
-// Layer tuples from Python: (kind, in, out, kernel, stride, pad, bias).
+// Layer tuples from Python: (kind, in, out, kernel, stride, pad, bias[, const]); const is
+// None or an array-like of numbers (copied as float32 with its shape).
 std::unique_ptr<Net> make_net(const py::list& layers, const py::tuple& input_shape) {
     std::vector<LayerDesc> descs;
     for (auto item : layers) {
         auto t = item.cast<py::tuple>();
-        if (t.size() != 7)
-            throw py::value_error("Net: each layer must be (kind, in, out, kernel, stride, pad, bias)");
+        if (t.size() != 7 && t.size() != 8)
+            throw py::value_error("Net: each layer must be (kind, in, out, kernel, stride, pad, bias[, const])");
         LayerDesc d;
         d.kind = &layer_kind(t[0].cast<std::string>());
         d.in = t[1].cast<int64_t>(), d.out = t[2].cast<int64_t>(), d.kernel = t[3].cast<int64_t>();
         d.stride = t[4].cast<int64_t>(), d.pad = t[5].cast<int64_t>(), d.bias = t[6].cast<bool>();
+        if (t.size() == 8 && !t[7].is_none()) {
+            FArr c = as_float("Net", "const", py::object(t[7]));
+            d.const_shape = shape_of(c);
+            if (d.const_shape.empty()) d.const_shape = {1};  // a scalar is one value
+            d.constant.assign(c.data(), c.data() + c.size());
+        }
         descs.push_back(d);
     }
     if (input_shape.size() != 3) throw py::value_error("Net: input_shape must be (C, H, W)");
@@ -524,6 +649,13 @@ py::dict py_layer_kinds() {
     return out;
 }
 
+py::tuple py_penalty_kinds() {
+    py::list out;
+    for (const LayerKindInfo& k : layer_kinds())
+        if (k.penalty_output) out.append(k.name);
+    return py::tuple(out);
+}
+
 py::tuple py_loss_kinds() {
     py::list out;
     for (const LossKindInfo& k : loss_kinds()) out.append(k.name);
@@ -601,6 +733,53 @@ PYBIND11_MODULE(_core, m) {
           },
           py::arg("x"), py::arg("dy"),
           "dx = dy where x > 0, else 0; from the forward input x.");
+    m.def("scaled_tanh_forward",
+          [](const py::object& x) { return run_unary("scaled_tanh", scaled_tanh_forward, x); },
+          py::arg("x"), "y = 1.7159 tanh(2 x / 3) (LeCun 1998's squashing function).");
+    m.def("scaled_tanh_backward",
+          [](const py::object& y, const py::object& dy) {
+              return run_binary("scaled_tanh_backward", "y", scaled_tanh_backward, y, dy);
+          },
+          py::arg("y"), py::arg("dy"),
+          "dx = dy * (2/3) (1.7159 - y^2 / 1.7159), from the forward output y.");
+    m.def("rescale_forward",
+          [](const py::object& xo, float scale, float shift) {
+              FArr x = as_float("rescale", "x", xo);
+              FArr y = new_float(shape_of(x));
+              float* yp = y.mutable_data();
+              py::gil_scoped_release nogil;
+              rescale_forward(yp, x.data(), x.size(), scale, shift);
+              return y;
+          },
+          py::arg("x"), py::arg("scale"), py::arg("shift"), "y = scale x + shift.");
+    m.def("rescale_backward",
+          [](const py::object& dyo, float scale) {
+              FArr dy = as_float("rescale_backward", "dy", dyo);
+              FArr dx = new_float(shape_of(dy));
+              float* dxp = dx.mutable_data();
+              py::gil_scoped_release nogil;
+              rescale_backward(dxp, dy.data(), dy.size(), scale);
+              return dx;
+          },
+          py::arg("dy"), py::arg("scale"), "dx = scale dy.");
+    m.def("masked_conv2d_forward", &py_masked_conv2d_forward, py::arg("x"), py::arg("w"),
+          py::arg("mask"), py::arg("b") = py::none(), py::arg("stride") = 1, py::arg("padding") = 0,
+          "conv2d_forward with the weight w (K,C,R,S) times the 0/1 connection mask (K,C).");
+    m.def("masked_conv2d_backward", &py_masked_conv2d_backward, py::arg("x"), py::arg("w"),
+          py::arg("mask"), py::arg("dy"), py::arg("stride") = 1, py::arg("padding") = 0,
+          "Gradients (dx, dw, db) of masked_conv2d_forward; dw is masked (0 where mask is 0).");
+    m.def("subsample2d_forward", &py_subsample2d_forward, py::arg("x"), py::arg("w"),
+          py::arg("b") = py::none(), py::arg("kernel") = 2, py::arg("stride") = 2,
+          "y (N,C,P,Q) = w[c] * window sum of x (N,C,H,W) + b[c] (trainable subsampling).");
+    m.def("subsample2d_backward", &py_subsample2d_backward, py::arg("x"), py::arg("w"), py::arg("dy"),
+          py::arg("kernel") = 2, py::arg("stride") = 2,
+          "Gradients (dx, dw, db) of subsample2d_forward.");
+    m.def("rbf_forward", &py_rbf_forward, py::arg("x"), py::arg("centres"),
+          "y (N,O) = sum_j (x[n,j] - centres[i,j])^2: penalties, the smallest the likeliest.");
+    m.def("rbf_backward", &py_rbf_backward, py::arg("x"), py::arg("centres"), py::arg("dy"),
+          "dx (N,I) of rbf_forward given dy (N,O); the fixed centres get no gradient.");
+    m.def("rbf_map_loss", &py_rbf_map_loss, py::arg("y"), py::arg("labels"),
+          "(loss, dy): mean over rows of y[label] + log(exp(-0.1) + sum_i exp(-y_i)) (LeCun 1998, eq. 9).");
     m.def("softmax", &py_softmax, py::arg("x"),
           "Row-wise softmax of x (N,C); rows of p sum to 1.");
     m.def("softmax_cross_entropy", &py_softmax_cross_entropy, py::arg("logits"), py::arg("labels"),
@@ -621,13 +800,13 @@ PYBIND11_MODULE(_core, m) {
     py::class_<Net>(m, "Net",
                     "A layer chain run by the core in one call per "
                     "batch. layers: list of (kind, in, out, kernel, stride, pad, bias) tuples, "
-                    "kind one of layer_kinds().")
+                    "kind one of layer_kinds(); const (optional) is the layer's fixed array or None.")
         .def(py::init(&make_net), py::arg("layers"), py::arg("input_shape"))
         .def("forward", &py_net_forward, py::arg("x"), py::arg("params"),
              "Outputs (N, features) for x (N, C, H, W).")
         .def("predict_u8", &py_net_predict_u8, py::arg("images"), py::arg("lut"), py::arg("pad"),
              py::arg("params"),
-             "Softmax outputs for raw uint8 images (N, h, w), padded and normalised in the core.")
+             "Softmax of the class scores for raw uint8 images (N, h, w), padded and normalised in the core.")
         .def("train_step", &py_net_train_step, py::arg("x"), py::arg("labels"), py::arg("params"),
              py::arg("grads"), py::arg("loss") = "cross_entropy",
              "(loss, out): forward, mean loss and backward; overwrites the arrays in grads.")
@@ -639,6 +818,8 @@ PYBIND11_MODULE(_core, m) {
     m.def("layer_kinds", &py_layer_kinds,
           "The layer kinds the core runs: name -> {Net tuple slot: layer attribute it comes from}.");
     m.def("loss_kinds", &py_loss_kinds, "The loss names Net.train_step takes.");
+    m.def("penalty_kinds", &py_penalty_kinds,
+          "The layer kinds whose outputs are penalties (class scores = -outputs, e.g. rbf).");
     m.def("gather_pad_normalize", &py_gather_pad_normalize, py::arg("images"), py::arg("idx"),
           py::arg("pad"), py::arg("lut"),
           "x (n,1,H+2pad,W+2pad) = lut[images[idx]] with lut[0] in the padding (data pipeline).");

@@ -29,6 +29,16 @@ void check_mse_loss(const Shape& pred, const Shape& target) {
         throw std::invalid_argument("mse_loss: pred is empty (shape " + shape_str(pred) + ")");
 }
 
+void check_rbf_map_loss(const Shape& y, const Shape& labels_shape, const int64_t* labels) {
+    const char* op = "rbf_map_loss";
+    check_ndim(op, "y", y, 2, "(N, C)");
+    check_ndim(op, "labels", labels_shape, 1, "(N,)");
+    check_at_least(op, "batch size y.shape[0]", y[0], 1);
+    check_at_least(op, "classes y.shape[1]", y[1], 1);
+    check_equal(op, "labels length", labels_shape[0], "y rows y.shape[0]", y[0]);
+    if (labels) check_indices(op, "labels", labels, y[0], y[1], " for y of shape " + shape_str(y));
+}
+
 void softmax(float* p, const float* x, int64_t N, int64_t C) {
     for (int64_t n = 0; n < N; n++) {
         const float* xr = x + n * C;
@@ -67,6 +77,29 @@ double softmax_cross_entropy_sum(float* dlogits, const float* logits, const int6
 double softmax_cross_entropy(float* dlogits, const float* logits, const int64_t* labels,
                              int64_t N, int64_t C) {
     return softmax_cross_entropy_sum(dlogits, logits, labels, N, C, 1.0f / float(N)) / double(N);
+}
+
+double rbf_map_sum(float* dy, const float* y, const int64_t* labels, int64_t N, int64_t C,
+                   float scale) {
+    const float neg_j = -float(kRbfMapJ);
+    double loss = 0.0;
+    for (int64_t n = 0; n < N; n++) {
+        const float* yr = y + n * C;
+        float* dr = dy + n * C;
+        float m = neg_j;  // the largest exponent among -j and -y_i (NaN wins)
+        for (int64_t c = 0; c < C; c++) m = (-yr[c] > m || yr[c] != yr[c]) ? -yr[c] : m;
+        double z = std::exp(double(neg_j) - m);
+        for (int64_t c = 0; c < C; c++) z += std::exp(double(-yr[c]) - m);
+        const double log_z = std::log(z) + m;
+        loss += double(yr[labels[n]]) + log_z;
+        for (int64_t c = 0; c < C; c++)
+            dr[c] = scale * ((c == labels[n] ? 1.0f : 0.0f) - float(std::exp(double(-yr[c]) - log_z)));
+    }
+    return loss;
+}
+
+double rbf_map_loss(float* dy, const float* y, const int64_t* labels, int64_t N, int64_t C) {
+    return rbf_map_sum(dy, y, labels, N, C, 1.0f / float(N)) / double(N);
 }
 
 double mse_onehot_sum(float* dout, const float* out, const int64_t* labels, int64_t N, int64_t C,
@@ -118,6 +151,23 @@ double softmax_cross_entropy_naive(float* dlogits, const float* logits, const in
         loss += mx + std::log(sum) - z[labels[n]];
         for (int64_t c = 0; c < C; c++)
             dlogits[n * C + c] = float((std::exp(double(z[c]) - mx) / sum - (c == labels[n] ? 1.0 : 0.0)) / double(N));
+    }
+    return loss / double(N);
+}
+
+// E = y_D + log(exp(-j) + sum_i exp(-y_i))  =>  dE/dy_i = [i = D] - exp(-y_i) / Z, Z the sum
+// in the log; the mean over N rows divides both by N.
+double rbf_map_loss_naive(float* dy, const float* y, const int64_t* labels, int64_t N, int64_t C) {
+    double loss = 0.0;
+    for (int64_t n = 0; n < N; n++) {
+        const float* yr = y + n * C;
+        double m = -kRbfMapJ;
+        for (int64_t c = 0; c < C; c++) m = std::max(m, -double(yr[c]));
+        double z = std::exp(-kRbfMapJ - m);
+        for (int64_t c = 0; c < C; c++) z += std::exp(-double(yr[c]) - m);
+        loss += yr[labels[n]] + std::log(z) + m;
+        for (int64_t c = 0; c < C; c++)
+            dy[n * C + c] = float(((c == labels[n] ? 1.0 : 0.0) - std::exp(-double(yr[c]) - m) / z) / double(N));
     }
     return loss / double(N);
 }

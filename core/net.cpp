@@ -216,7 +216,13 @@ void Net::predict_u8(float* probs, const uint8_t* images, int64_t N, int64_t h, 
     for_chunks(N, [&](Workspace& ws, int64_t n0, int64_t n) {
         gather_pad_normalize(ws.input.data(), images + n0 * h * w, nullptr, n, h, w, pad, lut);
         forward_block(ws, ws.input.data(), n, params, false);
-        softmax(probs + n0 * classes, act(ws, ws.input.data(), layers_.size()), n, classes);
+        const float* out = act(ws, ws.input.data(), layers_.size());
+        float* pb = probs + n0 * classes;
+        if (penalty_output()) {  // class scores = -penalties
+            for (int64_t i = 0; i < n * classes; i++) pb[i] = -out[i];
+            out = pb;  // softmax may run in place
+        }
+        softmax(pb, out, n, classes);
     });
 }
 

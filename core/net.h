@@ -41,7 +41,10 @@ public:
 
     // out (N, classes) = the network applied to x (N, C, H, W). params in param_shapes order.
     void forward(float* out, const float* x, int64_t N, const float* const* params);
-    // probs (N, classes) = softmax of the network applied to uint8 images (N, h, w) that are
+    // Whether the last layer outputs penalties (the RBF): class scores are then -outputs.
+    bool penalty_output() const { return layers_.back().desc.kind->penalty_output; }
+    // probs (N, classes) = softmax of the class scores (the outputs, or minus the penalties)
+    // of the network applied to uint8 images (N, h, w) that are
     // zero-padded by `pad` and mapped through lut (256 floats) first: inference from raw
     // pixels in one call. Needs C == 1 and (h + 2 pad, w + 2 pad) == (H, W).
     void predict_u8(float* probs, const uint8_t* images, int64_t N, int64_t h, int64_t w,

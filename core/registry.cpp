@@ -8,11 +8,14 @@
 #include "conv2d.h"
 #include "linear.h"
 #include "losses.h"
+#include "masked_conv2d.h"
 #include "pool2d.h"
+#include "rbf.h"
+#include "subsample2d.h"
 
 namespace pylenet {
 
-const char* const kSlotNames[kNumSlots] = {"in", "out", "kernel", "stride", "pad", "bias"};
+const char* const kSlotNames[kNumSlots] = {"in", "out", "kernel", "stride", "pad", "bias", "const"};
 
 namespace {
 
@@ -33,6 +36,15 @@ void add_params(NetLayer& L, std::vector<Shape>& params, const Shape& w) {
 }
 
 Shape same_shape(NetLayer& L, const std::string&, std::vector<Shape>&) { return L.in_shape; }
+
+// The layer's fixed array must have shape `want` ("Net: layer 3 (RBF) centres must ...").
+void need_constant(const NetLayer& L, const std::string& where, const char* what, const Shape& want) {
+    if (L.desc.const_shape != want)
+        throw std::invalid_argument("Net: " + where + " " + what + " must have shape " +
+                                    shape_str(want) + ", got " +
+                                    (L.desc.const_shape.empty() ? std::string("none")
+                                                                : shape_str(L.desc.const_shape)));
+}
 int64_t no_workspace(const NetLayer&, int64_t) { return 0; }
 
 // ---------------------------------------------------------------- conv2d
@@ -53,17 +65,97 @@ void conv_backward(const NetLayer& L, float* dx, float* dw, float* db, const flo
     conv2d_backward_images(dx, dw, db, in, a.w, dy, a.n, L.conv, a.scratch);
 }
 
+// The layer's pooling parameters for a block of n samples.
+Pool2dParams block_pool(const NetLayer& L, int64_t n) {
+    Pool2dParams p = L.pool;
+    p.N = n;
+    return p;
+}
+
+// ---------------------------------------------------------------- masked conv2d
+Shape masked_conv_setup(NetLayer& L, const std::string& where, std::vector<Shape>& params) {
+    need_planes(L, where, "MaskedConv2d");
+    const Shape& s = L.in_shape;
+    const Shape w = {L.desc.out, L.desc.in, L.desc.kernel, L.desc.kernel};
+    need_constant(L, where, "(MaskedConv2d) connections", {L.desc.out, L.desc.in});
+    L.conv = check_masked_conv2d({1, s[0], s[1], s[2]}, w, L.desc.const_shape,
+                                 L.desc.constant.data(), std::nullopt, L.desc.stride, L.desc.pad);
+    add_params(L, params, w);
+    return {L.conv.K, L.conv.out_h(), L.conv.out_w()};
+}
+int64_t masked_conv_workspace(const NetLayer& L, int64_t) { return masked_conv2d_workspace(L.conv); }
+void masked_conv_forward(const NetLayer& L, float* out, const float* in, const BlockArgs& a, bool relu) {
+    masked_conv2d_forward_images(out, in, a.w, L.desc.constant.data(), a.b, a.n, L.conv, a.scratch, relu);
+}
+void masked_conv_backward(const NetLayer& L, float* dx, float* dw, float* db, const float* in,
+                          const float*, const float* dy, const BlockArgs& a) {
+    masked_conv2d_backward_images(dx, dw, db, in, a.w, L.desc.constant.data(), dy, a.n, L.conv, a.scratch);
+}
+
+// ---------------------------------------------------------------- trainable subsampling
+Shape subsample_setup(NetLayer& L, const std::string& where, std::vector<Shape>& params) {
+    need_planes(L, where, "Subsample2d");
+    const Shape& s = L.in_shape;
+    check_equal("Net", (where + " (Subsample2d) channels").c_str(), L.desc.in, "maps coming in", s[0]);
+    const Shape b = {s[0]};
+    L.pool = check_subsample2d({1, s[0], s[1], s[2]}, {s[0]},
+                               L.desc.bias ? std::optional<Shape>(b) : std::nullopt,
+                               L.desc.kernel, L.desc.stride);
+    L.weight = int(params.size());
+    params.push_back({s[0]});
+    if (L.desc.bias) {
+        L.bias = int(params.size());
+        params.push_back({s[0]});
+    }
+    return {s[0], L.pool.out_h(), L.pool.out_w()};
+}
+void subsample_forward(const NetLayer& L, float* out, const float* in, const BlockArgs& a, bool) {
+    subsample2d_forward(out, in, a.w, a.b, block_pool(L, a.n));
+}
+void subsample_backward(const NetLayer& L, float* dx, float* dw, float* db, const float* in,
+                        const float*, const float* dy, const BlockArgs& a) {
+    subsample2d_backward_images(dx, dw, db, in, a.w, dy, block_pool(L, a.n));
+}
+
+// ---------------------------------------------------------------- RBF output
+Shape rbf_setup(NetLayer& L, const std::string& where, std::vector<Shape>&) {
+    if (L.in_shape.size() != 1)
+        throw std::invalid_argument("Net: " + where + " (RBF) needs flat input (input " +
+                                    shape_str(L.in_shape) + ")");
+    check_equal("Net", (where + " (RBF) in_features").c_str(), L.desc.in, "features coming in",
+                L.in_shape[0]);
+    check_at_least("Net", (where + " (RBF) out_features").c_str(), L.desc.out, 1);
+    need_constant(L, where, "(RBF) centres", {L.desc.out, L.desc.in});
+    L.linear = {1, L.desc.in, L.desc.out};
+    return {L.desc.out};
+}
+void rbf_fwd(const NetLayer& L, float* out, const float* in, const BlockArgs& a, bool) {
+    rbf_forward(out, in, L.desc.constant.data(), {a.n, L.linear.I, L.linear.O});
+}
+void rbf_bwd(const NetLayer& L, float* dx, float*, float*, const float* in, const float*,
+             const float* dy, const BlockArgs& a) {
+    if (dx) rbf_backward(dx, in, L.desc.constant.data(), dy, {a.n, L.linear.I, L.linear.O});
+}
+
+// ---------------------------------------------------------------- rescale
+Shape rescale_setup(NetLayer& L, const std::string& where, std::vector<Shape>&) {
+    need_constant(L, where, "(Rescale) scale_shift", {2});
+    return L.in_shape;
+}
+void rescale_fwd(const NetLayer& L, float* out, const float* in, const BlockArgs& a, bool) {
+    rescale_forward(out, in, a.n * L.in_size, L.desc.constant[0], L.desc.constant[1]);
+}
+void rescale_bwd(const NetLayer& L, float* dx, float*, float*, const float*, const float*,
+                 const float* dy, const BlockArgs& a) {
+    if (dx) rescale_backward(dx, dy, a.n * L.in_size, L.desc.constant[0]);
+}
+
 // ---------------------------------------------------------------- pooling
 Shape pool_setup(NetLayer& L, const std::string& where, std::vector<Shape>&) {
     need_planes(L, where, "pool");
     const Shape& s = L.in_shape;
     L.pool = check_pool2d("Net pool", {1, s[0], s[1], s[2]}, L.desc.kernel, L.desc.stride);
     return {s[0], L.pool.out_h(), L.pool.out_w()};
-}
-Pool2dParams block_pool(const NetLayer& L, int64_t n) {
-    Pool2dParams p = L.pool;
-    p.N = n;
-    return p;
 }
 void maxpool_forward(const NetLayer& L, float* out, const float* in, const BlockArgs& a, bool) {
     maxpool2d_forward(out, a.argmax, in, block_pool(L, a.n));
@@ -126,6 +218,10 @@ double cross_entropy_sum(float* dout, const float* out, const int64_t* labels, i
                          int64_t C, int64_t N) {
     return softmax_cross_entropy_sum(dout, out, labels, n, C, 1.0f / float(N));
 }
+double rbf_map_block_sum(float* dout, const float* out, const int64_t* labels, int64_t n,
+                         int64_t C, int64_t N) {
+    return rbf_map_sum(dout, out, labels, n, C, 1.0f / float(N));
+}
 double mse_sum(float* dout, const float* out, const int64_t* labels, int64_t n, int64_t C,
                int64_t N) {
     return mse_onehot_sum(dout, out, labels, n, C, 2.0f / float(N * C));
@@ -153,6 +249,20 @@ const std::vector<LayerKindInfo>& layer_kinds() {
          flatten_backward},
         {"linear", {"in_features", "out_features", nullptr, nullptr, nullptr, "bias"},
          true, false, false, false, linear_setup, linear_ws, linear_fwd, linear_bwd},
+        // The layers of LeNet5(variant="lecun98").
+        {"masked_conv2d", {"in_channels", "out_channels", "kernel_size", "stride", "padding", "bias",
+                           "connections"},
+         true, false, false, false, masked_conv_setup, masked_conv_workspace, masked_conv_forward,
+         masked_conv_backward},
+        {"subsample2d", {"channels", nullptr, "kernel_size", "stride", nullptr, "bias"},
+         false, false, false, false, subsample_setup, no_workspace, subsample_forward,
+         subsample_backward},
+        {"scaled_tanh", {}, false, false, false, false, same_shape, no_workspace,
+         unary_forward<scaled_tanh_forward>, from_output_backward<scaled_tanh_backward>},
+        {"rbf", {"in_features", "out_features", nullptr, nullptr, nullptr, nullptr, "centres"},
+         false, false, false, false, rbf_setup, no_workspace, rbf_fwd, rbf_bwd, /*penalty_output=*/true},
+        {"rescale", {nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, "scale_shift"},
+         false, false, false, false, rescale_setup, no_workspace, rescale_fwd, rescale_bwd},
     };
     return kinds;
 }
@@ -170,6 +280,7 @@ const std::vector<LossKindInfo>& loss_kinds() {
     static const std::vector<LossKindInfo> kinds = {
         {"cross_entropy", cross_entropy_sum, [](int64_t N, int64_t) { return double(N); }},
         {"mse", mse_sum, [](int64_t N, int64_t C) { return double(N * C); }},
+        {"rbf_map", rbf_map_block_sum, [](int64_t N, int64_t) { return double(N); }},
     };
     return kinds;
 }
@@ -178,9 +289,9 @@ const LossKindInfo& loss_kind(const std::string& name) {
     std::string known;
     for (const LossKindInfo& k : loss_kinds()) {
         if (name == k.name) return k;
-        known += (known.empty() ? "'" : "' or '") + std::string(k.name);
+        known += (known.empty() ? "'" : "', '") + std::string(k.name);
     }
-    throw std::invalid_argument("Net.train_step: loss must be " + known + "', got '" + name + "'");
+    throw std::invalid_argument("Net.train_step: loss must be one of " + known + "', got '" + name + "'");
 }
 
 }  // namespace pylenet

@@ -21,6 +21,11 @@ struct LayerDesc {
     const LayerKindInfo* kind = nullptr;
     int64_t in = 0, out = 0, kernel = 0, stride = 1, pad = 0;
     bool bias = true;
+    // A fixed, untrained array of the layer (the masked conv's 0/1 connection table, the RBF
+    // centres, the rescale's (scale, shift)): its shape, empty when the layer has none, and
+    // its values, row-major.
+    Shape const_shape;
+    std::vector<float> constant;
 };
 
 // A layer placed in a network: its description, per-sample shapes and op parameters (N = 1).
@@ -43,9 +48,10 @@ struct BlockArgs {
     int32_t* argmax = nullptr;  // keeps_argmax kinds: out_size ints per sample (null: inference)
 };
 
-// LayerDesc slots, in the order of the Python tuple (kind, in, out, kernel, stride, pad, bias).
-enum LayerSlot { kSlotIn, kSlotOut, kSlotKernel, kSlotStride, kSlotPad, kSlotBias, kNumSlots };
-extern const char* const kSlotNames[kNumSlots];  // "in", "out", "kernel", "stride", "pad", "bias"
+// LayerDesc slots, in the order of the Python tuple (kind, in, out, kernel, stride, pad, bias,
+// const); a 7-tuple leaves out the constant.
+enum LayerSlot { kSlotIn, kSlotOut, kSlotKernel, kSlotStride, kSlotPad, kSlotBias, kSlotConst, kNumSlots };
+extern const char* const kSlotNames[kNumSlots];  // "in", "out", ..., "bias", "const"
 
 struct LayerKindInfo {
     const char* name;                // "conv2d": the key the Python classes and bindings use
@@ -65,6 +71,9 @@ struct LayerKindInfo {
     // dx (n, in_shape) from dy (n, out_shape), overwritten unless null; ADDS into dw, db.
     void (*backward)(const NetLayer& L, float* dx, float* dw, float* db, const float* in,
                      const float* out, const float* dy, const BlockArgs& a);
+    // Its outputs are penalties, the smallest the likeliest (the RBF): as the last layer, the
+    // class scores are minus the outputs (Net::predict_u8's softmax, pylenet's argmax).
+    bool penalty_output = false;
 };
 
 // Every layer kind, in a fixed order.

@@ -5,9 +5,10 @@ from pylenet import optim
 from pylenet import interop
 from pylenet.data import DataLoader, load_mnist
 from pylenet.export import ExportError, export_onnx
-from pylenet.layers import (AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, Module, Parameter,
-                            ReLU, Sequential, Sigmoid, Tanh)
-from pylenet.losses import CrossEntropyLoss, MSELoss
+from pylenet.layers import (RBF, AvgPool2d, Conv2d, Flatten, Linear, MaskedConv2d, MaxPool2d,
+                            Module, Parameter, ReLU, Rescale, ScaledTanh, Sequential, Sigmoid,
+                            Subsample2d, Tanh)
+from pylenet.losses import CrossEntropyLoss, MSELoss, RBFMAPLoss
 from pylenet.models import LeNet5
 from pylenet.serialize import load_model, save_model
 from pylenet.train import History, Trainer, TrainingDiverged, evaluate, fit, predict
@@ -17,5 +18,5 @@ __all__ = [
     "Linear", "MaxPool2d", "Module", "Parameter", "ReLU", "Sequential", "Sigmoid", "Tanh",
     "CrossEntropyLoss", "MSELoss", "LeNet5", "History", "Trainer", "TrainingDiverged",
     "evaluate", "fit", "predict", "interop", "ExportError", "export_onnx", "load_model",
-    "save_model",
+    "save_model", "MaskedConv2d", "RBF", "RBFMAPLoss", "Rescale", "ScaledTanh", "Subsample2d",
 ]

@@ -10,6 +10,9 @@ from pathlib import Path
 
 from pylenet._version import __version__
 from pylenet.data import DATASETS
+from pylenet.lecun98 import LR as LECUN98_LR
+from pylenet.losses import LOSSES
+from pylenet.models import ACTIVATIONS, POOLINGS, VARIANTS
 from pylenet.recipe import DEFAULT_RECIPE, OPTIMIZERS, SCHEDULES, make_optimizer, make_scheduler
 
 R = DEFAULT_RECIPE
@@ -30,15 +33,20 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int, default=R["epochs"], help="total epochs (default %(default)s)")
     t.add_argument("--batch-size", type=int, default=R["batch_size"], help="default %(default)s")
     t.add_argument("--lr", type=float, help="learning rate (default " + ", ".join(
-        f"{v:g} for {k}" for k, v in R["lr"].items()) + ")")
+        f"{v:g} for {k}" for k, v in R["lr"].items()) + "; lecun98: " + ", ".join(
+        f"{v:g} for {k}" for k, v in LECUN98_LR.items()) + ")")
     t.add_argument("--optimizer", choices=OPTIMIZERS, default=R["optimizer"], help="default %(default)s")
     t.add_argument("--momentum", type=float, default=R["momentum"], help="SGD momentum (default %(default)s)")
     t.add_argument("--weight-decay", type=float, default=R["weight_decay"], help="default %(default)s")
     t.add_argument("--schedule", choices=SCHEDULES, default=R["schedule"],
                    help="learning-rate schedule over the epochs (default %(default)s)")
-    t.add_argument("--activation", choices=["relu", "tanh", "sigmoid"], default="relu")
-    t.add_argument("--pooling", choices=["max", "avg"], default="max")
-    t.add_argument("--loss", choices=["cross_entropy", "mse"], default=R["loss"])
+    t.add_argument("--variant", choices=list(VARIANTS), default="modern",
+                   help="modern (default; --activation, --pooling) or lecun98, the 1998 network "
+                        "(scaled tanh, trainable subsampling, C3 table, RBF output)")
+    t.add_argument("--activation", choices=list(ACTIVATIONS), help="modern variant (default relu)")
+    t.add_argument("--pooling", choices=list(POOLINGS), help="modern variant (default max)")
+    t.add_argument("--loss", choices=list(LOSSES),
+                   help=f"default {R['loss']}, or rbf_map for --variant lecun98")
     t.add_argument("--threads", type=int, help="core threads (default: all cores)")
     t.add_argument("--seed", type=int, default=R["seed"], help="weights and shuffling seed (default %(default)s)")
     t.add_argument("--limit", type=int, metavar="N", help="train on the first N images only")
@@ -199,8 +207,12 @@ def cmd_train(args) -> int:
         args.seed = int(resumed.extra.get("seed", args.seed))
         args.batch_size = int(resumed.extra.get("batch_size", args.batch_size))
     else:
-        model = pylenet.LeNet5(activation=args.activation, pooling=args.pooling, seed=args.seed)
-    optimizer = make_optimizer(model.parameters(), args.optimizer, lr=args.lr,
+        model = pylenet.LeNet5(variant=args.variant, activation=args.activation,
+                               pooling=args.pooling, seed=args.seed)
+    lr = args.lr
+    if lr is None and model.config.get("variant") == "lecun98":
+        lr = LECUN98_LR[args.optimizer]
+    optimizer = make_optimizer(model.parameters(), args.optimizer, lr=lr,
                                momentum=args.momentum, weight_decay=args.weight_decay)
     scheduler = make_scheduler(optimizer, args.epochs, args.schedule)
     trainer = pylenet.Trainer(model, optimizer, loss=args.loss, scheduler=scheduler,

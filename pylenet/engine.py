@@ -18,19 +18,22 @@ from pylenet.layers import Parameter, Sequential
 # attributes the registry names, so no list of layers is kept here.
 LAYER_KINDS = _core.layer_kinds()
 LOSS_KINDS = _core.loss_kinds()
-_SLOTS = ("in", "out", "kernel", "stride", "pad", "bias")
-_DEFAULTS = (0, 0, 0, 1, 0, False)
+PENALTY_KINDS = _core.penalty_kinds()  # kinds whose outputs are penalties: scores = -outputs
+_SLOTS = ("in", "out", "kernel", "stride", "pad", "bias", "const")
+_DEFAULTS = (0, 0, 0, 1, 0, False, None)
+_BIAS = _SLOTS.index("bias")
 
 
 def _reader(kind: str):
-    """A function from a layer of `kind` to its Net tuple (kind, in, out, kernel, stride, pad, bias)."""
+    """A function from a layer of `kind` to its Net tuple (kind, in, out, kernel, stride, pad,
+    bias, const); const is the layer's fixed array (a tuple of numbers or of rows) or None."""
     fields = LAYER_KINDS[kind]
     getters = [(fields.get(slot), default) for slot, default in zip(_SLOTS, _DEFAULTS)]
 
     def read(layer) -> tuple:
         values = [getattr(layer, attr) if attr else default for attr, default in getters]
         if fields.get("bias"):
-            values[-1] = values[-1] is not None  # the bias Parameter, or None
+            values[_BIAS] = values[_BIAS] is not None  # the bias Parameter, or None
         return (kind, *values)
     return read
 
@@ -45,6 +48,22 @@ def _describe(layer) -> tuple | None:
     overrides forward without declaring one falls back to the layer-by-layer path."""
     read = _READERS.get(type(layer).__dict__.get("core_kind"))
     return read(layer) if read else None
+
+
+def outputs_penalties(model) -> bool:
+    """Whether the model's outputs are penalties, the smallest the likeliest: its last layer's
+    kind is one of PENALTY_KINDS (the RBF output of LeNet5(variant="lecun98"))."""
+    layers = getattr(model, "layers", None)
+    if not layers:
+        return False
+    return type(layers[-1][1]).__dict__.get("core_kind") in PENALTY_KINDS
+
+
+def class_scores(model, out: np.ndarray) -> np.ndarray:
+    """Class scores (higher = likelier) from the model's outputs (N, C): the outputs
+    themselves, or minus them when they are penalties. Predictions are their argmax and
+    probabilities their softmax, on every path (the core's predict_u8 applies the same rule)."""
+    return -out if outputs_penalties(model) else out
 
 
 def loss_name(loss) -> str | None:
@@ -85,7 +104,7 @@ class FusedNet:
         return self.net.forward(x, [p.data for p in self.params])
 
     def predict_proba(self, images: np.ndarray, lut: np.ndarray, pad: int) -> np.ndarray:
-        """Softmax outputs for raw uint8 images (N, h, w), prepared in the core (one call)."""
+        """Softmax of the class scores for raw uint8 images (N, h, w), prepared in the core (one call)."""
         return self.net.predict_u8(images, lut, pad, [getattr(layer, name).data for layer, name in self._slots])
 
     def train_step(self, x: np.ndarray, labels: np.ndarray, loss: str = "cross_entropy"):

@@ -33,6 +33,10 @@ def _torch():
     return torch
 
 
+# The core kinds that ONNX and PyTorch export write out.
+_EXPORTABLE = ("conv2d", "linear", "maxpool2d", "avgpool2d", "relu", "tanh", "sigmoid", "flatten")
+
+
 def layer_chain(model, prefix: str = "") -> list[tuple[str, object, tuple]]:
     """(dotted name, layer, core description) of every leaf layer in order; TypeError for an unsupported one."""
     if not isinstance(model, Sequential):
@@ -43,11 +47,13 @@ def layer_chain(model, prefix: str = "") -> list[tuple[str, object, tuple]]:
             chain += layer_chain(layer, f"{prefix}{name}.")
             continue
         desc = _describe(layer)
+        if desc is not None and desc[0] not in _EXPORTABLE:  # the lecun98 layers
+            desc = None
         if desc is None:
             raise TypeError(f"layer {prefix}{name!s} is a {type(layer).__name__}, which cannot be "
                             f"exported; supported: Conv2d, Linear, MaxPool2d, AvgPool2d, ReLU, "
                             f"Tanh, Sigmoid, Flatten and Sequential")
-        chain.append((prefix + name, layer, desc))
+        chain.append((prefix + name, layer, desc[:7]))  # no fixed array in these kinds
     return chain
 
 
@@ -73,7 +79,7 @@ def _to_torch(torch, model):
         if isinstance(layer, Sequential):
             mods[name] = _to_torch(torch, layer)
             continue
-        kind, in_f, out_f, kernel, stride, pad, bias = _describe(layer)
+        kind, in_f, out_f, kernel, stride, pad, bias = _describe(layer)[:7]
         if kind == "conv2d":
             m = nn.Conv2d(in_f, out_f, kernel, stride=stride, padding=pad, bias=bias)
         elif kind == "linear":

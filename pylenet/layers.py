@@ -325,6 +325,162 @@ class Tanh(_FromOutput):
     _forward, _backward = ops.tanh_forward, ops.tanh_backward
 
 
+class ScaledTanh(_FromOutput):
+    """LeCun 1998's squashing function 1.7159 tanh(2x/3) (f(+-1) = +-1); backward from the output."""
+
+    core_kind = "scaled_tanh"  # its entry in the core registry (pylenet.engine)
+
+    _forward, _backward = ops.scaled_tanh_forward, ops.scaled_tanh_backward
+
+
+def _connection_table(connections, rows: int, cols: int) -> tuple:
+    """connections as a tuple of `rows` tuples of `cols` ints, each 0 or 1 (ValueError otherwise)."""
+    table = tuple(tuple(int(v) for v in row) for row in connections)
+    if len(table) != rows or any(len(row) != cols for row in table):
+        raise ValueError(f"connections must be {rows} rows (out_channels) of {cols} 0/1 entries "
+                         f"(in_channels), got {[len(row) for row in table]}")
+    if any(v not in (0, 1) for row in table for v in row):
+        raise ValueError("connections must hold only 0 and 1")
+    return table
+
+
+class MaskedConv2d(Conv2d):
+    """Conv2d whose output map k reads only the input maps c with connections[k][c] == 1 (the
+    1998 C3's Table I, pylenet.lecun98.C3_CONNECTIONS).
+
+    The weight keeps its (K, C, R, R) shape; forward uses weight * mask and backward masks the
+    weight gradient, so the unconnected planes, zeroed here, stay 0 under any optimizer (weight
+    decay included). num_parameters counts only the connected weights and the biases.
+    """
+
+    core_kind = "masked_conv2d"  # its entry in the core registry (pylenet.engine)
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *, connections,
+                 stride: int = 1, padding: int = 0, bias: bool = True,
+                 rng: np.random.Generator | None = None):
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
+                         bias=bias, rng=rng)
+        self.connections = _connection_table(connections, self.out_channels, self.in_channels)
+        self.weight.data *= self.mask[:, :, None, None]
+
+    @property
+    def mask(self) -> np.ndarray:
+        """The connection table as a float32 (K, C) array of 0s and 1s."""
+        return np.array(self.connections, dtype=np.float32)
+
+    def forward(self, x):
+        self._x = x if self.training else None
+        b = self.bias.data if self.bias is not None else None
+        return ops.masked_conv2d_forward(x, self.weight.data, self.mask, b, self.stride, self.padding)
+
+    def backward(self, dy):
+        if self._x is None:
+            raise RuntimeError("MaskedConv2d.backward called without a forward in training mode")
+        dx, dw, db = ops.masked_conv2d_backward(self._x, self.weight.data, self.mask, dy,
+                                                self.stride, self.padding)
+        self.weight.set_grad(dw)
+        if self.bias is not None:
+            self.bias.set_grad(db)
+        return dx
+
+    def num_parameters(self) -> int:
+        """Connected weights (kernel_size^2 per connection) plus the biases."""
+        k = self.kernel_size
+        return int(sum(map(sum, self.connections))) * k * k + (self.out_channels if self.bias is not None else 0)
+
+    def extra_repr(self):
+        return super().extra_repr() + f", connections={int(sum(map(sum, self.connections)))}"
+
+
+class Subsample2d(_Pool):
+    """LeCun 1998's trainable subsampling (S2, S4): y[c] = weight[c] * (window sum of x[c]) +
+    bias[c]; weight and bias (C,), initialised U(+-1/sqrt(kernel_size^2)) as the fan-in rule."""
+
+    core_kind = "subsample2d"  # its entry in the core registry (pylenet.engine)
+
+    def __init__(self, channels: int, kernel_size: int = 2, stride: int | None = None, *,
+                 bias: bool = True, rng: np.random.Generator | None = None):
+        super().__init__(kernel_size, stride)
+        self.channels = _positive_int("channels", channels)
+        rng = rng if rng is not None else np.random.default_rng()
+        bound = 1.0 / self.kernel_size
+        self.weight = Parameter(_uniform(rng, (self.channels,), bound))
+        self.bias = Parameter(_uniform(rng, (self.channels,), bound)) if bias else None
+        self._x = None
+
+    def forward(self, x):
+        self._x = x if self.training else None
+        b = self.bias.data if self.bias is not None else None
+        return ops.subsample2d_forward(x, self.weight.data, b, self.kernel_size, self.stride)
+
+    def backward(self, dy):
+        x = self._cached(self._x)
+        dx, dw, db = ops.subsample2d_backward(x, self.weight.data, dy, self.kernel_size, self.stride)
+        self.weight.set_grad(dw)
+        if self.bias is not None:
+            self.bias.set_grad(db)
+        return dx
+
+    def extra_repr(self):
+        return f"{self.channels}, " + super().extra_repr()
+
+
+class RBF(Module):
+    """Euclidean RBF output units (LeCun 1998): y_i = sum_j (x_j - centres[i][j])^2.
+
+    The outputs are penalties (the smallest is the prediction; pylenet.engine.class_scores
+    turns them into scores). The centres (out_features, in_features) are fixed, not a
+    Parameter: kept as a tuple of tuples, never trained.
+    """
+
+    core_kind = "rbf"  # its entry in the core registry (pylenet.engine)
+
+    def __init__(self, in_features: int, out_features: int, *, centres):
+        self.in_features = _positive_int("in_features", in_features)
+        self.out_features = _positive_int("out_features", out_features)
+        self.centres = tuple(tuple(float(v) for v in row) for row in centres)
+        if len(self.centres) != out_features or any(len(r) != in_features for r in self.centres):
+            raise ValueError(f"RBF: centres must be {out_features} rows of {in_features} numbers")
+        self._x = None
+
+    def forward(self, x):
+        self._x = x if self.training else None
+        return ops.rbf_forward(x, self.centres)
+
+    def backward(self, dy):
+        return ops.rbf_backward(self._cached(self._x), self.centres, dy)
+
+    def output_shape(self, in_shape):
+        return (self.out_features,)
+
+    def extra_repr(self):
+        return f"{self.in_features}, {self.out_features}"
+
+
+class Rescale(Module):
+    """y = scale * x + shift with two fixed numbers, no parameters: maps pylenet's normalised
+    input onto another range (LeNet5(variant="lecun98"): the paper's -0.1 / 1.175 levels)."""
+
+    core_kind = "rescale"  # its entry in the core registry (pylenet.engine)
+
+    def __init__(self, scale: float, shift: float):
+        self.scale, self.shift = float(scale), float(shift)
+
+    @property
+    def scale_shift(self) -> tuple:
+        """(scale, shift), as the core takes them."""
+        return (self.scale, self.shift)
+
+    def forward(self, x):
+        return ops.rescale_forward(x, self.scale, self.shift)
+
+    def backward(self, dy):
+        return ops.rescale_backward(dy, self.scale)
+
+    def extra_repr(self):
+        return f"scale={self.scale:.6g}, shift={self.shift:.6g}"
+
+
 class Flatten(Module):
     """(N, C, H, W) -> (N, C*H*W); a view, no copy."""
 
@@ -381,6 +537,11 @@ class Sequential(Module):
         for _, layer in self.layers:
             in_shape = layer.output_shape(in_shape)
         return in_shape
+
+    def num_parameters(self) -> int:
+        """Total count of trainable scalars, as each layer counts them (a MaskedConv2d counts
+        only its connected weights)."""
+        return sum(layer.num_parameters() for _, layer in self.layers)
 
     def summary(self, input_shape: tuple = (1, 32, 32)) -> str:
         """A table of layer name, type, output shape and parameter count."""

@@ -38,11 +38,23 @@ class MSELoss:
         return ops.mse_loss(outputs, target)
 
 
-LOSSES = {"cross_entropy": CrossEntropyLoss, "mse": MSELoss}
+class RBFMAPLoss:
+    """LeCun 1998's MAP criterion (eq. 9) on RBF penalties y (N, C), mean over the batch:
+    E = y[label] + log(exp(-j) + sum_i exp(-y_i)), j = 0.1. The first term pulls the correct
+    class's penalty down; the second pushes the others up, until they pass j."""
+
+    name = "rbf_map"
+    core_kind = "rbf_map"  # the fused engine runs it (core/registry.h)
+
+    def __call__(self, y: np.ndarray, labels: np.ndarray):
+        return ops.rbf_map_loss(y, labels)
 
 
-def get_loss(loss) -> CrossEntropyLoss | MSELoss:
-    """A loss object from a name ("cross_entropy", "mse") or a callable passed through."""
+LOSSES = {"cross_entropy": CrossEntropyLoss, "mse": MSELoss, "rbf_map": RBFMAPLoss}
+
+
+def get_loss(loss) -> CrossEntropyLoss | MSELoss | RBFMAPLoss:
+    """A loss object from a name ("cross_entropy", "mse", "rbf_map") or a callable passed through."""
     if isinstance(loss, str):
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")

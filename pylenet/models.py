@@ -3,13 +3,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from pylenet import lecun98
 from pylenet.checkpoint import CheckpointError, load_checkpoint
-from pylenet.layers import (AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential,
-                            Sigmoid, Tanh)
+from pylenet.data import MNIST_MEAN, MNIST_STD
+from pylenet.layers import (RBF, AvgPool2d, Conv2d, Flatten, Linear, MaskedConv2d, MaxPool2d,
+                            ReLU, Rescale, ScaledTanh, Sequential, Sigmoid, Subsample2d, Tanh)
 from pylenet.serialize import model_from_checkpoint, register_architecture, save_model
 
 ACTIVATIONS = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid}
 POOLINGS = {"max": MaxPool2d, "avg": AvgPool2d}
+VARIANTS = ("modern", "lecun98")
+# lecun98's options: its weight initialisation and its input levels, each the paper's by default.
+LECUN98_INITS = ("lecun98", "default")      # U(+-2.4 / fan-in), or the layers' own U(+-1/sqrt(fan-in))
+LECUN98_INPUTS = ("lecun98", "mnist")       # background -0.1 / foreground 1.175, or mean 0 / std 1
 
 
 def _choice(name: str, value, options: dict):
@@ -21,20 +27,41 @@ def _choice(name: str, value, options: dict):
 class LeNet5(Sequential):
     """LeNet-5 for 1x32x32 inputs (MNIST's 28x28 zero-padded by 2).
 
-    activation="sigmoid" is the classic form: the logistic 1/(1+exp(-x)) after C1, C3, F5 and
-    F6. "relu" (the default) and "tanh" swap that function; pooling picks max or average
-    subsampling. Keyword-only arguments; all initial weights come from default_rng(seed).
+    variant="modern" (the default): activation="sigmoid" is the classic form, the logistic
+    1/(1+exp(-x)) after C1, C3, F5 and F6; "relu" (the default) and "tanh" swap that function;
+    pooling picks max or average subsampling; a linear output of num_classes logits.
+
+    variant="lecun98": the network of LeCun, Bottou, Bengio and Haffner (1998), 60,000
+    parameters: C1, trainable subsampling S2, C3 with Table I's connections, S4, C5, F6, each
+    followed by 1.7159 tanh(2a/3), and 10 Euclidean RBF units on Fig. 3's fixed codes, whose
+    outputs are penalties (predictions: the smallest; its loss: "rbf_map"). Its options:
+    init="lecun98" (U(+-2.4/F_in), F_in the unit's fan-in) or "default" (the layers' own), and
+    input_norm="lecun98" (a fixed first layer maps pylenet's normalised input onto the paper's
+    levels, background -0.1 and foreground 1.175) or "mnist" (the input as pylenet gives it).
+    activation and pooling belong to the modern variant; num_classes is 10 here.
+
+    Keyword-only arguments; all initial weights come from default_rng(seed).
     """
 
-    def __init__(self, *, activation: str = "relu", pooling: str = "max", num_classes: int = 10,
-                 seed: int = 0):
-        act = _choice("activation", activation, ACTIVATIONS)
-        pool = _choice("pooling", pooling, POOLINGS)
+    def __init__(self, *, variant: str = "modern", activation: str | None = None,
+                 pooling: str | None = None, num_classes: int = 10, seed: int = 0,
+                 init: str | None = None, input_norm: str | None = None):
+        if variant not in VARIANTS:
+            raise ValueError(f"LeNet5: variant must be one of {list(VARIANTS)}, got {variant!r}")
         if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
             raise ValueError(f"LeNet5: num_classes must be an int >= 2, got {num_classes!r}")
+        rng = np.random.default_rng(seed)
+        if variant == "lecun98":
+            self._build_lecun98(activation, pooling, int(num_classes), int(seed), init, input_norm, rng)
+            return
+        if init is not None or input_norm is not None:
+            raise ValueError("LeNet5: init and input_norm are options of variant='lecun98'")
+        activation = "relu" if activation is None else activation
+        pooling = "max" if pooling is None else pooling
+        act = _choice("activation", activation, ACTIVATIONS)
+        pool = _choice("pooling", pooling, POOLINGS)
         self.config = {"name": "LeNet5", "activation": activation, "pooling": pooling,
                        "num_classes": int(num_classes), "seed": int(seed)}
-        rng = np.random.default_rng(seed)
         super().__init__(
             ("C1", Conv2d(1, 6, 5, rng=rng)),      # 1@32x32 -> 6@28x28
             ("A1", act()),
@@ -49,6 +76,47 @@ class LeNet5(Sequential):
             ("A6", act()),
             ("output", Linear(84, num_classes, rng=rng)),  # 84 -> 10 logits
         )
+
+    def _build_lecun98(self, activation, pooling, num_classes, seed, init, input_norm, rng):
+        if activation is not None or pooling is not None:
+            raise ValueError("LeNet5: variant='lecun98' has its own activation (1.7159 tanh(2a/3)) "
+                             "and subsampling; activation and pooling belong to variant='modern'")
+        if num_classes != 10:
+            raise ValueError(f"LeNet5: variant='lecun98' has the 10 digit codes of its RBF "
+                             f"output, so num_classes must be 10, got {num_classes}")
+        init = "lecun98" if init is None else init
+        input_norm = "lecun98" if input_norm is None else input_norm
+        _choice("init", init, dict.fromkeys(LECUN98_INITS))
+        _choice("input_norm", input_norm, dict.fromkeys(LECUN98_INPUTS))
+        self.config = {"name": "LeNet5", "variant": "lecun98", "init": init,
+                       "input_norm": input_norm, "num_classes": 10, "seed": seed}
+        stages = []
+        if input_norm == "lecun98":
+            # pylenet's input is (v/255 - mean) / std; the paper's is bg + (fg - bg) v/255.
+            span = lecun98.FOREGROUND - lecun98.BACKGROUND
+            stages.append(("input", Rescale(span * MNIST_STD, lecun98.BACKGROUND + span * MNIST_MEAN)))
+        stages += [
+            ("C1", Conv2d(1, 6, 5, rng=rng)),           # 1@32x32 -> 6@28x28, 156 parameters
+            ("A1", ScaledTanh()),
+            ("S2", Subsample2d(6, 2, rng=rng)),         # 6@28x28 -> 6@14x14, 12
+            ("A2", ScaledTanh()),
+            ("C3", MaskedConv2d(6, 16, 5, connections=lecun98.C3_CONNECTIONS, rng=rng)),  # -> 16@10x10, 1,516
+            ("A3", ScaledTanh()),
+            ("S4", Subsample2d(16, 2, rng=rng)),        # 16@10x10 -> 16@5x5, 32
+            ("A4", ScaledTanh()),
+            # C5, a 5x5 convolution over 5x5 maps, is a full connection: run as one (the same
+            # 48,120 weights, (120, 16*5*5) instead of (120, 16, 5, 5); a 1x1-output conv's
+            # backward is ~50x slower in the core than the linear layer's).
+            ("flatten", Flatten()),                     # 16@5x5 -> 400
+            ("C5", Linear(400, 120, rng=rng)),          # 400 -> 120, 48,120
+            ("A5", ScaledTanh()),
+            ("F6", Linear(120, 84, rng=rng)),           # 120 -> 84, 10,164
+            ("A6", ScaledTanh()),
+            ("output", RBF(84, 10, centres=lecun98.RBF_CODES)),  # 84 -> 10 penalties, fixed
+        ]
+        Sequential.__init__(self, *stages)
+        if init == "lecun98":
+            _lecun98_init(self, rng)
 
     def save(self, path, *, optimizer=None, scheduler=None, epoch: int = 0, extra: dict | None = None):
         """Writes weights, architecture and (optionally) training state atomically to `path`."""
@@ -67,6 +135,31 @@ class LeNet5(Sequential):
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.config.items() if k != "name")
         return f"LeNet5({args})"
+
+
+def _lecun98_init(model: Sequential, rng: np.random.Generator) -> None:
+    """The paper's initialisation: every weight and bias of a unit U(+-2.4 / F_in), F_in the
+    unit's fan-in (inputs per output unit; for a C3 map, only the maps it reads)."""
+    for _, layer in model.layers:
+        if isinstance(layer, MaskedConv2d):
+            k2 = layer.kernel_size ** 2
+            fan_in = np.array([sum(row) * k2 for row in layer.connections], dtype=np.float64)
+        elif isinstance(layer, Conv2d):
+            fan_in = np.full(layer.out_channels, layer.in_channels * layer.kernel_size ** 2, np.float64)
+        elif isinstance(layer, Subsample2d):
+            fan_in = np.full(layer.channels, layer.kernel_size ** 2, np.float64)
+        elif isinstance(layer, Linear):
+            fan_in = np.full(layer.out_features, layer.in_features, np.float64)
+        else:
+            continue
+        bound = lecun98.INIT_SCALE / fan_in  # per output unit
+        w = layer.weight.data
+        shape = (-1,) + (1,) * (w.ndim - 1)
+        w[...] = rng.uniform(-1.0, 1.0, size=w.shape) * bound.reshape(shape)
+        if isinstance(layer, MaskedConv2d):
+            w *= layer.mask[:, :, None, None]
+        if layer.bias is not None:
+            layer.bias.data[...] = rng.uniform(-1.0, 1.0, size=layer.bias.shape) * bound
 
 
 register_architecture("LeNet5", LeNet5)

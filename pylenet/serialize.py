@@ -20,8 +20,25 @@ _LAYER_ARGS = {
     "MaxPool2d": ("kernel_size", "stride"),
     "AvgPool2d": ("kernel_size", "stride"),
     "ReLU": (), "Sigmoid": (), "Tanh": (), "Flatten": (),
+    # the layers of LeNet5(variant="lecun98"); connections and centres are stored as lists
+    "MaskedConv2d": ("in_channels", "out_channels", "kernel_size", "stride", "padding", "bias",
+                     "connections"),
+    "Subsample2d": ("channels", "kernel_size", "stride", "bias"),
+    "ScaledTanh": (), "RBF": ("in_features", "out_features", "centres"), "Rescale": ("scale", "shift"),
 }
-_POSITIONAL = {"Conv2d": 3, "Linear": 2, "MaxPool2d": 2, "AvgPool2d": 2}
+_POSITIONAL = {"Conv2d": 3, "Linear": 2, "MaxPool2d": 2, "AvgPool2d": 2, "MaskedConv2d": 3,
+               "Subsample2d": 3, "RBF": 2, "Rescale": 2}
+
+
+def _json_value(arg: str, value):
+    """A layer attribute as the JSON value its constructor takes back."""
+    if arg == "bias":
+        return value is not None
+    if isinstance(value, tuple):  # a fixed table: connections, centres
+        return [_json_value(arg, v) for v in value]
+    if isinstance(value, float):
+        return value
+    return int(value)
 
 _ARCHITECTURES: dict = {}
 
@@ -47,8 +64,7 @@ def architecture(model) -> dict:
                             f"hold only the built-in layers {sorted(_LAYER_ARGS)}")
         spec = {"name": name, "type": kind}
         for arg in _LAYER_ARGS[kind]:
-            value = getattr(layer, arg)
-            spec[arg] = (value is not None) if arg == "bias" else int(value)
+            spec[arg] = _json_value(arg, getattr(layer, arg))
         specs.append(spec)
     return {"name": "Sequential", "layers": specs}
 

@@ -41,6 +41,7 @@ except ImportError as e:  # one clear line for the CLI instead of "No module nam
 from pylenet.checkpoint import load_checkpoint
 from pylenet.data import pad_and_normalize
 from pylenet.images import decode_image, to_mnist
+from pylenet.layers import ScaledTanh
 from pylenet.models import ACTIVATIONS
 from pylenet.serialize import model_from_checkpoint
 from pylenet.train import predict
@@ -58,7 +59,7 @@ STATIC_FILES = ("index.html", "app.js", "style.css")
 MAP_DECIMALS = 4                       # feature maps are for looking at: 4 decimals suffice
 # The page loads only its own files; a CDN reference would be blocked (and a test sees it).
 PAGE_CSP = "default-src 'self'; img-src 'self' data: blob:; base-uri 'none'; form-action 'none'"
-_ACTIVATION_TYPES = tuple(ACTIVATIONS.values())
+_ACTIVATION_TYPES = tuple(ACTIVATIONS.values()) + (ScaledTanh,)  # ScaledTanh: lecun98
 
 
 class BadInput(ValueError):

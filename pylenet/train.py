@@ -12,7 +12,7 @@ import numpy as np
 from pylenet import ops
 from pylenet.checkpoint import CheckpointError
 from pylenet.data import MNIST_MEAN, MNIST_STD, _normalize_lut, pad_and_normalize
-from pylenet.engine import fused_for, loss_name
+from pylenet.engine import class_scores, fused_for, loss_name, outputs_penalties
 from pylenet.losses import get_loss
 from pylenet.recipe import DEFAULT_RECIPE, make_optimizer, make_scheduler
 from pylenet.serialize import architecture, save_model
@@ -20,6 +20,12 @@ from pylenet.serialize import architecture, save_model
 
 PAD = 2  # MNIST's 28x28 digits zero-padded to LeNet-5's 32x32 input
 _LUT = _normalize_lut(MNIST_MEAN, MNIST_STD)
+
+
+def default_loss(model) -> str:
+    """The loss a model trains with unless told otherwise: the recipe's, or "rbf_map" for a
+    model whose outputs are penalties (LeNet5(variant="lecun98"))."""
+    return "rbf_map" if outputs_penalties(model) else DEFAULT_RECIPE["loss"]
 
 
 class TrainingDiverged(FloatingPointError):
@@ -207,14 +213,14 @@ class Trainer:
     arithmetic as the layer-by-layer path, without Python between the layers).
     """
 
-    def __init__(self, model, optimizer=None, *, loss=DEFAULT_RECIPE["loss"], scheduler=None,
+    def __init__(self, model, optimizer=None, *, loss=None, scheduler=None,
                  batch_size: int = DEFAULT_RECIPE["batch_size"], seed: int = DEFAULT_RECIPE["seed"],
                  threads: int | None = None,
                  progress: bool = True, checkpoint=None, on_nonfinite: str = "raise",
                  fused: bool = True):
         self.model = model
         self.optimizer = optimizer if optimizer is not None else make_optimizer(model.parameters())
-        self.loss_fn = get_loss(loss)
+        self.loss_fn = get_loss(default_loss(model) if loss is None else loss)
         self.scheduler = scheduler
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
@@ -309,7 +315,7 @@ class Trainer:
             opt.step()
             n = len(y)
             total_loss += loss * n
-            correct += int((out.argmax(axis=1) == y).sum())
+            correct += int((class_scores(model, out).argmax(axis=1) == y).sum())
             seen += n
             if i % 20 == 0 or i == (total or 0) - 1:
                 elapsed = time.perf_counter() - start
@@ -349,7 +355,7 @@ class Trainer:
 
 
 def fit(model, train, *, epochs: int, batch_size: int = DEFAULT_RECIPE["batch_size"],
-        optimizer=None, validation=None, loss=DEFAULT_RECIPE["loss"], scheduler=None,
+        optimizer=None, validation=None, loss=None, scheduler=None,
         seed: int = DEFAULT_RECIPE["seed"], threads: int | None = None,
         progress: bool = True, checkpoint=None, on_nonfinite: str = "raise",
         fused: bool = True) -> History:
@@ -361,8 +367,9 @@ def fit(model, train, *, epochs: int, batch_size: int = DEFAULT_RECIPE["batch_si
 
     Without an optimizer, fit uses pylenet.recipe.DEFAULT_RECIPE, as `pylenet train` does: its
     optimizer (SGD with momentum and weight decay) and, unless a scheduler is given, its
-    schedule (cosine over `epochs`). validation is evaluated after each epoch; checkpoint, if given, is
-    rewritten atomically after every epoch.
+    schedule (cosine over `epochs`). loss None is the model's default_loss (cross-entropy, or
+    "rbf_map" for LeNet5(variant="lecun98")). validation is evaluated after each epoch;
+    checkpoint, if given, is rewritten atomically after every epoch.
     """
     if optimizer is None:
         optimizer = make_optimizer(model.parameters())
@@ -387,10 +394,11 @@ def _forward(model, x: np.ndarray) -> np.ndarray:
         model.train(was_training)
 
 
-def evaluate(model, data, *, batch_size: int = 1000, loss="cross_entropy") -> dict:
-    """{"accuracy", "loss", "confusion"} of `model` on `data` (as fit takes it); rows = true label."""
+def evaluate(model, data, *, batch_size: int = 1000, loss=None) -> dict:
+    """{"accuracy", "loss", "confusion"} of `model` on `data` (as fit takes it); rows = true label.
+    loss None is the model's default_loss; predictions are the argmax of its class scores."""
     batches = _batches("data", data, _check_batch_size(batch_size), once=True)
-    loss_fn = get_loss(loss)
+    loss_fn = get_loss(default_loss(model) if loss is None else loss)
     confusion, total, seen = None, 0.0, 0
     for x, y in batches:
         out = _forward(model, x)
@@ -402,7 +410,7 @@ def evaluate(model, data, *, batch_size: int = 1000, loss="cross_entropy") -> di
         batch_loss, _ = loss_fn(out, y)
         total += batch_loss * len(y)
         seen += len(y)
-        np.add.at(confusion, (y, out.argmax(axis=1)), 1)
+        np.add.at(confusion, (y, class_scores(model, out).argmax(axis=1)), 1)
     if not seen:
         raise ValueError("data is empty")
     return {"accuracy": float(np.trace(confusion) / confusion.sum()), "loss": total / seen,
@@ -419,6 +427,7 @@ def _num_classes(model) -> int:
 
 def predict(model, images, *, batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
     """(labels int64 (N,), probabilities float32 (N, C)), always; one (28, 28) digit counts as N=1.
+    The probabilities are the softmax of the model's class scores (pylenet.engine.class_scores).
 
     images: uint8 digits (N, 28, 28) or (28, 28), prepared as in training (padded to 32x32,
     normalised); float (N, C, H, W) used as given; or an iterable of x or (x, y) batches.
@@ -446,7 +455,7 @@ def predict(model, images, *, batch_size: int = 1000) -> tuple[np.ndarray, np.nd
 
 
 def _predict_batches(model, chunks, num_classes: int) -> np.ndarray:
-    probs = [ops.softmax(_forward(model, _as_input("predict", x))) for x in chunks]
+    probs = [ops.softmax(class_scores(model, _forward(model, _as_input("predict", x)))) for x in chunks]
     probs = [p for p in probs if len(p)]
     return np.concatenate(probs) if probs else np.zeros((0, num_classes), np.float32)
 

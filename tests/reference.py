@@ -277,6 +277,41 @@ def mse_loss(pred, target):
 # comparison helpers shared by the op tests
 
 
+# ---------------------------------------------------------------------------------------------
+# the ops of LeNet5(variant="lecun98")
+
+
+def scaled_tanh_forward(x):
+    """1.7159 tanh(2x/3) (LeCun 1998, Appendix A)."""
+    return 1.7159 * np.tanh(2.0 / 3.0 * _f64(x))
+
+
+def masked_conv2d_forward(x, w, mask, b=None, stride=1, padding=0):
+    """conv2d_forward with w (K, C, R, S) times the 0/1 table mask (K, C)."""
+    return conv2d_forward(x, _f64(w) * _f64(mask)[:, :, None, None], b, stride, padding)
+
+
+def subsample2d_forward(x, w, b=None, kernel=2, stride=2):
+    """w[c] * (window sum of x[:, c]) + b[c]: avg-pool times kernel^2, scaled per map."""
+    s = avgpool2d_forward(x, kernel, stride) * kernel * kernel
+    y = s * _f64(w)[None, :, None, None]
+    return y if b is None else y + _f64(b)[None, :, None, None]
+
+
+def rbf_forward(x, centres):
+    """y (N, O) = squared Euclidean distance of each row of x (N, I) to each centre (O, I)."""
+    d = _f64(x)[:, None, :] - _f64(centres)[None, :, :]
+    return (d * d).sum(axis=2)
+
+
+def rbf_map_loss(y, labels, j=0.1):
+    """mean_n y[n, label] + log(exp(-j) + sum_i exp(-y[n, i])) (LeCun 1998, eq. 9)."""
+    y = _f64(y)
+    n = np.arange(len(y))
+    z = np.exp(-j) + np.exp(-y).sum(axis=1)
+    return float(np.mean(y[n, labels] + np.log(z)))
+
+
 def assert_close(got, want, rtol=1e-4, atol=2e-5, what=""):
     """Float32-vs-float64 comparison: |got - want| <= atol * max(1, max|want|) + rtol * |want|.
 

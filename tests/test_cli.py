@@ -85,8 +85,11 @@ def test_fit_and_the_cli_share_one_default_recipe(trained, mnist_dir):
     from pylenet.cli import _parser
     from pylenet.recipe import DEFAULT_RECIPE
     args = _parser().parse_args(["train"])
-    for key in ("epochs", "batch_size", "optimizer", "momentum", "weight_decay", "schedule", "loss", "seed"):
+    for key in ("epochs", "batch_size", "optimizer", "momentum", "weight_decay", "schedule", "seed"):
         assert getattr(args, key) == DEFAULT_RECIPE[key], key
+    # --loss unset means the model's default loss: the recipe's for the modern LeNet-5
+    from pylenet.train import default_loss
+    assert args.loss is None and default_loss(LeNet5()) == DEFAULT_RECIPE["loss"]
     # The same run both ways, bit for bit: `pylenet train` and fit() with no optimizer given.
     images, labels = pylenet.load_mnist("train", root=mnist_dir, download=False, progress=False)
     model = LeNet5(seed=0)

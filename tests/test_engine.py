@@ -131,26 +131,28 @@ def test_every_registry_kind_has_one_layer_class_with_the_attributes_it_names():
     samples = {"conv2d": layers.Conv2d(2, 3, 3, stride=2, padding=1), "linear": layers.Linear(4, 5, bias=False),
                "maxpool2d": layers.MaxPool2d(3, 2), "avgpool2d": layers.AvgPool2d(2)}
     from pylenet.engine import _describe
-    assert _describe(samples["conv2d"]) == ("conv2d", 2, 3, 3, 2, 1, True)
-    assert _describe(samples["linear"]) == ("linear", 4, 5, 0, 1, 0, False)
-    assert _describe(samples["maxpool2d"]) == ("maxpool2d", 0, 0, 3, 2, 0, False)
-    assert _describe(layers.ReLU()) == ("relu", 0, 0, 0, 1, 0, False)
+    assert _describe(samples["conv2d"]) == ("conv2d", 2, 3, 3, 2, 1, True, None)
+    assert _describe(samples["linear"]) == ("linear", 4, 5, 0, 1, 0, False, None)
+    assert _describe(samples["maxpool2d"]) == ("maxpool2d", 0, 0, 3, 2, 0, False, None)
+    assert _describe(layers.ReLU()) == ("relu", 0, 0, 0, 1, 0, False, None)
+    assert _describe(layers.Subsample2d(3, 2, bias=False)) == ("subsample2d", 3, 0, 2, 2, 0, False, None)
+    assert _describe(layers.Rescale(2.0, -1.0)) == ("rescale", 0, 0, 0, 1, 0, False, (2.0, -1.0))
 
     class Custom(layers.ReLU):  # overrides forward without declaring a kind: not fused
         def forward(self, x):
             return x
     assert _describe(Custom()) is None
-    assert set(LOSS_KINDS) == {"cross_entropy", "mse"}
+    assert set(LOSS_KINDS) == {"cross_entropy", "mse", "rbf_map"}
     assert loss_name(CrossEntropyLoss()) == "cross_entropy" and loss_name(MSELoss()) == "mse"
     assert loss_name(lambda out, y: (0.0, out)) is None
 
 
 def test_net_refuses_unknown_kinds_and_losses_naming_the_known_ones():
     from pylenet import _core
-    with pytest.raises(ValueError, match=r"unknown layer kind 'gelu' \(expected one of conv2d, .*linear\)"):
+    with pytest.raises(ValueError, match=r"unknown layer kind 'gelu' \(expected one of conv2d, .*linear, .*rescale\)"):
         _core.Net([("gelu", 0, 0, 0, 1, 0, False)], (1, 4, 4))
     net = _core.Net([("flatten", 0, 0, 0, 1, 0, False)], (1, 2, 2))
-    with pytest.raises(ValueError, match=r"loss must be 'cross_entropy' or 'mse', got 'hinge'"):
+    with pytest.raises(ValueError, match=r"loss must be one of 'cross_entropy', 'mse', 'rbf_map', got 'hinge'"):
         net.train_step(np.zeros((1, 1, 2, 2), np.float32), np.zeros(1, np.int64), [], [], "hinge")
 
 

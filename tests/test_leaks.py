@@ -56,6 +56,7 @@ def op_calls():
     logits, labels = _randn(rng, 32, 16), rng.integers(0, 16, 32)
     f64 = lambda arr: np.asfortranarray(arr, dtype=np.float64)  # noqa: E731  (a copy to make)
     bad = np.zeros((3, 3), np.float32)
+    mask, w3 = (rng.random((4, 3)) < 0.5).astype(np.float32), _randn(rng, 3)
     return {
         "conv2d_forward": (lambda: ops.conv2d_forward(x4, w4, b4),
                            lambda: ops.conv2d_forward(f64(x4), f64(w4), f64(b4)),
@@ -100,6 +101,35 @@ def op_calls():
                                   lambda: ops.softmax_cross_entropy(logits, labels + 16)),
         "mse_loss": (lambda: ops.mse_loss(a, a), lambda: ops.mse_loss(f64(a), a.tolist()),
                      lambda: ops.mse_loss(a, bad)),
+        # the ops of LeNet5(variant="lecun98")
+        "scaled_tanh_forward": (lambda: ops.scaled_tanh_forward(a), lambda: ops.scaled_tanh_forward(f64(a)),
+                                lambda: ops.scaled_tanh_forward(None)),
+        "scaled_tanh_backward": (lambda: ops.scaled_tanh_backward(a, a),
+                                 lambda: ops.scaled_tanh_backward(f64(a), a),
+                                 lambda: ops.scaled_tanh_backward(a, bad)),
+        "rescale_forward": (lambda: ops.rescale_forward(a, 2.0, 1.0), lambda: ops.rescale_forward(f64(a), 2, 1),
+                            lambda: ops.rescale_forward(None, 2.0, 1.0)),
+        "rescale_backward": (lambda: ops.rescale_backward(a, 2.0), lambda: ops.rescale_backward(f64(a), 2),
+                             lambda: ops.rescale_backward("a", 2.0)),
+        "masked_conv2d_forward": (lambda: ops.masked_conv2d_forward(x4, w4, mask, b4),
+                                  lambda: ops.masked_conv2d_forward(f64(x4), f64(w4), mask.tolist(), f64(b4)),
+                                  lambda: ops.masked_conv2d_forward(x4, w4, bad)),
+        "masked_conv2d_backward": (lambda: ops.masked_conv2d_backward(x4, w4, mask, dy4),
+                                   lambda: ops.masked_conv2d_backward(f64(x4), w4, f64(mask), f64(dy4)),
+                                   lambda: ops.masked_conv2d_backward(x4, w4, mask, bad)),
+        "subsample2d_forward": (lambda: ops.subsample2d_forward(xp, w3, w3),
+                                lambda: ops.subsample2d_forward(f64(xp), w3.tolist(), None),
+                                lambda: ops.subsample2d_forward(xp, bad)),
+        "subsample2d_backward": (lambda: ops.subsample2d_backward(xp, w3, dyp),
+                                 lambda: ops.subsample2d_backward(f64(xp), w3, f64(dyp)),
+                                 lambda: ops.subsample2d_backward(xp, w3, bad)),
+        "rbf_forward": (lambda: ops.rbf_forward(x2, w2), lambda: ops.rbf_forward(f64(x2), f64(w2)),
+                        lambda: ops.rbf_forward(x2, bad)),
+        "rbf_backward": (lambda: ops.rbf_backward(x2, w2, dy2), lambda: ops.rbf_backward(f64(x2), w2, f64(dy2)),
+                         lambda: ops.rbf_backward(x2, w2, bad)),
+        "rbf_map_loss": (lambda: ops.rbf_map_loss(logits, labels),
+                         lambda: ops.rbf_map_loss(f64(logits), labels.astype(np.uint8)),
+                         lambda: ops.rbf_map_loss(logits, labels + 16)),
     }
 
 

@@ -372,7 +372,7 @@ def test_fit_rejects_bad_inputs_with_shapes_in_the_message(train_data):
     (dict(epochs=1.5), "epochs must be an int >= 0, got 1.5"),
     (dict(epochs=1, batch_size=0), "batch_size must be an int >= 1, got 0"),
     (dict(epochs=1, on_nonfinite="ignore"), "on_nonfinite must be 'raise' or 'skip'"),
-    (dict(epochs=1, loss="hinge"), r"loss must be one of \['cross_entropy', 'mse'\]"),
+    (dict(epochs=1, loss="hinge"), r"loss must be one of \['cross_entropy', 'mse', 'rbf_map'\]"),
 ])
 def test_fit_rejects_bad_arguments(train_data, kwargs, match):
     with pytest.raises(ValueError, match=match):

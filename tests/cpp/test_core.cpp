@@ -12,11 +12,15 @@
 #include "igemm.h"
 #include "linear.h"
 #include "losses.h"
+#include "masked_conv2d.h"
 #include "parallel.h"
 #include "net.h"
 #include "pool2d.h"
 #include "preprocess.h"
+#include "rbf.h"
+#include "registry.h"
 #include "simd.h"
+#include "subsample2d.h"
 
 using namespace pylenet;
 
@@ -292,6 +296,118 @@ void test_igemm_levels(std::mt19937& rng) {
     expect(throws_invalid([] { simd_set_level("avx1024"); }), "unknown SIMD level throws");
 }
 
+// The ops of LeNet5(variant="lecun98") against their naive oracles; the masked conv's masked
+// weight gradient exactly 0; the backward passes independent of the thread count; the
+// network refusing a missing or mis-shaped fixed array.
+void test_lecun98_ops(std::mt19937& rng) {
+    {
+        auto x = randn(1000, rng);
+        std::vector<float> y(x.size()), y_ref(x.size()), dx(x.size()), dx_ref(x.size());
+        auto dy = randn(x.size(), rng);
+        scaled_tanh_forward(y.data(), x.data(), int64_t(x.size()));
+        scaled_tanh_forward_naive(y_ref.data(), x.data(), int64_t(x.size()));
+        scaled_tanh_backward(dx.data(), y.data(), dy.data(), int64_t(x.size()));
+        scaled_tanh_backward_naive(dx_ref.data(), y.data(), dy.data(), int64_t(x.size()));
+        expect(max_rel_err(y, y_ref) < 1e-6, "scaled_tanh forward");
+        expect(max_rel_err(dx, dx_ref) < 1e-6, "scaled_tanh backward");
+        const float one = 1.0f;
+        float f1 = 0.0f;
+        scaled_tanh_forward(&f1, &one, 1);
+        expect(std::fabs(f1 - 1.0f) < 1e-4f, "scaled_tanh f(1) = 1");
+    }
+    struct Pool { int64_t N, C, H, W, k, s; };
+    for (const Pool& c : {Pool{2, 6, 28, 28, 2, 2}, Pool{17, 3, 7, 9, 3, 2}, Pool{1, 1, 5, 5, 2, 1}}) {
+        const Shape xs = {c.N, c.C, c.H, c.W};
+        const Pool2dParams p = check_subsample2d(xs, {c.C}, Shape{c.C}, c.k, c.s);
+        const std::string tag = "subsample2d " + shape_str(xs) + " k" + std::to_string(c.k);
+        auto x = randn(size_t(numel(xs)), rng), w = randn(size_t(c.C), rng), b = randn(size_t(c.C), rng);
+        const size_t ny = size_t(c.N * c.C * p.out_h() * p.out_w());
+        auto dy = randn(ny, rng);
+        std::vector<float> y(ny), y_ref(ny), dx(x.size(), NAN), dx_ref(x.size()), dw(w.size(), NAN),
+            dw_ref(w.size()), db(b.size(), NAN), db_ref(b.size());
+        subsample2d_forward(y.data(), x.data(), w.data(), b.data(), p);
+        subsample2d_forward_naive(y_ref.data(), x.data(), w.data(), b.data(), p);
+        subsample2d_backward(dx.data(), dw.data(), db.data(), x.data(), w.data(), dy.data(), p);
+        subsample2d_backward_naive(dx_ref.data(), dw_ref.data(), db_ref.data(), x.data(), w.data(), dy.data(), p);
+        expect(max_rel_err(y, y_ref) < 1e-5, tag + " forward");
+        expect(max_rel_err(dx, dx_ref) < 1e-5 && max_rel_err(dw, dw_ref) < 1e-4 &&
+                   max_rel_err(db, db_ref) < 1e-4, tag + " backward");
+        const int saved = get_num_threads();
+        set_num_threads(2);
+        std::vector<float> dx2(x.size()), dw2(w.size()), db2(b.size());
+        subsample2d_backward(dx2.data(), dw2.data(), db2.data(), x.data(), w.data(), dy.data(), p);
+        set_num_threads(saved);
+        expect(dx == dx2 && dw == dw2 && db == db2, tag + " backward 2 threads bit-identical");
+    }
+    {
+        const Shape xs = {9, 6, 14, 14}, ws = {16, 6, 5, 5};
+        std::vector<float> mask(16 * 6);
+        for (size_t i = 0; i < mask.size(); i++) mask[i] = float((i * 7 + i / 6) % 3 != 0);
+        const Conv2dParams p = check_masked_conv2d(xs, ws, {16, 6}, mask.data(), Shape{16}, 1, 0);
+        auto x = randn(size_t(numel(xs)), rng), w = randn(size_t(numel(ws)), rng), b = randn(16, rng);
+        const size_t ny = size_t(9 * 16 * 10 * 10);
+        auto dy = randn(ny, rng);
+        std::vector<float> y(ny), y_ref(ny), dx(x.size()), dx_ref(x.size()), dw(w.size(), NAN),
+            dw_ref(w.size()), db(16), db_ref(16);
+        masked_conv2d_forward(y.data(), x.data(), w.data(), mask.data(), b.data(), p);
+        masked_conv2d_forward_naive(y_ref.data(), x.data(), w.data(), mask.data(), b.data(), p);
+        masked_conv2d_backward(dx.data(), dw.data(), db.data(), x.data(), w.data(), mask.data(), dy.data(), p);
+        masked_conv2d_backward_naive(dx_ref.data(), dw_ref.data(), db_ref.data(), x.data(), w.data(),
+                                     mask.data(), dy.data(), p);
+        expect(max_rel_err(y, y_ref) < 1e-4, "masked_conv2d forward");
+        expect(max_rel_err(dx, dx_ref) < 1e-4 && max_rel_err(dw, dw_ref) < 1e-4 &&
+                   max_rel_err(db, db_ref) < 1e-4, "masked_conv2d backward");
+        bool zero = true;
+        for (int64_t i = 0; i < numel(ws); i++)
+            if (mask[size_t(i / 25)] == 0.0f && dw[size_t(i)] != 0.0f) zero = false;
+        expect(zero, "masked_conv2d dw is exactly 0 where the mask is 0");
+        expect(invalid_message([] {
+                   const float m[2] = {1.0f, 0.5f};
+                   check_masked_conv2d({1, 2, 5, 5}, {1, 2, 3, 3}, {1, 2}, m, std::nullopt, 1, 0);
+               }).find("mask[0, 1] = 0.5") != std::string::npos,
+               "masked_conv2d refuses a mask entry other than 0 and 1");
+        expect(invalid_message([] {
+                   check_masked_conv2d({1, 2, 5, 5}, {1, 2, 3, 3}, {2, 1}, nullptr, std::nullopt, 1, 0);
+               }).find("mask must have shape (1, 2) (K, C), got (2, 1)") != std::string::npos,
+               "masked_conv2d names the mask shape it expects");
+    }
+    {
+        const LinearParams p = check_rbf({7, 84}, {10, 84});
+        auto x = randn(size_t(7 * 84), rng), c = randn(size_t(10 * 84), rng), dy = randn(70, rng);
+        std::vector<float> y(70), y_ref(70), dx(x.size(), NAN), dx_ref(x.size());
+        rbf_forward(y.data(), x.data(), c.data(), p);
+        rbf_forward_naive(y_ref.data(), x.data(), c.data(), p);
+        rbf_backward(dx.data(), x.data(), c.data(), dy.data(), p);
+        rbf_backward_naive(dx_ref.data(), x.data(), c.data(), dy.data(), p);
+        expect(max_rel_err(y, y_ref) < 1e-5 && max_rel_err(dx, dx_ref) < 1e-4, "rbf forward and backward");
+        const int64_t labels[7] = {0, 9, 3, 3, 1, 5, 7};
+        std::vector<float> d(70), d_ref(70);
+        for (auto& v : y) v *= 0.05f;  // penalties of a few units, where every term counts
+        const double loss = rbf_map_loss(d.data(), y.data(), labels, 7, 10);
+        const double loss_ref = rbf_map_loss_naive(d_ref.data(), y.data(), labels, 7, 10);
+        expect(std::fabs(loss - loss_ref) < 1e-6 * (1 + std::fabs(loss_ref)) && max_rel_err(d, d_ref) < 1e-6,
+               "rbf_map loss and gradient");
+        expect(invalid_message([] { check_rbf({2, 84}, {10, 83}); })
+                   .find("centres features centres.shape[1] (83) does not match x features x.shape[1] (84)") !=
+                   std::string::npos, "rbf names the mismatched features");
+    }
+    // The network needs each fixed array, with its shape.
+    expect(invalid_message([] {
+               LayerDesc d;
+               d.kind = &layer_kind("rbf");
+               d.in = 4, d.out = 3;
+               Net({d}, 4, 1, 1);
+           }).find("needs flat input") != std::string::npos, "Net: rbf needs flat input");
+    expect(invalid_message([] {
+               LayerDesc f, d;
+               f.kind = &layer_kind("flatten");
+               d.kind = &layer_kind("rbf");
+               d.in = 4, d.out = 3;
+               Net({f, d}, 4, 1, 1);
+           }).find("(RBF) centres must have shape (3, 4), got none") != std::string::npos,
+           "Net: rbf without centres names the shape it needs");
+}
+
 void test_checks() {
     expect(throws_invalid([] { check_conv2d({1, 3, 8, 8}, {4, 2, 3, 3}, std::nullopt, 1, 0); }),
            "conv2d channel mismatch throws");
@@ -384,6 +500,7 @@ int main(int argc, char** argv) {
     test_linear(rng);
     test_pool(rng);
     test_losses(rng);
+    test_lecun98_ops(rng);
     test_checks();
     std::printf("%d passed, %d failed\n", g_passed, g_failed);
     return g_failed == 0 ? 0 : 1;
