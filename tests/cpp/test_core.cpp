@@ -304,7 +304,7 @@ void test_augment(std::mt19937& rng) {
     for (auto& v : images) v = uint8_t(pixel(rng));
     std::vector<float> lut(256);
     for (int i = 0; i < 256; i++) lut[size_t(i)] = (float(i) / 255.0f - 0.1307f) / 0.3081f;
-    std::vector<int64_t> idx(size_t(n));
+    std::vector<int64_t> idx(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; i++) idx[size_t(i)] = (i * 7) % n;
     const size_t out_size = size_t(n * Hp * Wp);
     std::vector<float> plain(out_size), got(out_size);
