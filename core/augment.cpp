@@ -68,7 +68,7 @@ std::vector<float> gaussian_taps(double sigma, int64_t r, double total) {
 
 // One thread's buffers, reused from image to image.
 struct Workspace {
-    std::vector<float> src, row, tmp, dx, dy;
+    std::vector<float> src, noise, pass1, pass2, coarse, dx, dy;
 };
 
 Workspace& thread_workspace() {
@@ -80,84 +80,132 @@ Workspace& thread_workspace() {
 // then needs no bounds checks (warp_one clamps coordinates into the frame).
 void fill_source(float* src, const uint8_t* img, int64_t H, int64_t W, const float* lut) {
     const int64_t S = W + 4;
-    std::fill(src, src + (H + 4) * S, lut[0]);
+    const float bg = lut[0];
+    std::fill(src, src + 2 * S, bg);
+    std::fill(src + (H + 2) * S, src + (H + 4) * S, bg);
     for (int64_t h = 0; h < H; h++) {
-        float* row = src + (h + 2) * S + 2;
+        float* row = src + (h + 2) * S;
+        row[0] = row[1] = row[W + 2] = row[W + 3] = bg;
         const uint8_t* in = img + h * W;
-        for (int64_t w = 0; w < W; w++) row[w] = lut[in[w]];
+        for (int64_t w = 0; w < W; w++) row[w + 2] = lut[in[w]];
     }
 }
 
-// field (Hp x Wp) = (gv (x) gh) * noise: noise uniform in [-1, 1) per pixel from the counter
-// stream of `key`, zero outside the grid; the horizontal pass with taps gh, then the vertical
-// with gv (alpha folded in). Both passes use the symmetry g[r-j] = g[r+j].
-void elastic_component(float* field, Workspace& ws, int64_t Hp, int64_t Wp, const float* gh,
-                       const float* gv, int64_t r, uint64_t key) {
-    float* row = ws.row.data();  // one noise row, r zeros each side
-    float* tmp = ws.tmp.data();  // (Hp + 2r) x Wp: the horizontal pass, r zero rows each side
-    std::fill(row, row + Wp + 2 * r, 0.0f);
-    std::fill(tmp, tmp + r * Wp, 0.0f);
-    std::fill(tmp + (Hp + r) * Wp, tmp + (Hp + 2 * r) * Wp, 0.0f);
-    uint64_t counter = key;
-    for (int64_t h = 0; h < Hp; h++) {
-        for (int64_t w = 0; w < Wp; w++) {
-            const uint32_t bits = uint32_t(mix64(counter += kGolden) >> 40);  // 24 bits
-            row[r + w] = float(int32_t(bits) - 0x800000) * 0x1.0p-23f;
-        }
-        float* t = tmp + (h + r) * Wp;
-        const float* c = row + r;
+// out (rows_out x cols): out[i] = sum_t g[r + t] in[stride i + t], t in [-r, r], over the rows
+// of in (rows_in x cols) that exist (zero outside). Vectorised along the rows.
+void smooth_rows(float* out, const float* in, int64_t rows_in, int64_t cols, const float* g,
+                 int64_t r, int64_t stride, int64_t rows_out) {
+    for (int64_t i = 0; i < rows_out; i++) {
+        float* o = out + i * cols;
+        std::fill(o, o + cols, 0.0f);
+        const int64_t c = stride * i;
+        const int64_t lo = std::max<int64_t>(-r, -c), hi = std::min<int64_t>(r, rows_in - 1 - c);
+        for (int64_t t = lo; t <= hi; t++) {
+            const float gt = g[r + t];
+            const float* src = in + (c + t) * cols;
 #pragma omp simd
-        for (int64_t w = 0; w < Wp; w++) t[w] = gh[r] * c[w];
-        for (int64_t j = 1; j <= r; j++) {
-            const float gj = gh[r + j];
-#pragma omp simd
-            for (int64_t w = 0; w < Wp; w++) t[w] += gj * (c[w - j] + c[w + j]);
+            for (int64_t k = 0; k < cols; k++) o[k] += gt * src[k];
         }
     }
-    for (int64_t h = 0; h < Hp; h++) {
-        float* f = field + h * Wp;
-        const float* c = tmp + (h + r) * Wp;
+}
+
+// out (rows x cols): each row of in (rows x cols) convolved with the symmetric taps g (2r+1),
+// zero beyond the row's ends; pad is a scratch row of cols + 2r floats.
+void smooth_cols(float* out, const float* in, int64_t rows, int64_t cols, const float* g,
+                 int64_t r, float* pad) {
+    std::fill(pad, pad + r, 0.0f);
+    std::fill(pad + r + cols, pad + 2 * r + cols, 0.0f);
+    const float* c = pad + r;
+    for (int64_t i = 0; i < rows; i++) {
+        std::copy(in + i * cols, in + (i + 1) * cols, pad + r);
+        float* o = out + i * cols;
 #pragma omp simd
-        for (int64_t w = 0; w < Wp; w++) f[w] = gv[r] * c[w];
-        for (int64_t j = 1; j <= r; j++) {
-            const float gj = gv[r + j];
-            const float* up = c - j * Wp;
-            const float* down = c + j * Wp;
+        for (int64_t k = 0; k < cols; k++) o[k] = g[r] * c[k];
+        for (int64_t t = 1; t <= r; t++) {
+            const float gt = g[r + t];
 #pragma omp simd
-            for (int64_t w = 0; w < Wp; w++) f[w] += gj * (up[w] + down[w]);
+            for (int64_t k = 0; k < cols; k++) o[k] += gt * (c[k - t] + c[k + t]);
         }
+    }
+}
+
+// The row step of the elastic field: 2 when sigma >= 2 (the smoothed field is then evaluated
+// exactly on every other row and interpolated linearly in between, which loses under 3% of
+// it), else 1 (every row).
+int64_t field_stride(double sigma) { return sigma >= 2.0 ? 2 : 1; }
+
+// Uniform in [-1, 1) from 21 bits.
+inline float unit21(uint64_t bits) { return float(int32_t(bits & 0x1FFFFF) - 0x100000) * 0x1.0p-20f; }
+
+// field (Hp x Wp) = alpha (g (x) g) * noise: noise uniform in [-1, 1) per pixel from the
+// counter stream of `key` (three 21-bit values per draw), zero outside the grid; gv carries
+// alpha. The vertical pass is evaluated every `step` rows (and one row past the last, so
+// every row has both neighbours), the horizontal pass on those rows, then the rows between
+// are interpolated.
+void elastic_component(float* field, Workspace& ws, int64_t Hp, int64_t Wp, const float* g,
+                       const float* gv, int64_t r, int64_t step, uint64_t key) {
+    const int64_t Hc = step == 1 ? Hp : (Hp + 1) / 2 + 1;
+    float* noise = ws.noise.data();
+    const int64_t count = Hp * Wp;
+    uint64_t counter = key;
+    int64_t i = 0;
+    for (; i + 2 < count; i += 3) {
+        const uint64_t z = mix64(counter += kGolden);
+        noise[i] = unit21(z);
+        noise[i + 1] = unit21(z >> 21);
+        noise[i + 2] = unit21(z >> 42);
+    }
+    for (const uint64_t z = mix64(counter += kGolden); i < count; i++) noise[i] = unit21(z >> (21 * (i % 3)));
+    float* rows = step == 1 ? field : ws.coarse.data();
+    smooth_rows(ws.pass1.data(), noise, Hp, Wp, gv, r, step, Hc);  // (Hc x Wp), along h
+    smooth_cols(rows, ws.pass1.data(), Hc, Wp, g, r, ws.pass2.data());  // along w
+    if (step == 1) return;
+    for (int64_t h = 0; h < Hp; h++) {
+        const float* c0 = rows + (h / 2) * Wp;
+        float* f = field + h * Wp;
+        if (h % 2 == 0) {
+            std::copy(c0, c0 + Wp, f);
+            continue;
+        }
+        const float* c1 = c0 + Wp;
+#pragma omp simd
+        for (int64_t w = 0; w < Wp; w++) f[w] = 0.5f * (c0[w] + c1[w]);
     }
 }
 
 // out (Hp x Wp): src (fill_source's framed image) sampled bilinearly at theta (w - cx, h - cy, 1)
-// + (cx, cy) - pad, plus (dx, dy) at the pixel when they are not null. A coordinate is clamped
-// into the frame first, where every value is the background. An identity theta with no
-// displacement reproduces the image exactly (weights 1 and 0).
+// + (cx, cy) - pad, plus (dx, dy) at the pixel when kField. A coordinate is clamped into the
+// frame first, where every value is the background; shifted by 2 it is >= 0, so truncation is
+// floor. An identity theta with no displacement reproduces the image exactly (weights 1 and 0).
+template <bool kField>
 void warp_one(float* out, const float* src, int64_t H, int64_t W, int64_t Hp, int64_t Wp,
               int64_t pad, const float* th, const float* dx, const float* dy) {
     const int64_t S = W + 4;
     const float cx = 0.5f * float(Wp - 1), cy = 0.5f * float(Hp - 1);
-    const float ox = th[2] + cx - float(pad), oy = th[5] + cy - float(pad);
-    const float xmax = float(W), ymax = float(H);
+    // Frame coordinates: image coordinate + 2.
+    const float ox = th[2] + cx - float(pad) + 2.0f, oy = th[5] + cy - float(pad) + 2.0f;
+    const float xmax = float(W + 2), ymax = float(H + 2);
     for (int64_t h = 0; h < Hp; h++) {
         const float v = float(h) - cy;
+        float* o = out + h * Wp;
+#pragma omp simd
         for (int64_t w = 0; w < Wp; w++) {
             const float u = float(w) - cx;
             float x = th[0] * u + th[1] * v + ox;
             float y = th[3] * u + th[4] * v + oy;
-            if (dx) {
+            if (kField) {
                 x += dx[h * Wp + w];
                 y += dy[h * Wp + w];
             }
-            x = std::min(std::max(x, -2.0f), xmax);
-            y = std::min(std::max(y, -2.0f), ymax);
-            const float x0 = std::floor(x), y0 = std::floor(y);
-            const float fx = x - x0, fy = y - y0;
-            const float* r0 = src + (int64_t(y0) + 2) * S + (int64_t(x0) + 2);
+            x = std::min(std::max(x, 0.0f), xmax);
+            y = std::min(std::max(y, 0.0f), ymax);
+            const int32_t x0 = int32_t(x), y0 = int32_t(y);
+            const float fx = x - float(x0), fy = y - float(y0);
+            const float* r0 = src + int64_t(y0) * S + x0;
             const float* r1 = r0 + S;
             const float top = r0[0] + fx * (r0[1] - r0[0]);
             const float bottom = r1[0] + fx * (r1[1] - r1[0]);
-            out[h * Wp + w] = top + fy * (bottom - top);
+            o[w] = top + fy * (bottom - top);
         }
     }
 }
@@ -202,9 +250,10 @@ void gather_augment(float* out, const uint8_t* images, const int64_t* idx, int64
     const int64_t Hp = H + 2 * pad, Wp = W + 2 * pad;
     const bool elastic = p.alpha > 0;
     const int64_t r = elastic ? int64_t(std::ceil(3.0 * p.sigma)) : 0;
-    const std::vector<float> gh = elastic ? gaussian_taps(p.sigma, r, 1.0) : std::vector<float>();
+    const int64_t step = field_stride(p.sigma);
+    const std::vector<float> g = elastic ? gaussian_taps(p.sigma, r, 1.0) : std::vector<float>();
     const std::vector<float> gv = elastic ? gaussian_taps(p.sigma, r, p.alpha) : std::vector<float>();
-    const int64_t per_pixel = elastic ? 8 * (2 * r + 1) : 16;
+    const int64_t per_pixel = elastic ? 64 : 16;
     parallel_for(n, threads_for(n * Hp * Wp * per_pixel), [&](int64_t i) {
         Workspace& ws = thread_workspace();
         ws.src.resize(size_t((H + 4) * (W + 4)));
@@ -213,18 +262,21 @@ void gather_augment(float* out, const uint8_t* images, const int64_t* idx, int64
         draw_affine(theta, p, rng);
         const uint64_t key_x = rng.next(), key_y = rng.next();
         fill_source(ws.src.data(), images + (idx ? idx[i] : i) * H * W, H, W, lut);
-        const float *dx = nullptr, *dy = nullptr;
-        if (elastic) {
-            ws.row.resize(size_t(Wp + 2 * r));
-            ws.tmp.resize(size_t((Hp + 2 * r) * Wp));
-            ws.dx.resize(size_t(Hp * Wp));
-            ws.dy.resize(size_t(Hp * Wp));
-            elastic_component(ws.dx.data(), ws, Hp, Wp, gh.data(), gv.data(), r, key_x);
-            elastic_component(ws.dy.data(), ws, Hp, Wp, gh.data(), gv.data(), r, key_y);
-            dx = ws.dx.data();
-            dy = ws.dy.data();
+        float* o = out + i * Hp * Wp;
+        if (!elastic) {
+            warp_one<false>(o, ws.src.data(), H, W, Hp, Wp, pad, theta, nullptr, nullptr);
+            return;
         }
-        warp_one(out + i * Hp * Wp, ws.src.data(), H, W, Hp, Wp, pad, theta, dx, dy);
+        const size_t grid = size_t(Hp * Wp), pass = size_t((Hp + 4) * (Wp + 4));
+        ws.noise.resize(grid);
+        ws.pass1.resize(pass);
+        ws.pass2.resize(std::max(pass, size_t(Wp + 2 * r)));
+        ws.coarse.resize(pass);
+        ws.dx.resize(grid);
+        ws.dy.resize(grid);
+        elastic_component(ws.dx.data(), ws, Hp, Wp, g.data(), gv.data(), r, step, key_x);
+        elastic_component(ws.dy.data(), ws, Hp, Wp, g.data(), gv.data(), r, step, key_y);
+        warp_one<true>(o, ws.src.data(), H, W, Hp, Wp, pad, theta, ws.dx.data(), ws.dy.data());
     });
 }
 
@@ -250,7 +302,7 @@ void warp_affine(float* out, const uint8_t* images, int64_t n, int64_t H, int64_
         Workspace& ws = thread_workspace();
         ws.src.resize(size_t((H + 4) * (W + 4)));
         fill_source(ws.src.data(), images + i * H * W, H, W, lut);
-        warp_one(out + i * Hp * Wp, ws.src.data(), H, W, Hp, Wp, pad, theta + 6 * i, nullptr, nullptr);
+        warp_one<false>(out + i * Hp * Wp, ws.src.data(), H, W, Hp, Wp, pad, theta + 6 * i, nullptr, nullptr);
     });
 }
 

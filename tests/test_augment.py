@@ -250,7 +250,7 @@ def test_a_grid_of_distorted_digits_is_saved_as_png(tmp_path, mnist_dir):
     # Every distorted digit keeps its ink: about as much as the original, and mostly inside.
     ink = [(r * MNIST_STD + MNIST_MEAN).clip(0, 1).sum(axis=(1, 2, 3)) for r in rows]
     for r in ink[1:]:
-        assert np.all(r > 0.6 * ink[0]) and np.all(r < 1.6 * ink[0])
+        assert np.all(r > 0.5 * ink[0]) and np.all(r < 2.0 * ink[0])
 
 
 # ------------------------------------------------------------------------- schedule and recipes
