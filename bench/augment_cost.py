@@ -3,7 +3,9 @@
 For each name in pylenet.data.AUGMENTS: the batch preparation alone (iterating a DataLoader over
 the 60,000 training images) and a whole training epoch (Trainer.train_epoch, batch 64), the
 median of --repeats epochs after one warm-up epoch, in alternating rounds so that the choices
-share the machine's state alike. Prints one line per choice and the overhead against "none".
+share the machine's state alike: wall time, and CPU time of the process (on a shared machine
+the CPU time at --threads 1 is the figure that other programs do not disturb). Prints one line
+per choice and the overheads against "none".
 Usage: python bench/augment_cost.py [--threads 2] [--batch-size 64] [--repeats 3] [--data DIR]
 """
 import argparse
@@ -35,25 +37,27 @@ def main(argv=None) -> int:
     loaders = {name: DataLoader(images, labels, args.batch_size, augment=name) for name in AUGMENTS}
     prep = {name: [] for name in AUGMENTS}
     epoch = {name: [] for name in AUGMENTS}
+    cpu = {name: [] for name in AUGMENTS}
     for r in range(args.repeats + 1):
         for name in AUGMENTS:
             t0 = time.perf_counter()
             for _ in loaders[name]:
                 pass
-            t1 = time.perf_counter()
+            t1, c1 = time.perf_counter(), time.process_time()
             trainers[name].train_epoch(loaders[name])
-            t2 = time.perf_counter()
+            t2, c2 = time.perf_counter(), time.process_time()
             if r:  # the first round warms up
                 prep[name].append(t1 - t0)
                 epoch[name].append(t2 - t1)
+                cpu[name].append(c2 - c1)
     info = pylenet.ops.build_info()
     print(f"simd {info['simd_used']}, {args.threads} threads, batch {args.batch_size}, "
           f"{len(images)} images, median of {args.repeats}")
-    base = statistics.median(epoch["none"])
+    base, base_cpu = statistics.median(epoch["none"]), statistics.median(cpu["none"])
     for name in AUGMENTS:
-        e, p = statistics.median(epoch[name]), statistics.median(prep[name])
-        print(f"augment {name:15s} preparation {p:6.3f} s  epoch {e:6.3f} s  "
-              f"overhead {100 * (e - base) / base:+6.1f}%")
+        e, p, c = (statistics.median(v[name]) for v in (epoch, prep, cpu))
+        print(f"augment {name:15s} preparation {p:6.3f} s  epoch {e:6.3f} s wall "
+              f"({100 * (e - base) / base:+6.1f}%)  {c:6.3f} s CPU ({100 * (c - base_cpu) / base_cpu:+6.1f}%)")
     return 0
 
 

@@ -69,6 +69,7 @@ std::vector<float> gaussian_taps(double sigma, int64_t r, double total) {
 // One thread's buffers, reused from image to image.
 struct Workspace {
     std::vector<float> src, noise, pass1, pass2, coarse, dx, dy;
+    int64_t noise_shape[3] = {-1, -1, -1};  // (Hp, Wp, r) that the zero frame of noise is for
 };
 
 Workspace& thread_workspace() {
@@ -91,20 +92,22 @@ void fill_source(float* src, const uint8_t* img, int64_t H, int64_t W, const flo
     }
 }
 
-// out (rows_out x cols): out[i] = sum_t g[r + t] in[stride i + t], t in [-r, r], over the rows
-// of in (rows_in x cols) that exist (zero outside). Vectorised along the rows.
-void smooth_rows(float* out, const float* in, int64_t rows_in, int64_t cols, const float* g,
-                 int64_t r, int64_t stride, int64_t rows_out) {
+// out (rows_out x cols): out[i] = sum_t g[r + t] in[stride i + t], t in [-r, r], with the
+// symmetric taps g paired. in points at row 0 of a buffer that holds r zero rows before it and
+// enough after it (rows up to stride (rows_out - 1) + r). Vectorised along the rows.
+void smooth_rows(float* out, const float* in, int64_t cols, const float* g, int64_t r,
+                 int64_t stride, int64_t rows_out) {
     for (int64_t i = 0; i < rows_out; i++) {
         float* o = out + i * cols;
-        std::fill(o, o + cols, 0.0f);
-        const int64_t c = stride * i;
-        const int64_t lo = std::max<int64_t>(-r, -c), hi = std::min<int64_t>(r, rows_in - 1 - c);
-        for (int64_t t = lo; t <= hi; t++) {
-            const float gt = g[r + t];
-            const float* src = in + (c + t) * cols;
+        const float* c = in + stride * i * cols;
 #pragma omp simd
-            for (int64_t k = 0; k < cols; k++) o[k] += gt * src[k];
+        for (int64_t k = 0; k < cols; k++) o[k] = g[r] * c[k];
+        for (int64_t t = 1; t <= r; t++) {
+            const float gt = g[r + t];
+            const float* up = c - t * cols;
+            const float* down = c + t * cols;
+#pragma omp simd
+            for (int64_t k = 0; k < cols; k++) o[k] += gt * (up[k] + down[k]);
         }
     }
 }
@@ -145,7 +148,7 @@ inline float unit21(uint64_t bits) { return float(int32_t(bits & 0x1FFFFF) - 0x1
 void elastic_component(float* field, Workspace& ws, int64_t Hp, int64_t Wp, const float* g,
                        const float* gv, int64_t r, int64_t step, uint64_t key) {
     const int64_t Hc = step == 1 ? Hp : (Hp + 1) / 2 + 1;
-    float* noise = ws.noise.data();
+    float* noise = ws.noise.data() + r * Wp;  // r zero rows before, r + 2 after (see below)
     const int64_t count = Hp * Wp;
     uint64_t counter = key;
     int64_t i = 0;
@@ -157,7 +160,7 @@ void elastic_component(float* field, Workspace& ws, int64_t Hp, int64_t Wp, cons
     }
     for (const uint64_t z = mix64(counter += kGolden); i < count; i++) noise[i] = unit21(z >> (21 * (i % 3)));
     float* rows = step == 1 ? field : ws.coarse.data();
-    smooth_rows(ws.pass1.data(), noise, Hp, Wp, gv, r, step, Hc);  // (Hc x Wp), along h
+    smooth_rows(ws.pass1.data(), noise, Wp, gv, r, step, Hc);  // (Hc x Wp), along h
     smooth_cols(rows, ws.pass1.data(), Hc, Wp, g, r, ws.pass2.data());  // along w
     if (step == 1) return;
     for (int64_t h = 0; h < Hp; h++) {
@@ -268,7 +271,14 @@ void gather_augment(float* out, const uint8_t* images, const int64_t* idx, int64
             return;
         }
         const size_t grid = size_t(Hp * Wp), pass = size_t((Hp + 4) * (Wp + 4));
-        ws.noise.resize(grid);
+        // The noise rows framed by zero rows (r before, r + 2 after: the coarse rows reach one
+        // row past the last), written once: only the rows between are ever overwritten.
+        if (ws.noise_shape[0] != Hp || ws.noise_shape[1] != Wp || ws.noise_shape[2] != r) {
+            ws.noise.assign(size_t((Hp + 2 * r + 2) * Wp), 0.0f);
+            ws.noise_shape[0] = Hp;
+            ws.noise_shape[1] = Wp;
+            ws.noise_shape[2] = r;
+        }
         ws.pass1.resize(pass);
         ws.pass2.resize(std::max(pass, size_t(Wp + 2 * r)));
         ws.coarse.resize(pass);

@@ -28,8 +28,8 @@ def _parser(R: dict = DEFAULT_RECIPE) -> argparse.ArgumentParser:
                        description="Train LeNet-5; writes model.ckpt, metrics.json and curves.png into --out.")
     _data_arguments(t)
     t.add_argument("--recipe", choices=list(RECIPES), default="default",
-                   help="the defaults of the flags below: default (SGD, cosine, 10 epochs) or fast "
-                        "(3 epochs, batch 128, lr 0.1, per-step warm-up + cosine); flags given win")
+                   help="the defaults of the flags below: default (SGD lr 0.02, cosine, 10 epochs) "
+                        "or fast (3 epochs, lr 0.05, per-step warm-up + cosine); flags given win")
     t.add_argument("--epochs", type=int, default=R["epochs"], help="total epochs (default %(default)s)")
     t.add_argument("--batch-size", type=int, default=R["batch_size"], help="default %(default)s")
     t.add_argument("--lr", type=float, help="learning rate (default " + ", ".join(
