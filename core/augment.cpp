@@ -132,10 +132,10 @@ void smooth_cols(float* out, const float* in, int64_t rows, int64_t cols, const 
     }
 }
 
-// The row step of the elastic field: 2 when sigma >= 2 (the smoothed field is then evaluated
-// exactly on every other row and interpolated linearly in between, which loses under 3% of
-// it), else 1 (every row).
-int64_t field_stride(double sigma) { return sigma >= 2.0 ? 2 : 1; }
+// The row step of the elastic field: 2 when sigma >= 3 (the smoothed field is then evaluated
+// exactly on every other row and interpolated linearly in between: an RMS error of 1.9% of
+// the field at sigma 4, measured, 7% at sigma 2), else 1 (every row).
+int64_t field_stride(double sigma) { return sigma >= 3.0 ? 2 : 1; }
 
 // Uniform in [-1, 1) from 21 bits.
 inline float unit21(uint64_t bits) { return float(int32_t(bits & 0x1FFFFF) - 0x100000) * 0x1.0p-20f; }

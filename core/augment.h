@@ -29,7 +29,7 @@ void check_augment(const AugmentParams& p);
 // result depends on neither the thread count nor the other images of the batch.
 // Elastic: each displacement component is uniform in [-1, 1] per output pixel, smoothed by a
 // Gaussian of std sigma (truncated at 3 sigma, zero outside the grid), times alpha; for
-// sigma >= 2 the smoothed field is computed on every other row and interpolated linearly.
+// sigma >= 3 the smoothed field is computed on every other row and interpolated linearly.
 void gather_augment(float* out, const uint8_t* images, const int64_t* idx, int64_t n, int64_t H,
                     int64_t W, int64_t pad, const float* lut, const AugmentParams& p,
                     uint64_t seed, uint64_t epoch);
