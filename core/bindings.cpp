@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "activations.h"
+#include "augment.h"
 #include "build_info.h"
 #include "conv2d.h"
 #include "linear.h"
@@ -567,30 +568,81 @@ py::tuple py_net_train_step(Net& net, const py::object& xo, const py::object& la
 
 // ----------------------------------------------------------------------------- data
 
+// The inputs of the batch-preparation ops: uint8 images, an optional index array, a lut.
+struct GatherArgs {
+    py::array_t<uint8_t, py::array::c_style> img;
+    Shape is, idx_shape;
+    FArr lut;
+    I64Arr idx;
+    int64_t n = 0;
+    bool has_idx = false;
+    const int64_t* idx_data() const { return has_idx ? idx.data() : nullptr; }
+    const Shape* idx_shape_ptr() const { return has_idx ? &idx_shape : nullptr; }
+};
+
+GatherArgs gather_args(const char* op, const py::array& images, const py::object& idxo,
+                       const py::object& luto) {
+    GatherArgs a;
+    a.img = py::array_t<uint8_t, py::array::c_style>::ensure(images);
+    if (!a.img || images.dtype().kind() != 'u' || images.itemsize() != 1)
+        throw py::type_error(std::string(op) + ": images must be a uint8 array");
+    a.is = shape_of(a.img);
+    a.lut = as_float(op, "lut", luto);
+    a.n = a.is.size() == 3 ? a.is[0] : 0;
+    if (!idxo.is_none()) {
+        a.has_idx = true;
+        a.idx = as_int<I64Arr>(op, "idx", idxo);
+        a.idx_shape = shape_of(a.idx);
+        a.n = a.idx_shape.empty() ? 0 : a.idx_shape[0];
+    }
+    return a;
+}
+
 FArr py_gather_pad_normalize(const py::array& images, const py::object& idxo, int64_t pad,
                              const py::object& luto) {
-    const char* op = "gather_pad_normalize";
-    auto img = py::array_t<uint8_t, py::array::c_style>::ensure(images);
-    if (!img || images.dtype().kind() != 'u' || images.itemsize() != 1)
-        throw py::type_error(std::string(op) + ": images must be a uint8 array");
-    const Shape is = shape_of(img);
-    FArr lut = as_float(op, "lut", luto);
-    I64Arr idx;
-    Shape idx_shape;
-    int64_t n = is.size() == 3 ? is[0] : 0;
-    if (!idxo.is_none()) {
-        idx = as_int<I64Arr>(op, "idx", idxo);
-        idx_shape = shape_of(idx);
-        n = idx_shape.empty() ? 0 : idx_shape[0];
-    }
-    check_gather_pad_normalize(is, pad, lut.size(), idxo.is_none() ? nullptr : &idx_shape,
-                               idxo.is_none() ? nullptr : idx.data());
-    FArr out = new_float({n, 1, is[1] + 2 * pad, is[2] + 2 * pad});
+    GatherArgs a = gather_args("gather_pad_normalize", images, idxo, luto);
+    check_gather_pad_normalize(a.is, pad, a.lut.size(), a.idx_shape_ptr(), a.idx_data());
+    FArr out = new_float({a.n, 1, a.is[1] + 2 * pad, a.is[2] + 2 * pad});
     float* op_ = out.mutable_data();
-    const int64_t* ip = idxo.is_none() ? nullptr : idx.data();
     {
         py::gil_scoped_release nogil;
-        gather_pad_normalize(op_, img.data(), ip, n, is[1], is[2], pad, lut.data());
+        gather_pad_normalize(op_, a.img.data(), a.idx_data(), a.n, a.is[1], a.is[2], pad, a.lut.data());
+    }
+    return out;
+}
+
+FArr py_augment_batch(const py::array& images, const py::object& idxo, int64_t pad,
+                      const py::object& luto, int64_t seed, int64_t epoch, double shift,
+                      double rotate, double scale, double shear, double alpha, double sigma) {
+    GatherArgs a = gather_args("augment_batch", images, idxo, luto);
+    AugmentParams p;
+    p.shift = shift;
+    p.rotate = rotate;
+    p.scale = scale;
+    p.shear = shear;
+    p.alpha = alpha;
+    p.sigma = sigma;
+    check_gather_augment(a.is, pad, a.lut.size(), a.idx_shape_ptr(), a.idx_data(), seed, epoch, p);
+    FArr out = new_float({a.n, 1, a.is[1] + 2 * pad, a.is[2] + 2 * pad});
+    float* op_ = out.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        gather_augment(op_, a.img.data(), a.idx_data(), a.n, a.is[1], a.is[2], pad, a.lut.data(), p,
+                       uint64_t(seed), uint64_t(epoch));
+    }
+    return out;
+}
+
+FArr py_warp_affine(const py::array& images, const py::object& thetao, int64_t pad,
+                    const py::object& luto) {
+    GatherArgs a = gather_args("warp_affine", images, py::none(), luto);
+    FArr theta = as_float("warp_affine", "theta", thetao);
+    check_warp_affine(a.is, shape_of(theta), theta.data(), pad, a.lut.size());
+    FArr out = new_float({a.n, 1, a.is[1] + 2 * pad, a.is[2] + 2 * pad});
+    float* op_ = out.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        warp_affine(op_, a.img.data(), a.n, a.is[1], a.is[2], pad, a.lut.data(), theta.data());
     }
     return out;
 }
@@ -823,6 +875,16 @@ PYBIND11_MODULE(_core, m) {
     m.def("gather_pad_normalize", &py_gather_pad_normalize, py::arg("images"), py::arg("idx"),
           py::arg("pad"), py::arg("lut"),
           "x (n,1,H+2pad,W+2pad) = lut[images[idx]] with lut[0] in the padding (data pipeline).");
+    m.def("augment_batch", &py_augment_batch, py::arg("images"), py::arg("idx"), py::arg("pad"),
+          py::arg("lut"), py::arg("seed"), py::arg("epoch"), py::arg("shift") = 0.0,
+          py::arg("rotate") = 0.0, py::arg("scale") = 0.0, py::arg("shear") = 0.0,
+          py::arg("alpha") = 0.0, py::arg("sigma") = 4.0,
+          "gather_pad_normalize with a random affine map (shift px, rotate deg, scale, shear) and "
+          "elastic field (alpha, sigma px) per image, drawn from (seed, epoch, idx[i]).");
+    m.def("warp_affine", &py_warp_affine, py::arg("images"), py::arg("theta"), py::arg("pad"),
+          py::arg("lut"),
+          "images (n,H,W) uint8 -> (n,1,H+2pad,W+2pad): output pixel (h,w) samples the padded image "
+          "bilinearly at theta[i] (w-cx, h-cy, 1) + (cx, cy), theta (n,2,3); lut[0] outside.");
     m.def("sgd_update", &py_sgd_update, py::arg("p"), py::arg("buf"), py::arg("g"), py::arg("lr"),
           py::arg("momentum"), py::arg("weight_decay"), py::arg("nesterov"), py::arg("first"),
           "In-place SGD step on p and its momentum buffer (used by pylenet.optim.SGD).");

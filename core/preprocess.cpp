@@ -6,8 +6,7 @@
 namespace pylenet {
 
 void check_gather_pad_normalize(const Shape& images, int64_t pad, int64_t lut_size,
-                                const Shape* idx_shape, const int64_t* idx) {
-    const char* op = "gather_pad_normalize";
+                                const Shape* idx_shape, const int64_t* idx, const char* op) {
     check_ndim(op, "images", images, 3, "(N, H, W)");
     check_at_least(op, "pad", pad, 0);
     if (lut_size != 256)

@@ -3,7 +3,7 @@ from pylenet._version import __version__
 from pylenet import ops
 from pylenet import optim
 from pylenet import interop
-from pylenet.data import DataLoader, load_mnist
+from pylenet.data import Augment, DataLoader, load_mnist
 from pylenet.export import ExportError, export_onnx
 from pylenet.layers import (RBF, AvgPool2d, Conv2d, Flatten, Linear, MaskedConv2d, MaxPool2d,
                             Module, Parameter, ReLU, Rescale, ScaledTanh, Sequential, Sigmoid,
@@ -14,7 +14,7 @@ from pylenet.serialize import load_model, save_model
 from pylenet.train import History, Trainer, TrainingDiverged, evaluate, fit, predict
 
 __all__ = [
-    "__version__", "ops", "optim", "DataLoader", "load_mnist", "AvgPool2d", "Conv2d", "Flatten",
+    "__version__", "ops", "optim", "Augment", "DataLoader", "load_mnist", "AvgPool2d", "Conv2d", "Flatten",
     "Linear", "MaxPool2d", "Module", "Parameter", "ReLU", "Sequential", "Sigmoid", "Tanh",
     "CrossEntropyLoss", "MSELoss", "LeNet5", "History", "Trainer", "TrainingDiverged",
     "evaluate", "fit", "predict", "interop", "ExportError", "export_onnx", "load_model",

@@ -12,14 +12,15 @@ import urllib.error
 import urllib.request
 import zipfile
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 __all__ = [
-    "DATASETS", "DEFAULT_MIRRORS", "MNIST_CHECKSUMS", "MNIST_FILES", "DataLoader", "Dataset",
+    "AUGMENTS", "Augment", "DATASETS", "DEFAULT_MIRRORS", "MNIST_CHECKSUMS", "MNIST_FILES",
+    "DataLoader", "Dataset", "get_augment",
     "DownloadError", "default_root", "load_dataset", "load_mnist", "pad_and_normalize", "read_idx",
 ]
 
@@ -533,6 +534,60 @@ def _pad_normalize(images, pad, lut, idx=None):
     return out
 
 
+@dataclass(frozen=True)
+class Augment:
+    """Ranges of the random distortions drawn per image per epoch (core/augment.h); zeros: none.
+
+    shift: pixels per axis; rotate: degrees; scale: factor in [1 - scale, 1 + scale]; shear:
+    horizontal shear factor; alpha, sigma: the elastic field of Simard et al. (2003), uniform
+    noise smoothed by a Gaussian of sigma pixels and scaled by alpha pixels (alpha 0: none).
+    The core validates the values (ValueError naming the field).
+    """
+
+    shift: float = 0.0
+    rotate: float = 0.0
+    scale: float = 0.0
+    shear: float = 0.0
+    alpha: float = 0.0
+    sigma: float = 4.0
+
+
+# The named distortions of DataLoader(augment=...), fit(augment=...) and `pylenet train
+# --augment`, chosen by measurement (README, "Beyond the paper").
+AUGMENTS = {
+    "none": None,
+    "affine": Augment(shift=2.0, rotate=10.0, scale=0.1, shear=0.15),
+    "elastic": Augment(alpha=34.0, sigma=4.0),
+    "affine+elastic": Augment(shift=2.0, rotate=10.0, scale=0.1, shear=0.15, alpha=34.0, sigma=4.0),
+}
+
+
+def get_augment(augment):
+    """An Augment or None from a name in AUGMENTS, an Augment, a dict of its fields, or None."""
+    if augment is None or isinstance(augment, Augment):
+        return augment
+    if isinstance(augment, str):
+        if augment not in AUGMENTS:
+            raise ValueError(f"augment must be one of {list(AUGMENTS)} or an Augment, got {augment!r}")
+        return AUGMENTS[augment]
+    if isinstance(augment, dict):
+        return Augment(**augment)
+    raise TypeError(f"augment must be a name in {list(AUGMENTS)}, an Augment or None, "
+                    f"got {type(augment).__name__}")
+
+
+def _prepare(images, idx, pad, lut, augment=None, seed=0, epoch=0):
+    """One batch: images[idx] padded and normalised, distorted when augment is an Augment.
+
+    The distortions of image idx[i] are drawn from (seed, epoch, idx[i]) in the core."""
+    if augment is None:
+        return _pad_normalize(images, pad, lut, idx)
+    core = _core()
+    if core is None:
+        raise RuntimeError("augment needs the compiled core (pylenet._core)")
+    return core.augment_batch(images, idx, pad, lut, seed, epoch, **asdict(augment))
+
+
 def _core():
     """pylenet._core if it is built and importable (data.py itself never needs it)."""
     global _CORE
@@ -574,10 +629,13 @@ def _check_int(name, value, minimum):
 
 
 class DataLoader:
-    """Seeded, epoch-aware batches of padded, normalised MNIST: x (B, 1, 32, 32) f32, y (B,) i64."""
+    """Seeded, epoch-aware batches of padded, normalised MNIST: x (B, 1, 32, 32) f32, y (B,) i64.
+
+    augment (None, a name in AUGMENTS or an Augment) distorts each image afresh every epoch,
+    reproducibly from (seed, epoch, image index), with any thread count."""
 
     def __init__(self, images, labels, batch_size=64, *, shuffle=True, seed=0, drop_last=False,
-                 pad=2, mean=MNIST_MEAN, std=MNIST_STD):
+                 pad=2, mean=MNIST_MEAN, std=MNIST_STD, augment=None):
         if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 3:
             raise TypeError("images must be a uint8 numpy array of shape (N, H, W), got "
                             f"{getattr(images, 'dtype', type(images).__name__)} "
@@ -597,6 +655,8 @@ class DataLoader:
         self.drop_last = bool(drop_last)
         self.pad = _check_pad(pad)
         self._lut = _normalize_lut(mean, std)
+        # None, a name in AUGMENTS or an Augment: fresh distortions per image per epoch.
+        self.augment = get_augment(augment)
         self.epoch = 0
 
     @property
@@ -624,11 +684,12 @@ class DataLoader:
         """Batches of the current epoch; the epoch advances now, not at the first batch."""
         order = self.order(self.epoch)
         self.epoch += 1
-        return self._batches(order)
+        return self._batches(order, self.epoch - 1)
 
-    def _batches(self, order):
-        """Gather, pad and normalise one batch at a time."""
+    def _batches(self, order, epoch):
+        """Gather, (distort,) pad and normalise one batch at a time."""
         stop = len(self) * self.batch_size if self.drop_last else self.num_samples
         for start in range(0, stop, self.batch_size):
             idx = order[start:start + self.batch_size]
-            yield _pad_normalize(self.images, self.pad, self._lut, idx), self.labels[idx]
+            x = _prepare(self.images, idx, self.pad, self._lut, self.augment, self.seed, epoch)
+            yield x, self.labels[idx]

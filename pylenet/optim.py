@@ -191,3 +191,34 @@ class CosineLR(LRScheduler):
     def lr_at(self, epoch):
         e = min(epoch, self.T_max)
         return self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * e / self.T_max)) / 2
+
+
+class WarmupCosineLR(LRScheduler):
+    """Linear warm-up from start_factor * base_lr to base_lr over `warmup` epochs (fractional),
+    then cosine decay to eta_min at T_max epochs. The Trainer calls step_batch(fractional
+    epoch) before every batch, so the rate changes per step; step() still ends each epoch."""
+
+    def __init__(self, optimizer: Optimizer, T_max: int, warmup: float = 0.0,
+                 eta_min: float = 0.0, start_factor: float = 0.1):
+        super().__init__(optimizer)
+        if T_max < 1:
+            raise ValueError(f"WarmupCosineLR: T_max must be >= 1, got {T_max}")
+        if not 0.0 <= warmup <= T_max:
+            raise ValueError(f"WarmupCosineLR: warmup must be in [0, T_max], got {warmup}")
+        if not 0.0 <= start_factor <= 1.0:
+            raise ValueError(f"WarmupCosineLR: start_factor must be in [0, 1], got {start_factor}")
+        self.T_max, self.warmup = int(T_max), float(warmup)
+        self.eta_min, self.start_factor = float(eta_min), float(start_factor)
+        self.optimizer.lr = self.lr_at(0)
+
+    def lr_at(self, epoch):
+        e = min(float(epoch), self.T_max)
+        if e < self.warmup:
+            return self.base_lr * (self.start_factor + (1 - self.start_factor) * e / self.warmup)
+        span = self.T_max - self.warmup
+        t = (e - self.warmup) / span if span > 0 else 1.0
+        return self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * t)) / 2
+
+    def step_batch(self, epoch: float) -> None:
+        """Sets the rate for the step that starts at fractional epoch `epoch`."""
+        self.optimizer.lr = self.lr_at(epoch)

@@ -11,10 +11,10 @@ import numpy as np
 
 from pylenet import ops
 from pylenet.checkpoint import CheckpointError
-from pylenet.data import MNIST_MEAN, MNIST_STD, _normalize_lut, pad_and_normalize
+from pylenet.data import MNIST_MEAN, MNIST_STD, _normalize_lut, _prepare, get_augment, pad_and_normalize
 from pylenet.engine import class_scores, fused_for, loss_name, outputs_penalties
 from pylenet.losses import get_loss
-from pylenet.recipe import DEFAULT_RECIPE, make_optimizer, make_scheduler
+from pylenet.recipe import DEFAULT_RECIPE, get_recipe, make_optimizer, make_scheduler
 from pylenet.serialize import architecture, save_model
 
 
@@ -118,9 +118,10 @@ class _ArrayBatches:
     """Seeded, epoch-aware batches of an in-memory (images, labels) pair, like DataLoader."""
 
     def __init__(self, name: str, images: np.ndarray, labels: np.ndarray, batch_size: int,
-                 shuffle: bool, seed: int):
+                 shuffle: bool, seed: int, augment=None):
         self.name, self.images, self.labels = name, images, labels
         self.batch_size, self.shuffle, self.seed, self.epoch = batch_size, shuffle, seed, 0
+        self.augment = augment  # an Augment (uint8 digits only) or None
 
     def __len__(self):
         return -(-len(self.images) // self.batch_size)
@@ -133,10 +134,13 @@ class _ArrayBatches:
         n = len(self.images)
         order = (np.random.default_rng([self.seed, self.epoch]).permutation(n) if self.shuffle
                  else np.arange(n))
-        self.epoch += 1
+        epoch, self.epoch = self.epoch, self.epoch + 1
         for start in range(0, n, self.batch_size):
             idx = order[start:start + self.batch_size]
-            yield _as_input(self.name, self.images[idx]), self.labels[idx]
+            if self.augment is not None:  # the same pass as DataLoader's (data._prepare)
+                yield _prepare(self.images, idx, PAD, _LUT, self.augment, self.seed, epoch), self.labels[idx]
+            else:
+                yield _as_input(self.name, self.images[idx]), self.labels[idx]
 
 
 class _IterableBatches:
@@ -166,15 +170,22 @@ class _IterableBatches:
 
 
 def _batches(name: str, data, batch_size: int, *, shuffle: bool = False, seed: int = 0,
-             once: bool = False):
-    """The batches of `data`: an (images, labels) tuple of arrays, a DataLoader or an iterable of (x, y)."""
+             once: bool = False, augment=None):
+    """The batches of `data`: an (images, labels) tuple of arrays, a DataLoader or an iterable of (x, y).
+
+    augment (an Augment or None) applies to an (images, labels) tuple of uint8 digits only."""
     if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], np.ndarray):
         images = data[0]
         _check_input(name, images)
         labels = _check_labels(name, data[1], images.shape[0])
         if images.shape[0] == 0:
             raise ValueError(f"{name} is empty")
-        return _ArrayBatches(name, images, labels, batch_size, shuffle, seed)
+        if augment is not None and images.dtype != np.uint8:
+            raise ValueError(f"{name}: augment distorts uint8 digits (N, 28, 28), got {images.dtype} images")
+        return _ArrayBatches(name, images, labels, batch_size, shuffle, seed, augment)
+    if augment is not None:
+        raise ValueError(f"{name}: augment= applies to an (images, labels) tuple; for a loader, "
+                         f"give DataLoader(..., augment=...) instead")
     if isinstance(data, (np.ndarray, str, bytes, dict)) or not hasattr(data, "__iter__"):
         raise TypeError(f"{name} must be an (images, labels) tuple of arrays, a DataLoader or an "
                         f"iterable of (x, y) batches, got {type(data).__name__}")
@@ -210,15 +221,18 @@ class Trainer:
     last finished epoch). on_nonfinite: "raise" stops with TrainingDiverged, "skip" drops the
     step whose loss is not finite and counts it in the epoch record. fused: run each batch's
     forward, loss and backward in one core call when the model and loss allow it (the same
-    arithmetic as the layer-by-layer path, without Python between the layers).
+    arithmetic as the layer-by-layer path, without Python between the layers). augment: None,
+    a name in pylenet.data.AUGMENTS or an Augment, for (images, labels) training data. A
+    scheduler with a step_batch method (WarmupCosineLR) also sets the rate before every batch.
     """
 
     def __init__(self, model, optimizer=None, *, loss=None, scheduler=None,
                  batch_size: int = DEFAULT_RECIPE["batch_size"], seed: int = DEFAULT_RECIPE["seed"],
                  threads: int | None = None,
                  progress: bool = True, checkpoint=None, on_nonfinite: str = "raise",
-                 fused: bool = True):
+                 fused: bool = True, augment=None):
         self.model = model
+        self.augment = get_augment(augment)
         self.optimizer = optimizer if optimizer is not None else make_optimizer(model.parameters())
         self.loss_fn = get_loss(default_loss(model) if loss is None else loss)
         self.scheduler = scheduler
@@ -297,7 +311,10 @@ class Trainer:
         total = len(loader)
         bar = tqdm(loader, total=total, disable=not (self.progress and _live_progress()), unit="batch",
                    desc=f"epoch {self.epoch + 1}", leave=True, dynamic_ncols=True)
+        per_batch = getattr(self.scheduler, "step_batch", None)
         for i, (x, y) in enumerate(bar):
+            if per_batch is not None and total:  # the fractional epoch this step starts at
+                per_batch(self.epoch + i / max(total or 1, 1))
             fused = self._fused_net(x)
             if fused is not None:
                 loss, out = fused.train_step(x, y, self._loss_name)
@@ -331,7 +348,8 @@ class Trainer:
 
     def fit(self, train, *, epochs: int, validation=None) -> History:
         """Trains until `epochs` epochs are finished in total (a resumed run continues)."""
-        loader = _batches("train", train, self.batch_size, shuffle=True, seed=self.seed)
+        loader = _batches("train", train, self.batch_size, shuffle=True, seed=self.seed,
+                          augment=self.augment)
         if validation is not None:
             _batches("validation", validation, self.batch_size)
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
@@ -354,30 +372,35 @@ class Trainer:
         return self.history
 
 
-def fit(model, train, *, epochs: int, batch_size: int = DEFAULT_RECIPE["batch_size"],
+def fit(model, train, *, epochs: int, batch_size: int | None = None,
         optimizer=None, validation=None, loss=None, scheduler=None,
         seed: int = DEFAULT_RECIPE["seed"], threads: int | None = None,
         progress: bool = True, checkpoint=None, on_nonfinite: str = "raise",
-        fused: bool = True) -> History:
+        fused: bool = True, augment=None, recipe="default") -> History:
     """Trains `model` on `train` and returns its History.
 
     train (and validation): an (images, labels) tuple, where images are uint8 digits
     (N, 28, 28), padded to 32x32 and normalised as MNIST, or float (N, C, H, W) used as given;
     or a DataLoader or any re-iterable of (x, y) batches of those.
 
-    Without an optimizer, fit uses pylenet.recipe.DEFAULT_RECIPE, as `pylenet train` does: its
-    optimizer (SGD with momentum and weight decay) and, unless a scheduler is given, its
-    schedule (cosine over `epochs`). loss None is the model's default_loss (cross-entropy, or
-    "rbf_map" for LeNet5(variant="lecun98")). validation is evaluated after each epoch;
+    recipe ("default", "fast" or a dict like pylenet.recipe.DEFAULT_RECIPE) supplies what is
+    not given: batch_size, augment and, without an optimizer, its optimizer (SGD with momentum
+    and weight decay) and, unless a scheduler is given, its schedule over `epochs`, as
+    `pylenet train --recipe` does. augment: None (the recipe's), "none", a name in
+    pylenet.data.AUGMENTS or an Augment. loss None is the model's default_loss (cross-entropy,
+    or "rbf_map" for LeNet5(variant="lecun98")). validation is evaluated after each epoch;
     checkpoint, if given, is rewritten atomically after every epoch.
     """
+    recipe = get_recipe(recipe)
+    batch_size = recipe["batch_size"] if batch_size is None else batch_size
+    augment = recipe["augment"] if augment is None else augment
     if optimizer is None:
-        optimizer = make_optimizer(model.parameters())
+        optimizer = make_optimizer(model.parameters(), recipe=recipe)
         if scheduler is None and isinstance(epochs, (int, np.integer)) and not isinstance(epochs, bool):
-            scheduler = make_scheduler(optimizer, epochs)
+            scheduler = make_scheduler(optimizer, epochs, recipe=recipe)
     trainer = Trainer(model, optimizer, loss=loss, scheduler=scheduler, batch_size=batch_size,
                       seed=seed, threads=threads, progress=progress, checkpoint=checkpoint,
-                      on_nonfinite=on_nonfinite, fused=fused)
+                      on_nonfinite=on_nonfinite, fused=fused, augment=augment)
     return trainer.fit(train, epochs=epochs, validation=validation)
 
 

@@ -1,5 +1,6 @@
 // C++ tests of the core without Python: the fast paths against the naive oracles, the
 // thread-count invariance, and the shape checks. Exits non-zero when any check fails.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <random>
@@ -8,6 +9,7 @@
 #include <vector>
 
 #include "activations.h"
+#include "augment.h"
 #include "conv2d.h"
 #include "igemm.h"
 #include "linear.h"
@@ -408,6 +410,70 @@ void test_lecun98_ops(std::mt19937& rng) {
            "Net: rbf without centres names the shape it needs");
 }
 
+// Distortions: the identity reproduces gather_pad_normalize bit for bit, an integer shift moves
+// the padded image, and the random batch depends on (seed, epoch, index) only: not on the thread
+// count, nor on the other images of the batch.
+void test_augment(std::mt19937& rng) {
+    const int64_t n = 24, H = 28, W = 28, pad = 2, Hp = H + 4, Wp = W + 4;
+    std::vector<uint8_t> images(size_t(n * H * W));
+    std::uniform_int_distribution<int> pixel(0, 255);
+    for (auto& v : images) v = uint8_t(pixel(rng));
+    std::vector<float> lut(256);
+    for (int i = 0; i < 256; i++) lut[size_t(i)] = (float(i) / 255.0f - 0.1307f) / 0.3081f;
+    std::vector<int64_t> idx(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; i++) idx[size_t(i)] = (i * 7) % n;
+    const size_t out_size = size_t(n * Hp * Wp);
+    std::vector<float> plain(out_size), got(out_size);
+    gather_pad_normalize(plain.data(), images.data(), idx.data(), n, H, W, pad, lut.data());
+    gather_augment(got.data(), images.data(), idx.data(), n, H, W, pad, lut.data(), AugmentParams{}, 3, 1);
+    expect(got == plain, "augment: all-zero ranges reproduce gather_pad_normalize exactly");
+
+    std::vector<float> theta(size_t(n * 6), 0.0f);
+    for (int64_t i = 0; i < n; i++) {
+        theta[size_t(6 * i)] = theta[size_t(6 * i + 4)] = 1.0f;
+        theta[size_t(6 * i + 2)] = 1.0f;   // sample one pixel to the right: content moves left
+        theta[size_t(6 * i + 5)] = -2.0f;  // two pixels up: content moves down
+    }
+    std::vector<float> shifted(out_size), base(out_size);
+    warp_affine(shifted.data(), images.data(), n, H, W, pad, lut.data(), theta.data());
+    gather_pad_normalize(base.data(), images.data(), nullptr, n, H, W, pad, lut.data());
+    bool same = true;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t h = 0; h < Hp; h++)
+            for (int64_t w = 0; w < Wp; w++) {
+                const int64_t sh = h - 2, sw = w + 1;
+                const float want = sh >= 0 && sw < Wp ? base[size_t((i * Hp + sh) * Wp + sw)] : lut[0];
+                same = same && shifted[size_t((i * Hp + h) * Wp + w)] == want;
+            }
+    expect(same, "warp_affine: an integer translation shifts the padded image exactly");
+
+    AugmentParams p;
+    p.shift = 2;
+    p.rotate = 15;
+    p.scale = 0.1;
+    p.shear = 0.2;
+    p.alpha = 34;
+    p.sigma = 4;
+    const int saved = get_num_threads();
+    std::vector<float> one(out_size), two(out_size), other_epoch(out_size), single(size_t(Hp * Wp));
+    set_num_threads(1);
+    gather_augment(one.data(), images.data(), idx.data(), n, H, W, pad, lut.data(), p, 5, 2);
+    set_num_threads(2);
+    gather_augment(two.data(), images.data(), idx.data(), n, H, W, pad, lut.data(), p, 5, 2);
+    gather_augment(other_epoch.data(), images.data(), idx.data(), n, H, W, pad, lut.data(), p, 5, 3);
+    set_num_threads(saved);
+    expect(one == two, "augment: 1 and 2 threads give bit-identical batches");
+    expect(one != other_epoch, "augment: another epoch draws other distortions");
+    expect(one != plain, "augment: the distortions change the images");
+    // Image idx[5] alone, as a batch of one: the same pixels as in the batch of 24.
+    gather_augment(single.data(), images.data(), &idx[5], 1, H, W, pad, lut.data(), p, 5, 2);
+    expect(std::equal(single.begin(), single.end(), one.begin() + 5 * Hp * Wp),
+           "augment: an image's distortion does not depend on its batch");
+    bool finite = true;
+    for (float v : one) finite = finite && std::isfinite(v) && v >= lut[0] - 1e-4f && v <= lut[255] + 1e-4f;
+    expect(finite, "augment: every output lies within the lut's range (bilinear weights in [0, 1])");
+}
+
 void test_checks() {
     expect(throws_invalid([] { check_conv2d({1, 3, 8, 8}, {4, 2, 3, 3}, std::nullopt, 1, 0); }),
            "conv2d channel mismatch throws");
@@ -452,6 +518,29 @@ void test_checks() {
              Shape is = {2};
              check_gather_pad_normalize({2, 4, 4}, 1, 256, &is, idx);
          }, "idx[1] = -1 is outside [0, 2)"},
+        {"augment rotate", [] { AugmentParams p; p.rotate = 200; check_augment(p); },
+         "augment: rotate must be in [0, 180], got 200"},
+        {"augment scale", [] { AugmentParams p; p.scale = 1; check_augment(p); },
+         "augment: scale must be in [0, 1), got 1"},
+        {"augment sigma", [] { AugmentParams p; p.sigma = 0; check_augment(p); },
+         "augment: sigma must be in (0, 16], got 0"},
+        {"augment shift NaN", [] { AugmentParams p; p.shift = NAN; check_augment(p); },
+         "augment: shift must be in [0, 1000], got nan"},
+        {"augment idx", [] {
+             const int64_t idx[1] = {9};
+             Shape is = {1};
+             check_gather_augment({2, 4, 4}, 1, 256, &is, idx, 0, 0, AugmentParams{});
+         }, "augment_batch: idx[0] = 9 is outside [0, 2)"},
+        {"augment seed", [] { check_gather_augment({2, 4, 4}, 1, 256, nullptr, nullptr, -1, 0, AugmentParams{}); },
+         "augment_batch: seed must be >= 0, got -1"},
+        {"warp theta shape", [] {
+             const float th[4] = {1, 0, 0, 1};
+             check_warp_affine({1, 4, 4}, {1, 2, 2}, th, 0, 256);
+         }, "warp_affine: theta must have shape (N, 2, 3), got (1, 2, 2)"},
+        {"warp theta inf", [] {
+             const float th[6] = {1, 0, INFINITY, 0, 1, 0};
+             check_warp_affine({1, 4, 4}, {1, 2, 3}, th, 0, 256);
+         }, "warp_affine: theta.flat[2] = inf must be finite"},
         {"net input", [] {
              LayerDesc flat;
              flat.kind = &layer_kind("flatten");
@@ -501,6 +590,7 @@ int main(int argc, char** argv) {
     test_pool(rng);
     test_losses(rng);
     test_lecun98_ops(rng);
+    test_augment(rng);
     test_checks();
     std::printf("%d passed, %d failed\n", g_passed, g_failed);
     return g_failed == 0 ? 0 : 1;
