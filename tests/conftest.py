@@ -1,5 +1,7 @@
 """Shared pytest fixtures: where the real MNIST files live, and the repository root."""
+import http.server
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -48,3 +50,34 @@ def pytest_report_header(config):
 
     info = ops.build_info()
     return f"pylenet SIMD level: {info['simd_used']} (runnable here: {', '.join(info['simd_supported'])})"
+
+
+class FilesHandler(http.server.BaseHTTPRequestHandler):
+    """Serves server.files {name: bytes} under any path; 404 for anything else."""
+
+    def do_GET(self):
+        """Serve one generated file."""
+        self.server.requests.append(self.path)
+        body = self.server.files.get(self.path.rsplit("/", 1)[-1])
+        if body is None:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        """Keep request logs out of the test output."""
+        pass
+
+
+@pytest.fixture
+def files_server():
+    """(server, url): a local HTTP server on 127.0.0.1 serving server.files, logging server.requests."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FilesHandler)
+    server.daemon_threads, server.files, server.requests = True, {}, []
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    yield server, f"http://127.0.0.1:{server.server_address[1]}/fashion/"
+    server.shutdown()
+    server.server_close()

@@ -347,47 +347,27 @@ def test_train_and_evaluate_on_any_folder_of_idx_files(dataset, tmp_path, capsys
     assert json.loads(stdout)["accuracy"] == metrics["test_accuracy"]
 
 
-def test_download_into_a_data_dir_only_when_asked(tmp_path, capsys, monkeypatch):
+def test_download_into_a_data_dir_only_when_asked(tmp_path, capsys, monkeypatch, files_server):
     import hashlib
-    import http.server
-    import threading
 
     from pylenet import data
     source = write_idx_folder(tmp_path / "served", data.MNIST_FILES)
     files = {p.name: p.read_bytes() for p in source.iterdir()}
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = files.get(self.path.rsplit("/", 1)[-1])
-            if body is None:
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-    try:
-        real = data.DATASETS["fashion-mnist"]
-        sums = {n: ("file", real.checksums[n][1], hashlib.md5(b).hexdigest()) for n, b in files.items()}
-        monkeypatch.setitem(data.DATASETS, "fashion-mnist", data.Dataset(
-            "fashion-mnist", real.files, sums, (f"http://127.0.0.1:{server.server_address[1]}/f/",)))
-        target = tmp_path / "fashion"
-        args = ["train", "--data", target, "--dataset", "fashion-mnist", "--epochs", 1,
-                "--out", tmp_path / "run", "--no-progress", "--threads", 1]
-        assert_one_line_error(*run_cli(capsys, *args))
-        assert not target.exists()
-        code, _, err = run_cli(capsys, *args, "--download")
-        assert code == 0, err
-        assert sorted(p.name for p in target.iterdir()) == sorted(files)
-    finally:
-        server.shutdown()
-        server.server_close()
+    server, _ = files_server
+    server.files = files
+    real = data.DATASETS["fashion-mnist"]
+    sums = {n: ("file", real.checksums[n][1], hashlib.md5(b).hexdigest()) for n, b in files.items()}
+    monkeypatch.setitem(data.DATASETS, "fashion-mnist", data.Dataset(
+        "fashion-mnist", real.files, sums, (f"http://127.0.0.1:{server.server_address[1]}/f/",)))
+    target = tmp_path / "fashion"
+    args = ["train", "--data", target, "--dataset", "fashion-mnist", "--epochs", 1,
+            "--out", tmp_path / "run", "--no-progress", "--threads", 1]
+    assert_one_line_error(*run_cli(capsys, *args))
+    assert not target.exists()
+    code, _, err = run_cli(capsys, *args, "--download")
+    assert code == 0, err
+    assert sorted(p.name for p in target.iterdir()) == sorted(files)
 
 
 def test_train_never_overwrites_an_earlier_runs_checkpoint(trained, mnist_dir, tmp_path, capsys):

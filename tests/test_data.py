@@ -577,36 +577,6 @@ def fake_split(n, seed):
             images, labels)
 
 
-class FilesHandler(http.server.BaseHTTPRequestHandler):
-    """Serves server.files {name: bytes} under any path; 404 for anything else."""
-
-    def do_GET(self):
-        """Serve one generated file."""
-        self.server.requests.append(self.path)
-        body = self.server.files.get(self.path.rsplit("/", 1)[-1])
-        if body is None:
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        """Keep request logs out of the test output."""
-        pass
-
-
-@pytest.fixture
-def files_server():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FilesHandler)
-    server.daemon_threads, server.files, server.requests = True, {}, []
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-    yield server, f"http://127.0.0.1:{server.server_address[1]}/fashion/"
-    server.shutdown()
-    server.server_close()
-
-
 @pytest.mark.parametrize("name", ["fashion-mnist", "kmnist"])
 def test_other_datasets_download_with_their_published_md5s(name, files_server, tmp_path, monkeypatch):
     server, url = files_server
