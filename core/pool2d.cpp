@@ -255,17 +255,20 @@ void maxpool2d_backward_naive(float* dx, const float* dy, const int32_t* argmax,
     for (size_t i = 0; i < acc.size(); i++) dx[i] = float(acc[i]);
 }
 
+double pool2d_window_sum_naive(const float* plane, const Pool2dParams& p, int64_t oh, int64_t ow) {
+    double acc = 0.0;
+    for (int64_t r = 0; r < p.kernel; r++)
+        for (int64_t s = 0; s < p.kernel; s++) acc += plane[(oh * p.stride + r) * p.W + ow * p.stride + s];
+    return acc;
+}
+
 void avgpool2d_forward_naive(float* y, const float* x, const Pool2dParams& p) {
     const int64_t P = p.out_h(), Q = p.out_w();
     for (int64_t nc = 0; nc < p.N * p.C; nc++)
         for (int64_t oh = 0; oh < P; oh++)
-            for (int64_t ow = 0; ow < Q; ow++) {
-                double acc = 0.0;
-                for (int64_t r = 0; r < p.kernel; r++)
-                    for (int64_t s = 0; s < p.kernel; s++)
-                        acc += x[nc * p.H * p.W + (oh * p.stride + r) * p.W + ow * p.stride + s];
-                y[(nc * P + oh) * Q + ow] = float(acc / double(p.kernel * p.kernel));
-            }
+            for (int64_t ow = 0; ow < Q; ow++)
+                y[(nc * P + oh) * Q + ow] = float(pool2d_window_sum_naive(x + nc * p.H * p.W, p, oh, ow) /
+                                                  double(p.kernel * p.kernel));
 }
 
 void avgpool2d_backward_naive(float* dx, const float* dy, const Pool2dParams& p) {

@@ -104,10 +104,7 @@ void subsample2d_forward_naive(float* y, const float* x, const float* w, const f
     for (int64_t nc = 0; nc < p.N * p.C; nc++)
         for (int64_t oh = 0; oh < P; oh++)
             for (int64_t ow = 0; ow < Q; ow++) {
-                double acc = 0.0;
-                for (int64_t r = 0; r < p.kernel; r++)
-                    for (int64_t s = 0; s < p.kernel; s++)
-                        acc += x[nc * p.H * p.W + (oh * p.stride + r) * p.W + ow * p.stride + s];
+                const double acc = pool2d_window_sum_naive(x + nc * p.H * p.W, p, oh, ow);
                 const int64_t c = nc % p.C;
                 y[(nc * P + oh) * Q + ow] = float(double(w[c]) * acc + (b ? b[c] : 0.0));
             }
