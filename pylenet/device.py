@@ -44,8 +44,8 @@ class CudaUnavailableError(RuntimeError):
             built += f" for {', '.join(archs)}" if archs else ""
             why = (f"pylenet was built with {built}, but no usable GPU was found: "
                    f"{info.get('reason') or 'unknown reason'}")
-        super().__init__(f"device {asked!r} is not available: {why}. Use device='cpu' "
-                         f"(or 'auto', which picks the GPU only when one can be used).")
+        super().__init__(f"device {asked!r} is not available: {why}. Run on the CPU instead "
+                         f"(device 'cpu'; 'auto' picks the GPU only when one can be used).")
 
 
 def emulating() -> bool:

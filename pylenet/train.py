@@ -16,7 +16,7 @@ from pylenet.data import (MNIST_MEAN, MNIST_STD, DataLoader, _normalize_lut, _pr
                           pad_and_normalize)
 from pylenet.device import resolve_device
 from pylenet.engine import class_scores, fused_for, loss_name, outputs_penalties
-from pylenet.gpu import check_training, gpu_for
+from pylenet.gpu import check_training, gpu_for, unsupported
 from pylenet.losses import get_loss
 from pylenet.recipe import DEFAULT_RECIPE, get_recipe, make_optimizer, make_scheduler
 from pylenet.serialize import architecture, save_model
@@ -282,7 +282,8 @@ class Trainer:
     a name in pylenet.data.AUGMENTS or an Augment, for (images, labels) training data. A
     scheduler with a step_batch method (WarmupCosineLR) also sets the rate before every batch.
 
-    device: "cpu", "cuda", "auto" or None (the model's .device, read at each fit). On "cuda"
+    device: "cpu", "cuda", "auto" (the GPU when one can be used and can train this model with
+    this optimizer and loss) or None (the model's .device, read at each fit). On "cuda"
     the optimizer must be pylenet's SGD or Adam and the loss a built-in one; an (images,
     labels) tuple of uint8 digits without augment (or such a DataLoader) is uploaded once and
     batched on the GPU in the CPU's shuffle order; other data is uploaded batch by batch. The
@@ -325,8 +326,15 @@ class Trainer:
 
     @property
     def device(self) -> str:
-        """"cpu" or "cuda": the device given, else the model's."""
-        return resolve_device(self._device, default=getattr(self.model, "device", "cpu"))
+        """"cpu" or "cuda": the device given, else the model's; "auto" is "cuda" when a GPU can
+        be used and can train this model with this optimizer and loss, else "cpu"."""
+        device = resolve_device(self._device, default=getattr(self.model, "device", "cpu"))
+        if device == "cuda" and self._device == "auto":
+            try:
+                check_training(self.model, self.optimizer, self.loss_fn, self._fused)
+            except (TypeError, ValueError):
+                return "cpu"
+        return device
 
     def save(self, path=None) -> Path:
         """Writes model, optimizer, scheduler, epoch and history to `path` (default: checkpoint)."""
@@ -597,12 +605,21 @@ def _forward(model, x: np.ndarray, device: str = "cpu") -> np.ndarray:
         model.train(was_training)
 
 
+def _inference_device(model, device) -> str:
+    """evaluate's and predict's device: None is the model's; "auto" is the GPU when one can be
+    used and can run the model (gpu.unsupported), else the CPU."""
+    resolved = resolve_device(device, default=getattr(model, "device", "cpu"))
+    if resolved == "cuda" and device == "auto" and unsupported(model) is not None:
+        return "cpu"
+    return resolved
+
+
 def evaluate(model, data, *, batch_size: int = 1000, loss=None, device=None) -> dict:
     """{"accuracy", "loss", "confusion"} of `model` on `data` (as fit takes it); rows = true label.
     loss None is the model's default_loss; predictions are the argmax of its class scores.
-    device: "cpu", "cuda" (the network runs on the GPU, the loss on the host), "auto" or None
-    (the model's .device)."""
-    device = resolve_device(device, default=getattr(model, "device", "cpu"))
+    device: "cpu", "cuda" (the network runs on the GPU, the loss on the host), "auto" (the GPU
+    when one can run the model) or None (the model's .device)."""
+    device = _inference_device(model, device)
     batches = _batches("data", data, _check_batch_size(batch_size), once=True)
     loss_fn = get_loss(default_loss(model) if loss is None else loss)
     confusion, total, seen = None, 0.0, 0
@@ -637,9 +654,9 @@ def predict(model, images, *, batch_size: int = 1000, device=None) -> tuple[np.n
 
     images: uint8 digits (N, 28, 28) or (28, 28), prepared as in training (padded to 32x32,
     normalised); float (N, C, H, W) used as given; or an iterable of x or (x, y) batches.
-    device: "cpu", "cuda", "auto" or None (the model's .device).
+    device: "cpu", "cuda", "auto" (the GPU when one can run the model) or None (the model's .device).
     """
-    device = resolve_device(device, default=getattr(model, "device", "cpu"))
+    device = _inference_device(model, device)
     batch_size = _check_batch_size(batch_size)
     if isinstance(images, np.ndarray):
         x = images[None] if images.dtype == np.uint8 and images.ndim == 2 else images
