@@ -92,7 +92,7 @@ def resolve_device(device, default: str = "cpu") -> str:
     if device in ("cuda", "cuda:0"):
         require_cuda(device)
         return "cuda"
-    if device.startswith("cuda:"):
+    if device.startswith("cuda:") and device[5:].isdigit():
         raise ValueError(f"device {device!r}: pylenet runs on one GPU, device 0 ('cuda' or "
                          f"'cuda:0')")
     raise ValueError(f"device must be one of {list(DEVICES)} (or 'cuda:0'), got {device!r}")
