@@ -425,12 +425,12 @@ def cmd_info(args) -> int:
 
 def _cuda_lines(info: dict) -> list[tuple[str, str]]:
     """`pylenet info`'s CUDA lines: what was compiled in, and the GPU used or why there is none."""
-    from pylenet.device import BUILD_WITH_CUDA, EMULATE_ENV
+    from pylenet.device import BUILD_WITH_CUDA, NOT_COMPILED
     if not info["compiled"]:
-        lines = [("cuda", f"no ({info['reason']}; to build it with CUDA: {BUILD_WITH_CUDA})")]
-    else:
-        archs = ", ".join(info["archs"]) or "?"
-        lines = [("cuda", f"yes, CUDA runtime {info['runtime_version']}, compiled for {archs}")]
+        return [("cuda", f"no ({NOT_COMPILED}; to build it with CUDA: {BUILD_WITH_CUDA})"),
+                ("cuda_device", f"none ({NOT_COMPILED})")] + _emulated_line(info)
+    archs = ", ".join(info["archs"]) or "?"
+    lines = [("cuda", f"yes, CUDA runtime {info['runtime_version']}, compiled for {archs}")]
     if info["usable"]:
         memory = f", {info['total_memory'] / 2**30:.1f} GiB" if info.get("total_memory") else ""
         driver = f", driver CUDA {info['driver_version']}" if info.get("driver_version") else ""
@@ -438,10 +438,15 @@ def _cuda_lines(info: dict) -> list[tuple[str, str]]:
                                      f"{memory}{driver}"))
     else:
         lines.append(("cuda_device", f"none ({info['reason']})"))
-    if info.get("emulated"):
-        lines.append(("cuda_emulated", f"yes ({EMULATE_ENV}=1: device cuda runs emulated on the "
-                                       f"host, a testing aid)"))
-    return lines
+    return lines + _emulated_line(info)
+
+
+def _emulated_line(info: dict) -> list[tuple[str, str]]:
+    from pylenet.device import EMULATE_ENV
+    if not info.get("emulated"):
+        return []
+    return [("cuda_emulated", f"yes ({EMULATE_ENV}=1: device cuda runs emulated on the host, a "
+                              f"testing aid)")]
 
 
 def main(argv: list[str] | None = None) -> int:

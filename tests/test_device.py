@@ -64,7 +64,7 @@ def test_cuda_info_has_the_contracts_keys_and_types():
     assert info["compiled"] == pylenet.ops.build_info()["cuda"]
     assert (info["reason"] == "") == info["usable"]
     if not info["compiled"]:
-        assert info["reason"] == "pylenet was built without CUDA" and info["archs"] == []
+        assert info["reason"].startswith("pylenet was built without CUDA") and info["archs"] == []
     if info["usable"]:
         assert info["device_count"] >= 1 and info["name"] and "." in info["capability"]
 
@@ -151,8 +151,10 @@ def test_this_builds_error_is_the_one_its_report_implies():
     info = cuda_info()
     if info["usable"]:
         pytest.skip("this machine can use CUDA")
-    with pytest.raises(CudaUnavailableError, match=info["reason"]):
+    with pytest.raises(CudaUnavailableError) as error:
         resolve_device("cuda")
+    expected = info["reason"] if info["compiled"] else "pylenet was built without CUDA"
+    assert expected in str(error.value)
 
 
 def test_without_the_gpu_network_in_the_build_emulation_is_not_offered(monkeypatch, machine):
