@@ -516,6 +516,20 @@ def test_resuming_on_cuda_is_bit_identical_to_a_straight_run(backend, tmp_path):
     assert trainer2.history["loss"] == straight[1]["loss"]
 
 
+def test_a_run_can_change_device_between_epochs(backend):
+    data = digits(48, seed=23)
+    straight = train("cpu", data, epochs=2, schedule=True)
+    model = LeNet5(seed=1)
+    opt = OPTIMIZERS["sgd-momentum"](model.parameters())
+    trainer = Trainer(model, opt, scheduler=WarmupCosineLR(opt, T_max=2, warmup=0.5), batch_size=16,
+                      progress=False)
+    model.to("cuda")
+    trainer.fit(data, epochs=1)  # the GPU's momentum buffers come back as the CPU's state
+    model.to("cpu")
+    history = trainer.fit(data, epochs=2)
+    assert_close_runs((model, history, opt), straight)
+
+
 def test_a_checkpoint_written_after_cuda_training_is_the_cpus_format(backend, tmp_path):
     data = digits(40, seed=14)
     gpu_model, _, gpu_opt = train("cuda", data, opt="adam")
@@ -756,6 +770,25 @@ def test_pool_activation_and_linear_against_pytorch_on_the_gpu(op):
     ty.backward(torch.tensor(dy, device="cuda"))
     assert_close(net.forward(x), ty.detach().cpu().numpy(), "forward")
     assert_close(net.backward(x, dy)[0], tx.grad.cpu().numpy(), "dx", rtol=1e-4)
+
+
+@ON_GPU
+@pytest.mark.parametrize("kind", ["cross_entropy", "mse"])
+def test_losses_against_pytorch_on_the_gpu(kind):
+    torch = torch_cuda()
+    F = torch.nn.functional
+    net = gpu_net(Sequential(Flatten(), Linear(4, 10, rng=np.random.default_rng(0))), (4, 1, 1), "gpu")
+    out, labels = 4 * randn(17, 10, seed=7), np.random.default_rng(7).integers(0, 10, 17)
+    t_out = torch.tensor(out, device="cuda", requires_grad=True)
+    t_labels = torch.tensor(labels, device="cuda")
+    if kind == "cross_entropy":
+        t_loss = F.cross_entropy(t_out, t_labels)
+    else:
+        t_loss = F.mse_loss(t_out, F.one_hot(t_labels, 10).float())
+    t_loss.backward()
+    value, dout = net.loss(out, labels, kind)
+    assert value == pytest.approx(t_loss.item(), rel=1e-5)
+    assert_close(dout, t_out.grad.cpu().numpy(), "dout")
 
 
 @ON_GPU
