@@ -147,7 +147,10 @@ public:
 
     void predict_u8(float* probs, const uint8_t* images, int64_t N, int64_t h, int64_t w,
                     int64_t pad, const float* lut) override {
-        b_.upload(lut_.ptr, lut, sizeof(float) * 256);
+        if (lut_host_.empty() || std::memcmp(lut_host_.data(), lut, sizeof(float) * 256) != 0) {
+            lut_host_.assign(lut, lut + 256);  // uploaded once per table, not per call
+            b_.upload(lut_.ptr, lut, sizeof(float) * 256);
+        }
         for (int64_t n0 = 0; n0 < N; n0 += kMaxChunk) {
             const int64_t n = std::min(kMaxChunk, N - n0);
             reserve(n);
@@ -587,6 +590,7 @@ private:
     std::vector<int64_t> param_off_, slot_size_;
     int64_t total_ = 0, max_act_ = 0, argmax_per_sample_ = 0, cap_ = 0;
     std::vector<float> shadow_;  // what the device parameters hold (set_params compares)
+    std::vector<float> lut_host_;  // what lut_ holds
     bool uploaded_ = false;
     OptimConfig opt_;
     StepControl ctrl_{};
