@@ -144,9 +144,13 @@ void test_pool(std::mt19937& rng) {
         expect(max_rel_err(y, y_ref) == 0.0 && am == am_ref, tag + " max forward and argmax");
         auto dy = randn(ny, rng);
         std::vector<float> dx(x.size(), NAN), dx_ref(x.size());
-        grid(int64_t(x.size()), MaxPoolBackward{dx.data(), dy.data(), am.data(), g});
+        grid(int64_t(x.size()), MaxPoolBackward{dx.data(), dy.data(), am.data(), nullptr, g});
         maxpool2d_backward_naive(dx_ref.data(), dy.data(), am_ref.data(), p);
         expect(max_rel_err(dx, dx_ref) < 1e-6, tag + " max backward (gather)");
+        // With a ReLU's output as the pool's input, its backward folded in.
+        grid(int64_t(x.size()), MaxPoolBackward{dx.data(), dy.data(), am.data(), x.data(), g});
+        for (size_t i = 0; i < x.size(); i++) dx_ref[i] = x[i] <= 0.0f ? 0.0f : dx_ref[i];
+        expect(max_rel_err(dx, dx_ref) < 1e-6, tag + " max backward with the ReLU folded in");
 
         grid(int64_t(ny), AvgPoolForward{y.data(), x.data(), nullptr, nullptr, g});
         avgpool2d_forward_naive(y_ref.data(), x.data(), p);
