@@ -181,9 +181,14 @@ $(SAN_BUILD)/core/%.o: core/%.cpp $(CORE_HDR)
 $(SAN_BUILD)/test_core: tests/cpp/test_core.cpp $(SAN_OBJ)
 	$(CXX) $(SAN_CXXFLAGS) $(OMPFLAGS) -Icore $^ -o $@
 
-sanitize-cpp: $(SAN_BUILD)/test_core
+$(SAN_BUILD)/test_gpu: tests/cpp/test_gpu.cpp $(SAN_OBJ)
+	$(CXX) $(SAN_CXXFLAGS) $(OMPFLAGS) -Icore $^ -o $@
+
+sanitize-cpp: $(SAN_BUILD)/test_core $(SAN_BUILD)/test_gpu
 	@set -e; for level in $$($(SAN_BUILD)/test_core --levels); do echo "== sanitized C++ tests, SIMD level $$level"; \
 	    PYLENET_SIMD=$$level $(SAN_UBSAN) ASAN_OPTIONS=detect_leaks=1:halt_on_error=1 $(SAN_BUILD)/test_core; done
+	@echo "== sanitized C++ tests of the GPU kernels (emulated)"
+	$(SAN_UBSAN) ASAN_OPTIONS=detect_leaks=1:halt_on_error=1 $(SAN_BUILD)/test_gpu
 
 sanitize-py:
 	rm -rf $(SAN_BUILD)/py
