@@ -82,23 +82,30 @@ public:
         for (size_t i = 0; i < shapes.size(); i++) {
             const int64_t n = numel(shapes[i]);
             float* shadow = shadow_.data() + param_off_[i];
-            if (uploaded_ && std::memcmp(shadow, host[i], sizeof(float) * size_t(n)) == 0) continue;
+            if (uploaded_ && !trained_ && std::memcmp(shadow, host[i], sizeof(float) * size_t(n)) == 0)
+                continue;
             std::memcpy(shadow, host[i], sizeof(float) * size_t(n));
             b_.upload(params_.ptr + param_off_[i], host[i], sizeof(float) * size_t(n));
         }
         uploaded_ = true;
+        trained_ = false;
     }
 
     void get_params(const std::vector<float*>& host) override {
         b_.download(shadow_.data(), params_.ptr, sizeof(float) * shadow_.size());
+        uploaded_ = true;  // the shadow holds the device's values again
+        trained_ = false;
         const auto& shapes = net_.param_shapes();
         for (size_t i = 0; i < shapes.size(); i++)
             std::memcpy(host[i], shadow_.data() + param_off_[i], sizeof(float) * size_t(numel(shapes[i])));
     }
 
     void set_optimizer(const OptimConfig& c) override {
+        const bool same = c.kind == opt_.kind && c.momentum == opt_.momentum &&
+                          c.weight_decay == opt_.weight_decay && c.nesterov == opt_.nesterov &&
+                          c.beta1 == opt_.beta1 && c.beta2 == opt_.beta2 && c.eps == opt_.eps;
         opt_ = c;
-        b_.forget();  // the update's constants are part of the captured programs
+        if (!same) b_.forget();  // the update's constants are part of the captured programs
         ctrl_.buf_ready = 0;
         ctrl_.opt_steps = 0;
         b_.zero(state0_.ptr, sizeof(float) * size_t(total_));
@@ -177,6 +184,7 @@ public:
         b_.upload(lrs_.ptr, &lr, sizeof(float));
         begin_run(false);
         const LossKind lk = loss_kind_of(loss);
+        trained_ = true;  // the device parameters may now differ from the shadow
         b_.run(key(kProgTrainHost, int(lk), N), [&] { enqueue_train(N, lk, N, false); });
         std::vector<StepResult> r = end_run(1);
         if (out) b_.download(out, acts_[out_slot()].ptr, sizeof(float) * size_t(N * classes()));
@@ -211,6 +219,7 @@ public:
         b_.upload(lrs_.ptr, lrs, sizeof(float) * size_t(steps));
         begin_run(stop_on_nonfinite);
         const LossKind lk = loss_kind_of(loss);
+        trained_ = true;
         const int64_t full = count / batch, rest = count - full * batch;
         for (int64_t s = 0; s < full; s++)
             b_.run(key(kProgTrainData, int(lk), batch), [&] { enqueue_train(batch, lk, batch, true); });
@@ -604,6 +613,7 @@ private:
     std::vector<float> shadow_;  // what the device parameters hold (set_params compares)
     std::vector<float> lut_host_;  // what lut_ holds
     bool uploaded_ = false;
+    bool trained_ = false;  // a step ran since the shadow last matched the device
     OptimConfig opt_;
     StepControl ctrl_{};
     DeviceArray<B, float> params_, grads_, state0_, state1_, consts_, lut_, data_lut_;

@@ -456,6 +456,20 @@ void test_net_rules(std::mt19937& rng) {
     std::vector<StepResult> r1, r2;
     const auto w1 = train({0.05f, 0.05f, 0.05f, 0.05f}, false, r1), w2 = train({0.05f, 0.05f, 0.05f, 0.05f}, false, r2);
     expect(r1.size() == 4 && w1 == w2 && r1[3].loss == r2[3].loss, "train_indices: same bits run after run");
+    {   // set_params after training uploads again, even the values it uploaded before.
+        GpuNet g(descs, 1, 32, 32, true);
+        g.set_params(pp);
+        g.set_dataset(images.data(), labels.data(), N, 28, 28, 2, lut.data());
+        const std::vector<float> lrs = {0.05f, 0.05f, 0.05f, 0.05f};
+        g.train_indices(idx.data(), N, 16, lrs.data(), "cross_entropy", false);
+        g.set_params(pp);
+        std::vector<std::vector<float>> back;
+        std::vector<float*> ptrs;
+        for (const auto& p : params) back.emplace_back(p.size());
+        for (auto& b : back) ptrs.push_back(b.data());
+        g.get_params(ptrs);
+        expect(back == params, "set_params after training restores the given weights");
+    }
     // The same steps through the CPU Net (the batch prepared as predict_u8 does).
     {
         std::vector<std::vector<float>> p = params, buf(params.size());
