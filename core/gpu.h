@@ -45,7 +45,8 @@ struct OptimConfig {
     enum Kind { kSgd, kAdam } kind = kSgd;
     float momentum = 0.0f, weight_decay = 0.0f;  // SGD (weight_decay also Adam's)
     bool nesterov = false;
-    float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;  // Adam
+    double beta1 = 0.9, beta2 = 0.999;  // Adam (double: its bias correction is 1 - beta^t)
+    float eps = 1e-8f;
 };
 
 // Per-step results of GpuNet::train_*: the mean loss (NaN/Inf as computed), the number of
@@ -55,6 +56,8 @@ struct StepResult {
     int64_t correct = 0;
     bool applied = false;
 };
+
+struct Impl;  // cuda/impl.h
 
 class GpuNet {
 public:
@@ -119,7 +122,15 @@ public:
                                           const float* lrs, const std::string& loss,
                                           bool stop_on_nonfinite);
 
-    struct Impl;
+    // Test hooks. backward: forward of x (N, C, H, W), then backward from the output
+    // gradient dy (N, classes): dx (N, C, H, W) and grads[i] (param_shapes) overwritten, no
+    // update. loss: the loss kind's mean over out (N, classes) and its gradient dout.
+    void backward(float* dx, const std::vector<float*>& grads, const float* x, const float* dy,
+                  int64_t N);
+    double loss(float* dout, const float* out, const int64_t* labels, int64_t N,
+                const std::string& loss);
+    // (h, w, pad) of the uploaded dataset.
+    Shape dataset_image() const;
 
 private:
     std::unique_ptr<Impl> impl_;

@@ -26,6 +26,8 @@ public:
 
     // Shapes of the parameter tensors in order: weight then bias (if any) per conv/linear.
     const std::vector<Shape>& param_shapes() const { return param_shapes_; }
+    // The validated layers, their shapes and op parameters (what the GPU network is built from).
+    const std::vector<NetLayer>& layers() const { return layers_; }
     // Shape of one sample's input (C, H, W) and the output feature count.
     Shape input_shape() const { return {C_, H_, W_}; }
     int64_t out_features() const { return out_features_; }

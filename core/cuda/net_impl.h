@@ -1,0 +1,606 @@
+// The GPU network's logic, written once over a backend B that owns memory and runs kernels:
+// cuda/backend.cu instantiates it for the device (nvcc), gpu_host.cpp for the host emulation
+// (g++). It holds no CUDA call of its own, only B's:
+//   void* alloc(size_t) / release(void*)       device memory
+//   upload(dst, src, bytes) / download(...)    stream-ordered copies (download waits)
+//   zero(dst, bytes)                           stream-ordered memset
+//   launch(n, functor)                         functor(i) for every i < n (element.h)
+//   run(key, fn)                               fn() enqueues a program; the device captures
+//                                              it once per key as a CUDA graph and replays it
+//   forget()                                   drops the captured graphs (buffers moved)
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "cuda/element.h"
+#include "cuda/impl.h"
+#include "losses.h"
+#include "net.h"
+
+namespace pylenet {
+namespace gpu {
+
+// Device memory of T, resized by its owner (resizing drops the backend's graphs).
+template <class B, class T>
+struct DeviceArray {
+    B* backend = nullptr;
+    T* ptr = nullptr;
+    int64_t size = 0;
+    ~DeviceArray() {
+        if (ptr) backend->release(ptr);
+    }
+    // At least n elements; returns whether the memory moved.
+    bool reserve(B* b, int64_t n) {
+        backend = b;
+        if (n <= size && ptr) return false;
+        if (ptr) backend->release(ptr);
+        ptr = nullptr;
+        ptr = static_cast<T*>(backend->alloc(sizeof(T) * size_t(std::max<int64_t>(n, 1))));
+        size = n;
+        return true;
+    }
+};
+
+// How one layer runs on the device.
+enum class GKind { kConv, kMaxPool, kAvgPool, kSubsample, kUnary, kFlatten, kLinear, kRbf };
+
+struct GLayer {
+    GKind kind;
+    Unary unary = Unary::kRelu;
+    float a = 1.0f, b = 0.0f;        // rescale
+    ConvGeom conv{};                  // N is set per call
+    PoolGeom pool{};
+    int64_t I = 0, O = 0;             // linear, RBF
+    int64_t in_size = 0, out_size = 0;
+    int64_t w = -1, bias = -1;        // offsets into the flat parameters (-1: none)
+    int64_t konst = -1;               // offset of its constant (mask, centres) in consts
+    int in_slot = 0, out_slot = 0;    // activation slots
+    int64_t argmax = -1;              // offset (per sample) into the argmax buffer
+    bool relu_after = false;          // writes relu(out): the next layer is a fused ReLU
+    bool skip = false;                // a ReLU fused into the layer before, or a Flatten
+};
+
+template <class B>
+class NetImpl final : public Impl {
+public:
+    NetImpl(std::vector<LayerDesc> descs, int64_t C, int64_t H, int64_t W, bool emulated)
+        : net_(descs, C, H, W), emulated_(emulated) {
+        plan();
+    }
+
+    const Net& net() const override { return net_; }
+    bool emulated() const override { return emulated_; }
+
+    // ------------------------------------------------------------ parameters and optimiser
+    void set_params(const std::vector<const float*>& host) override {
+        const auto& shapes = net_.param_shapes();
+        for (size_t i = 0; i < shapes.size(); i++) {
+            const int64_t n = numel(shapes[i]);
+            float* shadow = shadow_.data() + param_off_[i];
+            if (uploaded_ && std::memcmp(shadow, host[i], sizeof(float) * size_t(n)) == 0) continue;
+            std::memcpy(shadow, host[i], sizeof(float) * size_t(n));
+            b_.upload(params_.ptr + param_off_[i], host[i], sizeof(float) * size_t(n));
+        }
+        uploaded_ = true;
+    }
+
+    void get_params(const std::vector<float*>& host) override {
+        b_.download(shadow_.data(), params_.ptr, sizeof(float) * shadow_.size());
+        const auto& shapes = net_.param_shapes();
+        for (size_t i = 0; i < shapes.size(); i++)
+            std::memcpy(host[i], shadow_.data() + param_off_[i], sizeof(float) * size_t(numel(shapes[i])));
+    }
+
+    void set_optimizer(const OptimConfig& c) override {
+        opt_ = c;
+        b_.forget();  // the update's constants are part of the captured programs
+        ctrl_.buf_ready = 0;
+        ctrl_.opt_steps = 0;
+        b_.zero(state0_.ptr, sizeof(float) * size_t(total_));
+        b_.zero(state1_.ptr, sizeof(float) * size_t(total_));
+    }
+    int state_slots() const override {
+        if (opt_.kind == OptimConfig::kAdam) return 2;
+        return opt_.momentum != 0.0f ? 1 : 0;
+    }
+    void set_optimizer_state(const std::vector<std::vector<const float*>>& state, bool has_state,
+                             int64_t steps) override {
+        float* slots[2] = {state0_.ptr, state1_.ptr};
+        b_.zero(state0_.ptr, sizeof(float) * size_t(total_));
+        b_.zero(state1_.ptr, sizeof(float) * size_t(total_));
+        const auto& shapes = net_.param_shapes();
+        if (has_state)
+            for (size_t s = 0; s < state.size() && s < 2; s++)
+                for (size_t i = 0; i < shapes.size(); i++)
+                    b_.upload(slots[s] + param_off_[i], state[s][i], sizeof(float) * size_t(numel(shapes[i])));
+        ctrl_.buf_ready = has_state ? 1 : 0;
+        ctrl_.opt_steps = steps;
+    }
+    void get_optimizer_state(const std::vector<std::vector<float*>>& state) override {
+        const float* slots[2] = {state0_.ptr, state1_.ptr};
+        std::vector<float> tmp(static_cast<size_t>(total_));
+        const auto& shapes = net_.param_shapes();
+        for (size_t s = 0; s < state.size() && s < 2; s++) {
+            b_.download(tmp.data(), slots[s], sizeof(float) * tmp.size());
+            for (size_t i = 0; i < shapes.size(); i++)
+                std::memcpy(state[s][i], tmp.data() + param_off_[i], sizeof(float) * size_t(numel(shapes[i])));
+        }
+    }
+    int64_t optimizer_steps() const override { return ctrl_.opt_steps; }
+
+    // ------------------------------------------------------------ inference
+    void forward(float* out, const float* x, int64_t N) override {
+        const int64_t in = net_.input_shape()[0] * net_.input_shape()[1] * net_.input_shape()[2];
+        for (int64_t n0 = 0; n0 < N; n0 += kMaxChunk) {
+            const int64_t n = std::min(kMaxChunk, N - n0);
+            reserve(n);
+            b_.upload(acts_[0].ptr, x + n0 * in, sizeof(float) * size_t(n * in));
+            b_.run(key(kProgForward, 0, n), [&] { enqueue_forward(n, false); });
+            b_.download(out + n0 * classes(), acts_[out_slot()].ptr, sizeof(float) * size_t(n * classes()));
+        }
+    }
+
+    void predict_u8(float* probs, const uint8_t* images, int64_t N, int64_t h, int64_t w,
+                    int64_t pad, const float* lut) override {
+        b_.upload(lut_.ptr, lut, sizeof(float) * 256);
+        for (int64_t n0 = 0; n0 < N; n0 += kMaxChunk) {
+            const int64_t n = std::min(kMaxChunk, N - n0);
+            reserve(n);
+            if (u8_.reserve(&b_, n * h * w)) b_.forget();
+            b_.upload(u8_.ptr, images + n0 * h * w, size_t(n * h * w));
+            b_.run(key(kProgPredict, 0, n, pad), [&] {
+                const int64_t Hp = h + 2 * pad, Wp = w + 2 * pad;
+                b_.launch(n * Hp * Wp, PrepareU8{acts_[0].ptr, u8_.ptr, nullptr, nullptr, lut_.ptr, h, w, pad});
+                enqueue_forward(n, false);
+                b_.launch(n, SoftmaxRows{probs_.ptr, acts_[out_slot()].ptr, classes(), net_.penalty_output()});
+            });
+            b_.download(probs + n0 * classes(), probs_.ptr, sizeof(float) * size_t(n * classes()));
+        }
+    }
+
+    // ------------------------------------------------------------ training
+    StepResult train_step(float* out, const float* x, const int64_t* labels, int64_t N, float lr,
+                          const LossKindInfo& loss) override {
+        reserve(N);
+        steps_capacity(1);
+        const int64_t in = N * net_.input_shape()[0] * net_.input_shape()[1] * net_.input_shape()[2];
+        b_.upload(acts_[0].ptr, x, sizeof(float) * size_t(in));
+        b_.upload(labels_.ptr, labels, sizeof(int64_t) * size_t(N));
+        b_.upload(lrs_.ptr, &lr, sizeof(float));
+        begin_run(false);
+        const LossKind lk = loss_kind_of(loss);
+        b_.run(key(kProgTrainHost, int(lk), N), [&] { enqueue_train(N, lk, N, false); });
+        std::vector<StepResult> r = end_run(1);
+        if (out) b_.download(out, acts_[out_slot()].ptr, sizeof(float) * size_t(N * classes()));
+        return r[0];
+    }
+
+    void set_dataset(const uint8_t* images, const int64_t* labels, int64_t N, int64_t h, int64_t w,
+                     int64_t pad, const float* lut) override {
+        data_.reserve(&b_, N * h * w);
+        data_labels_.reserve(&b_, N);
+        b_.forget();
+        b_.upload(data_.ptr, images, size_t(N * h * w));
+        b_.upload(data_labels_.ptr, labels, sizeof(int64_t) * size_t(N));
+        b_.upload(data_lut_.ptr, lut, sizeof(float) * 256);
+        data_n_ = N;
+        data_h_ = h;
+        data_w_ = w;
+        data_pad_ = pad;
+    }
+    int64_t dataset_size() const override { return data_n_; }
+    Shape dataset_image() const override { return {data_h_, data_w_, data_pad_}; }
+
+    std::vector<StepResult> train_indices(const int64_t* indices, int64_t count, int64_t batch,
+                                          const float* lrs, const LossKindInfo& loss,
+                                          bool stop_on_nonfinite) override {
+        const int64_t steps = (count + batch - 1) / batch;
+        if (steps == 0) return {};
+        reserve(std::min(batch, count));
+        steps_capacity(steps);
+        if (idx_.reserve(&b_, count)) b_.forget();
+        b_.upload(idx_.ptr, indices, sizeof(int64_t) * size_t(count));
+        b_.upload(lrs_.ptr, lrs, sizeof(float) * size_t(steps));
+        begin_run(stop_on_nonfinite);
+        const LossKind lk = loss_kind_of(loss);
+        const int64_t full = count / batch, rest = count - full * batch;
+        for (int64_t s = 0; s < full; s++)
+            b_.run(key(kProgTrainData, int(lk), batch), [&] { enqueue_train(batch, lk, batch, true); });
+        if (rest)
+            b_.run(key(kProgTrainData, int(lk), rest), [&] { enqueue_train(rest, lk, batch, true); });
+        return end_run(steps);
+    }
+
+    // ------------------------------------------------------------ test hooks
+    void backward(float* dx, const std::vector<float*>& grads, const float* x, const float* dy,
+                  int64_t N) override {
+        reserve(N);
+        const Shape is = net_.input_shape();
+        const int64_t in = N * is[0] * is[1] * is[2];
+        b_.upload(acts_[0].ptr, x, sizeof(float) * size_t(in));
+        enqueue_forward(N, true);
+        b_.upload(grad_a_.ptr, dy, sizeof(float) * size_t(N * classes()));
+        const float* g = enqueue_backward(N, true);
+        b_.download(dx, g, sizeof(float) * size_t(in));
+        std::vector<float> flat(static_cast<size_t>(total_));
+        b_.download(flat.data(), grads_.ptr, sizeof(float) * flat.size());
+        const auto& shapes = net_.param_shapes();
+        for (size_t i = 0; i < shapes.size(); i++)
+            std::memcpy(grads[i], flat.data() + param_off_[i], sizeof(float) * size_t(numel(shapes[i])));
+    }
+
+    double loss(float* dout, const float* out, const int64_t* labels, int64_t N,
+                const LossKindInfo& loss) override {
+        reserve(N);
+        steps_capacity(1);
+        b_.upload(acts_[out_slot()].ptr, out, sizeof(float) * size_t(N * classes()));
+        b_.upload(labels_.ptr, labels, sizeof(int64_t) * size_t(N));
+        begin_run(false);
+        enqueue_loss(N, loss_kind_of(loss));
+        b_.launch(1, EndStep{ctrl_dev_.ptr, N});
+        std::vector<StepResult> r = end_run(1);
+        b_.download(dout, grad_a_.ptr, sizeof(float) * size_t(N * classes()));
+        return r[0].loss;
+    }
+
+private:
+    static constexpr int64_t kMaxChunk = 8192;  // samples per inference program
+    enum Prog { kProgForward = 1, kProgPredict, kProgTrainHost, kProgTrainData };
+    // A captured program's key: what it runs, its loss, one more parameter and the batch.
+    static int64_t key(int prog, int loss, int64_t n, int64_t extra = 0) {
+        return (((int64_t(prog) << 4 | loss) << 16 | extra) << 40) | n;
+    }
+
+    int64_t classes() const { return net_.out_features(); }
+    int out_slot() const { return layers_.back().out_slot; }
+
+    static LossKind loss_kind_of(const LossKindInfo& loss) {
+        const std::string name = loss.name;
+        if (name == "cross_entropy") return LossKind::kCrossEntropy;
+        if (name == "mse") return LossKind::kMse;
+        if (name == "rbf_map") return LossKind::kRbfMap;
+        throw std::invalid_argument("GpuNet: no CUDA kernel for the loss " + name);
+    }
+
+    // From the validated Net's layers, what each runs on the device and where it reads and
+    // writes; allocates the parameters, their gradients and the optimiser state.
+    void plan() {
+        const auto& shapes = net_.param_shapes();
+        for (const Shape& s : shapes) {
+            param_off_.push_back(total_);
+            total_ += numel(s);
+        }
+        std::vector<float> consts;
+        int64_t per_sample_argmax = 0;
+        slot_size_.push_back(numel(net_.input_shape()));
+        const auto& ls = net_.layers();
+        for (size_t i = 0; i < ls.size(); i++) {
+            const NetLayer& L = ls[i];
+            const std::string kind = L.desc.kind->name;
+            GLayer g;
+            g.in_size = L.in_size;
+            g.out_size = L.out_size;
+            g.w = L.weight >= 0 ? param_off_[size_t(L.weight)] : -1;
+            g.bias = L.bias >= 0 ? param_off_[size_t(L.bias)] : -1;
+            auto conv_geom = [&] {
+                const Conv2dParams& c = L.conv;
+                g.conv = {0, c.C, c.H, c.W, c.K, c.R, c.S, c.stride, c.pad, c.out_h(), c.out_w()};
+            };
+            auto pool_geom = [&] {
+                const Pool2dParams& p = L.pool;
+                g.pool = {0, p.C, p.H, p.W, p.kernel, p.stride, p.out_h(), p.out_w()};
+            };
+            auto constant = [&] {
+                g.konst = int64_t(consts.size());
+                consts.insert(consts.end(), L.desc.constant.begin(), L.desc.constant.end());
+            };
+            if (kind == "conv2d") {
+                g.kind = GKind::kConv;
+                conv_geom();
+            } else if (kind == "masked_conv2d") {
+                g.kind = GKind::kConv;
+                conv_geom();
+                constant();
+            } else if (kind == "maxpool2d") {
+                g.kind = GKind::kMaxPool;
+                pool_geom();
+                g.argmax = per_sample_argmax;
+                per_sample_argmax += L.out_size;
+            } else if (kind == "avgpool2d") {
+                g.kind = GKind::kAvgPool;
+                pool_geom();
+            } else if (kind == "subsample2d") {
+                g.kind = GKind::kSubsample;
+                pool_geom();
+            } else if (kind == "linear") {
+                g.kind = GKind::kLinear;
+                g.I = L.linear.I;
+                g.O = L.linear.O;
+            } else if (kind == "rbf") {
+                g.kind = GKind::kRbf;
+                g.I = L.linear.I;
+                g.O = L.linear.O;
+                constant();
+            } else if (kind == "flatten") {
+                g.kind = GKind::kFlatten;
+            } else if (kind == "relu" || kind == "sigmoid" || kind == "tanh" || kind == "scaled_tanh" ||
+                       kind == "rescale") {
+                g.kind = GKind::kUnary;
+                g.unary = kind == "relu" ? Unary::kRelu
+                          : kind == "sigmoid" ? Unary::kSigmoid
+                          : kind == "tanh" ? Unary::kTanh
+                          : kind == "scaled_tanh" ? Unary::kScaledTanh : Unary::kRescale;
+                if (g.unary == Unary::kRescale) {
+                    g.a = L.desc.constant[0];
+                    g.b = L.desc.constant[1];
+                }
+            } else {
+                throw std::invalid_argument("GpuNet: no CUDA kernel for layer kind " + kind +
+                                            " (layer " + std::to_string(i) + ")");
+            }
+            // Slots: a Flatten and a ReLU fused into the layer before share its input's slot.
+            const GLayer* prev = layers_.empty() ? nullptr : &layers_.back();
+            g.in_slot = prev ? prev->out_slot : 0;
+            const bool fused = kind == "relu" && prev && prev->relu_after;
+            if (g.kind == GKind::kFlatten || fused) {
+                g.skip = true;
+                g.out_slot = g.in_slot;
+            } else {
+                g.out_slot = int(slot_size_.size());
+                slot_size_.push_back(L.out_size);
+            }
+            if (L.desc.kind->fuses_relu && i + 1 < ls.size() && ls[i + 1].desc.kind->is_relu)
+                g.relu_after = true;
+            layers_.push_back(g);
+            max_act_ = std::max(max_act_, std::max(L.in_size, L.out_size));
+        }
+        argmax_per_sample_ = per_sample_argmax;
+        shadow_.assign(size_t(total_), 0.0f);
+        params_.reserve(&b_, total_);
+        grads_.reserve(&b_, total_);
+        state0_.reserve(&b_, total_);
+        state1_.reserve(&b_, total_);
+        b_.zero(params_.ptr, sizeof(float) * size_t(total_));
+        b_.zero(state0_.ptr, sizeof(float) * size_t(total_));
+        b_.zero(state1_.ptr, sizeof(float) * size_t(total_));
+        consts_.reserve(&b_, int64_t(consts.size()));
+        if (!consts.empty()) b_.upload(consts_.ptr, consts.data(), sizeof(float) * consts.size());
+        lut_.reserve(&b_, 256);
+        data_lut_.reserve(&b_, 256);
+        ctrl_dev_.reserve(&b_, 1);
+        acts_.resize(slot_size_.size());
+    }
+
+    // Sizes every per-sample buffer for batches of n (grows only; moving memory drops graphs).
+    void reserve(int64_t n) {
+        if (n <= cap_) return;
+        bool moved = false;
+        for (size_t s = 0; s < acts_.size(); s++) moved |= acts_[s].reserve(&b_, n * slot_size_[s]);
+        moved |= grad_a_.reserve(&b_, n * max_act_);
+        moved |= grad_b_.reserve(&b_, n * max_act_);
+        moved |= argmax_.reserve(&b_, n * std::max<int64_t>(argmax_per_sample_, 1));
+        moved |= labels_.reserve(&b_, n);
+        moved |= row_loss_.reserve(&b_, n);
+        moved |= row_ok_.reserve(&b_, n);
+        moved |= probs_.reserve(&b_, n * classes());
+        int64_t part = 1;
+        for (const GLayer& g : layers_) part = std::max(part, chunk_floats(g, n));
+        moved |= part_.reserve(&b_, part);
+        if (moved) b_.forget();
+        cap_ = n;
+    }
+    void steps_capacity(int64_t steps) {
+        bool moved = lrs_.reserve(&b_, steps);
+        moved |= results_.reserve(&b_, steps);
+        if (moved) b_.forget();
+    }
+
+    // Floats of chunk sums the layer's weight gradient needs for a batch of n.
+    static int64_t chunk_floats(const GLayer& g, int64_t n) {
+        if (g.kind == GKind::kConv) {
+            const ConvGeom& c = g.conv;
+            return (c.K * c.C * c.R * c.S + c.K) * chunks_of(n * c.P * c.Q);
+        }
+        if (g.kind == GKind::kLinear) return (g.O * g.I + g.O) * chunks_of(n);
+        if (g.kind == GKind::kSubsample) return 2 * g.pool.C * chunks_of(n * g.pool.P * g.pool.Q);
+        return 0;
+    }
+
+    float* param(int64_t off) const { return off >= 0 ? params_.ptr + off : nullptr; }
+    const float* konst(const GLayer& g) const { return g.konst >= 0 ? consts_.ptr + g.konst : nullptr; }
+
+    // Every layer's forward for the n samples in slot 0 (training keeps the argmax).
+    void enqueue_forward(int64_t n, bool training) {
+        for (const GLayer& g : layers_) {
+            if (g.skip) continue;
+            const float* x = acts_[size_t(g.in_slot)].ptr;
+            float* y = acts_[size_t(g.out_slot)].ptr;
+            switch (g.kind) {
+                case GKind::kConv: {
+                    ConvGeom c = g.conv;
+                    c.N = n;
+                    b_.launch(n * c.K * c.P * c.Q,
+                              ConvForward{y, x, param(g.w), param(g.bias), konst(g), c, g.relu_after});
+                    break;
+                }
+                case GKind::kMaxPool: {
+                    PoolGeom p = g.pool;
+                    p.N = n;
+                    b_.launch(n * g.out_size,
+                              MaxPoolForward{y, training ? argmax_.ptr + n * g.argmax : nullptr, x, p});
+                    break;
+                }
+                case GKind::kAvgPool:
+                case GKind::kSubsample: {
+                    PoolGeom p = g.pool;
+                    p.N = n;
+                    const bool sub = g.kind == GKind::kSubsample;
+                    b_.launch(n * g.out_size, AvgPoolForward{y, x, sub ? param(g.w) : nullptr,
+                                                             sub ? param(g.bias) : nullptr, p});
+                    break;
+                }
+                case GKind::kUnary:
+                    b_.launch(n * g.out_size, UnaryForward{y, x, g.unary, g.a, g.b});
+                    break;
+                case GKind::kLinear:
+                    b_.launch(n * g.O, LinearForward{y, x, param(g.w), param(g.bias), g.I, g.O, g.relu_after});
+                    break;
+                case GKind::kRbf:
+                    b_.launch(n * g.O, RbfForward{y, x, konst(g), g.I, g.O});
+                    break;
+                case GKind::kFlatten:
+                    break;
+            }
+        }
+    }
+
+    // Loss rows into grad_a and the step's result slot (ctrl: apply or not).
+    void enqueue_loss(int64_t n, LossKind lk) {
+        b_.launch(n, LossRows{grad_a_.ptr, row_loss_.ptr, row_ok_.ptr, acts_[out_slot()].ptr,
+                              labels_.ptr, n, classes(), lk, net_.penalty_output(), kRbfMapJ});
+        const double count = lk == LossKind::kMse ? double(n * classes()) : double(n);
+        b_.launch(1, FinishLoss{ctrl_dev_.ptr, results_.ptr, row_loss_.ptr, row_ok_.ptr, n, count});
+    }
+
+    // Backward from the output gradient in grad_a: every layer's weight gradients into grads
+    // (overwritten) and, with input_grad, the input's gradient; returns where that lies.
+    const float* enqueue_backward(int64_t n, bool input_grad) {
+        float* dy = grad_a_.ptr;
+        float* spare = grad_b_.ptr;
+        for (size_t li = layers_.size(); li-- > 0;) {
+            const GLayer& g = layers_[li];
+            if (g.kind == GKind::kFlatten) continue;
+            const bool need_dx = li > 0 || input_grad;
+            const float* x = acts_[size_t(g.in_slot)].ptr;
+            const float* y = acts_[size_t(g.out_slot)].ptr;
+            // Element-wise layers (a fused ReLU too, reading its layer's output) run in place.
+            if (g.kind == GKind::kUnary) {
+                if (need_dx) b_.launch(n * g.in_size, UnaryBackward{dy, y, dy, g.unary, g.a});
+                continue;
+            }
+            switch (g.kind) {
+                case GKind::kConv: {
+                    ConvGeom c = g.conv;
+                    c.N = n;
+                    const int64_t E = c.K * c.C * c.R * c.S + (g.bias >= 0 ? c.K : 0);
+                    const int64_t T = chunks_of(n * c.P * c.Q);
+                    b_.launch(E * T, ConvWeightChunks{part_.ptr, x, dy, konst(g), c, E});
+                    reduce_into(g.w, E, T);
+                    if (need_dx) b_.launch(n * g.in_size, ConvBackwardInput{spare, dy, param(g.w), konst(g), c});
+                    break;
+                }
+                case GKind::kMaxPool: {
+                    PoolGeom p = g.pool;
+                    p.N = n;
+                    if (need_dx) b_.launch(n * g.in_size, MaxPoolBackward{spare, dy, argmax_.ptr + n * g.argmax, p});
+                    break;
+                }
+                case GKind::kAvgPool:
+                case GKind::kSubsample: {
+                    PoolGeom p = g.pool;
+                    p.N = n;
+                    const bool sub = g.kind == GKind::kSubsample;
+                    if (sub) {
+                        const int64_t E = p.C + (g.bias >= 0 ? p.C : 0), T = chunks_of(n * p.P * p.Q);
+                        b_.launch(E * T, SubsampleWeightChunks{part_.ptr, x, dy, p, E});
+                        reduce_into(g.w, E, T);
+                    }
+                    if (need_dx)
+                        b_.launch(n * g.in_size, AvgPoolBackward{spare, dy, sub ? param(g.w) : nullptr, p});
+                    break;
+                }
+                case GKind::kLinear: {
+                    const int64_t E = g.O * g.I + (g.bias >= 0 ? g.O : 0), T = chunks_of(n);
+                    b_.launch(E * T, LinearWeightChunks{part_.ptr, x, dy, n, g.I, g.O, E});
+                    reduce_into(g.w, E, T);
+                    if (need_dx) b_.launch(n * g.I, LinearBackwardInput{spare, dy, param(g.w), g.I, g.O});
+                    break;
+                }
+                case GKind::kRbf:
+                    if (need_dx) b_.launch(n * g.I, RbfBackward{spare, x, konst(g), dy, g.I, g.O});
+                    break;
+                default:
+                    break;
+            }
+            if (need_dx) std::swap(dy, spare);
+        }
+        return dy;
+    }
+
+    // grads[w ...] = the chunk sums added in order. The weight's E entries, then its bias's,
+    // lie in the chunk buffer in that order; both are contiguous in the flat gradients only
+    // when the bias follows the weight, which param_shapes guarantees (weight, then bias).
+    void reduce_into(int64_t w_off, int64_t E, int64_t T) {
+        b_.launch(E, ReduceChunks{grads_.ptr + w_off, part_.ptr, E, T});
+    }
+
+    // The whole training step for n samples (from the dataset through the indices, or from
+    // the uploaded batch), its loss, backward, update and step counter.
+    void enqueue_train(int64_t n, LossKind lk, int64_t batch, bool from_data) {
+        if (from_data) {
+            const int64_t Hp = data_h_ + 2 * data_pad_, Wp = data_w_ + 2 * data_pad_;
+            b_.launch(n * Hp * Wp, PrepareU8{acts_[0].ptr, data_.ptr, idx_.ptr, &ctrl_dev_.ptr->first,
+                                             data_lut_.ptr, data_h_, data_w_, data_pad_});
+            b_.launch(n, GatherLabels{labels_.ptr, data_labels_.ptr, idx_.ptr, &ctrl_dev_.ptr->first});
+        }
+        enqueue_forward(n, true);
+        enqueue_loss(n, lk);
+        enqueue_backward(n, false);
+        b_.launch(total_, OptimizerUpdate{params_.ptr, state0_.ptr, state1_.ptr, grads_.ptr, lrs_.ptr,
+                                          ctrl_dev_.ptr, opt_.kind == OptimConfig::kAdam ? 1 : 0,
+                                          opt_.momentum, opt_.weight_decay, opt_.beta1, opt_.beta2,
+                                          opt_.eps, opt_.nesterov});
+        b_.launch(1, EndStep{ctrl_dev_.ptr, batch});
+    }
+
+    // The control block's host copy goes up before a run of steps and comes back after it.
+    void begin_run(bool stop_on_nonfinite) {
+        ctrl_.step = 0;
+        ctrl_.first = 0;
+        ctrl_.halted = 0;
+        ctrl_.apply = 0;
+        ctrl_.stop_on_nonfinite = stop_on_nonfinite ? 1 : 0;
+        b_.upload(ctrl_dev_.ptr, &ctrl_, sizeof(StepControl));
+    }
+    std::vector<StepResult> end_run(int64_t steps) {
+        b_.download(&ctrl_, ctrl_dev_.ptr, sizeof(StepControl));
+        std::vector<StepSlot> slots(static_cast<size_t>(steps));
+        b_.download(slots.data(), results_.ptr, sizeof(StepSlot) * slots.size());
+        std::vector<StepResult> out(slots.size());
+        for (size_t s = 0; s < slots.size(); s++) {
+            out[s].loss = slots[s].loss;
+            out[s].correct = slots[s].correct;
+            out[s].applied = slots[s].applied != 0;
+        }
+        return out;
+    }
+
+    Net net_;
+    bool emulated_;
+    B b_;
+    std::vector<GLayer> layers_;
+    std::vector<int64_t> param_off_, slot_size_;
+    int64_t total_ = 0, max_act_ = 0, argmax_per_sample_ = 0, cap_ = 0;
+    std::vector<float> shadow_;  // what the device parameters hold (set_params compares)
+    bool uploaded_ = false;
+    OptimConfig opt_;
+    StepControl ctrl_{};
+    DeviceArray<B, float> params_, grads_, state0_, state1_, consts_, lut_, data_lut_;
+    std::vector<DeviceArray<B, float>> acts_;
+    DeviceArray<B, float> grad_a_, grad_b_, part_, probs_, lrs_;
+    DeviceArray<B, int32_t> argmax_, row_ok_;
+    DeviceArray<B, int64_t> labels_, idx_, data_labels_;
+    DeviceArray<B, double> row_loss_;
+    DeviceArray<B, uint8_t> u8_, data_;
+    DeviceArray<B, StepSlot> results_;
+    DeviceArray<B, StepControl> ctrl_dev_;
+    int64_t data_n_ = 0, data_h_ = 0, data_w_ = 0, data_pad_ = 0;
+};
+
+}  // namespace gpu
+}  // namespace pylenet
