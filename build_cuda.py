@@ -8,7 +8,8 @@ of the highest, which newer GPUs' drivers compile at load time).
 
 nvcc is looked for in this order: $CUDA_HOME/bin (or $CUDA_PATH/bin), then PATH, then the layout
 of pip's CUDA 13 wheels (nvidia-cuda-nvcc, -runtime, -crt, -cccl and nvidia-nvvm all unpack into
-site-packages/nvidia/cu13/{bin,include,lib,nvvm}) in this interpreter's site-packages and sys.path.
+site-packages/nvidia/cu13/{bin,include,lib,nvvm}) in this interpreter's site-packages and sys.path,
+then /usr/local/cuda/bin.
 The CUDA runtime is linked statically (libcudart_static.a, its symbols kept out of the
 extension's exports), so the extension needs no libcudart.so: it imports on a machine with no
 GPU or driver, where the runtime (which dlopens the driver, libcuda.so, on first use) reports why.
@@ -33,6 +34,7 @@ from pathlib import Path
 
 DEFAULT_ARCHS = "80;90"
 WHEEL_DIR = Path("nvidia") / "cu13"  # where pip's CUDA 13 wheels unpack, under site-packages
+DEFAULT_HOME = Path("/usr/local/cuda")  # where NVIDIA's installers put the toolkit
 NVCC_FLAGS = ["-O3", "-std=c++17", "-Icore", "--expt-relaxed-constexpr",
               "-Xcompiler", "-fPIC,-fvisibility=hidden", "-DPYLENET_CUDA"]
 # libcudart_static.a needs these; --exclude-libs keeps its symbols out of the dynamic symbol
@@ -47,7 +49,7 @@ class CudaBuildError(Exception):
 @dataclass
 class Toolkit:
     nvcc: str
-    found_via: str   # "CUDA_HOME", "PATH" or "pip wheel"
+    found_via: str   # "CUDA_HOME", "CUDA_PATH", "PATH", "pip wheel" or "/usr/local/cuda"
     root: Path       # nvcc's TOP: bin/, include/ (or targets/<arch>/include/), lib/
     release: str     # "13.0, V13.0.88"
 
@@ -136,6 +138,8 @@ def find_nvcc() -> tuple[str, str] | None:
         nvcc = d / "bin" / "nvcc"
         if os.access(nvcc, os.X_OK):
             return str(nvcc), "pip wheel"
+    if os.access(DEFAULT_HOME / "bin" / "nvcc", os.X_OK):  # the toolkit's own default place
+        return str(DEFAULT_HOME / "bin" / "nvcc"), str(DEFAULT_HOME)
     return None
 
 
@@ -161,7 +165,7 @@ def describe() -> str:
     try:
         found = find_nvcc()
         if not found:
-            return "not found (looked in $CUDA_HOME/bin, PATH and pip's nvidia-cuda-nvcc wheel)"
+            return "not found (looked in $CUDA_HOME/bin, PATH, pip's nvidia-cuda-nvcc wheel, /usr/local/cuda/bin)"
         tk = toolkit(*found)
         return f"{tk.nvcc} (release {tk.release}, via {tk.found_via})"
     except CudaBuildError as e:
@@ -203,8 +207,8 @@ def add_cuda(ext, build_temp: str) -> str | None:
     archs = parse_archs()
     found = find_nvcc()
     if not found:
-        where = ("$CUDA_HOME/bin, PATH, and pip's wheel layout (" +
-                 ", ".join(str(d / "bin") for d in wheel_dirs()[:2]) + ")")
+        where = ("$CUDA_HOME/bin, PATH, pip's wheel layout (" +
+                 ", ".join(str(d / "bin") for d in wheel_dirs()[:2]) + f") and {DEFAULT_HOME}/bin")
         if mode == "auto":
             print(f"pylenet: PYLENET_CUDA=auto and no nvcc in {where}: building without CUDA", flush=True)
             return None
