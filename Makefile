@@ -82,9 +82,14 @@ $(BUILD)/test_core: tests/cpp/test_core.cpp $(BUILD)/libpylenet_core.a
 	$(CXX) $(CXXFLAGS) $(OMPFLAGS) -Icore $< $(BUILD)/libpylenet_core.a -o $@
 
 # The C++ tests run once per SIMD level this CPU can execute (forced with PYLENET_SIMD).
-test-cpp: features $(BUILD)/test_core
+# The GPU part's kernels and network, emulated on the host (no GPU needed; tests/cpp/test_gpu.cpp).
+$(BUILD)/test_gpu: tests/cpp/test_gpu.cpp $(BUILD)/libpylenet_core.a
+	$(CXX) $(CXXFLAGS) $(OMPFLAGS) -Icore $< $(BUILD)/libpylenet_core.a -o $@
+
+test-cpp: features $(BUILD)/test_core $(BUILD)/test_gpu
 	@set -e; for level in $$($(BUILD)/test_core --levels); do \
 	    echo "== C++ tests, SIMD level $$level"; PYLENET_SIMD=$$level $(BUILD)/test_core; done
+	@echo "== C++ tests of the GPU kernels, emulated on the host"; $(BUILD)/test_gpu
 
 # The whole suite at the best level, then the files that exercise the GEMM kernels (ops and
 # the fused engine) again at every other level this CPU can execute.
@@ -220,9 +225,14 @@ $(SAN_BUILD)/core/%.o: core/%.cpp $(CORE_HDR)
 $(SAN_BUILD)/test_core: tests/cpp/test_core.cpp $(SAN_OBJ)
 	$(CXX) $(SAN_CXXFLAGS) $(OMPFLAGS) -Icore $^ -o $@
 
-sanitize-cpp: $(SAN_BUILD)/test_core
+$(SAN_BUILD)/test_gpu: tests/cpp/test_gpu.cpp $(SAN_OBJ)
+	$(CXX) $(SAN_CXXFLAGS) $(OMPFLAGS) -Icore $^ -o $@
+
+sanitize-cpp: $(SAN_BUILD)/test_core $(SAN_BUILD)/test_gpu
 	@set -e; for level in $$($(SAN_BUILD)/test_core --levels); do echo "== sanitized C++ tests, SIMD level $$level"; \
 	    PYLENET_SIMD=$$level $(SAN_UBSAN) ASAN_OPTIONS=detect_leaks=1:halt_on_error=1 $(SAN_BUILD)/test_core; done
+	@echo "== sanitized C++ tests of the GPU kernels (emulated)"
+	$(SAN_UBSAN) ASAN_OPTIONS=detect_leaks=1:halt_on_error=1 $(SAN_BUILD)/test_gpu
 
 sanitize-py:
 	rm -rf $(SAN_BUILD)/py

@@ -14,6 +14,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -59,6 +60,7 @@ struct StepResult {
 
 struct Impl;  // cuda/impl.h
 
+// Calls on one GpuNet are serialised by a mutex; separate GpuNets run concurrently.
 class GpuNet {
 public:
     // Validates the chain as Net does (std::invalid_argument with the same messages) and, for
@@ -134,6 +136,7 @@ public:
 
 private:
     std::unique_ptr<Impl> impl_;
+    std::mutex mutex_;  // one call at a time per GpuNet (shared device buffers)
 };
 
 }  // namespace gpu

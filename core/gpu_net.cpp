@@ -44,9 +44,18 @@ int64_t GpuNet::out_features() const { return impl_->net().out_features(); }
 bool GpuNet::emulated() const { return impl_->emulated(); }
 bool GpuNet::penalty_output() const { return impl_->net().penalty_output(); }
 
-void GpuNet::set_params(const std::vector<const float*>& host) { impl_->set_params(host); }
-void GpuNet::get_params(const std::vector<float*>& host) { impl_->get_params(host); }
-void GpuNet::set_optimizer(const OptimConfig& config) { impl_->set_optimizer(config); }
+void GpuNet::set_params(const std::vector<const float*>& host) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    impl_->set_params(host);
+}
+void GpuNet::get_params(const std::vector<float*>& host) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    impl_->get_params(host);
+}
+void GpuNet::set_optimizer(const OptimConfig& config) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    impl_->set_optimizer(config);
+}
 int GpuNet::state_slots() const { return impl_->state_slots(); }
 void GpuNet::set_optimizer_state(const std::vector<std::vector<const float*>>& state, bool has_state,
                                  int64_t steps) {
@@ -54,9 +63,11 @@ void GpuNet::set_optimizer_state(const std::vector<std::vector<const float*>>& s
     if (has_state && int(state.size()) != impl_->state_slots())
         throw std::invalid_argument("GpuNet: the optimizer has " + std::to_string(impl_->state_slots()) +
                                     " state arrays per parameter, got " + std::to_string(state.size()));
+    std::lock_guard<std::mutex> lock(mutex_);
     impl_->set_optimizer_state(state, has_state, steps);
 }
 void GpuNet::get_optimizer_state(const std::vector<std::vector<float*>>& state) {
+    std::lock_guard<std::mutex> lock(mutex_);
     impl_->get_optimizer_state(state);
 }
 int64_t GpuNet::optimizer_steps() const { return impl_->optimizer_steps(); }
@@ -68,17 +79,23 @@ void GpuNet::check_u8(const Shape& images, int64_t pad, int64_t lut_size) const 
     impl_->net().check_predict_u8(images, pad, lut_size);
 }
 
-void GpuNet::forward(float* out, const float* x, int64_t N) { impl_->forward(out, x, N); }
+void GpuNet::forward(float* out, const float* x, int64_t N) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    impl_->forward(out, x, N);
+}
 void GpuNet::predict_u8(float* probs, const uint8_t* images, int64_t N, int64_t h, int64_t w,
                         int64_t pad, const float* lut) {
+    std::lock_guard<std::mutex> lock(mutex_);
     impl_->predict_u8(probs, images, N, h, w, pad, lut);
 }
 StepResult GpuNet::train_step(float* out, const float* x, const int64_t* labels, int64_t N, float lr,
                               const std::string& loss) {
+    std::lock_guard<std::mutex> lock(mutex_);
     return impl_->train_step(out, x, labels, N, lr, loss_kind(loss));
 }
 void GpuNet::set_dataset(const uint8_t* images, const int64_t* labels, int64_t N, int64_t h, int64_t w,
                          int64_t pad, const float* lut) {
+    std::lock_guard<std::mutex> lock(mutex_);
     impl_->set_dataset(images, labels, N, h, w, pad, lut);
 }
 int64_t GpuNet::dataset_size() const { return impl_->dataset_size(); }
@@ -89,14 +106,17 @@ std::vector<StepResult> GpuNet::train_indices(const int64_t* indices, int64_t co
     if (impl_->dataset_size() == 0 && count > 0)
         throw std::invalid_argument("GpuNet.train_indices: no dataset on the device (call set_dataset first)");
     check_indices("GpuNet.train_indices", "indices", indices, count, impl_->dataset_size());
+    std::lock_guard<std::mutex> lock(mutex_);
     return impl_->train_indices(indices, count, batch, lrs, loss_kind(loss), stop_on_nonfinite);
 }
 void GpuNet::backward(float* dx, const std::vector<float*>& grads, const float* x, const float* dy,
                       int64_t N) {
+    std::lock_guard<std::mutex> lock(mutex_);
     impl_->backward(dx, grads, x, dy, N);
 }
 double GpuNet::loss(float* dout, const float* out, const int64_t* labels, int64_t N,
                     const std::string& loss) {
+    std::lock_guard<std::mutex> lock(mutex_);
     return impl_->loss(dout, out, labels, N, loss_kind(loss));
 }
 Shape GpuNet::dataset_image() const { return impl_->dataset_image(); }

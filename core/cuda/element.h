@@ -239,11 +239,14 @@ PYLENET_HD inline void covering(int64_t h, int64_t kernel, int64_t stride, int64
 }
 
 // Backward of MaxPoolForward as a gather: dx[h, w] = the sum of dy over the windows covering
-// (h, w) whose argmax is (h, w) (windows overlap when stride < kernel); 0 elsewhere.
+// (h, w) whose argmax is (h, w) (windows overlap when stride < kernel); 0 elsewhere. relu_y,
+// when given, is the output of a ReLU just before the pool (its input x): the ReLU's backward
+// is folded in, dx = 0 where relu_y <= 0 (one kernel less per step).
 struct MaxPoolBackward {
     float* dx;
     const float* dy;
     const int32_t* argmax;
+    const float* relu_y;
     PoolGeom g;
     PYLENET_HD void operator()(int64_t i) const {
         const int64_t hw = i % (g.H * g.W), nc = i / (g.H * g.W), h = hw / g.W, w = hw % g.W;
@@ -256,7 +259,7 @@ struct MaxPoolBackward {
                 const int64_t o = (nc * g.P + p) * g.Q + q;
                 if (argmax[o] == hw) acc += dy[o];
             }
-        dx[i] = acc;
+        dx[i] = relu_y && relu_y[i] <= 0.0f ? 0.0f : acc;
     }
 };
 

@@ -147,7 +147,10 @@ public:
 
     void predict_u8(float* probs, const uint8_t* images, int64_t N, int64_t h, int64_t w,
                     int64_t pad, const float* lut) override {
-        b_.upload(lut_.ptr, lut, sizeof(float) * 256);
+        if (lut_host_.empty() || std::memcmp(lut_host_.data(), lut, sizeof(float) * 256) != 0) {
+            lut_host_.assign(lut, lut + 256);  // uploaded once per table, not per call
+            b_.upload(lut_.ptr, lut, sizeof(float) * 256);
+        }
         for (int64_t n0 = 0; n0 < N; n0 += kMaxChunk) {
             const int64_t n = std::min(kMaxChunk, N - n0);
             reserve(n);
@@ -472,9 +475,14 @@ private:
     const float* enqueue_backward(int64_t n, bool input_grad) {
         float* dy = grad_a_.ptr;
         float* spare = grad_b_.ptr;
+        bool relu_folded = false;  // the ReLU before a max pool ran inside the pool's backward
         for (size_t li = layers_.size(); li-- > 0;) {
             const GLayer& g = layers_[li];
             if (g.kind == GKind::kFlatten) continue;
+            if (relu_folded) {
+                relu_folded = false;
+                continue;
+            }
             const bool need_dx = li > 0 || input_grad;
             const float* x = acts_[size_t(g.in_slot)].ptr;
             const float* y = acts_[size_t(g.out_slot)].ptr;
@@ -489,7 +497,7 @@ private:
                     c.N = n;
                     const int64_t E = c.K * c.C * c.R * c.S + (g.bias >= 0 ? c.K : 0);
                     const int64_t T = chunks_of(n * c.P * c.Q);
-                    b_.launch(E * T, ConvWeightChunks{part_.ptr, x, dy, konst(g), c, E});
+                    b_.launch(E * T, ConvWeightChunks{chunk_target(g.w, T), x, dy, konst(g), c, E});
                     reduce_into(g.w, E, T);
                     if (need_dx) b_.launch(n * g.in_size, ConvBackwardInput{spare, dy, param(g.w), konst(g), c});
                     break;
@@ -497,7 +505,12 @@ private:
                 case GKind::kMaxPool: {
                     PoolGeom p = g.pool;
                     p.N = n;
-                    if (need_dx) b_.launch(n * g.in_size, MaxPoolBackward{spare, dy, argmax_.ptr + n * g.argmax, p});
+                    const GLayer* before = li > 0 ? &layers_[li - 1] : nullptr;
+                    relu_folded = need_dx && before && before->kind == GKind::kUnary &&
+                                  before->unary == Unary::kRelu;
+                    if (need_dx)
+                        b_.launch(n * g.in_size, MaxPoolBackward{spare, dy, argmax_.ptr + n * g.argmax,
+                                                                 relu_folded ? x : nullptr, p});
                     break;
                 }
                 case GKind::kAvgPool:
@@ -507,7 +520,7 @@ private:
                     const bool sub = g.kind == GKind::kSubsample;
                     if (sub) {
                         const int64_t E = p.C + (g.bias >= 0 ? p.C : 0), T = chunks_of(n * p.P * p.Q);
-                        b_.launch(E * T, SubsampleWeightChunks{part_.ptr, x, dy, p, E});
+                        b_.launch(E * T, SubsampleWeightChunks{chunk_target(g.w, T), x, dy, p, E});
                         reduce_into(g.w, E, T);
                     }
                     if (need_dx)
@@ -516,7 +529,7 @@ private:
                 }
                 case GKind::kLinear: {
                     const int64_t E = g.O * g.I + (g.bias >= 0 ? g.O : 0), T = chunks_of(n);
-                    b_.launch(E * T, LinearWeightChunks{part_.ptr, x, dy, n, g.I, g.O, E});
+                    b_.launch(E * T, LinearWeightChunks{chunk_target(g.w, T), x, dy, n, g.I, g.O, E});
                     reduce_into(g.w, E, T);
                     if (need_dx) b_.launch(n * g.I, LinearBackwardInput{spare, dy, param(g.w), g.I, g.O});
                     break;
@@ -536,8 +549,10 @@ private:
     // lie in the chunk buffer in that order; both are contiguous in the flat gradients only
     // when the bias follows the weight, which param_shapes guarantees (weight, then bias).
     void reduce_into(int64_t w_off, int64_t E, int64_t T) {
-        b_.launch(E, ReduceChunks{grads_.ptr + w_off, part_.ptr, E, T});
+        if (T > 1) b_.launch(E, ReduceChunks{grads_.ptr + w_off, part_.ptr, E, T});
     }
+    // Where the chunk sums go: straight into the gradients when there is one chunk.
+    float* chunk_target(int64_t w_off, int64_t T) { return T == 1 ? grads_.ptr + w_off : part_.ptr; }
 
     // The whole training step for n samples (from the dataset through the indices, or from
     // the uploaded batch), its loss, backward, update and step counter.
@@ -587,6 +602,7 @@ private:
     std::vector<int64_t> param_off_, slot_size_;
     int64_t total_ = 0, max_act_ = 0, argmax_per_sample_ = 0, cap_ = 0;
     std::vector<float> shadow_;  // what the device parameters hold (set_params compares)
+    std::vector<float> lut_host_;  // what lut_ holds
     bool uploaded_ = false;
     OptimConfig opt_;
     StepControl ctrl_{};
