@@ -69,6 +69,8 @@ else
     status[bench]="not run (no build)"
 fi
 
+nvidia-smi --query-gpu=clocks.sm,clocks.mem,temperature.gpu,power.draw --format=csv,noheader 2>/dev/null \
+    | sed 's/^/GPU at the end: /'
 echo "== summary after $(( $(date +%s) - start )) s"
 rc=0
 for name in build tests bench; do
