@@ -1,9 +1,10 @@
-"""pylenet: LeNet-5 training on a C++/OpenMP core. Public API."""
+"""pylenet: LeNet-5 training on a C++/OpenMP core (and an optional CUDA part). Public API."""
 from pylenet._version import __version__
 from pylenet import ops
 from pylenet import optim
 from pylenet import interop
 from pylenet.data import Augment, DataLoader, load_mnist
+from pylenet.device import CudaUnavailableError, cuda_available, cuda_info, resolve_device
 from pylenet.export import ExportError, export_onnx
 from pylenet.layers import (RBF, AvgPool2d, Conv2d, Flatten, Linear, MaskedConv2d, MaxPool2d,
                             Module, Parameter, ReLU, Rescale, ScaledTanh, Sequential, Sigmoid,
@@ -19,4 +20,5 @@ __all__ = [
     "CrossEntropyLoss", "MSELoss", "LeNet5", "History", "Trainer", "TrainingDiverged",
     "evaluate", "fit", "predict", "interop", "ExportError", "export_onnx", "load_model",
     "save_model", "MaskedConv2d", "RBF", "RBFMAPLoss", "Rescale", "ScaledTanh", "Subsample2d",
+    "CudaUnavailableError", "cuda_available", "cuda_info", "resolve_device",
 ]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pylenet._version import __version__
 from pylenet.data import AUGMENTS, DATASETS
+from pylenet.device import DEVICES
 from pylenet.lecun98 import LR as LECUN98_LR
 from pylenet.losses import LOSSES
 from pylenet.models import ACTIVATIONS, POOLINGS, VARIANTS
@@ -59,6 +60,7 @@ def _parser(R: dict = DEFAULT_RECIPE) -> argparse.ArgumentParser:
     t.add_argument("--pooling", choices=list(POOLINGS), help="modern variant (default max)")
     t.add_argument("--loss", choices=list(LOSSES),
                    help=f"default {R['loss']}, or rbf_map for --variant lecun98")
+    _device_argument(t, "train")
     t.add_argument("--threads", type=int, help="core threads (default: all cores)")
     t.add_argument("--seed", type=int, default=R["seed"], help="weights and shuffling seed (default %(default)s)")
     t.add_argument("--limit", type=int, metavar="N", help="train on the first N images only")
@@ -72,10 +74,12 @@ def _parser(R: dict = DEFAULT_RECIPE) -> argparse.ArgumentParser:
     _data_arguments(e)
     e.add_argument("--split", choices=["test", "train"], default="test")
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _device_argument(e, "evaluate")
 
     r = sub.add_parser("predict", help="classify PNG/JPEG images of digits")
     r.add_argument("--model", required=True, metavar="CKPT")
     r.add_argument("images", nargs="+", metavar="IMAGE")
+    _device_argument(r, "predict")
 
     x = sub.add_parser("export", help="write a checkpoint as ONNX and/or a PyTorch state_dict",
                        description="Export a checkpoint written by train. --onnx needs "
@@ -94,8 +98,35 @@ def _parser(R: dict = DEFAULT_RECIPE) -> argparse.ArgumentParser:
     w.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     w.add_argument("--port", type=int, default=8000, help="default 8000; 0 picks a free port")
 
-    sub.add_parser("info", help="print the core's build information")
+    sub.add_parser("info", help="print the core's build information and the GPU it can use")
     return p
+
+
+def _device_argument(parser, verb: str) -> None:
+    parser.add_argument("--device", choices=list(DEVICES), default="auto",
+                        help=f"where to {verb}: auto (default: the GPU when pylenet was built with "
+                             f"CUDA, one is present and it can run the model, else the CPU), cpu, "
+                             f"or cuda (an error saying why when it cannot be used)")
+
+
+def _model_device(asked: str, model) -> str:
+    """The device to run `model` on: "cuda" asked for must work (errors saying why); "auto"
+    falls back to the CPU, saying so on stderr, when the GPU cannot run this model."""
+    from pylenet.device import describe_device, resolve_device
+    from pylenet.gpu import gpu_for
+    device = resolve_device(asked)
+    if device == "cuda":
+        try:
+            gpu_for(model, (1, 32, 32))  # builds (and caches) the model's GPU network
+        except (TypeError, ValueError) as e:
+            if asked != "auto":
+                raise
+            print(f"note: running on the CPU: the GPU cannot run this model ({_one_line(str(e))})",
+                  file=sys.stderr)
+            device = "cpu"
+    if device == "cuda" or asked == "cuda":
+        print(f"device: {describe_device(device)}", file=sys.stderr)
+    return device
 
 
 def _data_arguments(parser) -> None:
@@ -202,6 +233,8 @@ def cmd_train(args) -> int:
     if args.until_accuracy is not None and not 0.0 < args.until_accuracy <= 1.0:
         raise ValueError(f"--until-accuracy must be in (0, 1], got {args.until_accuracy}")
     _check_checkpoint_arg("--resume", args.resume)
+    from pylenet.device import resolve_device
+    resolve_device(args.device)  # an unusable --device cuda fails before any data is read
     out = Path(args.out)
     ckpt_path = out / "model.ckpt"
     if ckpt_path.exists() and not (args.resume and Path(args.resume).resolve() == ckpt_path.resolve()):
@@ -230,9 +263,11 @@ def cmd_train(args) -> int:
                                momentum=args.momentum, weight_decay=args.weight_decay,
                                recipe=args.recipe)
     scheduler = make_scheduler(optimizer, args.epochs, args.schedule, warmup=args.warmup)
+    device = _model_device(args.device, model)
     trainer = pylenet.Trainer(model, optimizer, loss=args.loss, scheduler=scheduler,
                               batch_size=args.batch_size, seed=args.seed, threads=args.threads,
-                              progress=progress, checkpoint=ckpt_path, augment=args.augment)
+                              progress=progress, checkpoint=ckpt_path, augment=args.augment,
+                              device=device)
     if resumed is not None:
         trainer.restore(resumed, args.resume)
     # --out is made only now that data and model are ready, and removed again if this run
@@ -269,12 +304,12 @@ def cmd_train(args) -> int:
               file=sys.stderr)
         return 130
     wall = time.perf_counter() - start
-    result = pylenet.evaluate(model, test)
+    result = pylenet.evaluate(model, test, device=device)
     metrics = {"model": model.config, "epochs": trainer.epoch, "history": history.records,
                "test_accuracy": result["accuracy"], "test_loss": result["loss"],
                "confusion": result["confusion"].tolist(), "wall_time_s": wall,
                "threads": pylenet.ops.get_num_threads(), "train_images": len(train[0]),
-               "recipe": args.recipe, "augment": args.augment}
+               "recipe": args.recipe, "augment": args.augment, "device": device}
     if args.until_accuracy is not None:
         metrics["until_accuracy"] = {"target": args.until_accuracy,
                                      "epoch": reached[0] if reached else None,
@@ -308,9 +343,11 @@ def _confusion_table(confusion) -> str:
 
 def cmd_evaluate(args) -> int:
     import pylenet
+    pylenet.resolve_device(args.device)  # an unusable --device cuda fails before any data is read
     model = pylenet.load_model(args.model)
+    device = _model_device(args.device, model)
     (data,) = _load_splits(args, (args.split,), progress=True)
-    result = pylenet.evaluate(model, data)
+    result = pylenet.evaluate(model, data, device=device)
     if args.json:
         print(json.dumps({"accuracy": result["accuracy"], "loss": result["loss"],
                           "confusion": result["confusion"].tolist()}))
@@ -324,11 +361,13 @@ def cmd_evaluate(args) -> int:
 def cmd_predict(args) -> int:
     import pylenet
     from pylenet.images import load_image
+    pylenet.resolve_device(args.device)  # an unusable --device cuda fails before the model is read
     model = pylenet.load_model(args.model)
+    device = _model_device(args.device, model)
     failed = 0
     for path in args.images:
         try:
-            labels, probs = pylenet.predict(model, load_image(path))
+            labels, probs = pylenet.predict(model, load_image(path), device=device)
         except (ValueError, OSError) as e:
             print(f"pylenet: error: {e}", file=sys.stderr)
             failed += 1
@@ -377,8 +416,37 @@ def cmd_export(args) -> int:
 def cmd_info(args) -> int:
     import pylenet
     for key, value in pylenet.ops.build_info().items():
-        print(f"{key}: {', '.join(value) if isinstance(value, list) else value}")
+        if not key.startswith("cuda"):  # the CUDA lines below say it for people
+            print(f"{key}: {', '.join(value) if isinstance(value, list) else value}")
+    for key, value in _cuda_lines(pylenet.cuda_info()):
+        print(f"{key}: {value}")
     return 0
+
+
+def _cuda_lines(info: dict) -> list[tuple[str, str]]:
+    """`pylenet info`'s CUDA lines: what was compiled in, and the GPU used or why there is none."""
+    from pylenet.device import BUILD_WITH_CUDA, NOT_COMPILED
+    if not info["compiled"]:
+        return [("cuda", f"no ({NOT_COMPILED}; to build it with CUDA: {BUILD_WITH_CUDA})"),
+                ("cuda_device", f"none ({NOT_COMPILED})")] + _emulated_line(info)
+    archs = ", ".join(info["archs"]) or "?"
+    lines = [("cuda", f"yes, CUDA runtime {info['runtime_version']}, compiled for {archs}")]
+    if info["usable"]:
+        memory = f", {info['total_memory'] / 2**30:.1f} GiB" if info.get("total_memory") else ""
+        driver = f", driver CUDA {info['driver_version']}" if info.get("driver_version") else ""
+        lines.append(("cuda_device", f"{info['name']}, compute capability {info['capability']}"
+                                     f"{memory}{driver}"))
+    else:
+        lines.append(("cuda_device", f"none ({info['reason']})"))
+    return lines + _emulated_line(info)
+
+
+def _emulated_line(info: dict) -> list[tuple[str, str]]:
+    from pylenet.device import EMULATE_ENV
+    if not info.get("emulated"):
+        return []
+    return [("cuda_emulated", f"yes ({EMULATE_ENV}=1: device cuda runs emulated on the host, a "
+                              f"testing aid)")]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -73,6 +73,13 @@ def loss_name(loss) -> str | None:
     return name if name in LOSS_KINDS else None
 
 
+def param_slots(model: Sequential) -> list[tuple]:
+    """(layer, attribute) of every parameter in the core's order (the CPU and GPU nets share
+    it), read afresh on each call so that a replaced Parameter or array is always the one used."""
+    return [(layer, name) for _, layer in model.layers
+            for name in ("weight", "bias") if isinstance(getattr(layer, name, None), Parameter)]
+
+
 class FusedNet:
     """The core's view of a Sequential of built-in layers, for inputs of `input_shape`."""
 
@@ -84,10 +91,7 @@ class FusedNet:
         self.net = _core.Net(descs, tuple(input_shape))
         # What the core network was built from: fused_for rebuilds it when any of this changes.
         self.key, self.input_shape = _key(model), input_shape
-        # (layer, attribute) of every parameter in the core's order, read afresh on each call
-        # so that a replaced Parameter or array is always the one used.
-        self._slots = [(layer, name) for _, layer in model.layers
-                       for name in ("weight", "bias") if isinstance(getattr(layer, name, None), Parameter)]
+        self._slots = param_slots(model)
 
     @property
     def params(self) -> list[Parameter]:

@@ -125,6 +125,43 @@ class Module:
         self.training = mode
         return self
 
+    _device = "cpu"
+
+    @property
+    def device(self) -> str:
+        """Where fit, evaluate and predict run this model by default: "cpu" or "cuda"."""
+        return self._device
+
+    def to(self, device) -> "Module":
+        """Sets the device the model runs on ("cpu", "cuda", "cuda:0" or "auto"); returns self.
+
+        The parameters stay numpy arrays on the host either way; on "cuda" a copy lives on the
+        GPU while fit, evaluate and predict run, and training writes the results back. Raises
+        pylenet.CudaUnavailableError (saying why) when CUDA cannot be used, and TypeError for a
+        model the GPU cannot run (anything but a Sequential of built-in layers)."""
+        from pylenet.device import resolve_device
+        device = resolve_device(device)
+        if device == "cuda":
+            from pylenet.gpu import require_supported
+            require_supported(self)
+        self._set_device(device)
+        return self
+
+    def cuda(self, device=None) -> "Module":
+        """to("cuda"); device may be None, 0, "cuda" or "cuda:0" (pylenet uses one GPU, device 0)."""
+        if device is None or (type(device) is int and device == 0):
+            device = "cuda"
+        elif type(device) is int:
+            raise ValueError(f"cuda({device}): pylenet runs on one GPU, device 0")
+        return self.to(device)
+
+    def cpu(self) -> "Module":
+        """to("cpu")."""
+        return self.to("cpu")
+
+    def _set_device(self, device: str) -> None:
+        self._device = device
+
     def eval(self) -> "Module":
         """Switches to inference mode (no caches kept); returns self."""
         return self.train(False)
@@ -532,6 +569,11 @@ class Sequential(Module):
         for _, layer in self.layers:
             layer.train(mode)
         return self
+
+    def _set_device(self, device: str) -> None:
+        self._device = device
+        for _, layer in self.layers:
+            layer._set_device(device)
 
     def output_shape(self, in_shape):
         for _, layer in self.layers:

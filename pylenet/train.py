@@ -1,6 +1,7 @@
 """Training and evaluation loops: fit, evaluate, predict, and the Trainer behind fit."""
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -11,8 +12,11 @@ import numpy as np
 
 from pylenet import ops
 from pylenet.checkpoint import CheckpointError
-from pylenet.data import MNIST_MEAN, MNIST_STD, _normalize_lut, _prepare, get_augment, pad_and_normalize
+from pylenet.data import (MNIST_MEAN, MNIST_STD, DataLoader, _normalize_lut, _prepare, get_augment,
+                          pad_and_normalize)
+from pylenet.device import resolve_device
 from pylenet.engine import class_scores, fused_for, loss_name, outputs_penalties
+from pylenet.gpu import check_training, gpu_for, unsupported
 from pylenet.losses import get_loss
 from pylenet.recipe import DEFAULT_RECIPE, get_recipe, make_optimizer, make_scheduler
 from pylenet.serialize import architecture, save_model
@@ -20,6 +24,9 @@ from pylenet.serialize import architecture, save_model
 
 PAD = 2  # MNIST's 28x28 digits zero-padded to LeNet-5's 32x32 input
 _LUT = _normalize_lut(MNIST_MEAN, MNIST_STD)
+# Steps per GpuNet.train_indices call while a progress bar is shown: each call ends in one
+# host synchronisation, so a few dozen steps keep the bar moving at a negligible cost.
+GPU_CHUNK_STEPS = 50
 
 
 def default_loss(model) -> str:
@@ -130,10 +137,14 @@ class _ArrayBatches:
         """Selects the epoch whose order the next iteration uses."""
         self.epoch = epoch
 
+    def order(self, epoch: int) -> np.ndarray:
+        """Sample indices of an epoch: default_rng([seed, epoch]).permutation(N), as DataLoader."""
+        n = len(self.images)
+        return np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
+
     def __iter__(self):
         n = len(self.images)
-        order = (np.random.default_rng([self.seed, self.epoch]).permutation(n) if self.shuffle
-                 else np.arange(n))
+        order = self.order(self.epoch)
         epoch, self.epoch = self.epoch, self.epoch + 1
         for start in range(0, n, self.batch_size):
             idx = order[start:start + self.batch_size]
@@ -214,6 +225,52 @@ def _log_epoch(record: dict, epochs: int) -> None:
           f"{record['images_per_s']:,.0f} img/s  {record['time']:.1f}s", file=sys.stderr, flush=True)
 
 
+class _Tally:
+    """One epoch's running loss, accuracy and speed; the record train_epoch returns."""
+
+    def __init__(self):
+        self.loss, self.correct, self.seen, self.skipped = 0.0, 0, 0, 0
+        self.start = time.perf_counter()
+
+    def add(self, loss: float, correct: int, n: int) -> None:
+        """One applied step: its mean loss, correctly classified samples and batch size."""
+        self.loss += loss * n
+        self.correct += correct
+        self.seen += n
+
+    def show(self, bar) -> None:
+        """The running figures on the progress bar (drawn at its next refresh)."""
+        elapsed = time.perf_counter() - self.start
+        bar.set_postfix(loss=f"{self.loss / max(self.seen, 1):.4f}",
+                        acc=f"{self.correct / max(self.seen, 1):.4f}",
+                        img_s=f"{self.seen / max(elapsed, 1e-9):,.0f}", refresh=False)
+
+    def record(self) -> dict:
+        """loss, accuracy, time, images_per_s and skipped of the epoch."""
+        elapsed = time.perf_counter() - self.start
+        seen = self.seen
+        # An epoch whose every step was skipped has no loss or accuracy: None, not a perfect 0.
+        return {"loss": self.loss / seen if seen else None,
+                "accuracy": self.correct / seen if seen else None,
+                "time": elapsed, "images_per_s": seen / max(elapsed, 1e-9), "skipped": self.skipped}
+
+
+def _device_dataset(loader) -> tuple | None:
+    """(source, images, labels, lut, pad, batch, count) when the GPU can gather the loader's
+    batches itself: uint8 digits without distortions, from an (images, labels) tuple or a
+    DataLoader; source has .epoch and .order(epoch), count the samples an epoch uses. Else None."""
+    if isinstance(loader, _ArrayBatches):
+        if loader.augment is None and loader.images.dtype == np.uint8:
+            return (loader, loader.images, loader.labels, _LUT, PAD, loader.batch_size,
+                    len(loader.images))
+        return None
+    source = getattr(loader, "batches", None)
+    if type(source) is DataLoader and source.augment is None:
+        count = len(source) * source.batch_size if source.drop_last else source.num_samples
+        return source, source.images, source.labels, source._lut, source.pad, source.batch_size, count
+    return None
+
+
 class Trainer:
     """Owns a model, its optimizer, scheduler and loss; runs epochs and checkpoints them.
 
@@ -224,14 +281,24 @@ class Trainer:
     arithmetic as the layer-by-layer path, without Python between the layers). augment: None,
     a name in pylenet.data.AUGMENTS or an Augment, for (images, labels) training data. A
     scheduler with a step_batch method (WarmupCosineLR) also sets the rate before every batch.
+
+    device: "cpu", "cuda", "auto" (the GPU when one can be used and can train this model with
+    this optimizer and loss) or None (the model's .device, read at each fit). On "cuda"
+    the optimizer must be pylenet's SGD or Adam and the loss a built-in one; an (images,
+    labels) tuple of uint8 digits without augment (or such a DataLoader) is uploaded once and
+    batched on the GPU in the CPU's shuffle order; other data is uploaded batch by batch. The
+    weights and optimizer state come back to the host after every epoch, so checkpoints are
+    the CPU's.
     """
 
     def __init__(self, model, optimizer=None, *, loss=None, scheduler=None,
                  batch_size: int = DEFAULT_RECIPE["batch_size"], seed: int = DEFAULT_RECIPE["seed"],
                  threads: int | None = None,
                  progress: bool = True, checkpoint=None, on_nonfinite: str = "raise",
-                 fused: bool = True, augment=None):
+                 fused: bool = True, augment=None, device=None):
         self.model = model
+        resolve_device(device)  # a bad name or an unusable CUDA fails here, before any work
+        self._device = device
         self.augment = get_augment(augment)
         self.optimizer = optimizer if optimizer is not None else make_optimizer(model.parameters())
         self.loss_fn = get_loss(default_loss(model) if loss is None else loss)
@@ -248,9 +315,26 @@ class Trainer:
             raise ValueError(f"on_nonfinite must be 'raise' or 'skip', got {on_nonfinite!r}")
         self.on_nonfinite = on_nonfinite
         self._loss_name = loss_name(self.loss_fn)
-        self._use_fused = bool(fused) and self._loss_name is not None
+        self._fused = bool(fused)
+        self._use_fused = self._fused and self._loss_name is not None
         self.epoch = 0          # epochs finished
         self.history = History()
+        self._gpu = None        # the GpuModel holding this epoch's weights and optimizer state
+        self._gpu_data = None   # (GpuModel, images, labels) of the dataset uploaded this fit
+        if self.device == "cuda":
+            check_training(model, self.optimizer, self.loss_fn, self._fused)
+
+    @property
+    def device(self) -> str:
+        """"cpu" or "cuda": the device given, else the model's; "auto" is "cuda" when a GPU can
+        be used and can train this model with this optimizer and loss, else "cpu"."""
+        device = resolve_device(self._device, default=getattr(self.model, "device", "cpu"))
+        if device == "cuda" and self._device == "auto":
+            try:
+                check_training(self.model, self.optimizer, self.loss_fn, self._fused)
+            except (TypeError, ValueError):
+                return "cpu"
+        return device
 
     def save(self, path=None) -> Path:
         """Writes model, optimizer, scheduler, epoch and history to `path` (default: checkpoint)."""
@@ -301,16 +385,19 @@ class Trainer:
         """The core's fused net for batches shaped like x, or None (other layers, or fused=False)."""
         return fused_for(self.model, x.shape[1:]) if self._use_fused else None
 
+    def _bar(self, loader=None, total=None):
+        from tqdm.auto import tqdm
+        return tqdm(loader, total=total, disable=not (self.progress and _live_progress()), unit="batch",
+                    desc=f"epoch {self.epoch + 1}", leave=True, dynamic_ncols=True)
+
     def train_epoch(self, loader) -> dict:
         """One pass over `loader`: forward, loss, backward and an optimizer step per batch."""
-        from tqdm.auto import tqdm
-
+        if self.device == "cuda":
+            return self._train_epoch_gpu(loader)
         model, opt = self.model.train(), self.optimizer
-        total_loss, correct, seen, skipped = 0.0, 0, 0, 0
-        start = time.perf_counter()
+        tally = _Tally()
         total = len(loader)
-        bar = tqdm(loader, total=total, disable=not (self.progress and _live_progress()), unit="batch",
-                   desc=f"epoch {self.epoch + 1}", leave=True, dynamic_ncols=True)
+        bar = self._bar(loader, total)
         per_batch = getattr(self.scheduler, "step_batch", None)
         for i, (x, y) in enumerate(bar):
             if per_batch is not None and total:  # the fractional epoch this step starts at
@@ -323,28 +410,121 @@ class Trainer:
                 loss, dout = self.loss_fn(out, y)
             if not math.isfinite(loss):
                 if self.on_nonfinite == "skip":
-                    skipped += 1
+                    tally.skipped += 1
                     continue
                 bar.close()
                 self._nonfinite(loss, i)
             if fused is None:
                 model.backward(dout)
             opt.step()
-            n = len(y)
-            total_loss += loss * n
-            correct += int((class_scores(model, out).argmax(axis=1) == y).sum())
-            seen += n
+            tally.add(loss, int((class_scores(model, out).argmax(axis=1) == y).sum()), len(y))
             if i % 20 == 0 or i == (total or 0) - 1:
-                elapsed = time.perf_counter() - start
-                bar.set_postfix(loss=f"{total_loss / max(seen, 1):.4f}",
-                                acc=f"{correct / max(seen, 1):.4f}",
-                                img_s=f"{seen / max(elapsed, 1e-9):,.0f}", refresh=False)
+                tally.show(bar)
         bar.close()
-        elapsed = time.perf_counter() - start
-        # An epoch whose every step was skipped has no loss or accuracy: None, not a perfect 0.
-        return {"loss": total_loss / seen if seen else None,
-                "accuracy": correct / seen if seen else None,
-                "time": elapsed, "images_per_s": seen / max(elapsed, 1e-9), "skipped": skipped}
+        return tally.record()
+
+    # ------------------------------------------------------------------------- on the GPU
+
+    def _gpu_net(self, input_shape: tuple):
+        """The model's GpuModel for inputs of input_shape, holding the host's weights and
+        optimizer state: given them on first use in an epoch (and when the network changes)."""
+        gpu = gpu_for(self.model, input_shape)
+        if gpu is not self._gpu:
+            if self._gpu is not None:
+                self._gpu_release()
+            gpu.upload()
+            gpu.upload_optimizer(self.optimizer)
+            self._gpu = gpu
+        return gpu
+
+    def _gpu_release(self) -> None:
+        """Brings the weights and optimizer state back to the host; the next step uploads again."""
+        gpu, self._gpu = self._gpu, None
+        if gpu is not None:
+            gpu.download()
+            gpu.download_optimizer(self.optimizer)
+
+    def _train_epoch_gpu(self, loader) -> dict:
+        """train_epoch on the GPU: the same steps, shuffle order, rates, record and errors."""
+        self.model.train()
+        self._gpu = None  # upload afresh: the host arrays may have changed since the last epoch
+        try:
+            data = _device_dataset(loader)
+            record = (self._gpu_dataset_epoch(*data) if data is not None
+                      else self._gpu_batches_epoch(loader))
+        except BaseException:
+            # Keep what was trained up to the error on the host, as the CPU path does; a
+            # failing download must not hide the error that got here.
+            with contextlib.suppress(Exception):
+                self._gpu_release()
+            raise
+        self._gpu_release()
+        return record
+
+    def _gpu_batches_epoch(self, loader) -> dict:
+        """Host batches (float data, distortions, a loader) uploaded one train_step at a time."""
+        tally = _Tally()
+        total = len(loader)
+        bar = self._bar(loader, total)
+        per_batch = getattr(self.scheduler, "step_batch", None)
+        for i, (x, y) in enumerate(bar):
+            if per_batch is not None and total:
+                per_batch(self.epoch + i / max(total or 1, 1))
+            loss, out, applied = self._gpu_net(x.shape[1:]).net.train_step(
+                x, y, self.optimizer.lr, self._loss_name)
+            if not applied:  # a loss that is not finite; the update was skipped
+                if self.on_nonfinite == "skip":
+                    tally.skipped += 1
+                    continue
+                bar.close()
+                self._nonfinite(loss, i)
+            tally.add(loss, int((class_scores(self.model, out).argmax(axis=1) == y).sum()), len(y))
+            if i % 20 == 0 or i == (total or 0) - 1:
+                tally.show(bar)
+        bar.close()
+        return tally.record()
+
+    def _gpu_dataset_epoch(self, source, images, labels, lut, pad, batch, count) -> dict:
+        """The dataset on the GPU (uploaded once per fit), batched there in the order of
+        source.order(epoch), a few steps per call so that the progress bar moves (one call per
+        epoch when it is not shown)."""
+        epoch, source.epoch = source.epoch, source.epoch + 1  # as iterating the loader would
+        order = np.ascontiguousarray(source.order(epoch)[:count], dtype=np.int64)
+        gpu = self._gpu_net((1, images.shape[1] + 2 * pad, images.shape[2] + 2 * pad))
+        if self._gpu_data is None or self._gpu_data[0] is not gpu or self._gpu_data[1] is not images \
+                or self._gpu_data[2] is not labels:
+            gpu.net.set_dataset(images, labels, lut, pad)
+            self._gpu_data = (gpu, images, labels)
+        tally = _Tally()
+        total = -(-count // batch)
+        bar = self._bar(total=total)
+        per_batch = getattr(self.scheduler, "step_batch", None)
+        chunk = max(total, 1) if bar.disable else GPU_CHUNK_STEPS
+        for first in range(0, total, chunk):
+            steps = range(first, min(first + chunk, total))
+            lrs = np.empty(len(steps), np.float32)
+            for k, i in enumerate(steps):  # each step's rate, set as the CPU path sets it
+                if per_batch is not None:
+                    per_batch(self.epoch + i / total)
+                lrs[k] = self.optimizer.lr
+            losses, correct, applied = gpu.net.train_indices(
+                order[first * batch:(steps[-1] + 1) * batch], batch, lrs, self._loss_name,
+                self.on_nonfinite == "raise")
+            for k, i in enumerate(steps):
+                if not applied[k]:
+                    if self.on_nonfinite == "skip":
+                        tally.skipped += 1
+                        continue
+                    if per_batch is not None:  # the rate of the failing step, as on the CPU
+                        per_batch(self.epoch + i / total)
+                    bar.close()
+                    self._nonfinite(float(losses[k]), i)
+                n = min(batch, count - i * batch)
+                tally.add(float(losses[k]), int(correct[k]), n)
+            tally.show(bar)
+            bar.update(len(steps))
+        bar.close()
+        return tally.record()
 
     def fit(self, train, *, epochs: int, validation=None) -> History:
         """Trains until `epochs` epochs are finished in total (a resumed run continues)."""
@@ -354,6 +534,10 @@ class Trainer:
             _batches("validation", validation, self.batch_size)
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
             raise ValueError(f"epochs must be an int >= 0, got {epochs!r}")
+        device = self.device
+        if device == "cuda":
+            check_training(self.model, self.optimizer, self.loss_fn, self._fused)
+        self._gpu_data = None  # a dataset is uploaded once per fit
         while self.epoch < epochs:
             loader.set_epoch(self.epoch)
             record = {"epoch": self.epoch + 1, "lr": self.optimizer.lr}
@@ -361,7 +545,7 @@ class Trainer:
             if self.scheduler is not None:
                 self.scheduler.step()
             if validation is not None:
-                val = evaluate(self.model, validation, loss=self.loss_fn)
+                val = evaluate(self.model, validation, loss=self.loss_fn, device=device)
                 record["val_loss"], record["val_accuracy"] = val["loss"], val["accuracy"]
             self.epoch += 1
             self.history.append(record)
@@ -376,7 +560,7 @@ def fit(model, train, *, epochs: int, batch_size: int | None = None,
         optimizer=None, validation=None, loss=None, scheduler=None,
         seed: int = DEFAULT_RECIPE["seed"], threads: int | None = None,
         progress: bool = True, checkpoint=None, on_nonfinite: str = "raise",
-        fused: bool = True, augment=None, recipe="default") -> History:
+        fused: bool = True, augment=None, recipe="default", device=None) -> History:
     """Trains `model` on `train` and returns its History.
 
     train (and validation): an (images, labels) tuple, where images are uint8 digits
@@ -389,7 +573,8 @@ def fit(model, train, *, epochs: int, batch_size: int | None = None,
     `pylenet train --recipe` does. augment: None (the recipe's), "none", a name in
     pylenet.data.AUGMENTS or an Augment. loss None is the model's default_loss (cross-entropy,
     or "rbf_map" for LeNet5(variant="lecun98")). validation is evaluated after each epoch;
-    checkpoint, if given, is rewritten atomically after every epoch.
+    checkpoint, if given, is rewritten atomically after every epoch. device: "cpu", "cuda",
+    "auto" or None (the model's .device); see Trainer.
     """
     recipe = get_recipe(recipe)
     batch_size = recipe["batch_size"] if batch_size is None else batch_size
@@ -400,12 +585,15 @@ def fit(model, train, *, epochs: int, batch_size: int | None = None,
             scheduler = make_scheduler(optimizer, epochs, recipe=recipe)
     trainer = Trainer(model, optimizer, loss=loss, scheduler=scheduler, batch_size=batch_size,
                       seed=seed, threads=threads, progress=progress, checkpoint=checkpoint,
-                      on_nonfinite=on_nonfinite, fused=fused, augment=augment)
+                      on_nonfinite=on_nonfinite, fused=fused, augment=augment, device=device)
     return trainer.fit(train, epochs=epochs, validation=validation)
 
 
-def _forward(model, x: np.ndarray) -> np.ndarray:
-    """Network outputs for one float32 batch, in the core's fused net when it can run the model."""
+def _forward(model, x: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """Network outputs for one float32 batch: on the GPU for device "cuda", else in the core's
+    fused net when it can run the model."""
+    if device == "cuda":
+        return gpu_for(model, x.shape[1:]).forward(x)
     fused = fused_for(model, x.shape[1:])
     if fused is not None:  # one core call, nothing cached for backward
         return fused.forward(x)
@@ -417,14 +605,26 @@ def _forward(model, x: np.ndarray) -> np.ndarray:
         model.train(was_training)
 
 
-def evaluate(model, data, *, batch_size: int = 1000, loss=None) -> dict:
+def _inference_device(model, device) -> str:
+    """evaluate's and predict's device: None is the model's; "auto" is the GPU when one can be
+    used and can run the model (gpu.unsupported), else the CPU."""
+    resolved = resolve_device(device, default=getattr(model, "device", "cpu"))
+    if resolved == "cuda" and device == "auto" and unsupported(model) is not None:
+        return "cpu"
+    return resolved
+
+
+def evaluate(model, data, *, batch_size: int = 1000, loss=None, device=None) -> dict:
     """{"accuracy", "loss", "confusion"} of `model` on `data` (as fit takes it); rows = true label.
-    loss None is the model's default_loss; predictions are the argmax of its class scores."""
+    loss None is the model's default_loss; predictions are the argmax of its class scores.
+    device: "cpu", "cuda" (the network runs on the GPU, the loss on the host), "auto" (the GPU
+    when one can run the model) or None (the model's .device)."""
+    device = _inference_device(model, device)
     batches = _batches("data", data, _check_batch_size(batch_size), once=True)
     loss_fn = get_loss(default_loss(model) if loss is None else loss)
     confusion, total, seen = None, 0.0, 0
     for x, y in batches:
-        out = _forward(model, x)
+        out = _forward(model, x, device)
         if confusion is None:
             confusion = np.zeros((out.shape[1], out.shape[1]), dtype=np.int64)
         if len(y) and (y.min() < 0 or y.max() >= out.shape[1]):
@@ -448,13 +648,15 @@ def _num_classes(model) -> int:
     return linear[-1].out_features if linear else 0
 
 
-def predict(model, images, *, batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+def predict(model, images, *, batch_size: int = 1000, device=None) -> tuple[np.ndarray, np.ndarray]:
     """(labels int64 (N,), probabilities float32 (N, C)), always; one (28, 28) digit counts as N=1.
     The probabilities are the softmax of the model's class scores (pylenet.engine.class_scores).
 
     images: uint8 digits (N, 28, 28) or (28, 28), prepared as in training (padded to 32x32,
     normalised); float (N, C, H, W) used as given; or an iterable of x or (x, y) batches.
+    device: "cpu", "cuda", "auto" (the GPU when one can run the model) or None (the model's .device).
     """
+    device = _inference_device(model, device)
     batch_size = _check_batch_size(batch_size)
     if isinstance(images, np.ndarray):
         x = images[None] if images.dtype == np.uint8 and images.ndim == 2 else images
@@ -462,23 +664,27 @@ def predict(model, images, *, batch_size: int = 1000) -> tuple[np.ndarray, np.nd
             raise ValueError(f"predict: uint8 images must be (28, 28) or (N, 28, 28), got shape "
                              f"{images.shape} (float32 (N, C, H, W) inputs are used as given)")
         _check_input("predict", x)
-        fused = fused_for(model, (1, 28 + 2 * PAD, 28 + 2 * PAD)) if x.dtype == np.uint8 else None
+        fused = None
+        if x.dtype == np.uint8:
+            shape = (1, 28 + 2 * PAD, 28 + 2 * PAD)
+            fused = gpu_for(model, shape) if device == "cuda" else fused_for(model, shape)
         if fused is not None and len(x):  # padding, normalisation, network and softmax in one core call
             probs = fused.predict_proba(x, _LUT, PAD)
         else:
             chunks = [x[i:i + batch_size] for i in range(0, len(x), batch_size)]
-            probs = _predict_batches(model, chunks, _num_classes(model))
+            probs = _predict_batches(model, chunks, _num_classes(model), device)
     elif isinstance(images, (str, bytes, dict)) or not hasattr(images, "__iter__"):
         raise TypeError(f"predict: images must be a numpy array or an iterable of batches, got "
                         f"{type(images).__name__}")
     else:
         chunks = (b[0] if isinstance(b, (tuple, list)) and len(b) == 2 else b for b in images)
-        probs = _predict_batches(model, chunks, _num_classes(model))
+        probs = _predict_batches(model, chunks, _num_classes(model), device)
     return probs.argmax(axis=1).astype(np.int64, copy=False), probs
 
 
-def _predict_batches(model, chunks, num_classes: int) -> np.ndarray:
-    probs = [ops.softmax(class_scores(model, _forward(model, _as_input("predict", x)))) for x in chunks]
+def _predict_batches(model, chunks, num_classes: int, device: str = "cpu") -> np.ndarray:
+    probs = [ops.softmax(class_scores(model, _forward(model, _as_input("predict", x), device)))
+             for x in chunks]
     probs = [p for p in probs if len(p)]
     return np.concatenate(probs) if probs else np.zeros((0, num_classes), np.float32)
 
