@@ -201,6 +201,25 @@ def compile_all(tk: Toolkit, sources: list[str], build_temp: str, archs: list[st
 
 def add_cuda(ext, build_temp: str) -> str | None:
     """Adds the CUDA part to ext as PYLENET_CUDA asks; returns what was done, or None (CPU only)."""
+    done = configure(ext, build_temp)
+    ext.depends.append(build_stamp(build_temp, done or "CPU only"))
+    return done
+
+
+def build_stamp(build_temp: str, text: str) -> str:
+    """A file saying what this build is, rewritten when that changes. setuptools keeps an
+    extension that is newer than everything it depends on, so without it a CPU build after a
+    CUDA one in the same tree (or the reverse, or another nvcc or PYLENET_CUDA_ARCH) would
+    keep the other build's extension."""
+    path = Path(build_temp) / "pylenet-build.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.is_file() or path.read_text() != text:
+        path.write_text(text)
+    return str(path)
+
+
+def configure(ext, build_temp: str) -> str | None:
+    """add_cuda's work: compiles the .cu files and adds them, the macros and the runtime to ext."""
     mode = cuda_mode()
     if mode == "off":
         return None

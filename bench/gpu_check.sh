@@ -4,7 +4,8 @@
 # CUDA tests, then bench/gpu_bench.py (pylenet against PyTorch on the same GPU). Each part has
 # its own time box, the whole stays under 8 minutes; a part that fails or runs out of time is
 # reported and the next one still runs. Output: the log and gpu_bench.json in $OUT when set
-# (the device tool's folder that comes back), else ./gpu_check_out.
+# (the device tool's folder that comes back), else ./gpu_check_out. The in-place extension
+# (pylenet/_core*.so) is the CUDA build afterwards; `make inplace` makes it the CPU one again.
 #
 # MNIST does not travel with ../shared: fill the checkout's gitignored shared/ first, once:
 #     mkdir -p shared/data/mnist && cp ../shared/data/mnist/*.gz shared/data/mnist/
@@ -19,6 +20,7 @@ cd "$(dirname "$0")/.."
 out=${OUT:-gpu_check_out}
 mkdir -p "$out"
 exec > >(tee "$out/gpu_check.log") 2>&1
+tee_pid=$!
 export PYTHONUNBUFFERED=1
 python=${PYTHON:-python3}
 export PYLENET_CUDA=1 PYLENET_CUDA_ARCH=${PYLENET_CUDA_ARCH:-90}
@@ -53,9 +55,18 @@ if ! command -v nvcc >/dev/null && [ -z "${CUDA_HOME:-}" ] && [ -x /usr/local/cu
     export CUDA_HOME=/usr/local/cuda
 fi
 echo "nvcc: $("$python" build_cuda.py)"
+mnist=""
 for d in shared/data/mnist ../shared/data/mnist; do
-    if [ -f "$d/train-images-idx3-ubyte.gz" ]; then echo "MNIST: $d"; break; fi
+    if [ -f "$d/train-images-idx3-ubyte.gz" ] && [ -f "$d/t10k-images-idx3-ubyte.gz" ]; then
+        mnist=$(realpath "$d"); break
+    fi
 done
+if [ -n "$mnist" ]; then
+    echo "MNIST: $mnist"
+    export PYLENET_TEST_MNIST=${PYLENET_TEST_MNIST:-$mnist}  # where the tests look for it
+else
+    echo "MNIST: not found in shared/data/mnist or ../shared/data/mnist (the real-data tests skip; the benchmark uses synthetic digits)"
+fi
 
 rm -f pylenet/_core*.so  # never test a CPU build left here by mistake
 part build "$build_s" "$python" setup.py -q build_ext --inplace
@@ -63,7 +74,7 @@ if [[ "${status[build]}" == ok* ]]; then
     "$python" -c "import pylenet; print('build:', pylenet.ops.build_info()); print('cuda:', pylenet.cuda_info())"
     part tests "$tests_s" "$python" -m pytest -q -p no:cacheprovider tests/test_cuda*.py
     part bench "$bench_s" "$python" bench/gpu_bench.py --out "$out" --budget $(( bench_s * 3 / 4 )) \
-        ${GPU_BENCH_ARGS:-}
+        ${mnist:+--data "$mnist"} ${GPU_BENCH_ARGS:-}
 else
     status[tests]="not run (no build)"
     status[bench]="not run (no build)"
@@ -77,4 +88,6 @@ for name in build tests bench; do
     echo "$name: ${status[$name]}"
     [[ "${status[$name]}" == ok* ]] || rc=1
 done
+exec >&- 2>&-
+wait "$tee_pid"  # the log is whole before $OUT is read
 exit $rc
