@@ -84,8 +84,9 @@ public:
     void get_params(const std::vector<float*>& host);
 
     // The optimiser and its state. slots: SGD with momentum 1 (the momentum buffer), Adam 2
-    // (m, v), else 0; `steps` the updates done so far (Adam's bias correction; SGD's first
-    // step starts its buffer at the gradient when steps == 0 or has_state is false).
+    // (m, v), else 0; `steps` the updates done so far (Adam's bias correction). Without state
+    // (has_state false) SGD's first update starts its buffer at the gradient and Adam's
+    // moments start at 0; set_optimizer resets to that.
     void set_optimizer(const OptimConfig& config);
     int state_slots() const;
     // state[slot][param] host arrays (param_shapes sizes); has_state false: start fresh.

@@ -27,6 +27,8 @@ _LUT = _normalize_lut(MNIST_MEAN, MNIST_STD)
 # Steps per GpuNet.train_indices call while a progress bar is shown: each call ends in one
 # host synchronisation, so a few dozen steps keep the bar moving at a negligible cost.
 GPU_CHUNK_STEPS = 50
+# How a dataset goes onto the device (a name, so that a test can make the device refuse it).
+_DATASET_UPLOAD = lambda net, *args: net.set_dataset(*args)
 
 
 def default_loss(model) -> str:
@@ -450,6 +452,8 @@ class Trainer:
         self._gpu = None  # upload afresh: the host arrays may have changed since the last epoch
         try:
             data = _device_dataset(loader)
+            if data is not None and not self._gpu_dataset_fits(*data):
+                data = None  # batch by batch from the host instead
             record = (self._gpu_dataset_epoch(*data) if data is not None
                       else self._gpu_batches_epoch(loader))
         except BaseException:
@@ -460,6 +464,22 @@ class Trainer:
             raise
         self._gpu_release()
         return record
+
+    def _gpu_dataset_fits(self, source, images, labels, lut, pad, batch, count) -> bool:
+        """Uploads the dataset (once per fit) unless it is there; False when the device has no
+        room for it (the epoch then runs batch by batch from the host)."""
+        gpu = self._gpu_net((1, images.shape[1] + 2 * pad, images.shape[2] + 2 * pad))
+        held = self._gpu_data
+        if held is not None and held[0] is gpu and held[1] is images and held[2] is labels:
+            return True
+        try:
+            _DATASET_UPLOAD(gpu.net, images, labels, lut, pad)
+        except RuntimeError as e:  # cudaMalloc: out of memory
+            if "out of memory" not in str(e):
+                raise
+            return False
+        self._gpu_data = (gpu, images, labels)
+        return True
 
     def _gpu_batches_epoch(self, loader) -> dict:
         """Host batches (float data, distortions, a loader) uploaded one train_step at a time."""
@@ -485,16 +505,12 @@ class Trainer:
         return tally.record()
 
     def _gpu_dataset_epoch(self, source, images, labels, lut, pad, batch, count) -> dict:
-        """The dataset on the GPU (uploaded once per fit), batched there in the order of
+        """The dataset on the GPU (_gpu_dataset_fits uploaded it), batched there in the order of
         source.order(epoch), a few steps per call so that the progress bar moves (one call per
         epoch when it is not shown)."""
         epoch, source.epoch = source.epoch, source.epoch + 1  # as iterating the loader would
         order = np.ascontiguousarray(source.order(epoch)[:count], dtype=np.int64)
         gpu = self._gpu_net((1, images.shape[1] + 2 * pad, images.shape[2] + 2 * pad))
-        if self._gpu_data is None or self._gpu_data[0] is not gpu or self._gpu_data[1] is not images \
-                or self._gpu_data[2] is not labels:
-            gpu.net.set_dataset(images, labels, lut, pad)
-            self._gpu_data = (gpu, images, labels)
         tally = _Tally()
         total = -(-count // batch)
         bar = self._bar(total=total)

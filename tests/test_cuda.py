@@ -484,6 +484,21 @@ def test_the_uploaded_dataset_and_host_batches_train_alike(backend):
     assert on_device[1].records[0]["accuracy"] == host_floats[1].records[0]["accuracy"]
 
 
+def test_a_dataset_the_device_has_no_room_for_is_trained_batch_by_batch(backend, monkeypatch):
+    images, labels = digits(50, seed=13)
+    on_device = train("cuda", (images, labels))
+    refused = []
+
+    def no_room(self, *args, **kwargs):
+        refused.append(len(args[0]))
+        raise RuntimeError("CUDA error in cudaMalloc: out of memory")
+
+    monkeypatch.setattr(train_module, "_DATASET_UPLOAD", no_room)
+    from_host = train("cuda", (images, labels))
+    assert refused == [50]
+    assert_same_weights(on_device[0], from_host[0])
+
+
 def test_a_dataloader_with_drop_last_uses_the_cpus_batches(backend):
     images, labels = digits(50, seed=11)
     runs = [train(device, DataLoader(images, labels, batch_size=16, seed=3, drop_last=True))
