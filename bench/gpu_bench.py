@@ -139,6 +139,8 @@ class Pylenet:
                                 emulate=emulate)
         shapes = [tuple(s) for s in self.net.param_shapes]
         assert shapes == [a.shape for a in self.init], (shapes, [a.shape for a in self.init])
+        # Once: set_optimizer drops the captured graphs (its constants are part of them).
+        self.net.set_optimizer("sgd", momentum=MOMENTUM)
         self.dataset = None  # (images, labels) now on the GpuNet
 
     def reset_model(self):
@@ -146,12 +148,12 @@ class Pylenet:
             p.data[...] = a  # in place: the cached GPU network keeps the parameter objects
 
     def reset_net(self):
-        """The GpuNet back to the initial weights and a fresh SGD. set_params compares against
-        what it last uploaded or downloaded, not against what training left on the device, so
-        get_params first makes that comparison see the trained weights."""
+        """The GpuNet back to the initial weights and a fresh SGD state, keeping its captured
+        graphs. set_params compares against what it last uploaded or downloaded, not against
+        what training left on the device, so get_params first makes it see the trained weights."""
         self.net.get_params()
         self.net.set_params(self.init)
-        self.net.set_optimizer("sgd", momentum=MOMENTUM)
+        self.net.set_optimizer_state(None, 0)
 
     def reference(self, x, y) -> dict:
         """Loss, logits, gradients and one SGD update of the GPU network on one batch."""
@@ -563,6 +565,15 @@ class Run:
         warm = timed(lambda: mine.fit_epoch(images, labels, batch))
         mine.set_dataset(images, labels)
         warm += timed(lambda: mine.indices_epoch(order, batch))  # captures the step's graphs
+        if "train_indices repeats" not in self.validation:
+            # From the same start the same losses, bit for bit: the reset works, and the
+            # device's fixed-order reductions are deterministic.
+            same = bool(np.array_equal(mine.indices_epoch(order, batch), mine.indices_epoch(order, batch)))
+            self.validation["train_indices repeats"] = {"batch": batch, "ok": same}
+            print(f"check {workload} pylenet GpuNet.train_indices twice from the same start: "
+                  f"{'the same losses' if same else 'FAIL: different losses'}", flush=True)
+            if not same:
+                self.status = 1
         variants = [("pylenet|fit(device='cuda')", lambda: value(timed(lambda: mine.fit_epoch(images, labels, batch)))),
                     ("pylenet|GpuNet.train_indices", lambda: value(timed(lambda: mine.indices_epoch(order, batch))))]
         for p in self.peers:
