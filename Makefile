@@ -7,7 +7,9 @@ BUILD ?= build
 HAVE_OPENMP := $(shell echo 'int main(){}' | $(CXX) -fopenmp -x c++ - -o /dev/null 2>/dev/null && echo yes || echo no)
 HAVE_AVX512 := $(shell grep -q avx512f /proc/cpuinfo 2>/dev/null && echo yes || echo no)
 HAVE_AVX2 := $(shell grep -q avx2 /proc/cpuinfo 2>/dev/null && echo yes || echo no)
-HAVE_NVCC := $(shell command -v nvcc >/dev/null 2>&1 && echo yes || echo no)
+# nvcc as a PYLENET_CUDA=1 build finds it ($CUDA_HOME/bin, PATH, pip's wheels): build_cuda.py says.
+# Expanded only where used (`=`), so that other targets do not start Python for it.
+NVCC_FOUND = $(shell $(PYTHON) build_cuda.py 2>&1 || echo "not found (build_cuda.py failed)")
 
 CXXFLAGS ?= -O3 -std=c++17 -ffp-contract=fast -Wall -Wextra -Wno-psabi
 ifeq ($(HAVE_OPENMP),yes)
@@ -23,7 +25,8 @@ CORE_SRC := $(filter-out core/bindings.cpp,$(sort $(wildcard core/*.cpp)))
 CORE_OBJ := $(patsubst core/%.cpp,$(BUILD)/core/%.o,$(CORE_SRC))
 CORE_HDR := $(wildcard core/*.h core/cuda/*.h)
 
-.PHONY: help features install inplace test test-cpp test-py bench bench-compare peak wheel wheel-check clean
+.PHONY: help features install inplace test test-cpp test-py bench bench-compare peak wheel wheel-check clean \
+        cuda-build test-cuda-build
 
 help:
 	@echo "make install      pip install . (builds the extension)"
@@ -36,10 +39,14 @@ help:
 	@echo "make test-clang   core + C++ tests with clang++, and the extension built with clang"
 	@echo "make wheel        sdist and manylinux wheel (auditwheel repair) into dist/"
 	@echo "make wheel-check  install that wheel in a fresh venv without a compiler and train"
+	@echo "make cuda-build   the extension with its CUDA part (nvcc, PYLENET_CUDA_ARCH) in $(BUILD)/cuda-pkg"
+	@echo "make test-cuda-build  import that build here (no GPU needed), run tests/test_cuda*.py and"
+	@echo "                  bench/gpu_bench.py --smoke against it; bench/gpu_check.sh is the GPU check"
 	@echo "make clean        remove build outputs"
 
 features:
-	@echo "OpenMP: $(HAVE_OPENMP)  AVX2 CPU: $(HAVE_AVX2)  AVX-512 CPU: $(HAVE_AVX512)  nvcc: $(HAVE_NVCC) (CUDA build not wired yet)"
+	@echo "OpenMP: $(HAVE_OPENMP)  AVX2 CPU: $(HAVE_AVX2)  AVX-512 CPU: $(HAVE_AVX512)"
+	@echo "nvcc: $(NVCC_FOUND)"
 
 install:
 	$(PYTHON) -m pip install .
@@ -151,6 +158,43 @@ wheel-check: wheel
 
 clean:
 	rm -rf $(BUILD) dist *.egg-info pylenet/_core*.so
+
+# ---------------------------------------------------------------------------- CUDA build
+# `make cuda-build`: the extension with its CUDA part (PYLENET_CUDA=1; PYLENET_CUDA_ARCH picks
+# the GPUs, default 80;90) into $(CUDA_EXT), away from the in-place CPU build the other tests
+# import. $(CUDA_PKG)/pylenet is the package to import it as: links to this checkout's Python
+# files (edits show without a rebuild) beside that build's _core. Needs nvcc (build_cuda.py says
+# where it looks; CUDA_HOME=... picks one), not a GPU.
+# `make test-cuda-build`: imports that package here, checks that it has the CUDA part and says
+# why it cannot use it on a machine without a GPU (it must import and explain, not crash), then
+# runs tests/test_cuda*.py against it (they skip what needs a GPU) and the smoke run of the GPU
+# benchmark (bench/gpu_bench.py --smoke: every code path, tiny, on the host).
+CUDA_EXT := $(BUILD)/cuda-ext
+CUDA_PKG := $(abspath $(BUILD)/cuda-pkg)
+CUDA_TESTS = $(sort $(wildcard tests/test_cuda*.py))
+
+cuda-build:
+	@echo "nvcc: $(NVCC_FOUND)"
+	PYLENET_CUDA=1 $(PYTHON) setup.py -q build_ext --build-lib $(CUDA_EXT) --build-temp $(BUILD)/cuda-temp
+	rm -rf $(CUDA_PKG) && mkdir -p $(CUDA_PKG)/pylenet
+	ln -s $(abspath pylenet)/*.py $(abspath pylenet/static) $(CUDA_PKG)/pylenet/
+	ln -s $(abspath $(CUDA_EXT))/pylenet/_core*.so $(CUDA_PKG)/pylenet/
+
+test-cuda-build: cuda-build
+	@test -n "$(CUDA_TESTS)" || { echo "no tests/test_cuda*.py"; exit 1; }
+	cd / && PYTHONPATH=$(CUDA_PKG) $(PYTHON) -c "import os, pylenet; \
+	assert pylenet.__file__.startswith('$(CUDA_PKG)/'), pylenet.__file__; \
+	build, dev = pylenet.ops.build_info(), pylenet.cuda_info(); print('build:', build); print('cuda:', dev); \
+	assert build['cuda'] is True, 'the CUDA build has no CUDA part'; \
+	assert dev['usable'] or dev['reason'], 'not usable, and no reason given'; \
+	no_gpu = not any(os.path.exists(p) for p in ('/dev/nvidiactl', '/dev/nvidia0')); \
+	assert not (no_gpu and dev['usable']), 'usable on a machine without a GPU?'; \
+	print('CUDA build imports;', 'usable' if dev['usable'] else 'not usable: ' + dev['reason'])"
+	@# The CUDA build is imported before pytest starts, so that no test reaches the in-place one.
+	$(PYTHON) -c "import sys; sys.path.insert(0, '$(CUDA_PKG)'); import pylenet, pytest; \
+	assert pylenet.__file__.startswith('$(CUDA_PKG)/'), pylenet.__file__; \
+	sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', *'$(CUDA_TESTS)'.split()]))"
+	PYTHONPATH=$(CUDA_PKG) PYLENET_CUDA_EMULATE=1 $(PYTHON) bench/gpu_bench.py --smoke --out $(BUILD)/gpu_bench_smoke
 
 # ---------------------------------------------------------------------------- sanitizers
 # `make sanitize`: AddressSanitizer (with LeakSanitizer) and UndefinedBehaviorSanitizer, gcc's

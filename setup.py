@@ -4,19 +4,26 @@ Environment switches: PYLENET_NATIVE=1 compiles for this CPU only (-march=native
 PYLENET_NO_OPENMP=1 builds without OpenMP. By default the GEMM micro-kernels are compiled for
 AVX-512, AVX2 and baseline x86-64 (each file with its own target pragma) and one level is
 chosen at import (PYLENET_SIMD forces one), so the wheel runs on any x86-64 CPU.
+PYLENET_CUDA=1 (or auto) adds the CUDA part, core/cuda/*.cu compiled by nvcc for the GPUs in
+PYLENET_CUDA_ARCH: see build_cuda.py.
 """
 import os
 import re
+import sys
 from glob import glob
 
 from pybind11.setup_helpers import ParallelCompile, Pybind11Extension, build_ext, has_flag
 from setuptools import setup
+from setuptools.errors import PlatformError
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # pip's build backend omits it
+import build_cuda  # noqa: E402
 
 VERSION = re.search(r'__version__ = "(.+)"', open("pylenet/_version.py").read()).group(1)
 
 
 class BuildCore(build_ext):
-    """Adds OpenMP when the compiler has it, and -march=native on request."""
+    """Adds OpenMP when the compiler has it, -march=native and the CUDA part on request."""
 
     def build_extensions(self):
         flags, links = [], []
@@ -30,6 +37,12 @@ class BuildCore(build_ext):
         for ext in self.extensions:
             ext.extra_compile_args += flags
             ext.extra_link_args += links
+            try:
+                done = build_cuda.add_cuda(ext, self.build_temp)
+            except build_cuda.CudaBuildError as e:
+                raise PlatformError(f"pylenet: {e}") from None
+            if done:
+                print(f"pylenet: {done}", flush=True)
         super().build_extensions()
 
 

@@ -2,7 +2,8 @@
 # The manylinux wheel on a machine without a compiler, and the sdist beside it (make wheel-check).
 # auditwheel accepts the wheel and libgomp travels inside it; in a fresh venv whose PATH holds no
 # compiler, pip installs it from binaries only, and the installed package imports, trains one
-# short epoch on real MNIST and predicts. The sdist holds every core source and header.
+# short epoch on real MNIST and predicts. The sdist holds every core source and header, the CUDA
+# ones and build_cuda.py too, so that PYLENET_CUDA=1 can build from it.
 # Usage: tests/wheel_check.sh WHEEL SDIST MNIST_DIR [PYTHON]
 set -euo pipefail
 wheel=$(realpath "$1")
@@ -32,10 +33,11 @@ EOF
 echo "== sdist $(basename "$sdist")"
 tar tzf "$sdist" > "$work/sdist.txt"
 top=$(basename "$sdist" .tar.gz)
-for f in setup.py pyproject.toml MANIFEST.in README.md pylenet/_version.py $(cd "$repo" && ls core/*.h core/*.cpp); do
+for f in setup.py build_cuda.py pyproject.toml MANIFEST.in README.md pylenet/_version.py \
+         $(cd "$repo" && ls core/*.h core/*.cpp && { ls core/cuda/*.cu core/cuda/*.h 2>/dev/null || true; }); do
     grep -qx "$top/$f" "$work/sdist.txt" || fail "the sdist lacks $f"
 done
-echo "sdist: $(grep -c . "$work/sdist.txt") entries, every core source and header present"
+echo "sdist: $(grep -c . "$work/sdist.txt") entries, every core source and header (CUDA too) present"
 
 echo "== fresh venv, no compiler on PATH"
 "$python" -m venv "$work/venv"
