@@ -263,6 +263,14 @@ struct MaxPoolBackward {
     }
 };
 
+// The sum of output (p, q)'s window in one input plane.
+PYLENET_HD inline float window_sum(const float* plane, const PoolGeom& g, int64_t p, int64_t q) {
+    float sum = 0.0f;
+    for (int64_t r = 0; r < g.kernel; r++)
+        for (int64_t s = 0; s < g.kernel; s++) sum += plane[(p * g.stride + r) * g.W + q * g.stride + s];
+    return sum;
+}
+
 // Average pool, y = sum of the window / kernel^2; with w (C,) and b (C,) the trainable
 // subsampling of lecun98 instead: y = w[c] * sum of the window + b[c].
 struct AvgPoolForward {
@@ -273,11 +281,7 @@ struct AvgPoolForward {
     PoolGeom g;
     PYLENET_HD void operator()(int64_t i) const {
         const int64_t q = i % g.Q, p = (i / g.Q) % g.P, nc = i / (g.P * g.Q);
-        const float* xp = x + nc * g.H * g.W;
-        float acc = 0.0f;
-        for (int64_t r = 0; r < g.kernel; r++)
-            for (int64_t s = 0; s < g.kernel; s++)
-                acc += xp[(p * g.stride + r) * g.W + q * g.stride + s];
+        const float acc = window_sum(x + nc * g.H * g.W, g, p, q);
         if (w) {
             const int64_t c = nc % g.C;
             y[i] = w[c] * acc + (b ? b[c] : 0.0f);
@@ -325,12 +329,7 @@ struct SubsampleWeightChunks {
                 acc += d;
                 continue;
             }
-            const float* xp = x + (n * g.C + c) * g.H * g.W;
-            float sum = 0.0f;
-            for (int64_t r = 0; r < g.kernel; r++)
-                for (int64_t s = 0; s < g.kernel; s++)
-                    sum += xp[(p * g.stride + r) * g.W + q * g.stride + s];
-            acc += d * sum;
+            acc += d * window_sum(x + (n * g.C + c) * g.H * g.W, g, p, q);
         }
         part[i] = acc;
     }

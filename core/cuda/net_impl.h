@@ -423,6 +423,18 @@ private:
         return 0;
     }
 
+    // The layer's geometry for a batch of n.
+    static ConvGeom conv_at(const GLayer& g, int64_t n) {
+        ConvGeom c = g.conv;
+        c.N = n;
+        return c;
+    }
+    static PoolGeom pool_at(const GLayer& g, int64_t n) {
+        PoolGeom p = g.pool;
+        p.N = n;
+        return p;
+    }
+
     float* param(int64_t off) const { return off >= 0 ? params_.ptr + off : nullptr; }
     const float* konst(const GLayer& g) const { return g.konst >= 0 ? consts_.ptr + g.konst : nullptr; }
 
@@ -434,23 +446,20 @@ private:
             float* y = acts_[size_t(g.out_slot)].ptr;
             switch (g.kind) {
                 case GKind::kConv: {
-                    ConvGeom c = g.conv;
-                    c.N = n;
+                    const ConvGeom c = conv_at(g, n);
                     b_.launch(n * c.K * c.P * c.Q,
                               ConvForward{y, x, param(g.w), param(g.bias), konst(g), c, g.relu_after});
                     break;
                 }
                 case GKind::kMaxPool: {
-                    PoolGeom p = g.pool;
-                    p.N = n;
+                    const PoolGeom p = pool_at(g, n);
                     b_.launch(n * g.out_size,
                               MaxPoolForward{y, training ? argmax_.ptr + n * g.argmax : nullptr, x, p});
                     break;
                 }
                 case GKind::kAvgPool:
                 case GKind::kSubsample: {
-                    PoolGeom p = g.pool;
-                    p.N = n;
+                    const PoolGeom p = pool_at(g, n);
                     const bool sub = g.kind == GKind::kSubsample;
                     b_.launch(n * g.out_size, AvgPoolForward{y, x, sub ? param(g.w) : nullptr,
                                                              sub ? param(g.bias) : nullptr, p});
@@ -502,8 +511,7 @@ private:
             }
             switch (g.kind) {
                 case GKind::kConv: {
-                    ConvGeom c = g.conv;
-                    c.N = n;
+                    const ConvGeom c = conv_at(g, n);
                     const int64_t E = c.K * c.C * c.R * c.S + (g.bias >= 0 ? c.K : 0);
                     const int64_t T = chunks_of(n * c.P * c.Q);
                     b_.launch(E * T, ConvWeightChunks{chunk_target(g.w, T), x, dy, konst(g), c, E});
@@ -512,8 +520,7 @@ private:
                     break;
                 }
                 case GKind::kMaxPool: {
-                    PoolGeom p = g.pool;
-                    p.N = n;
+                    const PoolGeom p = pool_at(g, n);
                     const GLayer* before = li > 0 ? &layers_[li - 1] : nullptr;
                     relu_folded = need_dx && before && before->kind == GKind::kUnary &&
                                   before->unary == Unary::kRelu;
@@ -524,8 +531,7 @@ private:
                 }
                 case GKind::kAvgPool:
                 case GKind::kSubsample: {
-                    PoolGeom p = g.pool;
-                    p.N = n;
+                    const PoolGeom p = pool_at(g, n);
                     const bool sub = g.kind == GKind::kSubsample;
                     if (sub) {
                         const int64_t E = p.C + (g.bias >= 0 ? p.C : 0), T = chunks_of(n * p.P * p.Q);

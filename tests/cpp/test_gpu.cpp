@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "activations.h"
+#include "check.h"
 #include "conv2d.h"
 #include "cuda/element.h"
 #include "gpu.h"
@@ -26,36 +27,10 @@
 #include "subsample2d.h"
 
 using namespace pylenet;
+using namespace pylenet_test;
 using namespace pylenet::gpu;
 
 namespace {
-
-int g_passed = 0, g_failed = 0;
-
-void expect(bool ok, const std::string& what) {
-    if (ok) {
-        g_passed++;
-    } else {
-        g_failed++;
-        std::printf("FAIL: %s\n", what.c_str());
-    }
-}
-
-std::vector<float> randn(size_t n, std::mt19937& rng) {
-    std::normal_distribution<float> dist(0.0f, 1.0f);
-    std::vector<float> v(n);
-    for (auto& x : v) x = dist(rng);
-    return v;
-}
-
-double max_rel_err(const std::vector<float>& a, const std::vector<float>& b) {
-    double worst = a.size() == b.size() ? 0.0 : INFINITY;
-    for (size_t i = 0; i < a.size() && i < b.size(); i++) {
-        const double d = std::fabs(double(a[i]) - b[i]) / (1.0 + std::fabs(double(b[i])));
-        worst = d == d ? std::fmax(worst, d) : INFINITY;
-    }
-    return worst;
-}
 
 // The launch grid of one kernel, on the host: f(i) for every i < n (what a GPU does, one
 // thread per index).
