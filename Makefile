@@ -78,12 +78,12 @@ $(BUILD)/core/%.o: core/%.cpp $(CORE_HDR)
 $(BUILD)/libpylenet_core.a: $(CORE_OBJ)
 	ar rcs $@ $^
 
-$(BUILD)/test_core: tests/cpp/test_core.cpp $(BUILD)/libpylenet_core.a
+$(BUILD)/test_core: tests/cpp/test_core.cpp tests/cpp/check.h $(BUILD)/libpylenet_core.a
 	$(CXX) $(CXXFLAGS) $(OMPFLAGS) -Icore $< $(BUILD)/libpylenet_core.a -o $@
 
 # The C++ tests run once per SIMD level this CPU can execute (forced with PYLENET_SIMD).
 # The GPU part's kernels and network, emulated on the host (no GPU needed; tests/cpp/test_gpu.cpp).
-$(BUILD)/test_gpu: tests/cpp/test_gpu.cpp $(BUILD)/libpylenet_core.a
+$(BUILD)/test_gpu: tests/cpp/test_gpu.cpp tests/cpp/check.h $(BUILD)/libpylenet_core.a
 	$(CXX) $(CXXFLAGS) $(OMPFLAGS) -Icore $< $(BUILD)/libpylenet_core.a -o $@
 
 test-cpp: features $(BUILD)/test_core $(BUILD)/test_gpu
