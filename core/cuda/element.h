@@ -77,9 +77,17 @@ struct GatherLabels {
 };
 
 // ---------------------------------------------------------------- convolution
+// Channels one thread of the convolutions computes: it loads each input value once for all of
+// them (the weights it reads are the same across a warp, so they are broadcast).
+constexpr int64_t kChannelBlock = 8;
+PYLENET_HD inline int64_t channel_blocks(int64_t channels) {
+    return (channels + kChannelBlock - 1) / kChannelBlock;
+}
+
 // y (N, K, P, Q) = sum_{c,r,s} x[n, c, p*stride + r - pad, q*stride + s - pad] w[k, c, r, s]
 // + b[k]; relu applies max(., 0) as it writes. mask (K, C), when given, multiplies the
-// weights (the masked conv of LeNet5(variant="lecun98")). One index per output element.
+// weights (the masked conv of LeNet5(variant="lecun98")). Index i = ((n * KB + kb) * P + p) *
+// Q + q, KB = channel_blocks(K): one output pixel for output channels kb*8 ... kb*8 + 7.
 struct ConvForward {
     float* y;
     const float* x;
@@ -89,30 +97,42 @@ struct ConvForward {
     ConvGeom g;
     bool relu;
     PYLENET_HD void operator()(int64_t i) const {
-        const int64_t q = i % g.Q, p = (i / g.Q) % g.P, k = (i / (g.P * g.Q)) % g.K;
-        const int64_t n = i / (g.K * g.P * g.Q);
-        float acc = b ? b[k] : 0.0f;
+        const int64_t KB = channel_blocks(g.K);
+        const int64_t q = i % g.Q, p = (i / g.Q) % g.P, kb = (i / (g.P * g.Q)) % KB;
+        const int64_t n = i / (KB * g.P * g.Q), k0 = kb * kChannelBlock;
+        const int64_t kn = g.K - k0 < kChannelBlock ? g.K - k0 : kChannelBlock;
+        float acc[kChannelBlock];
+        for (int64_t j = 0; j < kChannelBlock; j++) acc[j] = b && j < kn ? b[k0 + j] : 0.0f;
+        const int64_t RS = g.R * g.S, CRS = g.C * RS;
         for (int64_t c = 0; c < g.C; c++) {
-            if (mask && mask[k * g.C + c] == 0.0f) continue;
             const float* xc = x + (n * g.C + c) * g.H * g.W;
-            const float* wc = w + (k * g.C + c) * g.R * g.S;
             for (int64_t r = 0; r < g.R; r++) {
                 const int64_t h = p * g.stride + r - g.pad;
                 if (h < 0 || h >= g.H) continue;
                 for (int64_t s = 0; s < g.S; s++) {
                     const int64_t ww = q * g.stride + s - g.pad;
                     if (ww < 0 || ww >= g.W) continue;
-                    acc += xc[h * g.W + ww] * wc[r * g.S + s];
+                    const float v = xc[h * g.W + ww];
+                    const float* wt = w + k0 * CRS + c * RS + r * g.S + s;
+                    for (int64_t j = 0; j < kChannelBlock; j++) {
+                        if (j >= kn || (mask && mask[(k0 + j) * g.C + c] == 0.0f)) continue;
+                        acc[j] += v * wt[j * CRS];
+                    }
                 }
             }
         }
-        y[i] = relu ? relu_of(acc) : acc;
+        for (int64_t j = 0; j < kn; j++) {
+            const int64_t at = ((n * g.K + k0 + j) * g.P + p) * g.Q + q;
+            y[at] = relu ? relu_of(acc[j]) : acc[j];
+        }
     }
 };
 
 // Backward of ConvForward for the input, as a gather (no atomics): dx[n, c, h, w] =
 // sum over k, r, s with h + pad - r = p*stride and w + pad - s = q*stride inside the output
 // of dy[n, k, p, q] w[k, c, r, s] (the full correlation with the flipped kernel; W^T dy).
+// Index i = ((n * CB + cb) * H + h) * W + w, CB = channel_blocks(C): one input pixel for
+// input channels cb*8 ... cb*8 + 7 (each dy value loaded once for all of them).
 struct ConvBackwardInput {
     float* dx;
     const float* dy;
@@ -120,26 +140,33 @@ struct ConvBackwardInput {
     const float* mask;
     ConvGeom g;
     PYLENET_HD void operator()(int64_t i) const {
-        const int64_t xw = i % g.W, xh = (i / g.W) % g.H, c = (i / (g.H * g.W)) % g.C;
-        const int64_t n = i / (g.C * g.H * g.W);
+        const int64_t CB = channel_blocks(g.C);
+        const int64_t xw = i % g.W, xh = (i / g.W) % g.H, cb = (i / (g.H * g.W)) % CB;
+        const int64_t n = i / (CB * g.H * g.W), c0 = cb * kChannelBlock;
+        const int64_t cn = g.C - c0 < kChannelBlock ? g.C - c0 : kChannelBlock;
         // The taps r = r0, r0 + stride, ... hit output rows p = (h + pad - r) / stride exactly
         // (one division per element, none per tap); likewise s and q.
         const int64_t hp = xh + g.pad, wp = xw + g.pad;
         const int64_t r0 = hp % g.stride, s0 = wp % g.stride;
-        float acc = 0.0f;
+        const int64_t RS = g.R * g.S;
+        float acc[kChannelBlock];
+        for (int64_t j = 0; j < kChannelBlock; j++) acc[j] = 0.0f;
         for (int64_t k = 0; k < g.K; k++) {
-            if (mask && mask[k * g.C + c] == 0.0f) continue;
             const float* dyk = dy + (n * g.K + k) * g.P * g.Q;
-            const float* wk = w + (k * g.C + c) * g.R * g.S;
+            const float* wk = w + (k * g.C + c0) * RS;
             for (int64_t r = r0, p = (hp - r0) / g.stride; r < g.R && p >= 0; r += g.stride, p--) {
                 if (p >= g.P) continue;
                 for (int64_t s = s0, q = (wp - s0) / g.stride; s < g.S && q >= 0; s += g.stride, q--) {
                     if (q >= g.Q) continue;
-                    acc += dyk[p * g.Q + q] * wk[r * g.S + s];
+                    const float d = dyk[p * g.Q + q];
+                    for (int64_t j = 0; j < kChannelBlock; j++) {
+                        if (j >= cn || (mask && mask[k * g.C + c0 + j] == 0.0f)) continue;
+                        acc[j] += d * wk[j * RS + r * g.S + s];
+                    }
                 }
             }
         }
-        dx[i] = acc;
+        for (int64_t j = 0; j < cn; j++) dx[((n * g.C + c0 + j) * g.H + xh) * g.W + xw] = acc[j];
     }
 };
 

@@ -447,7 +447,7 @@ private:
             switch (g.kind) {
                 case GKind::kConv: {
                     const ConvGeom c = conv_at(g, n);
-                    b_.launch(n * c.K * c.P * c.Q,
+                    b_.launch(n * channel_blocks(c.K) * c.P * c.Q,
                               ConvForward{y, x, param(g.w), param(g.bias), konst(g), c, g.relu_after});
                     break;
                 }
@@ -516,7 +516,9 @@ private:
                     const int64_t T = chunks_of(n * c.P * c.Q);
                     b_.launch(E * T, ConvWeightChunks{chunk_target(g.w, T), x, dy, konst(g), c, E});
                     reduce_into(g.w, E, T);
-                    if (need_dx) b_.launch(n * g.in_size, ConvBackwardInput{spare, dy, param(g.w), konst(g), c});
+                    if (need_dx)
+                        b_.launch(n * channel_blocks(c.C) * c.H * c.W,
+                                  ConvBackwardInput{spare, dy, param(g.w), konst(g), c});
                     break;
                 }
                 case GKind::kMaxPool: {
