@@ -27,6 +27,9 @@ _NO_CUDA_INFO = {"compiled": False, "usable": False, "reason": NOT_COMPILED, "de
                  "driver_version": None, "archs": []}
 
 
+_CORE_INFO = None  # _core.cuda_info(), read once
+
+
 class CudaUnavailableError(RuntimeError):
     """device="cuda" was asked for where it cannot be used; the message says why and what to do.
 
@@ -57,8 +60,11 @@ def cuda_info() -> dict:
     """What the CUDA part sees of this machine (never raises): compiled, usable, reason ("" when
     usable), device_count, name, capability ("9.0"), total_memory (bytes), runtime_version,
     driver_version, archs, and emulated (PYLENET_CUDA_EMULATE=1 is set and can be honoured)."""
-    get = getattr(_core, "cuda_info", None)
-    info = dict(get()) if get is not None else dict(_NO_CUDA_INFO)
+    global _CORE_INFO
+    if _CORE_INFO is None:  # the machine's GPUs do not change while the process runs
+        get = getattr(_core, "cuda_info", None)
+        _CORE_INFO = dict(get()) if get is not None else dict(_NO_CUDA_INFO)
+    info = dict(_CORE_INFO)
     info["emulated"] = emulating() and hasattr(_core, "GpuNet")
     return info
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import pylenet
+import pylenet.device as device_module
 from pylenet import LeNet5, _core
 from pylenet.cli import main
 from pylenet.device import (BUILD_WITH_CUDA, DEVICES, EMULATE_ENV, CudaUnavailableError, cuda_available,
@@ -28,8 +29,10 @@ USABLE = {**NO_GPU, "usable": True, "reason": "", "device_count": 1, "name": "NV
 
 @pytest.fixture(autouse=True)
 def no_emulation(monkeypatch):
-    """These tests are about the real device rules: the testing aid stays off."""
+    """These tests are about the real device rules: the testing aid stays off, and pylenet
+    reads the (patched) _core.cuda_info afresh instead of its once-per-process copy."""
     monkeypatch.delenv(EMULATE_ENV, raising=False)
+    monkeypatch.setattr(device_module, "_CORE_INFO", None)
 
 
 @pytest.fixture
@@ -37,6 +40,7 @@ def machine(monkeypatch):
     """machine(info): pylenet now sees the CUDA state `info` (a cuda_info dict)."""
     def set_state(info):
         monkeypatch.setattr(_core, "cuda_info", lambda: dict(info), raising=False)
+        monkeypatch.setattr(device_module, "_CORE_INFO", None)
     return set_state
 
 

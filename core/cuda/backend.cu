@@ -143,7 +143,8 @@ std::unique_ptr<Impl> make_device_impl(std::vector<LayerDesc> layers, int64_t C,
     return std::make_unique<NetImpl<CudaBackend>>(std::move(layers), C, H, W, false);
 }
 
-DeviceInfo cuda_device_info() {
+namespace {
+DeviceInfo read_device_info() {
     DeviceInfo info;
     info.compiled = true;
     int runtime = 0, driver = 0;
@@ -181,6 +182,14 @@ DeviceInfo cuda_device_info() {
     info.cc_minor = prop.minor;
     info.total_memory = int64_t(prop.totalGlobalMem);
     info.usable = true;
+    return info;
+}
+}  // namespace
+
+// Read once per process (cudaGetDeviceProperties alone can take longer than an inference at
+// batch 1, which asks through pylenet's device checks).
+DeviceInfo cuda_device_info() {
+    static const DeviceInfo info = read_device_info();
     return info;
 }
 
