@@ -144,13 +144,13 @@ def gpu_for(model, input_shape: tuple = (1, 32, 32)) -> GpuModel:
     or PYLENET_CUDA_EMULATE change). CudaUnavailableError when CUDA cannot be used, TypeError
     when the model is not a Sequential of built-in layers, ValueError for an invalid chain or a
     layer kind without CUDA kernels."""
-    require_supported(model)
     emulate = emulating()
     input_shape = tuple(input_shape)
-    cached = model.__dict__.get("_gpu")
+    cached = model.__dict__.get("_gpu") if isinstance(model, Sequential) else None
     if (cached is not None and cached.input_shape == input_shape and cached.emulate == emulate
             and _fits(cached.key, model)):
-        return cached
+        return cached  # its layers were checked when it was built, and have not changed
+    require_supported(model)
     if not emulate:
         require_cuda()
     cached = model.__dict__.pop("_gpu", None)  # the old network's device memory goes first
