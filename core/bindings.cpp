@@ -788,7 +788,11 @@ py::tuple py_gpu_loss(GpuNet& net, const py::object& outo, const py::object& lab
     const char* op = "GpuNet.loss";
     FArr out = as_float(op, "out", outo);
     I64Arr labels = as_int<I64Arr>(op, "labels", labo);
-    check_softmax_cross_entropy(shape_of(out), shape_of(labels), labels.data());
+    check_ndim(op, "out", shape_of(out), 2, "(N, classes)");
+    check_ndim(op, "labels", shape_of(labels), 1, "(N,)");
+    check_at_least(op, "batch size out.shape[0]", out.shape(0), 1);
+    check_equal(op, "labels length", labels.shape(0), "out rows out.shape[0]", out.shape(0));
+    check_indices(op, "labels", labels.data(), labels.shape(0), net.out_features());
     if (out.shape(1) != net.out_features())
         throw py::value_error(std::string(op) + ": out must have " + std::to_string(net.out_features()) +
                               " columns, got " + std::to_string(out.shape(1)));
