@@ -40,7 +40,7 @@ constexpr int kThreads = 256;
 
 struct CudaBackend {
     cudaStream_t stream = nullptr;
-    std::map<int64_t, cudaGraphExec_t> graphs;
+    std::map<GraphKey, cudaGraphExec_t> graphs;
     void* pinned = nullptr;  // staging for small copies (the latency of inference at batch 1)
     size_t pinned_size = 0;
 
@@ -111,7 +111,7 @@ struct CudaBackend {
     }
     // Replays the program captured under `key`, capturing it first.
     template <class Fn>
-    void run(int64_t key, Fn&& fn) {
+    void run(const GraphKey& key, Fn&& fn) {
         auto it = graphs.find(key);
         if (it == graphs.end()) {
             cudaGraph_t graph = nullptr;

@@ -580,6 +580,20 @@ struct SoftmaxRows {
     }
 };
 
+// ---------------------------------------------------------------- captured programs
+// What a captured program (a CUDA graph) is looked up by: everything its kernels' parameters
+// were built from besides the buffers (a buffer that moves drops every program).
+struct GraphKey {
+    int prog, loss;
+    int64_t n, extra;
+    bool operator<(const GraphKey& o) const {
+        if (prog != o.prog) return prog < o.prog;
+        if (loss != o.loss) return loss < o.loss;
+        if (n != o.n) return n < o.n;
+        return extra < o.extra;
+    }
+};
+
 // ---------------------------------------------------------------- one training step's control
 // What a replayed step reads and writes in device memory: the host fills lrs and the indices
 // before a run; the kernels advance `step` and the optimiser's counters.

@@ -5,8 +5,8 @@
 //   upload(dst, src, bytes) / download(...)    stream-ordered copies (download waits)
 //   zero(dst, bytes)                           stream-ordered memset
 //   launch(n, functor)                         functor(i) for every i < n (element.h)
-//   run(key, fn)                               fn() enqueues a program; the device captures
-//                                              it once per key as a CUDA graph and replays it
+//   run(key, fn)                               fn() enqueues a program; it is captured once
+//                                              per GraphKey (a CUDA graph) and replayed
 //   forget()                                   drops the captured graphs (buffers moved)
 #pragma once
 #include <algorithm>
@@ -222,9 +222,9 @@ public:
         trained_ = true;
         const int64_t full = count / batch, rest = count - full * batch;
         for (int64_t s = 0; s < full; s++)
-            b_.run(key(kProgTrainData, int(lk), batch), [&] { enqueue_train(batch, lk, batch, true); });
-        if (rest)
-            b_.run(key(kProgTrainData, int(lk), rest), [&] { enqueue_train(rest, lk, batch, true); });
+            b_.run(key(kProgTrainData, int(lk), batch, batch), [&] { enqueue_train(batch, lk, batch, true); });
+        if (rest)  // its step counter still advances by `batch`: part of the key
+            b_.run(key(kProgTrainData, int(lk), rest, batch), [&] { enqueue_train(rest, lk, batch, true); });
         return end_run(steps);
     }
 
@@ -263,10 +263,8 @@ public:
 private:
     static constexpr int64_t kMaxChunk = 8192;  // samples per inference program
     enum Prog { kProgForward = 1, kProgPredict, kProgTrainHost, kProgTrainData };
-    // A captured program's key: what it runs, its loss, one more parameter and the batch.
-    static int64_t key(int prog, int loss, int64_t n, int64_t extra = 0) {
-        return (((int64_t(prog) << 4 | loss) << 16 | extra) << 40) | n;
-    }
+    // A captured program's key: what it runs, its loss, the batch and one more parameter.
+    static GraphKey key(int prog, int loss, int64_t n, int64_t extra = 0) { return {prog, loss, n, extra}; }
 
     int64_t classes() const { return net_.out_features(); }
     int out_slot() const { return layers_.back().out_slot; }

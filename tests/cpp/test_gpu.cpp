@@ -437,6 +437,39 @@ void test_net_rules(std::mt19937& rng) {
     std::vector<StepResult> r1, r2;
     const auto w1 = train({0.05f, 0.05f, 0.05f, 0.05f}, false, r1), w2 = train({0.05f, 0.05f, 0.05f, 0.05f}, false, r2);
     expect(r1.size() == 4 && w1 == w2 && r1[3].loss == r2[3].loss, "train_indices: same bits run after run");
+    {   // A second run with another batch size replays no program of the first: the same bits
+        // as a fresh net given the same weights and state.
+        std::vector<StepResult> first, again, fresh;
+        GpuNet g(descs, 1, 32, 32, true), h(descs, 1, 32, 32, true);
+        OptimConfig cfg;
+        cfg.momentum = 0.9f;
+        for (GpuNet* net : {&g, &h}) {
+            net->set_params(pp);
+            net->set_optimizer(cfg);
+            net->set_dataset(images.data(), labels.data(), N, 28, 28, 2, lut.data());
+        }
+        const std::vector<float> lrs = {0.05f, 0.05f, 0.05f, 0.05f};
+        first = g.train_indices(idx.data(), N, 16, lrs.data(), "cross_entropy", false);
+        std::vector<std::vector<float>> w(params.size()), buf(params.size());
+        std::vector<float*> wp, bp;
+        for (size_t i = 0; i < params.size(); i++) {
+            w[i].resize(params[i].size());
+            buf[i].resize(params[i].size());
+            wp.push_back(w[i].data());
+            bp.push_back(buf[i].data());
+        }
+        g.get_params(wp);
+        g.get_optimizer_state({bp});
+        std::vector<const float*> wc(wp.begin(), wp.end()), bc(bp.begin(), bp.end());
+        h.set_params(wc);
+        h.set_optimizer_state({bc}, true, g.optimizer_steps());
+        const int64_t idx2[4] = {3, 7, 1, 0};
+        again = g.train_indices(idx2, 4, 2, lrs.data(), "cross_entropy", false);
+        fresh = h.train_indices(idx2, 4, 2, lrs.data(), "cross_entropy", false);
+        expect(again.size() == 2 && fresh.size() == 2 && again[0].loss == fresh[0].loss &&
+                   again[1].loss == fresh[1].loss && again[1].correct == fresh[1].correct,
+               "train_indices with another batch size: no program of the first run replayed");
+    }
     {   // set_params after training uploads again, even the values it uploaded before.
         GpuNet g(descs, 1, 32, 32, true);
         g.set_params(pp);
