@@ -210,7 +210,8 @@ SAN_BUILD := $(BUILD)/sanitize
 SAN_OBJ := $(patsubst core/%.cpp,$(SAN_BUILD)/core/%.o,$(CORE_SRC))
 SAN_CXXFLAGS := -O2 -g -std=c++17 -Wall -Wextra -Wno-psabi -fno-wrapv $(SAN_FLAGS)
 SAN_PY_TESTS := tests/test_conv2d.py tests/test_pool.py tests/test_linear.py \
-                tests/test_activations.py tests/test_losses.py tests/test_bindings.py
+                tests/test_activations.py tests/test_losses.py tests/test_bindings.py \
+                tests/test_cuda.py tests/test_device.py
 SAN_UBSAN := UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 # A malloc past 4 GiB returns NULL (numpy: MemoryError) instead of mapping it, so that more test
 # files can run under the sanitizers too: make sanitize SAN_PY_TESTS="tests/test_properties.py".

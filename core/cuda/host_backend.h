@@ -35,15 +35,15 @@ struct HostBackend {
     void release(void* p) { std::free(p); }
     void upload(void* dst, const void* src, size_t bytes) {
         not_capturing("upload");
-        std::memcpy(dst, src, bytes);
+        if (bytes) std::memcpy(dst, src, bytes);
     }
     void download(void* dst, const void* src, size_t bytes) {
         not_capturing("download");
-        std::memcpy(dst, src, bytes);
+        if (bytes) std::memcpy(dst, src, bytes);
     }
     void zero(void* dst, size_t bytes) {
         not_capturing("zero");
-        std::memset(dst, 0, bytes);
+        if (bytes) std::memset(dst, 0, bytes);
     }
     template <class F>
     void launch(int64_t n, const F& f) {
