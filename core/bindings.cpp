@@ -578,12 +578,14 @@ py::tuple py_net_train_step(Net& net, const py::object& xo, const py::object& la
 
 // ----------------------------------------------------------------------------- GPU network
 
+// A CUDA version number (13000) as "13.0", or None for 0 (no runtime or driver).
+py::object cuda_version(int v) {
+    if (v <= 0) return py::none();
+    return py::str(std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10));
+}
+
 py::dict py_cuda_info() {
     const gpu::DeviceInfo info = gpu::device_info();
-    auto version = [](int v) -> py::object {
-        if (v <= 0) return py::none();
-        return py::str(std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10));
-    };
     py::dict d;
     d["compiled"] = info.compiled;
     d["usable"] = info.usable;
@@ -594,8 +596,8 @@ py::dict py_cuda_info() {
                                                        std::to_string(info.cc_minor)))
                                   : py::object(py::none());
     d["total_memory"] = info.usable ? py::object(py::int_(info.total_memory)) : py::object(py::none());
-    d["runtime_version"] = version(info.runtime_version);
-    d["driver_version"] = version(info.driver_version);
+    d["runtime_version"] = cuda_version(info.runtime_version);
+    d["driver_version"] = cuda_version(info.driver_version);
     d["archs"] = py::cast(info.archs);
     return d;
 }
@@ -610,21 +612,16 @@ U8Arr as_u8(const char* op, const py::array& images) {
     return img;
 }
 
-// Arrays of the net's parameter shapes (`what` names them in messages), as float32.
+// Arrays of the net's parameter shapes as float32, checked by the net (`what` names them).
 std::vector<FArr> gpu_arrays(const GpuNet& net, const char* op, const char* what,
                              const py::sequence& arrays) {
-    const auto& shapes = net.param_shapes();
-    if (size_t(py::len(arrays)) != shapes.size())
-        throw py::value_error(std::string(op) + ": expected " + std::to_string(shapes.size()) + " " +
-                              what + " arrays, got " + std::to_string(py::len(arrays)));
     std::vector<FArr> out;
-    for (size_t i = 0; i < shapes.size(); i++) {
-        out.push_back(as_float(op, what, arrays[i]));
-        if (shape_of(out.back()) != shapes[i])
-            throw py::value_error(std::string(op) + ": " + what + " " + std::to_string(i) +
-                                  " must have shape " + shape_str(shapes[i]) + ", got " +
-                                  shape_str(shape_of(out.back())));
+    std::vector<Shape> shapes;
+    for (auto item : arrays) {
+        out.push_back(as_float(op, what, item));
+        shapes.push_back(shape_of(out.back()));
     }
+    net.check_params(what, shapes);
     return out;
 }
 
@@ -659,11 +656,7 @@ std::unique_ptr<GpuNet> make_gpu_net(const py::list& layers, const py::tuple& in
 
 FArr gpu_input(const GpuNet& net, const char* op, const py::object& xo) {
     FArr x = as_float(op, "x", xo);
-    const Shape xs = shape_of(x), is = net.input_shape();
-    if (xs.size() != 4 || xs[1] != is[0] || xs[2] != is[1] || xs[3] != is[2])
-        throw py::value_error(std::string(op) + ": x must have shape (N, " + std::to_string(is[0]) + ", " +
-                              std::to_string(is[1]) + ", " + std::to_string(is[2]) + "), got " +
-                              shape_str(xs));
+    net.check_input(shape_of(x));
     return x;
 }
 
@@ -1073,10 +1066,7 @@ py::dict py_build_info() {
     d["simd_used"] = info.simd_used;
     const gpu::DeviceInfo gi = gpu::device_info();
     d["cuda"] = gi.compiled;
-    d["cuda_version"] = gi.runtime_version > 0
-                            ? py::object(py::str(std::to_string(gi.runtime_version / 1000) + "." +
-                                                 std::to_string(gi.runtime_version % 1000 / 10)))
-                            : py::object(py::none());
+    d["cuda_version"] = cuda_version(gi.runtime_version);
     d["cuda_archs"] = py::cast(gi.archs);
     if (gi.usable) {
         py::dict dev;

@@ -95,8 +95,11 @@ public:
     void get_optimizer_state(const std::vector<std::vector<float*>>& state);
     int64_t optimizer_steps() const;
 
-    // The checks of the calls below, as Net's (std::invalid_argument): batch x (N, C, H, W),
-    // labels (N,) in [0, classes), uint8 images (N, h, w) padded by pad to (H, W) with C == 1.
+    // The checks of the calls below, Net's own (std::invalid_argument): x (N, C, H, W), arrays
+    // of param_shapes (`what` names them), labels (N,) in [0, classes), uint8 images (N, h, w)
+    // padded by pad to (H, W) with C == 1.
+    void check_input(const Shape& x) const;
+    void check_params(const char* what, const std::vector<Shape>& shapes) const;
     void check_train(const Shape& x, const Shape& labels_shape, const int64_t* labels) const;
     void check_u8(const Shape& images, int64_t pad, int64_t lut_size) const;
 

@@ -72,6 +72,10 @@ void GpuNet::get_optimizer_state(const std::vector<std::vector<float*>>& state) 
 }
 int64_t GpuNet::optimizer_steps() const { return impl_->optimizer_steps(); }
 
+void GpuNet::check_input(const Shape& x) const { impl_->net().check_input(x); }
+void GpuNet::check_params(const char* what, const std::vector<Shape>& shapes) const {
+    impl_->net().check_params(what, shapes);
+}
 void GpuNet::check_train(const Shape& x, const Shape& labels_shape, const int64_t* labels) const {
     impl_->net().check_train_step(x, labels_shape, labels);
 }

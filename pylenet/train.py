@@ -396,7 +396,28 @@ class Trainer:
         """One pass over `loader`: forward, loss, backward and an optimizer step per batch."""
         if self.device == "cuda":
             return self._train_epoch_gpu(loader)
-        model, opt = self.model.train(), self.optimizer
+        self.model.train()
+        return self._batches_epoch(loader, self._host_step)
+
+    def _host_step(self, x, y):
+        """(loss, outputs, update): forward and loss of one batch on the CPU; update() does the
+        rest (backward unless the fused step did it, then the optimizer step)."""
+        fused = self._fused_net(x)
+        if fused is not None:
+            loss, out = fused.train_step(x, y, self._loss_name)
+            return loss, out, self.optimizer.step
+        out = self.model.forward(x)
+        loss, dout = self.loss_fn(out, y)
+
+        def update():
+            self.model.backward(dout)
+            self.optimizer.step()
+        return loss, out, update
+
+    def _batches_epoch(self, loader, step) -> dict:
+        """The epoch loop over the loader's batches: step(x, y) -> (loss, outputs, update), where
+        update (None: already done) runs only for a finite loss; the rest (rates, skipping or
+        stopping on a loss that is not finite, the bar, the record) is the same on every device."""
         tally = _Tally()
         total = len(loader)
         bar = self._bar(loader, total)
@@ -404,22 +425,16 @@ class Trainer:
         for i, (x, y) in enumerate(bar):
             if per_batch is not None and total:  # the fractional epoch this step starts at
                 per_batch(self.epoch + i / max(total or 1, 1))
-            fused = self._fused_net(x)
-            if fused is not None:
-                loss, out = fused.train_step(x, y, self._loss_name)
-            else:
-                out = model.forward(x)
-                loss, dout = self.loss_fn(out, y)
+            loss, out, update = step(x, y)
             if not math.isfinite(loss):
                 if self.on_nonfinite == "skip":
                     tally.skipped += 1
                     continue
                 bar.close()
                 self._nonfinite(loss, i)
-            if fused is None:
-                model.backward(dout)
-            opt.step()
-            tally.add(loss, int((class_scores(model, out).argmax(axis=1) == y).sum()), len(y))
+            if update is not None:
+                update()
+            tally.add(loss, int((class_scores(self.model, out).argmax(axis=1) == y).sum()), len(y))
             if i % 20 == 0 or i == (total or 0) - 1:
                 tally.show(bar)
         bar.close()
@@ -455,7 +470,7 @@ class Trainer:
             if data is not None and not self._gpu_dataset_fits(*data):
                 data = None  # batch by batch from the host instead
             record = (self._gpu_dataset_epoch(*data) if data is not None
-                      else self._gpu_batches_epoch(loader))
+                      else self._batches_epoch(loader, self._gpu_step))
         except BaseException:
             # Keep what was trained up to the error on the host, as the CPU path does; a
             # failing download must not hide the error that got here.
@@ -481,28 +496,11 @@ class Trainer:
         self._gpu_data = (gpu, images, labels)
         return True
 
-    def _gpu_batches_epoch(self, loader) -> dict:
-        """Host batches (float data, distortions, a loader) uploaded one train_step at a time."""
-        tally = _Tally()
-        total = len(loader)
-        bar = self._bar(loader, total)
-        per_batch = getattr(self.scheduler, "step_batch", None)
-        for i, (x, y) in enumerate(bar):
-            if per_batch is not None and total:
-                per_batch(self.epoch + i / max(total or 1, 1))
-            loss, out, applied = self._gpu_net(x.shape[1:]).net.train_step(
-                x, y, self.optimizer.lr, self._loss_name)
-            if not applied:  # a loss that is not finite; the update was skipped
-                if self.on_nonfinite == "skip":
-                    tally.skipped += 1
-                    continue
-                bar.close()
-                self._nonfinite(loss, i)
-            tally.add(loss, int((class_scores(self.model, out).argmax(axis=1) == y).sum()), len(y))
-            if i % 20 == 0 or i == (total or 0) - 1:
-                tally.show(bar)
-        bar.close()
-        return tally.record()
+    def _gpu_step(self, x, y):
+        """(loss, outputs, None): one host batch's whole step on the GPU (the device skips the
+        update itself when the loss is not finite)."""
+        loss, out, _ = self._gpu_net(x.shape[1:]).net.train_step(x, y, self.optimizer.lr, self._loss_name)
+        return loss, out, None
 
     def _gpu_dataset_epoch(self, source, images, labels, lut, pad, batch, count) -> dict:
         """The dataset on the GPU (_gpu_dataset_fits uploaded it), batched there in the order of

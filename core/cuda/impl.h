@@ -1,5 +1,5 @@
 // What GpuNet (gpu.h) forwards to: one implementation per backend (cuda/net_impl.h over the
-// device in cuda/backend.cu, over the host emulation in gpu_host.cpp), and the factories.
+// device in cuda/backend.cu, over the host emulation in gpu_net.cpp), and the factories.
 #pragma once
 #include <cstdint>
 #include <memory>

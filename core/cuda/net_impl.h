@@ -1,5 +1,5 @@
 // The GPU network's logic, written once over a backend B that owns memory and runs kernels:
-// cuda/backend.cu instantiates it for the device (nvcc), gpu_host.cpp for the host emulation
+// cuda/backend.cu instantiates it for the device (nvcc), gpu_net.cpp for the host emulation
 // (g++). It holds no CUDA call of its own, only B's:
 //   void* alloc(size_t) / release(void*)       device memory
 //   upload(dst, src, bytes) / download(...)    stream-ordered copies (download waits)
