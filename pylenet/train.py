@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from pylenet import ops
+from pylenet.callbacks import call_hook, check_callbacks
 from pylenet.checkpoint import CheckpointError
 from pylenet.data import (MNIST_MEAN, MNIST_STD, DataLoader, _normalize_lut, _prepare, get_augment,
                           pad_and_normalize)
@@ -291,14 +292,20 @@ class Trainer:
     batched on the GPU in the CPU's shuffle order; other data is uploaded batch by batch. The
     weights and optimizer state come back to the host after every epoch, so checkpoints are
     the CPU's.
+
+    callbacks: a list of pylenet.callbacks.Callback objects; Trainer.fit calls their
+    on_train_begin(trainer), on_epoch_end(epoch, logs) after each epoch (True, or setting
+    trainer.stop_training, stops after it) and on_train_end(trainer).
     """
 
     def __init__(self, model, optimizer=None, *, loss=None, scheduler=None,
                  batch_size: int = DEFAULT_RECIPE["batch_size"], seed: int = DEFAULT_RECIPE["seed"],
                  threads: int | None = None,
                  progress: bool = True, checkpoint=None, on_nonfinite: str = "raise",
-                 fused: bool = True, augment=None, device=None):
+                 fused: bool = True, augment=None, device=None, callbacks=None):
         self.model = model
+        self.callbacks = check_callbacks(callbacks)
+        self.stop_training = False  # a callback may set it (or return True from on_epoch_end)
         resolve_device(device)  # a bad name or an unusable CUDA fails here, before any work
         self._device = device
         self.augment = get_augment(augment)
@@ -552,7 +559,11 @@ class Trainer:
         if device == "cuda":
             check_training(self.model, self.optimizer, self.loss_fn, self._fused)
         self._gpu_data = None  # a dataset is uploaded once per fit
-        while self.epoch < epochs:
+        self.stop_training = False
+        for cb in self.callbacks:
+            cb.trainer = self
+        call_hook(self.callbacks, "on_train_begin", self)
+        while self.epoch < epochs and not self.stop_training:
             loader.set_epoch(self.epoch)
             record = {"epoch": self.epoch + 1, "lr": self.optimizer.lr}
             record.update(self.train_epoch(loader))
@@ -567,6 +578,9 @@ class Trainer:
                 _log_epoch(record, epochs)
             if self.checkpoint is not None:
                 self.save()
+            if any(call_hook(self.callbacks, "on_epoch_end", self.epoch, dict(record))):
+                self.stop_training = True
+        call_hook(self.callbacks, "on_train_end", self)
         return self.history
 
 
@@ -574,7 +588,8 @@ def fit(model, train, *, epochs: int, batch_size: int | None = None,
         optimizer=None, validation=None, loss=None, scheduler=None,
         seed: int = DEFAULT_RECIPE["seed"], threads: int | None = None,
         progress: bool = True, checkpoint=None, on_nonfinite: str = "raise",
-        fused: bool = True, augment=None, recipe="default", device=None) -> History:
+        fused: bool = True, augment=None, recipe="default", device=None,
+        callbacks=None) -> History:
     """Trains `model` on `train` and returns its History.
 
     train (and validation): an (images, labels) tuple, where images are uint8 digits
@@ -588,7 +603,9 @@ def fit(model, train, *, epochs: int, batch_size: int | None = None,
     pylenet.data.AUGMENTS or an Augment. loss None is the model's default_loss (cross-entropy,
     or "rbf_map" for LeNet5(variant="lecun98")). validation is evaluated after each epoch;
     checkpoint, if given, is rewritten atomically after every epoch. device: "cpu", "cuda",
-    "auto" or None (the model's .device); see Trainer.
+    "auto" or None (the model's .device); see Trainer. callbacks: a list of
+    pylenet.callbacks.Callback (on_train_begin, on_epoch_end, which may stop training, and
+    on_train_end).
     """
     recipe = get_recipe(recipe)
     batch_size = recipe["batch_size"] if batch_size is None else batch_size
@@ -599,7 +616,8 @@ def fit(model, train, *, epochs: int, batch_size: int | None = None,
             scheduler = make_scheduler(optimizer, epochs, recipe=recipe)
     trainer = Trainer(model, optimizer, loss=loss, scheduler=scheduler, batch_size=batch_size,
                       seed=seed, threads=threads, progress=progress, checkpoint=checkpoint,
-                      on_nonfinite=on_nonfinite, fused=fused, augment=augment, device=device)
+                      on_nonfinite=on_nonfinite, fused=fused, augment=augment, device=device,
+                      callbacks=callbacks)
     return trainer.fit(train, epochs=epochs, validation=validation)
 
 
