@@ -21,9 +21,11 @@ ifeq ($(PYLENET_NATIVE),1)
   CXXFLAGS += -march=native -DPYLENET_NATIVE
 endif
 
-CORE_SRC := $(filter-out core/bindings.cpp,$(sort $(wildcard core/*.cpp)))
+# core/<folder>/*.cpp: base, gemm, ops, net and cuda's host files; core/py (the pybind11 files)
+# goes into the extension only.
+CORE_SRC := $(filter-out core/py/%,$(sort $(wildcard core/*/*.cpp)))
 CORE_OBJ := $(patsubst core/%.cpp,$(BUILD)/core/%.o,$(CORE_SRC))
-CORE_HDR := $(wildcard core/*.h core/cuda/*.h)
+CORE_HDR := $(wildcard core/*/*.h)
 
 .PHONY: help features install inplace test test-cpp test-py bench bench-compare peak wheel wheel-check clean \
         cuda-build test-cuda-build
@@ -59,7 +61,7 @@ inplace:
 # copy is reused when it is newer than every core source, so `make test` compiles the core once.
 EXT_SUFFIX := $(shell $(PYTHON) -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))" 2>/dev/null)
 INPLACE_EXT := pylenet/_core$(EXT_SUFFIX)
-EXT_DEPS := $(sort $(wildcard core/*.cpp)) $(CORE_HDR) setup.py pylenet/_version.py
+EXT_DEPS := $(sort $(wildcard core/*/*.cpp)) $(CORE_HDR) setup.py pylenet/_version.py
 
 $(INPLACE_EXT): $(EXT_DEPS)
 	@installed=$$(cd / && $(PYTHON) -c "import pylenet._core as c; print(c.__file__)" 2>/dev/null || true); \

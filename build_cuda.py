@@ -243,7 +243,7 @@ def configure(ext, build_temp: str) -> str | None:
         raise CudaBuildError("PYLENET_CUDA is set but there is no core/cuda/*.cu to compile")
     arch_names = ",".join(f"sm_{a}" for a in archs)
     macros = [("PYLENET_CUDA", None), ("PYLENET_CUDA_ARCHS", f'"{arch_names}"')]
-    headers = sorted(glob("core/*.h") + glob("core/cuda/*.h"))
+    headers = sorted(glob("core/*/*.h"))
     jobs = int(os.environ.get("PYLENET_BUILD_JOBS", "2") or 2)
     objects = compile_all(tk, sources, build_temp, archs, [f'-DPYLENET_CUDA_ARCHS="{arch_names}"'],
                           headers, jobs)

@@ -6,12 +6,15 @@
 #include <cstdio>
 #include <string>
 
-#include "activations.h"
+#include "base/parallel.h"
 #include "bench_common.h"
-#include "conv2d.h"
-#include "linear.h"
-#include "parallel.h"
-#include "pool2d.h"
+#include "ops/activations.h"
+#include "ops/conv2d.h"
+#include "ops/linear.h"
+#include "ops/pool2d.h"
+#include "oracle/conv2d.h"
+#include "oracle/linear.h"
+#include "oracle/pool2d.h"
 
 using namespace pylenet;
 

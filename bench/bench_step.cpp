@@ -16,14 +16,19 @@
 #include <string>
 #include <vector>
 
+#include "base/parallel.h"
 #include "bench_common.h"
-#include "activations.h"
-#include "conv2d.h"
-#include "linear.h"
-#include "losses.h"
-#include "net.h"
-#include "parallel.h"
-#include "pool2d.h"
+#include "net/net.h"
+#include "ops/activations.h"
+#include "ops/conv2d.h"
+#include "ops/linear.h"
+#include "ops/losses.h"
+#include "ops/pool2d.h"
+#include "oracle/activations.h"
+#include "oracle/conv2d.h"
+#include "oracle/linear.h"
+#include "oracle/losses.h"
+#include "oracle/pool2d.h"
 
 using namespace pylenet;
 

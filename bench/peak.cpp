@@ -15,7 +15,7 @@
 #include <stdexcept>
 
 #include "bench_common.h"
-#include "simd.h"
+#include "gemm/simd.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>

@@ -28,6 +28,6 @@ def test_test_py_does_not_rebuild_a_fresh_extension():
 
 def test_a_stale_extension_is_rebuilt_or_replaced():
     # With every core source declared newer (-W), make must act on the extension first.
-    plan = dry_run("test-py", "-W", "core/net.cpp")
+    plan = dry_run("test-py", "-W", "core/net/net.cpp")
     first = plan.index("-m pytest")
     assert "build_ext --inplace" in plan[:first] and "import pylenet._core as c" in plan[:first], plan

@@ -34,7 +34,7 @@ echo "== sdist $(basename "$sdist")"
 tar tzf "$sdist" > "$work/sdist.txt"
 top=$(basename "$sdist" .tar.gz)
 for f in setup.py build_cuda.py pyproject.toml MANIFEST.in README.md pylenet/_version.py \
-         $(cd "$repo" && ls core/*.h core/*.cpp && { ls core/cuda/*.cu core/cuda/*.h 2>/dev/null || true; }); do
+         $(cd "$repo" && ls core/*/*.h core/*/*.cpp && { ls core/cuda/*.cu 2>/dev/null || true; }); do
     grep -qx "$top/$f" "$work/sdist.txt" || fail "the sdist lacks $f"
 done
 echo "sdist: $(grep -c . "$work/sdist.txt") entries, every core source and header (CUDA too) present"

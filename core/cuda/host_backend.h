@@ -15,8 +15,8 @@
 #include <stdexcept>
 #include <vector>
 
+#include "base/parallel.h"
 #include "cuda/element.h"
-#include "parallel.h"
 
 namespace pylenet {
 namespace gpu {

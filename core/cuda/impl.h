@@ -5,8 +5,8 @@
 #include <memory>
 #include <vector>
 
-#include "gpu.h"
-#include "net.h"
+#include "cuda/gpu.h"
+#include "net/net.h"
 
 namespace pylenet {
 namespace gpu {

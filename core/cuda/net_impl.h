@@ -19,8 +19,8 @@
 
 #include "cuda/element.h"
 #include "cuda/impl.h"
-#include "losses.h"
-#include "net.h"
+#include "net/net.h"
+#include "ops/losses.h"
 
 namespace pylenet {
 namespace gpu {

@@ -8,22 +8,30 @@
 #include <string>
 #include <vector>
 
-#include "activations.h"
+#include "base/parallel.h"
 #include "check.h"
-#include "augment.h"
-#include "conv2d.h"
-#include "igemm.h"
-#include "linear.h"
-#include "losses.h"
-#include "masked_conv2d.h"
-#include "parallel.h"
-#include "net.h"
-#include "pool2d.h"
-#include "preprocess.h"
-#include "rbf.h"
-#include "registry.h"
-#include "simd.h"
-#include "subsample2d.h"
+#include "gemm/gemm.h"
+#include "gemm/simd.h"
+#include "net/net.h"
+#include "net/registry.h"
+#include "ops/activations.h"
+#include "ops/augment.h"
+#include "ops/conv2d.h"
+#include "ops/linear.h"
+#include "ops/losses.h"
+#include "ops/masked_conv2d.h"
+#include "ops/pool2d.h"
+#include "ops/preprocess.h"
+#include "ops/rbf.h"
+#include "ops/subsample2d.h"
+#include "oracle/activations.h"
+#include "oracle/conv2d.h"
+#include "oracle/linear.h"
+#include "oracle/losses.h"
+#include "oracle/masked_conv2d.h"
+#include "oracle/pool2d.h"
+#include "oracle/rbf.h"
+#include "oracle/subsample2d.h"
 
 using namespace pylenet;
 using namespace pylenet_test;
@@ -197,10 +205,10 @@ void test_losses(std::mt19937& rng) {
     }
 }
 
-// Every compiled level this CPU runs: igemm_nn/nt/tn against double-precision loops over
+// Every compiled level this CPU runs: gemm_a_rows/nt/tn against double-precision loops over
 // sizes that hit every tile remainder, and rows split in two calls (as threads split them)
 // give bit-identical results. Restores the level it started with.
-void test_igemm_levels(std::mt19937& rng) {
+void test_gemm_levels(std::mt19937& rng) {
     const std::string start = simd_level();
     const int64_t Ms[] = {1, 2, 3, 5, 7, 13, 17}, Ts[] = {1, 2, 3, 4, 9, 17}, Js[] = {1, 3, 8, 15, 16, 17, 33, 70};
     for (const std::string& level : simd_compiled()) {
@@ -219,11 +227,11 @@ void test_igemm_levels(std::mt19937& rng) {
                     // nn: C (M, J) = A (M, T) B, row stride J + 2 with a sentinel after each row.
                     const int64_t ldc = J + 2;
                     std::vector<float> C(size_t(M * ldc), 7.0f), C2(C);
-                    igemm_nn(C.data(), ldc, A.data(), M, T, src.data(), off.data(), J, false);
+                    gemm_a_rows(C.data(), ldc, A.data(), M, T, src.data(), off.data(), J, false);
                     const int64_t half = M / 2;
-                    igemm_nn(C2.data(), ldc, A.data(), half, T, src.data(), off.data(), J, false);
-                    igemm_nn(C2.data() + half * ldc, ldc, A.data() + half * T, M - half, T,
-                             src.data(), off.data(), J, false);
+                    gemm_a_rows(C2.data(), ldc, A.data(), half, T, src.data(), off.data(), J, false);
+                    gemm_a_rows(C2.data() + half * ldc, ldc, A.data() + half * T, M - half, T,
+                                src.data(), off.data(), J, false);
                     for (int64_t i = 0; i < M; i++) {
                         tail_untouched = tail_untouched && C[i * ldc + J] == 7.0f && C[i * ldc + J + 1] == 7.0f;
                         for (int64_t j = 0; j < J; j++) {
@@ -236,10 +244,10 @@ void test_igemm_levels(std::mt19937& rng) {
                     // nt: D (M, T) += A (M, J; lda) B^T, starting from ones.
                     const int64_t lda = J + 1;
                     std::vector<float> An = randn(size_t(M * lda), rng), D(size_t(M * T), 1.0f), D2(D);
-                    igemm_nt(D.data(), An.data(), lda, M, T, src.data(), off.data(), J);
-                    igemm_nt(D2.data(), An.data(), lda, half, T, src.data(), off.data(), J);
-                    igemm_nt(D2.data() + half * T, An.data() + half * lda, lda, M - half, T,
-                             src.data(), off.data(), J);
+                    gemm_a_rows_t(D.data(), An.data(), lda, M, T, src.data(), off.data(), J);
+                    gemm_a_rows_t(D2.data(), An.data(), lda, half, T, src.data(), off.data(), J);
+                    gemm_a_rows_t(D2.data() + half * T, An.data() + half * lda, lda, M - half, T,
+                                  src.data(), off.data(), J);
                     for (int64_t i = 0; i < M; i++)
                         for (int64_t t = 0; t < T; t++) {
                             double want = 1;
@@ -255,7 +263,7 @@ void test_igemm_levels(std::mt19937& rng) {
                     const int64_t* gathers[] = {nullptr, offj.data()};
                     for (const int64_t* oj : gathers) {
                         std::vector<float> F = randn(size_t(J * Kc), rng), E(size_t(T * Kc), 0.5f);
-                        igemm_tn(E.data(), Kc, F.data(), Kc, T, Kc, src.data(), off.data(), oj, J);
+                        gemm_rows_d(E.data(), Kc, F.data(), Kc, T, Kc, src.data(), off.data(), oj, J);
                         for (int64_t t = 0; t < T; t++)
                             for (int64_t k = 0; k < Kc; k++) {
                                 double want = 0.5;
@@ -265,9 +273,9 @@ void test_igemm_levels(std::mt19937& rng) {
                             }
                     }
                 }
-        expect(worst < 1e-5, "igemm at " + level + " matches float64 loops (worst " + std::to_string(worst) + ")");
-        expect(split_same, "igemm at " + level + ": rows split in two calls give the same bits");
-        expect(tail_untouched, "igemm_nn at " + level + " writes nothing past J columns");
+        expect(worst < 1e-5, "gemm kernels at " + level + " matches float64 loops (worst " + std::to_string(worst) + ")");
+        expect(split_same, "gemm kernels at " + level + ": rows split in two calls give the same bits");
+        expect(tail_untouched, "gemm_a_rows at " + level + " writes nothing past J columns");
     }
     simd_set_level(start);
     expect(simd_level() == start, "simd_set_level restores " + start);
@@ -560,7 +568,7 @@ int main(int argc, char** argv) {
         return 2;
     }
     std::mt19937 rng(1234);
-    test_igemm_levels(rng);
+    test_gemm_levels(rng);
     test_conv2d(rng);
     test_linear(rng);
     test_pool(rng);
