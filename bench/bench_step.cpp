@@ -39,25 +39,13 @@ using Vec = std::vector<float>;
 // LeNet-5, relu/max, as pylenet.LeNet5 describes it to the core.
 std::vector<LayerDesc> lenet5_layers() {
     auto conv = [](int64_t c, int64_t k) {
-        LayerDesc d;
-        d.kind = &layer_kind("conv2d"), d.in = c, d.out = k, d.kernel = 5;
-        return d;
+        return make_layer("conv2d", {{"in_channels", c}, {"out_channels", k}, {"kernel_size", 5}});
     };
     auto linear = [](int64_t i, int64_t o) {
-        LayerDesc d;
-        d.kind = &layer_kind("linear"), d.in = i, d.out = o;
-        return d;
+        return make_layer("linear", {{"in_features", i}, {"out_features", o}});
     };
-    auto simple = [](const char* kind) {
-        LayerDesc d;
-        d.kind = &layer_kind(kind);
-        return d;
-    };
-    auto pool = [] {
-        LayerDesc d;
-        d.kind = &layer_kind("maxpool2d"), d.kernel = 2, d.stride = 2;
-        return d;
-    };
+    auto simple = [](const char* kind) { return make_layer(kind); };
+    auto pool = [] { return make_layer("maxpool2d", {{"kernel_size", 2}}); };
     return {conv(1, 6),        simple("relu"), pool(),  // 1@32x32 -> 6@28x28 -> 6@14x14
             conv(6, 16),       simple("relu"), pool(),  // -> 16@10x10 -> 16@5x5
             simple("flatten"),                          // -> 400
@@ -222,10 +210,10 @@ std::vector<Vec> validate(Net& net, const std::vector<Vec>& params, int64_t N, i
     const auto p = const_ptrs(params);
     double loss = 0;
     for (int rep = 0; rep < 2; rep++)
-        loss = net.train_step(out.data(), g.data(), x.data(), labels.data(), N, p.data(),
-                              loss_kind("cross_entropy"));
+        loss = net.train_step(out.data(), g.data(), x.data(), labels.data(), N, p.data(), nullptr,
+                              loss_kind("cross_entropy"), StepNoise{});
     Vec fwd(size_t(N * 10), std::numeric_limits<float>::quiet_NaN());
-    net.forward(fwd.data(), x.data(), N, p.data());
+    net.forward(fwd.data(), x.data(), N, p.data(), nullptr);
 
     Check c;
     const double loss_err = std::fabs(loss - ref.loss) / std::max(1.0, std::fabs(ref.loss));
@@ -322,8 +310,8 @@ int main(int argc, char** argv) {
             Vec out(size_t(N * 10));
             auto g = ptrs(grads);
             const double sec = time_call([&] {
-                net.train_step(out.data(), g.data(), x.data(), labels.data(), N, p.data(),
-                               loss_kind("cross_entropy"));
+                net.train_step(out.data(), g.data(), x.data(), labels.data(), N, p.data(), nullptr,
+                               loss_kind("cross_entropy"), StepNoise{});
             });
             report("train", N, threads, sec, flops.train);
             if (N == 64 && (threads == 1 || threads == 2)) train64[threads - 1] = sec;
@@ -331,7 +319,7 @@ int main(int argc, char** argv) {
         for (int64_t N : {1, 1000}) {
             const Vec x = bench::randn(size_t(N * 32 * 32), 3);
             Vec out(size_t(N * 10));
-            const double sec = time_call([&] { net.forward(out.data(), x.data(), N, p.data()); });
+            const double sec = time_call([&] { net.forward(out.data(), x.data(), N, p.data(), nullptr); });
             report("inference", N, threads, sec, flops.fwd);
         }
     }

@@ -242,11 +242,11 @@ def load_average() -> float | None:
 
 def pylenet_reference(pylenet, x, y):
     """pylenet's loss, logits, gradients and SGD update on one batch (the values peers must match)."""
-    from pylenet.engine import fused_for
+    from pylenet.engine import cpu_net_for
     from pylenet.optim import SGD
     model = pylenet.LeNet5(seed=0)
     init = [p.data.copy() for p in model.parameters()]
-    loss, out = fused_for(model).train_step(x, y, "cross_entropy")
+    loss, out = cpu_net_for(model).train_step(x, y, "cross_entropy")
     grads = [p.grad.copy() for p in model.parameters()]
     SGD(model.parameters(), lr=LR, momentum=MOMENTUM).step()
     return {"loss": float(loss), "logits": np.array(out), "grads": grads,
@@ -605,7 +605,7 @@ class Worker:
             return 1
         pylenet, args = self.pylenet, self.args
         from pylenet.data import DataLoader, pad_and_normalize
-        from pylenet.engine import fused_for
+        from pylenet.engine import cpu_net_for
         from pylenet.optim import SGD
 
         machine = self.machine_info()
@@ -645,7 +645,7 @@ class Worker:
         if not all(c["ok"] for c in checks.values()):
             print("FAIL: a peer disagrees with pylenet on the same batch; it is not timed")
             status = 1
-        fused = fused_for(model)
+        fused = cpu_net_for(model)
 
         def pylenet_epoch(loader):
             reset()

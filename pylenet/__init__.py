@@ -6,13 +6,14 @@ from pylenet import interop
 from pylenet.data import Augment, DataLoader, load_mnist
 from pylenet.device import CudaUnavailableError, cuda_available, cuda_info, resolve_device
 from pylenet.export import ExportError, export_onnx
-from pylenet.layers import (RBF, AvgPool2d, Conv2d, Flatten, Linear, MaskedConv2d, MaxPool2d,
-                            Module, Parameter, ReLU, Rescale, ScaledTanh, Sequential, Sigmoid,
-                            Subsample2d, Tanh)
+from pylenet.layers import (RBF, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d,
+                            Dropout, Flatten, Linear, MaskedConv2d, MaxPool2d, Module, Parameter,
+                            ReLU, Rescale, ScaledTanh, Sequential, Sigmoid, Subsample2d, Tanh)
 from pylenet.losses import CrossEntropyLoss, MSELoss, RBFMAPLoss
 from pylenet.models import LeNet5
 from pylenet.serialize import load_model, save_model
-from pylenet.train import History, Trainer, TrainingDiverged, evaluate, fit, predict
+from pylenet.train import (ChanceAccuracyWarning, History, Trainer, TrainingDiverged, evaluate, fit,
+                           predict)
 
 __all__ = [
     "__version__", "ops", "optim", "Augment", "DataLoader", "load_mnist", "AvgPool2d", "Conv2d", "Flatten",
@@ -21,4 +22,5 @@ __all__ = [
     "evaluate", "fit", "predict", "interop", "ExportError", "export_onnx", "load_model",
     "save_model", "MaskedConv2d", "RBF", "RBFMAPLoss", "Rescale", "ScaledTanh", "Subsample2d",
     "CudaUnavailableError", "cuda_available", "cuda_info", "resolve_device",
+    "AdaptiveAvgPool2d", "BatchNorm1d", "BatchNorm2d", "Dropout", "ChanceAccuracyWarning",
 ]

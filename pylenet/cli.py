@@ -11,10 +11,10 @@ from pathlib import Path
 from pylenet._version import __version__
 from pylenet.data import AUGMENTS, DATASETS
 from pylenet.device import DEVICES
-from pylenet.lecun98 import LR as LECUN98_LR
 from pylenet.losses import LOSSES
 from pylenet.models import ACTIVATIONS, POOLINGS, VARIANTS
-from pylenet.recipe import DEFAULT_RECIPE, OPTIMIZERS, RECIPES, SCHEDULES, make_optimizer, make_scheduler
+from pylenet.recipe import (DEFAULT_RECIPE, OPTIMIZERS, RECIPES, SCHEDULES, get_recipe, make_optimizer,
+                            make_scheduler)
 
 EPILOG = ("Data: --data DIR (a folder of MNIST-format IDX files, used as it is; --download fetches "
           "missing files into it), else $PYLENET_DATA (MNIST), else a per-user cache that is "
@@ -31,14 +31,16 @@ def _parser(R: dict = DEFAULT_RECIPE) -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train LeNet-5 on MNIST", epilog=EPILOG,
                        description="Train LeNet-5; writes model.ckpt, metrics.json and curves.png into --out.")
     _data_arguments(t)
-    t.add_argument("--recipe", choices=list(RECIPES), default="default",
-                   help="the defaults of the flags below: default (SGD lr 0.02, cosine, 10 epochs) "
-                        "or fast (3 epochs, lr 0.05, per-step warm-up + cosine); flags given win")
+    t.add_argument("--recipe", choices=list(RECIPES), default=None,
+                   help="the defaults of the flags below: default (SGD lr 0.02, cosine, 10 epochs), "
+                        "fast (3 epochs, lr 0.05, per-step warm-up + cosine) or lecun98 (the default "
+                        "at the 1998 network's rates); flags given win. Without it: the model's own "
+                        "(lecun98 for --variant lecun98, else default)")
     t.add_argument("--epochs", type=int, default=R["epochs"], help="total epochs (default %(default)s)")
     t.add_argument("--batch-size", type=int, default=R["batch_size"], help="default %(default)s")
-    t.add_argument("--lr", type=float, help="learning rate (default " + ", ".join(
+    t.add_argument("--lr", type=float, help="learning rate (default: the recipe's, " + ", ".join(
         f"{v:g} for {k}" for k, v in R["lr"].items()) + "; lecun98: " + ", ".join(
-        f"{v:g} for {k}" for k, v in LECUN98_LR.items()) + ")")
+        f"{v:g} for {k}" for k, v in RECIPES["lecun98"]["lr"].items()) + ")")
     t.add_argument("--optimizer", choices=OPTIMIZERS, default=R["optimizer"], help="default %(default)s")
     t.add_argument("--momentum", type=float, default=R["momentum"], help="SGD momentum (default %(default)s)")
     t.add_argument("--weight-decay", type=float, default=R["weight_decay"], help="default %(default)s")
@@ -113,11 +115,11 @@ def _model_device(asked: str, model) -> str:
     """The device to run `model` on: "cuda" asked for must work (errors saying why); "auto"
     falls back to the CPU, saying so on stderr, when the GPU cannot run this model."""
     from pylenet.device import describe_device, resolve_device
-    from pylenet.gpu import gpu_for
+    from pylenet.gpu import gpu_net_for
     device = resolve_device(asked)
     if device == "cuda":
         try:
-            gpu_for(model, (1, 32, 32))  # builds (and caches) the model's GPU network
+            gpu_net_for(model, (1, 32, 32))  # builds (and caches) the model's GPU network
         except (TypeError, ValueError) as e:
             if asked != "auto":
                 raise
@@ -220,6 +222,7 @@ def _plot(history: list[dict], path: Path) -> bool:
 def cmd_train(args) -> int:
     import pylenet
     from pylenet.checkpoint import load_checkpoint
+    from pylenet.recipe import model_recipe
     from pylenet.serialize import model_from_checkpoint
 
     for name in ("epochs", "batch_size"):
@@ -256,12 +259,10 @@ def cmd_train(args) -> int:
     else:
         model = pylenet.LeNet5(variant=args.variant, activation=args.activation,
                                pooling=args.pooling, seed=args.seed)
-    lr = args.lr
-    if lr is None and model.config.get("variant") == "lecun98":
-        lr = LECUN98_LR[args.optimizer]
-    optimizer = make_optimizer(model.parameters(), args.optimizer, lr=lr,
+    recipe = get_recipe(args.recipe, model)  # --recipe, else the model's own (fit's rule too)
+    optimizer = make_optimizer(model.parameters(), args.optimizer, lr=args.lr,
                                momentum=args.momentum, weight_decay=args.weight_decay,
-                               recipe=args.recipe)
+                               recipe=recipe)
     scheduler = make_scheduler(optimizer, args.epochs, args.schedule, warmup=args.warmup)
     device = _model_device(args.device, model)
     trainer = pylenet.Trainer(model, optimizer, loss=args.loss, scheduler=scheduler,
@@ -309,7 +310,7 @@ def cmd_train(args) -> int:
                "test_accuracy": result["accuracy"], "test_loss": result["loss"],
                "confusion": result["confusion"].tolist(), "wall_time_s": wall,
                "threads": pylenet.ops.get_num_threads(), "train_images": len(train[0]),
-               "recipe": args.recipe, "augment": args.augment, "device": device}
+               "recipe": args.recipe or model_recipe(model), "augment": args.augment, "device": device}
     if args.until_accuracy is not None:
         metrics["until_accuracy"] = {"target": args.until_accuracy,
                                      "epoch": reached[0] if reached else None,
@@ -449,10 +450,22 @@ def _emulated_line(info: dict) -> list[tuple[str, str]]:
                               f"testing aid)")]
 
 
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """Python warnings as the command's one-line warnings on stderr."""
+    print(f"pylenet: warning: {_one_line(str(message))}", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `pylenet` command; returns the exit code."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.showwarning = _warning_line
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
-    if getattr(args, "recipe", "default") != "default":  # its defaults, the given flags kept
+    if getattr(args, "recipe", None) not in (None, "default"):  # its defaults, the given flags kept
         args = _parser(RECIPES[args.recipe]).parse_args(argv)
     try:
         _check_checkpoint_arg("--model", getattr(args, "model", None))

@@ -1,4 +1,5 @@
-"""Hands a Python-assembled layer chain to the core's fused network (pylenet._core.Net).
+"""The CPU backend: hands a Python-assembled layer chain to the core's fused network
+(pylenet._core.Net). Its GPU twin is pylenet.gpu.GpuNet; both read the same descriptions.
 
 The graph stays a Sequential of Python layers; this module only describes it to the core,
 which then runs a whole batch's forward, loss and backward in one call with the GIL released,
@@ -11,43 +12,23 @@ import operator
 import numpy as np
 
 from pylenet import _core
-from pylenet.layers import Parameter, Sequential
+from pylenet.layers import KINDS, Parameter, Sequential
 
-# The core's registry (core/registry.h): kind name -> {Net tuple slot: layer attribute}. A
-# layer class takes part by naming its kind in `core_kind`; its description is read from the
-# attributes the registry names, so no list of layers is kept here.
-LAYER_KINDS = _core.layer_kinds()
+# The core's registry (core/net/registry.h): kind name -> its class, attributes, parameters and
+# buffers. A layer class takes part by naming its kind in `core_kind`; its description is its
+# attributes as the registry lists them, so no list of layers is kept here.
+LAYER_KINDS = KINDS
 LOSS_KINDS = _core.loss_kinds()
-PENALTY_KINDS = _core.penalty_kinds()  # kinds whose outputs are penalties: scores = -outputs
-_SLOTS = ("in", "out", "kernel", "stride", "pad", "bias", "const")
-_DEFAULTS = (0, 0, 0, 1, 0, False, None)
-_BIAS = _SLOTS.index("bias")
+PENALTY_KINDS = tuple(k for k, info in KINDS.items() if info["penalty_output"])  # scores = -outputs
 
 
-def _reader(kind: str):
-    """A function from a layer of `kind` to its Net tuple (kind, in, out, kernel, stride, pad,
-    bias, const); const is the layer's fixed array (a tuple of numbers or of rows) or None."""
-    fields = LAYER_KINDS[kind]
-    getters = [(fields.get(slot), default) for slot, default in zip(_SLOTS, _DEFAULTS)]
-
-    def read(layer) -> tuple:
-        values = [getattr(layer, attr) if attr else default for attr, default in getters]
-        if fields.get("bias"):
-            values[_BIAS] = values[_BIAS] is not None  # the bias Parameter, or None
-        return (kind, *values)
-    return read
-
-
-_READERS = {kind: _reader(kind) for kind in LAYER_KINDS}
-
-
-def _describe(layer) -> tuple | None:
-    """The core's (kind, in, out, kernel, stride, pad, bias) tuple, or None if unsupported.
+def describe(layer) -> tuple | None:
+    """The core's (kind, {attribute: value}) of a built-in layer, or None if unsupported.
 
     Only a class that itself declares `core_kind` is run by the core: a subclass that
     overrides forward without declaring one falls back to the layer-by-layer path."""
-    read = _READERS.get(type(layer).__dict__.get("core_kind"))
-    return read(layer) if read else None
+    kind = type(layer).__dict__.get("core_kind")
+    return (kind, layer.core_attrs()) if kind in KINDS else None
 
 
 def outputs_penalties(model) -> bool:
@@ -75,54 +56,85 @@ def loss_name(loss) -> str | None:
 
 def param_slots(model: Sequential) -> list[tuple]:
     """(layer, attribute) of every parameter in the core's order (the CPU and GPU nets share
-    it), read afresh on each call so that a replaced Parameter or array is always the one used."""
+    it: per layer, its kind's params), read afresh on each call so that a replaced Parameter
+    or array is always the one used."""
     return [(layer, name) for _, layer in model.layers
-            for name in ("weight", "bias") if isinstance(getattr(layer, name, None), Parameter)]
+            for name in KINDS[layer.core_kind]["params"] if isinstance(getattr(layer, name, None), Parameter)]
 
 
-class FusedNet:
-    """The core's view of a Sequential of built-in layers, for inputs of `input_shape`."""
+def buffer_slots(model: Sequential) -> list[tuple]:
+    """(layer, attribute) of every buffer the core reads and moves (running statistics), in
+    the core's order."""
+    return [(layer, name) for _, layer in model.layers for name in KINDS[layer.core_kind]["buffers"]]
+
+
+def tracked_batches(model: Sequential) -> list:
+    """The layers that count their training batches (BatchNorm's num_batches_tracked)."""
+    return [layer for _, layer in model.layers if KINDS[layer.core_kind]["batch_coupled"]]
+
+
+def supports(model) -> bool:
+    """True when every layer of `model` is one the core can run fused."""
+    return isinstance(model, Sequential) and all(describe(l) is not None for _, l in model.layers)
+
+
+class CpuNet:
+    """The CPU's view of a Sequential of built-in layers, for inputs of `input_shape`: the
+    core's fused network with the model's parameters and buffers (pylenet.gpu.GpuNet is the
+    GPU's)."""
 
     def __init__(self, model: Sequential, input_shape: tuple = (1, 32, 32)):
-        descs = [_describe(layer) for _, layer in model.layers] if isinstance(model, Sequential) else [None]
-        if any(d is None for d in descs):
-            raise TypeError("FusedNet needs a Sequential of pylenet's built-in layers")
+        if not supports(model):
+            raise TypeError("the fused network needs a Sequential of pylenet's built-in layers")
         self.model = model
-        self.net = _core.Net(descs, tuple(input_shape))
-        # What the core network was built from: fused_for rebuilds it when any of this changes.
-        self.key, self.input_shape = _key(model), input_shape
-        self._slots = param_slots(model)
+        self.net = _core.Net([describe(layer) for _, layer in model.layers], tuple(input_shape))
+        # What the core network was built from: cpu_net_for rebuilds it when any of this changes.
+        self.key, self.input_shape = _key(model), tuple(input_shape)
+        self._slots, self._buffer_slots = param_slots(model), buffer_slots(model)
+        self._tracked = tracked_batches(model)
 
     @property
     def params(self) -> list[Parameter]:
         """The model's parameters in the core's order."""
         return [getattr(layer, name) for layer, name in self._slots]
 
-    @staticmethod
-    def supports(model) -> bool:
-        """True when every layer of `model` is one the core can run fused."""
-        return isinstance(model, Sequential) and all(_describe(l) is not None for _, l in model.layers)
+    @property
+    def buffers(self) -> list[np.ndarray]:
+        """The model's buffers (running statistics) in the core's order."""
+        return [getattr(layer, name) for layer, name in self._buffer_slots]
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """Network outputs (N, classes) for x (N, C, H, W); keeps nothing for backward."""
-        return self.net.forward(x, [p.data for p in self.params])
+        """Network outputs (N, classes) for x (N, C, H, W), in evaluation mode; keeps nothing."""
+        return self.net.forward(x, [p.data for p in self.params], self.buffers)
 
     def predict_proba(self, images: np.ndarray, lut: np.ndarray, pad: int) -> np.ndarray:
         """Softmax of the class scores for raw uint8 images (N, h, w), prepared in the core (one call)."""
-        return self.net.predict_u8(images, lut, pad, [getattr(layer, name).data for layer, name in self._slots])
+        return self.net.predict_u8(images, lut, pad, [p.data for p in self.params], self.buffers)
 
-    def train_step(self, x: np.ndarray, labels: np.ndarray, loss: str = "cross_entropy"):
-        """(mean loss, outputs): forward, loss and backward; overwrites every parameter's .grad."""
+    def input_gradient(self, x: np.ndarray, dout: np.ndarray) -> np.ndarray:
+        """dx (N, C, H, W): the gradient of sum(dout * outputs) with respect to x, the network
+        in evaluation mode, by the core's backward pass (nothing else changes)."""
+        return self.net.input_gradient(x, dout, [p.data for p in self.params], self.buffers)
+
+    def train_step(self, x: np.ndarray, labels: np.ndarray, loss: str = "cross_entropy",
+                   noise: tuple = (0, 0, 0)):
+        """(mean loss, outputs): forward (training mode), loss and backward; overwrites every
+        parameter's .grad, moves the running statistics and counts the batch. noise: Dropout's
+        (seed, epoch, index in the epoch of the batch's first sample)."""
         params = self.params  # the core writes into each .grad in place (Parameter's rule)
-        return self.net.train_step(x, labels, [p.data for p in params],
-                                   [p.grad_buffer() for p in params], loss)
+        seed, epoch, first = noise
+        result = self.net.train_step(x, labels, [p.data for p in params], [p.grad_buffer() for p in params],
+                                     loss, self.buffers, seed, epoch, first)
+        for layer in self._tracked:
+            layer.num_batches_tracked += 1
+        return result
 
 
 def _settings(cls):
     """operator.attrgetter of the attributes a layer of class `cls` is described by (None when
-    there are none): a fused_for call reads them to see whether the cached network still fits."""
+    there are none): a cpu_net_for call reads them to see whether the cached network still fits."""
     if cls not in _SETTINGS:
-        attrs = list(LAYER_KINDS.get(cls.__dict__.get("core_kind"), {}).values())
+        attrs = [a["name"] for a in KINDS.get(cls.__dict__.get("core_kind"), {}).get("attrs", [])]
         _SETTINGS[cls] = operator.attrgetter(*attrs) if attrs else None
     return _SETTINGS[cls]
 
@@ -140,7 +152,7 @@ def _key(model) -> tuple:
     return layers, settings
 
 
-def _fits(key: tuple, model) -> bool:
+def fits(key: tuple, model) -> bool:
     """Whether `model`'s layers are still the ones `key` was taken from, with the same settings."""
     layers, settings = key
     # list == list compares the layer objects in C (by identity: layers define no __eq__).
@@ -152,16 +164,16 @@ def _fits(key: tuple, model) -> bool:
     return True
 
 
-def fused_for(model, input_shape: tuple = (1, 32, 32)) -> FusedNet | None:
-    """The model's FusedNet (cached on it and rebuilt when a layer or its settings change),
+def cpu_net_for(model, input_shape: tuple = (1, 32, 32)) -> CpuNet | None:
+    """The model's CpuNet (cached on it and rebuilt when a layer or its settings change),
     or None if it has other layers."""
     if not isinstance(model, Sequential):
         return None
-    cached = model.__dict__.get("_fused")
-    if cached is not None and cached.input_shape == input_shape and _fits(cached.key, model):
+    cached = model.__dict__.get("_cpu_net")
+    if cached is not None and cached.input_shape == tuple(input_shape) and fits(cached.key, model):
         return cached
-    if not FusedNet.supports(model):
+    if not supports(model):
         return None
-    fused = FusedNet(model, input_shape)
-    model.__dict__["_fused"] = fused
-    return fused
+    net = CpuNet(model, input_shape)
+    model.__dict__["_cpu_net"] = net
+    return net

@@ -13,7 +13,9 @@ import numpy as np
 from pylenet._version import __version__
 from pylenet.checkpoint import atomic_write
 from pylenet.data import MNIST_MEAN, MNIST_STD
+from pylenet import _core
 from pylenet.interop import layer_chain
+from pylenet.layers import KINDS
 
 ONNX_EXTRA = "pip install 'pylenet[onnx]'"
 # Opset 13 and IR version 7 (onnx 1.8) are the oldest that hold every op used here, so that
@@ -22,7 +24,6 @@ OPSET = 13
 IR_VERSION = 7
 BATCH = "N"      # the name of the dynamic batch axis
 MNIST_PAD = 2    # 28x28 digits zero-padded to LeNet-5's 32x32 input (as pylenet.train.PAD)
-_ACTIVATION_OPS = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid"}
 
 
 class ExportError(ValueError):
@@ -53,7 +54,7 @@ def build_onnx(model, *, preprocess: bool = False, input_shape: tuple = (1, 32, 
     onnx = _onnx()
     from onnx import TensorProto, helper, numpy_helper
 
-    chain = layer_chain(model)
+    chain = layer_chain(model, need="onnx")
     input_shape = tuple(int(d) for d in input_shape)
     if len(input_shape) != 3 or min(input_shape) < 1:
         raise ValueError(f"input_shape must be (C, H, W) with positive sizes, got {input_shape}")
@@ -84,36 +85,13 @@ def build_onnx(model, *, preprocess: bool = False, input_shape: tuple = (1, 32, 
     else:
         graph_input = helper.make_tensor_value_info("input", TensorProto.FLOAT, [BATCH, *input_shape])
 
+    # The chain is checked by the core for this input (shapes, parameter shapes) before any node.
+    params = _checked_params(chain, input_shape)
     x, shape = "input", input_shape
-    for i, (name, layer, (kind, in_f, out_f, kernel, stride, pad, bias)) in enumerate(chain):
+    for i, (name, layer, kind, attrs) in enumerate(chain):
         y = "logits" if i == len(chain) - 1 else f"{name}.out"
-        where = f"layer {name} ({type(layer).__name__})"
-        if kind in ("conv2d", "linear"):
-            want = len(shape) == 3 if kind == "conv2d" else len(shape) == 1
-            if not want or shape[0] != in_f:
-                raise ValueError(f"{where} expects {in_f} input {'channels' if kind == 'conv2d' else 'features'}"
-                                 f", but receives a tensor of shape {shape} per sample")
-            args = [x, const(f"{name}.weight", _param(layer, "weight", name))]
-            if bias:
-                args.append(const(f"{name}.bias", _param(layer, "bias", name)))
-            if kind == "conv2d":
-                node = helper.make_node("Conv", args, [y], kernel_shape=[kernel, kernel],
-                                        strides=[stride, stride], pads=[pad] * 4)
-            else:
-                node = helper.make_node("Gemm", args, [y], transB=1)
-        elif kind in ("maxpool2d", "avgpool2d"):
-            if len(shape) != 3:
-                raise ValueError(f"{where} needs (C, H, W) maps, but receives shape {shape} per sample")
-            node = helper.make_node("MaxPool" if kind == "maxpool2d" else "AveragePool", [x], [y],
-                                    kernel_shape=[kernel, kernel], strides=[stride, stride])
-        elif kind == "flatten":
-            node = helper.make_node("Flatten", [x], [y], axis=1)
-        else:
-            node = helper.make_node(_ACTIVATION_OPS[kind], [x], [y])
-        nodes.append(node)
+        nodes.append(_node(helper, const, KINDS[kind], name, layer, attrs, params[i], x, y))
         shape = tuple(layer.output_shape(shape))
-        if min(shape) < 1:
-            raise ValueError(f"{where} turns the input into an empty tensor of shape {shape}")
         x = y
     if len(shape) != 1 or not chain:
         raise ValueError(f"the model must end in (N, classes) logits, but its output per sample "
@@ -139,17 +117,57 @@ def build_onnx(model, *, preprocess: bool = False, input_shape: tuple = (1, 32, 
     return proto
 
 
-def _param(layer, attr: str, name: str) -> np.ndarray:
-    """A layer's parameter as float32, checked against the shape its layer declares."""
-    data = np.asarray(getattr(layer, attr).data)
-    if attr == "weight":
-        expected = ((layer.out_channels, layer.in_channels, layer.kernel_size, layer.kernel_size)
-                    if hasattr(layer, "kernel_size") else (layer.out_features, layer.in_features))
-    else:
-        expected = (getattr(layer, "out_channels", None) or layer.out_features,)
-    if data.shape != expected:
-        raise ValueError(f"layer {name}: {attr} has shape {data.shape}, expected {expected}")
-    return data.astype(np.float32)
+def _checked_params(chain, input_shape) -> list[dict]:
+    """Per layer, {parameter or buffer name: float32 array}, after the core has checked the
+    chain for input_shape (ValueError naming the layer) and every array's shape."""
+    net = _core.Net([(kind, attrs) for _, _, kind, attrs in chain], tuple(input_shape))
+    shapes = iter(net.param_shapes)
+    out = []
+    for name, layer, kind, _ in chain:
+        arrays = {}
+        for pname in KINDS[kind]["params"]:
+            p = getattr(layer, pname, None)
+            if p is None:
+                continue
+            expected = next(shapes)
+            if p.data.shape != expected:
+                raise ValueError(f"layer {name}: {pname} has shape {p.data.shape}, expected {expected}")
+            arrays[pname] = np.asarray(p.data, np.float32)
+        for bname in KINDS[kind]["buffers"]:
+            arrays[bname] = np.asarray(getattr(layer, bname), np.float32)
+        out.append(arrays)
+    return out
+
+
+def _node(helper, const, info: dict, name: str, layer, attrs: dict, arrays: dict, x: str, y: str):
+    """One ONNX node for a layer, by the ONNX operator its registry kind names."""
+    op = info["onnx"]
+    if op in ("Conv", "Gemm"):
+        args = [x, const(f"{name}.weight", arrays["weight"])]
+        if "bias" in arrays:
+            args.append(const(f"{name}.bias", arrays["bias"]))
+        if op == "Gemm":
+            return helper.make_node("Gemm", args, [y], transB=1)
+        k, s, p = attrs["kernel_size"], attrs["stride"], attrs["padding"]
+        return helper.make_node("Conv", args, [y], kernel_shape=[k, k], strides=[s, s], pads=[p] * 4)
+    if op in ("MaxPool", "AveragePool"):
+        k, s = attrs["kernel_size"], attrs["stride"]
+        return helper.make_node(op, [x], [y], kernel_shape=[k, k], strides=[s, s])
+    if op == "Flatten":
+        return helper.make_node(op, [x], [y], axis=1)
+    if op == "BatchNormalization":  # evaluation: the running statistics normalise
+        c = attrs["num_features"]
+        scale = arrays.get("weight", np.ones(c, np.float32))
+        shift = arrays.get("bias", np.zeros(c, np.float32))
+        args = [x, const(f"{name}.scale", scale), const(f"{name}.shift", shift),
+                const(f"{name}.running_mean", arrays["running_mean"]),
+                const(f"{name}.running_var", arrays["running_var"])]
+        return helper.make_node(op, args, [y], epsilon=float(attrs["eps"]), momentum=1.0 - float(attrs["momentum"]))
+    if op == "Dropout":  # inference: the identity (no training_mode input)
+        return helper.make_node(op, [x, const(f"{name}.ratio", np.array(attrs["p"], np.float32))], [y])
+    # Element-wise operators (and GlobalAveragePool): the kind's attributes that ONNX names.
+    extra = {a["onnx"]: attrs[a["name"]] for a in info["attrs"] if a["onnx"]}
+    return helper.make_node(op, [x], [y], **extra)
 
 
 def export_onnx(model, path, *, preprocess: bool = False, input_shape: tuple = (1, 32, 32)) -> Path:

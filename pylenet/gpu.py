@@ -1,9 +1,10 @@
-"""A model's network on the GPU: a cached pylenet._core.GpuNet beside the host Parameters.
+"""The GPU backend: a model's network on the GPU, a cached pylenet._core.GpuNet beside the host
+Parameters (pylenet.engine.CpuNet is its CPU twin).
 
 The host arrays stay the source of truth. Each call uploads what changed (GpuNet.set_params
 compares against what it last saw), and training downloads the weights and the optimiser
 state back into the Parameters and the optimizer after every epoch, so that checkpoints,
-export and serving read the same host arrays as after CPU training. Like engine.fused_for,
+export and serving read the same host arrays as after CPU training. Like engine.cpu_net_for,
 the GpuNet is cached on the model and rebuilt when a layer or its settings change.
 """
 from __future__ import annotations
@@ -12,7 +13,10 @@ import numpy as np
 
 from pylenet import _core
 from pylenet.device import emulating, require_cuda
-from pylenet.engine import LOSS_KINDS, _describe, _fits, _key, loss_name, param_slots
+import weakref
+
+from pylenet.engine import (LOSS_KINDS, _key, buffer_slots, describe, fits, loss_name, param_slots,
+                            tracked_batches)
 from pylenet.layers import Sequential
 from pylenet.optim import SGD, Adam
 
@@ -27,7 +31,7 @@ def unsupported(model) -> str | None:
     if not isinstance(model, Sequential):
         return f"it is a {type(model).__name__}, not a Sequential (wrap it: Sequential(layer))"
     for name, layer in model.layers:
-        if _describe(layer) is None:
+        if describe(layer) is None:
             return f"its layer {name!r} ({type(layer).__name__}) is not one of pylenet's built-in layers"
     return None
 
@@ -60,34 +64,56 @@ def check_training(model, optimizer, loss_fn, fused: bool = True) -> None:
                         f"GPU, got {type(loss_fn).__name__}; use one of those or device='cpu'")
 
 
-class GpuModel:
-    """The GPU's view of a Sequential of built-in layers, for inputs of `input_shape`."""
+class GpuNet:
+    """The GPU's view of a Sequential of built-in layers, for inputs of `input_shape`: the core's
+    GpuNet with the model's parameters, buffers and optimizer state (pylenet.engine.CpuNet is
+    the CPU's). It holds the model weakly: the model holds it (its cache), and a strong
+    reference back would keep the GPU memory until the cyclic garbage collector ran."""
 
     def __init__(self, model: Sequential, input_shape: tuple = (1, 32, 32), *, emulate: bool = False):
         require_supported(model)
-        descs = [_describe(layer) for _, layer in model.layers]
-        self.net = _core.GpuNet(descs, tuple(input_shape), emulate=emulate)
-        self.model = model
-        # What the GpuNet was built from: gpu_for rebuilds it when any of this changes.
+        self.net = _core.GpuNet([describe(layer) for _, layer in model.layers], tuple(input_shape),
+                                emulate=emulate)
+        self._model = weakref.ref(model)
+        # What the GpuNet was built from: gpu_net_for rebuilds it when any of this changes.
         self.key, self.input_shape, self.emulate = _key(model), tuple(input_shape), emulate
-        self._slots = param_slots(model)
+        self._slots, self._buffer_slots = param_slots(model), buffer_slots(model)
+        self._tracked = tracked_batches(model)
         self._fresh_state = None  # (steps) when the optimizer was uploaded without state
+
+    @property
+    def model(self):
+        """The model this network runs (None once it is gone)."""
+        return self._model()
 
     @property
     def params(self) -> list:
         """The model's parameters in the core's order."""
         return [getattr(layer, name) for layer, name in self._slots]
 
+    @property
+    def buffers(self) -> list:
+        """The model's buffers (running statistics) in the core's order."""
+        return [getattr(layer, name) for layer, name in self._buffer_slots]
+
     # ---------------------------------------------------------------- host <-> device
 
     def upload(self) -> None:
-        """Gives the device the host parameters (only those that changed are copied)."""
+        """Gives the device the host parameters (only those that changed are copied) and buffers."""
         self.net.set_params([p.data for p in self.params])
+        if self._buffer_slots:
+            self.net.set_buffers(self.buffers)
 
-    def download(self) -> None:
-        """Copies the device parameters into the host Parameters' arrays (in place)."""
+    def download(self, steps: int = 0) -> None:
+        """Copies the device parameters and buffers into the host arrays (in place); `steps`
+        training batches ran since the upload (BatchNorm counts them)."""
         for p, value in zip(self.params, self.net.get_params()):
             p.data[...] = value
+        if self._buffer_slots:
+            for b, value in zip(self.buffers, self.net.get_buffers()):
+                b[...] = value
+        for layer in self._tracked:
+            layer.num_batches_tracked += steps
 
     def _positions(self, optimizer) -> list[int]:
         """optimizer.params index of each of the net's parameters (check_training made sure
@@ -139,8 +165,8 @@ class GpuModel:
         return self.net.predict_u8(images, lut, pad)
 
 
-def gpu_for(model, input_shape: tuple = (1, 32, 32)) -> GpuModel:
-    """The model's GpuModel (cached on it; rebuilt when a layer or its settings, the input shape
+def gpu_net_for(model, input_shape: tuple = (1, 32, 32)) -> GpuNet:
+    """The model's GpuNet (cached on it; rebuilt when a layer or its settings, the input shape
     or PYLENET_CUDA_EMULATE change). CudaUnavailableError when CUDA cannot be used, TypeError
     when the model is not a Sequential of built-in layers, ValueError for an invalid chain or a
     layer kind without CUDA kernels."""
@@ -148,13 +174,13 @@ def gpu_for(model, input_shape: tuple = (1, 32, 32)) -> GpuModel:
     input_shape = tuple(input_shape)
     cached = model.__dict__.get("_gpu") if isinstance(model, Sequential) else None
     if (cached is not None and cached.input_shape == input_shape and cached.emulate == emulate
-            and _fits(cached.key, model)):
+            and fits(cached.key, model)):
         return cached  # its layers were checked when it was built, and have not changed
     require_supported(model)
     if not emulate:
         require_cuda()
     cached = model.__dict__.pop("_gpu", None)  # the old network's device memory goes first
     del cached
-    gpu = GpuModel(model, input_shape, emulate=emulate)
+    gpu = GpuNet(model, input_shape, emulate=emulate)
     model.__dict__["_gpu"] = gpu
     return gpu

@@ -1,8 +1,10 @@
-"""PyTorch round trip: to_torch copies a pylenet model into torch.nn modules, from_torch reads a LeNet-5 back.
+"""PyTorch round trip: to_torch copies a pylenet model into torch.nn modules; from_torch reads
+any nn.Sequential (or module whose children run in order) of the supported layers back.
 
-torch is optional and imported only when one of these functions is called. Both directions
-use the layer descriptions of pylenet.engine, so they cover exactly the layers the core runs:
-Conv2d, Linear, MaxPool2d, AvgPool2d, ReLU, Tanh, Sigmoid and Flatten, in (nested) Sequentials.
+torch is optional and imported only when one of these functions is called. The mapping is the
+core registry's (pylenet._core.layer_kinds()): each kind names its torch.nn class, and its
+attributes are that class's arguments of the same names, so the layers covered are exactly
+the registry's kinds that have a torch class.
 """
 from __future__ import annotations
 
@@ -11,11 +13,25 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from pylenet.engine import _describe
-from pylenet.layers import Sequential
+from pylenet.engine import describe
+from pylenet.layers import KINDS, LAYER_CLASSES, Parameter, Sequential
 from pylenet.models import ACTIVATIONS, POOLINGS, LeNet5
 
 TORCH_EXTRA = "pip install 'pylenet[torch]'"
+# The registry kind of each torch.nn class that has one.
+TORCH_KINDS = {info["torch"]: kind for kind, info in KINDS.items() if info["torch"]}
+# Settings of those torch classes that pylenet has no counterpart for: each must hold the
+# value given here (PyTorch's default), or from_torch refuses the layer, naming it.
+_TORCH_FIXED = {
+    "Conv2d": {"dilation": (1, 1), "groups": 1, "padding_mode": "zeros"},
+    "MaxPool2d": {"padding": 0, "dilation": 1, "ceil_mode": False, "return_indices": False},
+    "AvgPool2d": {"padding": 0, "ceil_mode": False, "divisor_override": None},
+    "BatchNorm2d": {"track_running_stats": True},
+    "BatchNorm1d": {"track_running_stats": True},
+    "Flatten": {"start_dim": 1, "end_dim": -1},
+}
+# Input shapes from_torch tries, after the first layer's channels, when it is not told one.
+_GUESSED_SIZES = (28, 32)
 
 # LeNet5's trainable layers in order, and the weight shape each has for 10 classes; the last
 # layer's first dimension is the number of classes. C5 may be a Conv2d(16, 120, 5) instead of
@@ -33,28 +49,28 @@ def _torch():
     return torch
 
 
-# The core kinds that ONNX and PyTorch export write out.
-_EXPORTABLE = ("conv2d", "linear", "maxpool2d", "avgpool2d", "relu", "tanh", "sigmoid", "flatten")
-
-
-def layer_chain(model, prefix: str = "") -> list[tuple[str, object, tuple]]:
-    """(dotted name, layer, core description) of every leaf layer in order; TypeError for an unsupported one."""
+def layer_chain(model, prefix: str = "", need: str = "torch") -> list[tuple[str, object, str, dict]]:
+    """(dotted name, layer, kind, attributes) of every leaf layer in order; TypeError for a
+    layer with no `need` ("torch" or "onnx") mapping in the registry."""
     if not isinstance(model, Sequential):
         raise TypeError(f"expected a pylenet Sequential (e.g. LeNet5), got {type(model).__name__}")
     chain = []
     for name, layer in model.layers:
         if isinstance(layer, Sequential):
-            chain += layer_chain(layer, f"{prefix}{name}.")
+            chain += layer_chain(layer, f"{prefix}{name}.", need)
             continue
-        desc = _describe(layer)
-        if desc is not None and desc[0] not in _EXPORTABLE:  # the lecun98 layers
-            desc = None
-        if desc is None:
+        desc = describe(layer)
+        if desc is None or not KINDS[desc[0]][need]:
+            supported = sorted(info["class"] for info in KINDS.values() if info[need])
             raise TypeError(f"layer {prefix}{name!s} is a {type(layer).__name__}, which cannot be "
-                            f"exported; supported: Conv2d, Linear, MaxPool2d, AvgPool2d, ReLU, "
-                            f"Tanh, Sigmoid, Flatten and Sequential")
-        chain.append((prefix + name, layer, desc[:7]))  # no fixed array in these kinds
+                            f"exported; supported: {', '.join(supported)} and Sequential")
+        chain.append((prefix + name, layer, desc[0], desc[1]))
     return chain
+
+
+def _state_items(layer) -> list[tuple[str, np.ndarray]]:
+    """A layer's parameters and buffers by their own names (weight, bias, running_mean, ...)."""
+    return [(name, v.data if isinstance(v, Parameter) else v) for name, v in layer._state_items()]
 
 
 # ----------------------------------------------------------------------------------- to_torch
@@ -62,8 +78,9 @@ def layer_chain(model, prefix: str = "") -> list[tuple[str, object, tuple]]:
 def to_torch(model):
     """A torch.nn.Sequential (eval mode, float32) computing the same function as `model`.
 
-    Module names mirror pylenet's, so its state_dict keys are model.named_parameters() names;
-    the input is what model.forward takes (for LeNet5: normalised float32 (N, 1, 32, 32)).
+    Module names mirror pylenet's, so its state_dict keys are model.state_dict()'s names
+    (parameters and buffers); the input is what model.forward takes (for LeNet5: normalised
+    float32 (N, 1, 32, 32)).
     """
     torch = _torch()
     layer_chain(model)  # refuses an unsupported layer before anything is built
@@ -73,64 +90,64 @@ def to_torch(model):
 
 def _to_torch(torch, model):
     """The nn.Sequential for one (possibly nested) pylenet Sequential."""
-    nn = torch.nn
     mods = OrderedDict()
     for name, layer in model.layers:
         if isinstance(layer, Sequential):
             mods[name] = _to_torch(torch, layer)
             continue
-        kind, in_f, out_f, kernel, stride, pad, bias = _describe(layer)[:7]
-        if kind == "conv2d":
-            m = nn.Conv2d(in_f, out_f, kernel, stride=stride, padding=pad, bias=bias)
-        elif kind == "linear":
-            m = nn.Linear(in_f, out_f, bias=bias)
-        elif kind == "maxpool2d":
-            m = nn.MaxPool2d(kernel, stride=stride)
-        elif kind == "avgpool2d":
-            m = nn.AvgPool2d(kernel, stride=stride)
-        else:
-            m = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,
-                 "flatten": nn.Flatten}[kind]()
-        for pname in ("weight", "bias"):
-            p = getattr(layer, pname, None)
-            if p is not None and hasattr(p, "data"):
-                target = getattr(m, pname)
-                if tuple(target.shape) != p.data.shape:
-                    raise ValueError(f"layer {name}: {pname} has shape {p.data.shape}, expected "
-                                     f"{tuple(target.shape)}")
-                target.copy_(torch.from_numpy(np.array(p.data, dtype=np.float32)))
+        kind, attrs = describe(layer)
+        m = getattr(torch.nn, KINDS[kind]["torch"])(**attrs)
+        state = m.state_dict()
+        for key, value in _state_items(layer):
+            if key not in state or tuple(state[key].shape) != value.shape:
+                raise ValueError(f"layer {name}: {key} has shape {value.shape}, torch's "
+                                 f"{type(m).__name__} expects {tuple(state[key].shape) if key in state else 'none'}")
+            state[key] = torch.from_numpy(np.array(value))
+        m.load_state_dict(state)
         mods[name] = m
-    return nn.Sequential(mods)
+    return torch.nn.Sequential(mods)
 
 
 # --------------------------------------------------------------------------------- from_torch
 
-def from_torch(source, *, activation: str | None = None, pooling: str | None = None) -> LeNet5:
-    """The pylenet LeNet5 holding the weights of a PyTorch LeNet-5 (an nn.Module or its state_dict).
+def from_torch(source, *, activation: str | None = None, pooling: str | None = None,
+               input_shape: tuple | None = None):
+    """A pylenet model holding the layers and weights of a PyTorch one.
 
-    Expects unpadded Conv2d 1->6 and 6->16 (5x5), then Linear 400->120 (or a 5x5 Conv2d for C5),
-    120->84, 84->classes. activation/pooling default to the module's own layers, else relu/max.
+    source: an nn.Module, or the state_dict of a LeNet-5. A module that is a LeNet-5 (two
+    unpadded 5x5 convolutions 1->6 and 6->16, then Linear 400->120 or a 5x5 Conv2d for C5,
+    120->84, 84->classes; activations as layers or in its forward) comes back as LeNet5, its
+    activation and pooling read from its layers or given here. Any other nn.Sequential, or
+    module whose children run in order, of the layers the registry maps (Conv2d, Linear,
+    MaxPool2d, AvgPool2d, AdaptiveAvgPool2d(1), BatchNorm2d/1d, Dropout, ReLU, Sigmoid, Tanh,
+    Flatten, ...) comes back as a Sequential with the same layer names and state_dict keys.
+    Its outputs are checked against the module's own on one random batch of input_shape
+    (default: (C, 28, 28) or (C, 32, 32), whichever the layers fit); ValueError names what
+    cannot be mapped.
     """
     torch = _torch()
     for arg, value, options in (("activation", activation, ACTIVATIONS), ("pooling", pooling, POOLINGS)):
         if value is not None and value not in options:
             raise ValueError(f"from_torch: {arg} must be one of {sorted(options)}, got {value!r}")
-    if isinstance(source, torch.nn.Module):
-        found_act, found_pool = _inspect_module(torch, source)
-        activation = _agree("activation", activation, found_act)
-        pooling = _agree("pooling", pooling, found_pool)
-        state = source.state_dict()
-    elif isinstance(source, Mapping):
-        state = source
-    else:
+    if isinstance(source, Mapping):
+        return _lenet_from_state(torch, source, activation, pooling)
+    if not isinstance(source, torch.nn.Module):
         raise TypeError(f"from_torch: expected a torch.nn.Module or a state_dict mapping, "
                         f"got {type(source).__name__}")
-    weights = _lenet_weights(torch, state)
-    model = LeNet5(activation=activation or "relu", pooling=pooling or "max",
-                   num_classes=weights["output.weight"].shape[0])
-    for name, param in model.named_parameters():
-        param.data[...] = weights[name]
-    return model
+    try:
+        found_act, found_pool = _inspect_lenet(torch, source)
+        return _lenet_from_state(torch, source.state_dict(), _agree("activation", activation, found_act),
+                                 _agree("pooling", pooling, found_pool))
+    except _NotLeNet:
+        pass
+    if activation is not None or pooling is not None:
+        raise ValueError("from_torch: activation and pooling choose LeNet5's layers, but the module is "
+                         "not a LeNet-5; its own layers say which they are")
+    return _sequential_from_module(torch, source, input_shape)
+
+
+class _NotLeNet(Exception):
+    """The module is not LeNet-5 shaped (the general path reads it instead)."""
 
 
 def _agree(what: str, given, found):
@@ -140,39 +157,55 @@ def _agree(what: str, given, found):
     return given if given is not None else found
 
 
-def _inspect_module(torch, module):
-    """(activation, pooling) shown by the module's layers (None where it has none); checks their settings."""
+def _leaves(torch, module, prefix: str = "") -> list[tuple[str, object]]:
+    """(dotted name, module) of every leaf module in order, through nested containers."""
+    children = list(module.named_children())
+    if not children:
+        return [(prefix.rstrip(".") or type(module).__name__, module)]
+    out = []
+    for name, child in children:
+        out += _leaves(torch, child, f"{prefix}{name}.")
+    return out
+
+
+def _inspect_lenet(torch, module):
+    """(activation, pooling) of a LeNet-5 shaped module (None where it shows none); _NotLeNet
+    when its layers are not LeNet-5's."""
     nn = torch.nn
     acts, pools = set(), set()
-    for name, m in module.named_modules():
-        where = f"from_torch: layer {name or type(module).__name__!r} ({type(m).__name__})"
+    for name, m in _leaves(torch, module):
         if isinstance(m, nn.Conv2d):
             padding = (0, 0) if m.padding == "valid" else tuple(m.padding)
-            if tuple(m.stride) != (1, 1) or padding != (0, 0) or tuple(m.dilation) != (1, 1) \
-                    or m.groups != 1:
-                raise ValueError(
-                    f"{where} has stride {tuple(m.stride)}, padding {m.padding}, dilation "
-                    f"{tuple(m.dilation)}, groups {m.groups}; LeNet5 needs 1, 0, 1, 1 (it takes "
-                    f"32x32 inputs: MNIST's 28x28 zero-padded before normalising)")
+            if tuple(m.stride) != (1, 1) or padding != (0, 0) or tuple(m.dilation) != (1, 1) or m.groups != 1:
+                raise _NotLeNet
         elif isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)):
             ks = m.kernel_size if isinstance(m.kernel_size, tuple) else (m.kernel_size,) * 2
             st = m.stride if isinstance(m.stride, tuple) else (m.stride,) * 2
             pd = m.padding if isinstance(m.padding, tuple) else (m.padding,) * 2
             if ks != (2, 2) or st != (2, 2) or pd != (0, 0) or m.ceil_mode:
-                raise ValueError(f"{where} has kernel {ks}, stride {st}, padding {pd}, ceil_mode "
-                                 f"{m.ceil_mode}; LeNet5 pools 2x2 with stride 2, no padding")
+                raise _NotLeNet
             pools.add("max" if isinstance(m, nn.MaxPool2d) else "avg")
         elif isinstance(m, (nn.ReLU, nn.Tanh, nn.Sigmoid)):
             acts.add({nn.ReLU: "relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid"}[type(m)])
-        elif isinstance(m, (nn.Linear, nn.Flatten, nn.Sequential, nn.Identity)) or m is module:
-            continue
-        elif any(True for _ in m.parameters(recurse=False)) or any(True for _ in m.buffers(recurse=False)):
-            raise ValueError(f"{where} is not part of LeNet5 and has weights of its own; "
-                             f"from_torch reads Conv2d and Linear layers only")
-    for what, found in (("activations", acts), ("poolings", pools)):
-        if len(found) > 1:
-            raise ValueError(f"from_torch: the module mixes {what} {sorted(found)}; LeNet5 uses one")
+        elif not isinstance(m, (nn.Linear, nn.Flatten, nn.Identity)):
+            raise _NotLeNet
+    if len(acts) > 1 or len(pools) > 1:
+        raise _NotLeNet
+    try:
+        _lenet_weights(torch, module.state_dict())
+    except ValueError:
+        raise _NotLeNet from None
     return (acts.pop() if acts else None), (pools.pop() if pools else None)
+
+
+def _lenet_from_state(torch, state: Mapping, activation, pooling) -> LeNet5:
+    """The LeNet5 of a LeNet-5 state_dict, with the given (or pylenet's default) activation and pooling."""
+    weights = _lenet_weights(torch, state)
+    model = LeNet5(activation=activation or "relu", pooling=pooling or "max",
+                   num_classes=weights["output.weight"].shape[0])
+    for name, param in model.named_parameters():
+        param.data[...] = weights[name]
+    return model
 
 
 def _lenet_weights(torch, state: Mapping) -> dict:
@@ -216,3 +249,106 @@ def _lenet_weights(torch, state: Mapping) -> dict:
         weights[f"{name}.weight"] = w.astype(np.float32)
         weights[f"{name}.bias"] = b.astype(np.float32)
     return weights
+
+
+def _one(where: str, what: str, value):
+    """An int from a torch setting that may be a pair ((5, 5) -> 5); ValueError for an
+    unequal pair or 'same' padding."""
+    if value == "valid":
+        return 0
+    if isinstance(value, (tuple, list)):
+        if len(set(value)) != 1:
+            raise ValueError(f"{where} has {what} {tuple(value)}; pylenet's layers take one value for "
+                             f"both directions")
+        value = value[0]
+    if isinstance(value, str):
+        raise ValueError(f"{where} has {what} {value!r}; pylenet takes a number")
+    return value
+
+
+def _layer_from_torch(torch, name: str, m):
+    """The pylenet layer of one torch leaf module, with its weights and buffers copied."""
+    cls = type(m).__name__
+    where = f"from_torch: layer {name!r} ({cls})"
+    kind = TORCH_KINDS.get(cls)
+    if kind is None:
+        supported = ", ".join(sorted(TORCH_KINDS))
+        raise ValueError(f"{where} has no pylenet counterpart; from_torch maps {supported} "
+                         f"(in an nn.Sequential or a module whose children run in order)")
+    for attr, want in _TORCH_FIXED.get(cls, {}).items():
+        have = getattr(m, attr, want)
+        if (tuple(have) if isinstance(have, (tuple, list)) else have) != want and not (
+                isinstance(want, tuple) and _one(where, attr, have) == want[0]):
+            raise ValueError(f"{where} has {attr}={have!r}; pylenet supports only {want!r}")
+    attrs = {}
+    for attr in KINDS[kind]["attrs"]:
+        value = getattr(m, attr["name"])
+        if attr["name"] == "bias":
+            value = value is not None
+        elif attr["type"] == "int":
+            value = _one(where, attr["name"], value)
+        attrs[attr["name"]] = value
+    layer = LAYER_CLASSES[KINDS[kind]["class"]](**attrs)
+    state = {k: (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v))
+             for k, v in m.state_dict().items()}
+    ours = dict(_state_items(layer))
+    for key, value in ours.items():
+        if key not in state or state[key].shape != value.shape:
+            raise ValueError(f"{where}: {key} has shape {state[key].shape if key in state else 'none'}, "
+                             f"expected {value.shape}")
+        value[...] = state[key]
+    return layer
+
+
+def _sequential_from_module(torch, module, input_shape) -> Sequential:
+    """The general path: each leaf in order as a pylenet layer, checked against the module."""
+    leaves = _leaves(torch, module)
+    model = Sequential(*((name, _layer_from_torch(torch, name, m)) for name, m in leaves))
+    shapes = [tuple(input_shape)] if input_shape is not None else _guess_shapes(model)
+    why = ""
+    for shape in shapes:
+        try:
+            out = model.output_shape(shape)
+        except ValueError as e:
+            if input_shape is not None:
+                raise ValueError(f"from_torch: the layers do not fit input_shape {shape}: {e}") from None
+            why = f": {e}"
+            continue
+        if len(out) == 1:
+            _check_against(torch, module, model, shape)
+            return model
+        why = f": they end in {out} per sample, not (features,)"
+    raise ValueError(f"from_torch: could not tell the input shape the layers take (tried {shapes}"
+                     f"{why}); pass input_shape=(C, H, W)")
+
+
+def _guess_shapes(model) -> list[tuple]:
+    """(C, 28, 28) and (C, 32, 32), C the first convolution's or BatchNorm2d's channels."""
+    channels = 1
+    for _, layer in model.layers:
+        if hasattr(layer, "in_channels") or hasattr(layer, "num_features"):
+            channels = getattr(layer, "in_channels", None) or layer.num_features
+            break
+    return [(channels, s, s) for s in _GUESSED_SIZES]
+
+
+def _check_against(torch, module, model, shape: tuple) -> None:
+    """ValueError unless the pylenet model computes what the module's own forward does on one
+    random batch (both in evaluation mode): the children must run in order, without other
+    operations between them."""
+    x = np.random.default_rng(0).standard_normal((2, *shape)).astype(np.float32)
+    was_training, model_training = module.training, model.training
+    module.eval()
+    model.eval()
+    try:
+        with torch.no_grad():
+            theirs = module(torch.from_numpy(x)).detach().cpu().numpy()
+        ours = model.forward(x)
+    finally:
+        module.train(was_training)
+        model.train(model_training)
+    if theirs.shape != ours.shape or not np.allclose(ours, theirs, rtol=1e-4, atol=1e-4 * (1 + np.abs(theirs).max())):
+        raise ValueError(f"from_torch: the module's forward does not compute its children in order "
+                         f"(its output {theirs.shape} differs from the layers run one after another); "
+                         f"from_torch reads an nn.Sequential or a module whose forward calls its "
+                         f"children in order and nothing else")

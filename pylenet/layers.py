@@ -1,8 +1,15 @@
 """Layers on the core ops: each caches in `forward` what its `backward` needs.
 
-Parameters and gradients are numpy float32 arrays. `backward(dy)` returns the gradient with
-respect to the layer's input and overwrites (never accumulates) each parameter's `.grad` in
-place (see Parameter), as the fused engine does.
+Every built-in layer is one kind of the core's registry (`core_kind`; pylenet._core.layer_kinds()),
+which defines its attributes, their defaults and valid ranges, its parameters and buffers and its
+shape rule: the constructors and `output_shape` ask the core, so the checks are the fused
+engine's own. Parameters and gradients are numpy float32 arrays. `backward(dy)` returns the
+gradient with respect to the layer's input and overwrites (never accumulates) each parameter's
+`.grad` in place (see Parameter), as the fused engine does.
+
+Modes, as in PyTorch: `model.train()` (the default) uses a batch's own statistics in BatchNorm
+(and moves the running ones) and drops out in Dropout; `model.eval()` uses the running
+statistics and passes Dropout through. fit() trains; evaluate() and predict() evaluate.
 """
 from __future__ import annotations
 
@@ -10,7 +17,10 @@ import math
 
 import numpy as np
 
-from pylenet import ops
+from pylenet import _core, ops
+
+# The registry, as the core defines it (kind name -> its class, attributes, params, buffers).
+KINDS = _core.layer_kinds()
 
 
 class Parameter:
@@ -47,9 +57,12 @@ class Parameter:
 
 
 class Module:
-    """Base class: forward/backward, named parameters, train/eval mode."""
+    """Base class: forward/backward, named parameters and buffers, train/eval mode."""
 
     training = True
+    # Names of the module's buffers (state that is not trained, e.g. running statistics), in
+    # state_dict order; each is a numpy array attribute, or None when the module has none.
+    _buffer_names: tuple = ()
 
     def _cached(self, value):
         """What forward cached for backward; RuntimeError when there is none."""
@@ -76,12 +89,27 @@ class Module:
         """The trainable parameters, in the order of named_parameters()."""
         return [p for _, p in self.named_parameters()]
 
+    def named_buffers(self, prefix: str = "") -> list[tuple[str, np.ndarray]]:
+        """(name, array) pairs of the buffers (e.g. BatchNorm's running statistics), in order."""
+        return [(prefix + name, getattr(self, name)) for name in self._buffer_names
+                if getattr(self, name, None) is not None]
+
+    def buffers(self) -> list[np.ndarray]:
+        """The buffers, in the order of named_buffers()."""
+        return [b for _, b in self.named_buffers()]
+
+    def _state_items(self, prefix: str = "") -> list[tuple[str, object]]:
+        """(name, Parameter or buffer array) in state_dict order: per module, its parameters
+        then its buffers, as PyTorch orders them."""
+        return self.named_parameters(prefix) + self.named_buffers(prefix)
+
     def state_dict(self) -> dict[str, np.ndarray]:
-        """{name: copy of the parameter's array} in named_parameters() order, like PyTorch's."""
-        return {name: p.data.copy() for name, p in self.named_parameters()}
+        """{name: copy of the parameter or buffer array}, keyed and ordered as PyTorch's."""
+        return {name: (v.data if isinstance(v, Parameter) else v).copy()
+                for name, v in self._state_items()}
 
     def load_state_dict(self, state: dict, strict: bool = True) -> tuple[list, list]:
-        """Copies arrays into the parameters by name; returns (missing, unexpected) key lists.
+        """Copies arrays into the parameters and buffers by name; returns (missing, unexpected).
 
         Every key and shape is checked before anything is written, so a bad state changes
         nothing. strict=True refuses missing or unexpected keys (ValueError naming them);
@@ -90,25 +118,27 @@ class Module:
         if not hasattr(state, "keys") or not hasattr(state, "__getitem__"):
             raise TypeError(f"load_state_dict: state must be a mapping of name -> array, got "
                             f"{type(state).__name__}")
-        params = dict(self.named_parameters())
-        missing = [k for k in params if k not in state]
-        unexpected = [k for k in state if k not in params]
+        items = dict(self._state_items())
+        missing = [k for k in items if k not in state]
+        unexpected = [k for k in state if k not in items]
         if strict and (missing or unexpected):
             raise ValueError(f"load_state_dict: missing {missing}, unexpected {unexpected} "
-                             f"(the model has {list(params)})")
+                             f"(the model has {list(items)})")
         values = {}
-        for name in params:
+        for name, target in items.items():
             if name in state:
                 value = state[name]
+                array = target.data if isinstance(target, Parameter) else target
                 if not isinstance(value, np.ndarray) or value.dtype.kind not in "biuf":
                     raise TypeError(f"load_state_dict: {name} must be a numeric numpy array, got "
                                     f"{getattr(value, 'dtype', type(value).__name__)}")
-                if value.shape != params[name].data.shape:
+                if value.shape != array.shape:
                     raise ValueError(f"load_state_dict: {name} has shape {value.shape}, the model "
-                                     f"expects {params[name].data.shape}")
+                                     f"expects {array.shape}")
                 values[name] = value
         for name, value in values.items():
-            params[name].data[...] = value
+            target = items[name]
+            (target.data if isinstance(target, Parameter) else target)[...] = value
         return missing, unexpected
 
     def num_parameters(self) -> int:
@@ -121,9 +151,13 @@ class Module:
             p.grad[...] = 0.0
 
     def train(self, mode: bool = True) -> "Module":
-        """Switches to training mode (caches for backward); returns self."""
-        self.training = mode
+        """Switches to training mode (batch statistics, dropout; caches for backward); returns self."""
+        self.training = bool(mode)
         return self
+
+    def eval(self) -> "Module":
+        """Switches to evaluation mode (running statistics, no dropout, no caches); returns self."""
+        return self.train(False)
 
     _device = "cpu"
 
@@ -133,18 +167,14 @@ class Module:
         return self._device
 
     def to(self, device) -> "Module":
-        """Sets the device the model runs on ("cpu", "cuda", "cuda:0" or "auto"); returns self.
+        """Records the device the model runs on ("cpu", "cuda", "cuda:0" or "auto"); returns self.
 
-        The parameters stay numpy arrays on the host either way; on "cuda" a copy lives on the
-        GPU while fit, evaluate and predict run, and training writes the results back. Raises
-        pylenet.CudaUnavailableError (saying why) when CUDA cannot be used, and TypeError for a
-        model the GPU cannot run (anything but a Sequential of built-in layers)."""
+        It checks the name (ValueError) and that CUDA can be used (pylenet.CudaUnavailableError,
+        saying why), nothing about the model: the parameters stay numpy arrays on the host,
+        and on "cuda" a copy lives on the GPU while fit, evaluate and predict run, which raise
+        TypeError for a model the GPU cannot run."""
         from pylenet.device import resolve_device
-        device = resolve_device(device)
-        if device == "cuda":
-            from pylenet.gpu import require_supported
-            require_supported(self)
-        self._set_device(device)
+        self._set_device(resolve_device(device))
         return self
 
     def cuda(self, device=None) -> "Module":
@@ -162,10 +192,6 @@ class Module:
     def _set_device(self, device: str) -> None:
         self._device = device
 
-    def eval(self) -> "Module":
-        """Switches to inference mode (no caches kept); returns self."""
-        return self.train(False)
-
     def __call__(self, x):
         return self.forward(x)
 
@@ -176,38 +202,54 @@ class Module:
         return f"{type(self).__name__}({self.extra_repr()})"
 
 
+class CoreLayer(Module):
+    """A layer of one kind of the core's registry: its attributes are checked by the core
+    (_core.check_layer) and its output shape is the core's shape rule."""
+
+    core_kind: str  # each class's entry in the core registry (pylenet._core.layer_kinds())
+
+    def _set_attrs(self, **values) -> dict:
+        """Checks the attributes with the core (TypeError/ValueError naming a bad one), fills in
+        the defaults and sets them on the layer; returns them. A "bias" attribute is only
+        whether the layer has one: the layer keeps its Parameter (or None) under that name."""
+        checked = _core.check_layer(self.core_kind, values)
+        for name, value in checked.items():
+            if name != "bias":
+                setattr(self, name, value)
+        return checked
+
+    def core_attrs(self) -> dict:
+        """The layer's attributes as the core takes them (bias: whether it has one)."""
+        out = {}
+        for attr in KINDS[self.core_kind]["attrs"]:
+            value = getattr(self, attr["name"])
+            if attr["name"] == "bias":
+                value = value is not None
+            out[attr["name"]] = value
+        return out
+
+    def output_shape(self, in_shape):
+        return tuple(_core.layer_output_shape(self.core_kind, self.core_attrs(), tuple(in_shape)))
+
+
 def _uniform(rng: np.random.Generator, shape: tuple, bound: float) -> np.ndarray:
     return rng.uniform(-bound, bound, size=shape).astype(np.float32)
 
 
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return int(value)
-
-
-class Conv2d(Module):
+class Conv2d(CoreLayer):
     """2-D convolution, weight (K, C, R, R); PyTorch's default init U(+-1/sqrt(C*R*R))."""
 
-    core_kind = "conv2d"  # its entry in the core registry (pylenet.engine)
+    core_kind = "conv2d"
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1,
                  padding: int = 0, bias: bool = True, rng: np.random.Generator | None = None):
-        self.in_channels = _positive_int("in_channels", in_channels)
-        self.out_channels = _positive_int("out_channels", out_channels)
-        self.kernel_size = _positive_int("kernel_size", kernel_size)
-        self.stride = _positive_int("stride", stride)
-        if isinstance(padding, bool) or not isinstance(padding, (int, np.integer)):
-            raise TypeError(f"padding must be an int, got {type(padding).__name__} {padding!r}")
-        if padding < 0:
-            raise ValueError(f"padding must be >= 0, got {padding}")
-        self.padding = int(padding)
+        self._set_attrs(in_channels=in_channels, out_channels=out_channels, kernel_size=kernel_size,
+                        stride=stride, padding=padding, bias=bias)
         rng = rng if rng is not None else np.random.default_rng()
-        bound = 1.0 / math.sqrt(in_channels * kernel_size * kernel_size)
-        self.weight = Parameter(_uniform(rng, (out_channels, in_channels, kernel_size, kernel_size), bound))
-        self.bias = Parameter(_uniform(rng, (out_channels,), bound)) if bias else None
+        k, c = self.kernel_size, self.in_channels
+        bound = 1.0 / math.sqrt(c * k * k)
+        self.weight = Parameter(_uniform(rng, (self.out_channels, c, k, k), bound))
+        self.bias = Parameter(_uniform(rng, (self.out_channels,), bound)) if bias else None
         self._x = None
 
     def forward(self, x):
@@ -216,37 +258,30 @@ class Conv2d(Module):
         return ops.conv2d_forward(x, self.weight.data, b, self.stride, self.padding)
 
     def backward(self, dy):
-        if self._x is None:
-            raise RuntimeError("Conv2d.backward called without a forward in training mode")
-        dx, dw, db = ops.conv2d_backward(self._x, self.weight.data, dy, self.stride, self.padding)
+        x = self._cached(self._x)
+        dx, dw, db = ops.conv2d_backward(x, self.weight.data, dy, self.stride, self.padding)
         self.weight.set_grad(dw)
         if self.bias is not None:
             self.bias.set_grad(db)
         return dx
-
-    def output_shape(self, in_shape):
-        c, h, w = in_shape
-        k, p, s = self.kernel_size, self.padding, self.stride
-        return (self.out_channels, (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1)
 
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding}")
 
 
-class Linear(Module):
+class Linear(CoreLayer):
     """Fully connected y = x W^T + b, weight (O, I); init U(+-1/sqrt(I)) as PyTorch."""
 
-    core_kind = "linear"  # its entry in the core registry (pylenet.engine)
+    core_kind = "linear"
 
     def __init__(self, in_features: int, out_features: int, *, bias: bool = True,
                  rng: np.random.Generator | None = None):
-        self.in_features = _positive_int("in_features", in_features)
-        self.out_features = _positive_int("out_features", out_features)
+        self._set_attrs(in_features=in_features, out_features=out_features, bias=bias)
         rng = rng if rng is not None else np.random.default_rng()
-        bound = 1.0 / math.sqrt(in_features)
-        self.weight = Parameter(_uniform(rng, (out_features, in_features), bound))
-        self.bias = Parameter(_uniform(rng, (out_features,), bound)) if bias else None
+        bound = 1.0 / math.sqrt(self.in_features)
+        self.weight = Parameter(_uniform(rng, (self.out_features, self.in_features), bound))
+        self.bias = Parameter(_uniform(rng, (self.out_features,), bound)) if bias else None
         self._x = None
 
     def forward(self, x):
@@ -255,31 +290,21 @@ class Linear(Module):
         return ops.linear_forward(x, self.weight.data, b)
 
     def backward(self, dy):
-        if self._x is None:
-            raise RuntimeError("Linear.backward called without a forward in training mode")
-        dx, dw, db = ops.linear_backward(self._x, self.weight.data, dy)
+        x = self._cached(self._x)
+        dx, dw, db = ops.linear_backward(x, self.weight.data, dy)
         self.weight.set_grad(dw)
         if self.bias is not None:
             self.bias.set_grad(db)
         return dx
 
-    def output_shape(self, in_shape):
-        return (self.out_features,)
-
     def extra_repr(self):
         return f"{self.in_features}, {self.out_features}"
 
 
-class _Pool(Module):
+class _Pool(CoreLayer):
     def __init__(self, kernel_size: int = 2, stride: int | None = None):
-        self.kernel_size = _positive_int("kernel_size", kernel_size)
-        self.stride = _positive_int("stride", stride if stride is not None else kernel_size)
+        self._set_attrs(kernel_size=kernel_size, stride=stride)
         self._shape = None
-
-    def output_shape(self, in_shape):
-        c, h, w = in_shape
-        k, s = self.kernel_size, self.stride
-        return (c, (h - k) // s + 1, (w - k) // s + 1)
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}"
@@ -288,7 +313,8 @@ class _Pool(Module):
 class MaxPool2d(_Pool):
     """Max pooling; keeps the argmax for backward (gradient 1 at the max, 0 elsewhere)."""
 
-    core_kind = "maxpool2d"  # its entry in the core registry (pylenet.engine)
+    core_kind = "maxpool2d"
+    _argmax = None
 
     def forward(self, x):
         y, argmax = ops.maxpool2d_forward(x, self.kernel_size, self.stride)
@@ -296,78 +322,104 @@ class MaxPool2d(_Pool):
         return y
 
     def backward(self, dy):
-        if self._shape is None:
-            raise RuntimeError("MaxPool2d.backward called without a forward in training mode")
-        return ops.maxpool2d_backward(dy, self._argmax, self._shape)
+        shape = self._cached(self._shape)
+        return ops.maxpool2d_backward(dy, self._argmax, shape)
 
 
 class AvgPool2d(_Pool):
     """Average pooling (the paper's subsampling without its trainable coefficient)."""
 
-    core_kind = "avgpool2d"  # its entry in the core registry (pylenet.engine)
+    core_kind = "avgpool2d"
 
     def forward(self, x):
         self._shape = np.shape(x) if self.training else None
         return ops.avgpool2d_forward(x, self.kernel_size, self.stride)
 
     def backward(self, dy):
-        if self._shape is None:
-            raise RuntimeError("AvgPool2d.backward called without a forward in training mode")
-        return ops.avgpool2d_backward(dy, self._shape, self.kernel_size, self.stride)
+        return ops.avgpool2d_backward(dy, self._cached(self._shape), self.kernel_size, self.stride)
 
 
-class ReLU(Module):
-    """max(x, 0)."""
+class AdaptiveAvgPool2d(CoreLayer):
+    """Global average pooling, PyTorch's AdaptiveAvgPool2d(1): (C, H, W) -> (C, 1, 1), the mean
+    of each map. output_size must be 1 (the only size pylenet runs)."""
 
-    core_kind = "relu"  # its entry in the core registry (pylenet.engine)
+    core_kind = "global_avgpool2d"
 
-    _x = None
+    def __init__(self, output_size: int = 1):
+        self._set_attrs(output_size=output_size)
+        self._shape = None
 
     def forward(self, x):
-        self._x = x if self.training else None
-        return ops.relu_forward(x)
+        self._shape = np.shape(x) if self.training else None
+        return ops.global_avgpool2d_forward(x)
 
     def backward(self, dy):
-        return ops.relu_backward(self._cached(self._x), dy)
+        return ops.global_avgpool2d_backward(dy, self._cached(self._shape))
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}"
 
 
-class _FromOutput(Module):
-    """An activation whose derivative is a function of its output y (sigmoid, tanh)."""
+class _Elementwise(CoreLayer):
+    """An element-wise kind: forward and backward run the core's formula for it (the one the
+    fused engine and the GPU run), its float attributes (if any) in registry order."""
 
-    _y = None
-    _forward = _backward = None  # the ops pair, set by each subclass
+    _x = _y = None
+
+    def _ab(self) -> tuple:
+        values = [float(getattr(self, a["name"])) for a in KINDS[self.core_kind]["attrs"]]
+        return tuple(values + [0.0, 0.0])[:2]
 
     def forward(self, x):
-        y = type(self)._forward(x)
-        self._y = y if self.training else None
+        y = ops.elementwise_forward(self.core_kind, x, *self._ab())
+        self._x, self._y = (x, y) if self.training else (None, None)
         return y
 
     def backward(self, dy):
-        return type(self)._backward(self._cached(self._y), dy)
+        y = self._cached(self._y)
+        return ops.elementwise_backward(self.core_kind, self._x, y, dy, *self._ab())
 
 
-class Sigmoid(_FromOutput):
+class ReLU(_Elementwise):
+    """max(x, 0); NaN stays NaN."""
+
+    core_kind = "relu"
+
+
+class Sigmoid(_Elementwise):
     """The logistic sigmoid 1 / (1 + exp(-x)); backward dy * y * (1 - y)."""
 
-    core_kind = "sigmoid"  # its entry in the core registry (pylenet.engine)
-
-    _forward, _backward = ops.sigmoid_forward, ops.sigmoid_backward
+    core_kind = "sigmoid"
 
 
-class Tanh(_FromOutput):
+class Tanh(_Elementwise):
     """tanh(x); backward dy * (1 - y^2)."""
 
-    core_kind = "tanh"  # its entry in the core registry (pylenet.engine)
-
-    _forward, _backward = ops.tanh_forward, ops.tanh_backward
+    core_kind = "tanh"
 
 
-class ScaledTanh(_FromOutput):
+class ScaledTanh(_Elementwise):
     """LeCun 1998's squashing function 1.7159 tanh(2x/3) (f(+-1) = +-1); backward from the output."""
 
-    core_kind = "scaled_tanh"  # its entry in the core registry (pylenet.engine)
+    core_kind = "scaled_tanh"
 
-    _forward, _backward = ops.scaled_tanh_forward, ops.scaled_tanh_backward
+
+class Rescale(_Elementwise):
+    """y = scale * x + shift with two fixed numbers, no parameters: maps pylenet's normalised
+    input onto another range (LeNet5(variant="lecun98"): the paper's -0.1 / 1.175 levels)."""
+
+    core_kind = "rescale"
+
+    def __init__(self, scale: float, shift: float):
+        self._set_attrs(scale=scale, shift=shift)
+
+    @property
+    def scale_shift(self) -> tuple:
+        """(scale, shift)."""
+        return (self.scale, self.shift)
+
+    def extra_repr(self):
+        return f"scale={self.scale:.6g}, shift={self.shift:.6g}"
 
 
 def _connection_table(connections, rows: int, cols: int) -> tuple:
@@ -390,14 +442,21 @@ class MaskedConv2d(Conv2d):
     decay included). num_parameters counts only the connected weights and the biases.
     """
 
-    core_kind = "masked_conv2d"  # its entry in the core registry (pylenet.engine)
+    core_kind = "masked_conv2d"
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *, connections,
                  stride: int = 1, padding: int = 0, bias: bool = True,
                  rng: np.random.Generator | None = None):
-        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
-                         bias=bias, rng=rng)
-        self.connections = _connection_table(connections, self.out_channels, self.in_channels)
+        table = _connection_table(connections, out_channels, in_channels)
+        self._set_attrs(in_channels=in_channels, out_channels=out_channels, kernel_size=kernel_size,
+                        stride=stride, padding=padding, bias=bias, connections=table)
+        self.connections = table
+        rng = rng if rng is not None else np.random.default_rng()
+        k = self.kernel_size
+        bound = 1.0 / math.sqrt(in_channels * k * k)
+        self.weight = Parameter(_uniform(rng, (out_channels, in_channels, k, k), bound))
+        self.bias = Parameter(_uniform(rng, (out_channels,), bound)) if bias else None
+        self._x = None
         self.weight.data *= self.mask[:, :, None, None]
 
     @property
@@ -411,9 +470,8 @@ class MaskedConv2d(Conv2d):
         return ops.masked_conv2d_forward(x, self.weight.data, self.mask, b, self.stride, self.padding)
 
     def backward(self, dy):
-        if self._x is None:
-            raise RuntimeError("MaskedConv2d.backward called without a forward in training mode")
-        dx, dw, db = ops.masked_conv2d_backward(self._x, self.weight.data, self.mask, dy,
+        x = self._cached(self._x)
+        dx, dw, db = ops.masked_conv2d_backward(x, self.weight.data, self.mask, dy,
                                                 self.stride, self.padding)
         self.weight.set_grad(dw)
         if self.bias is not None:
@@ -433,12 +491,11 @@ class Subsample2d(_Pool):
     """LeCun 1998's trainable subsampling (S2, S4): y[c] = weight[c] * (window sum of x[c]) +
     bias[c]; weight and bias (C,), initialised U(+-1/sqrt(kernel_size^2)) as the fan-in rule."""
 
-    core_kind = "subsample2d"  # its entry in the core registry (pylenet.engine)
+    core_kind = "subsample2d"
 
     def __init__(self, channels: int, kernel_size: int = 2, stride: int | None = None, *,
                  bias: bool = True, rng: np.random.Generator | None = None):
-        super().__init__(kernel_size, stride)
-        self.channels = _positive_int("channels", channels)
+        self._set_attrs(channels=channels, kernel_size=kernel_size, stride=stride, bias=bias)
         rng = rng if rng is not None else np.random.default_rng()
         bound = 1.0 / self.kernel_size
         self.weight = Parameter(_uniform(rng, (self.channels,), bound))
@@ -462,7 +519,7 @@ class Subsample2d(_Pool):
         return f"{self.channels}, " + super().extra_repr()
 
 
-class RBF(Module):
+class RBF(CoreLayer):
     """Euclidean RBF output units (LeCun 1998): y_i = sum_j (x_j - centres[i][j])^2.
 
     The outputs are penalties (the smallest is the prediction; pylenet.engine.class_scores
@@ -470,14 +527,14 @@ class RBF(Module):
     Parameter: kept as a tuple of tuples, never trained.
     """
 
-    core_kind = "rbf"  # its entry in the core registry (pylenet.engine)
+    core_kind = "rbf"
 
     def __init__(self, in_features: int, out_features: int, *, centres):
-        self.in_features = _positive_int("in_features", in_features)
-        self.out_features = _positive_int("out_features", out_features)
-        self.centres = tuple(tuple(float(v) for v in row) for row in centres)
-        if len(self.centres) != out_features or any(len(r) != in_features for r in self.centres):
+        centres = tuple(tuple(float(v) for v in row) for row in centres)
+        if len(centres) != out_features or any(len(r) != in_features for r in centres):
             raise ValueError(f"RBF: centres must be {out_features} rows of {in_features} numbers")
+        self._set_attrs(in_features=in_features, out_features=out_features, centres=centres)
+        self.centres = centres
         self._x = None
 
     def forward(self, x):
@@ -487,41 +544,14 @@ class RBF(Module):
     def backward(self, dy):
         return ops.rbf_backward(self._cached(self._x), self.centres, dy)
 
-    def output_shape(self, in_shape):
-        return (self.out_features,)
-
     def extra_repr(self):
         return f"{self.in_features}, {self.out_features}"
 
 
-class Rescale(Module):
-    """y = scale * x + shift with two fixed numbers, no parameters: maps pylenet's normalised
-    input onto another range (LeNet5(variant="lecun98"): the paper's -0.1 / 1.175 levels)."""
-
-    core_kind = "rescale"  # its entry in the core registry (pylenet.engine)
-
-    def __init__(self, scale: float, shift: float):
-        self.scale, self.shift = float(scale), float(shift)
-
-    @property
-    def scale_shift(self) -> tuple:
-        """(scale, shift), as the core takes them."""
-        return (self.scale, self.shift)
-
-    def forward(self, x):
-        return ops.rescale_forward(x, self.scale, self.shift)
-
-    def backward(self, dy):
-        return ops.rescale_backward(dy, self.scale)
-
-    def extra_repr(self):
-        return f"scale={self.scale:.6g}, shift={self.shift:.6g}"
-
-
-class Flatten(Module):
+class Flatten(CoreLayer):
     """(N, C, H, W) -> (N, C*H*W); a view, no copy."""
 
-    core_kind = "flatten"  # its entry in the core registry (pylenet.engine)
+    core_kind = "flatten"
 
     _shape = None
 
@@ -533,8 +563,100 @@ class Flatten(Module):
     def backward(self, dy):
         return np.asarray(dy).reshape(self._cached(self._shape))
 
-    def output_shape(self, in_shape):
-        return (int(np.prod(in_shape)),)
+
+class _BatchNorm(CoreLayer):
+    """Batch normalisation with PyTorch's semantics: in training, each channel is normalised
+    by the batch's mean and biased variance (over the whole batch, whatever the thread count)
+    and the running statistics move by `momentum` towards the mean and the unbiased variance;
+    in evaluation the running statistics normalise. weight (gamma, ones) and bias (beta,
+    zeros) when affine. Buffers running_mean (zeros), running_var (ones) and
+    num_batches_tracked (int64), as PyTorch names them."""
+
+    _buffer_names = ("running_mean", "running_var", "num_batches_tracked")
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1,
+                 affine: bool = True):
+        self._set_attrs(num_features=num_features, eps=eps, momentum=momentum, affine=affine)
+        c = self.num_features
+        self.weight = Parameter(np.ones(c, np.float32)) if self.affine else None
+        self.bias = Parameter(np.zeros(c, np.float32)) if self.affine else None
+        self.running_mean = np.zeros(c, np.float32)
+        self.running_var = np.ones(c, np.float32)
+        self.num_batches_tracked = np.zeros((), np.int64)
+        self._saved = None
+
+    def forward(self, x):
+        w = self.weight.data if self.weight is not None else None
+        b = self.bias.data if self.bias is not None else None
+        if not self.training:
+            self._saved = None
+            return ops.batchnorm_forward_eval(x, w, b, self.running_mean, self.running_var, self.eps)
+        y, mean, invstd, rm, rv = ops.batchnorm_forward_train(x, w, b, self.running_mean, self.running_var,
+                                                              self.momentum, self.eps)
+        self.running_mean[...] = rm
+        self.running_var[...] = rv
+        self.num_batches_tracked += 1
+        self._saved = (x, mean, invstd)
+        return y
+
+    def backward(self, dy):
+        x, mean, invstd = self._cached(self._saved)
+        w = self.weight.data if self.weight is not None else None
+        dx, dw, db = ops.batchnorm_backward(x, dy, mean, invstd, w, self.eps)
+        if self.weight is not None:
+            self.weight.set_grad(dw)
+            self.bias.set_grad(db)
+        return dx
+
+    def extra_repr(self):
+        return f"{self.num_features}, eps={self.eps:g}, momentum={self.momentum:g}, affine={self.affine}"
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch normalisation of (C, H, W) maps over the batch and the H x W positions."""
+
+    core_kind = "batchnorm2d"
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch normalisation of flat (C,) features over the batch (input (N, C))."""
+
+    core_kind = "batchnorm1d"
+
+
+class Dropout(CoreLayer):
+    """Dropout (PyTorch's inverted dropout): in training each value is zeroed with probability
+    p and the rest are scaled by 1/(1-p); in evaluation the input passes through unchanged.
+
+    The mask is a hash of (seed, epoch, the layer's position, the sample's index in the epoch,
+    the element), so the same run gives the same bits for any thread count, on the fused engine
+    and layer by layer alike. fit() sets seed, epoch and sample indices for every step; a
+    forward outside fit draws from (0, 0, a counter that each call advances).
+    """
+
+    core_kind = "dropout"
+
+    def __init__(self, p: float = 0.5):
+        self._set_attrs(p=p)
+        self.noise = (0, 0, 0)  # (seed, epoch, index of the next sample)
+        self.position = 0       # the layer's index in its Sequential (set by Sequential.forward)
+        self._key = None
+
+    def forward(self, x):
+        if not self.training:
+            self._key = None
+            return x
+        seed, epoch, first = self.noise
+        self._key = (seed, epoch, self.position, first)
+        self.noise = (seed, epoch, first + len(x))
+        return ops.dropout_forward(x, self.p, seed, epoch, self.position, first)
+
+    def backward(self, dy):
+        seed, epoch, position, first = self._cached(self._key)
+        return ops.dropout_backward(dy, self.p, seed, epoch, position, first)
+
+    def extra_repr(self):
+        return f"p={self.p:g}"
 
 
 class Sequential(Module):
@@ -549,7 +671,9 @@ class Sequential(Module):
             self.layers.append((name, layer))
 
     def forward(self, x):
-        for _, layer in self.layers:
+        for i, (_, layer) in enumerate(self.layers):
+            if isinstance(layer, Dropout):
+                layer.position = i  # its noise stream: the same index the fused engine uses
             x = layer.forward(x)
         return x
 
@@ -564,11 +688,32 @@ class Sequential(Module):
             out += layer.named_parameters(f"{prefix}{name}.")
         return out
 
+    def named_buffers(self, prefix: str = ""):
+        out = []
+        for name, layer in self.layers:
+            out += layer.named_buffers(f"{prefix}{name}.")
+        return out
+
+    def _state_items(self, prefix: str = ""):
+        out = []
+        for name, layer in self.layers:
+            out += layer._state_items(f"{prefix}{name}.")
+        return out
+
     def train(self, mode: bool = True):
-        self.training = mode
+        self.training = bool(mode)
         for _, layer in self.layers:
             layer.train(mode)
         return self
+
+    def set_noise(self, seed: int, epoch: int, first: int) -> None:
+        """Sets where every Dropout draws its next mask from: the run's seed, the epoch and the
+        index in the epoch of the next batch's first sample (fit calls it for every step)."""
+        for _, layer in self.layers:
+            if isinstance(layer, Dropout):
+                layer.noise = (int(seed), int(epoch), int(first))
+            elif isinstance(layer, Sequential):
+                layer.set_noise(seed, epoch, first)
 
     def _set_device(self, device: str) -> None:
         self._device = device
@@ -609,3 +754,8 @@ class Sequential(Module):
     def __repr__(self):
         inner = "\n".join(f"  ({name}): {layer!r}" for name, layer in self.layers)
         return f"{type(self).__name__}(\n{inner}\n)"
+
+
+# The built-in layer class of each registry kind, by the class name the registry gives.
+LAYER_CLASSES = {info["class"]: globals()[info["class"]] for info in KINDS.values()
+                 if info["class"] in globals()}

@@ -46,7 +46,3 @@ BACKGROUND, FOREGROUND = -0.1, 1.175
 # Its weight initialisation: uniform in +-INIT_SCALE / F_in, F_in the unit's fan-in.
 INIT_SCALE = 2.4
 
-# Base learning rates measured for this network (batch 64, momentum 0.9, weight decay 5e-4,
-# cosine over 20 epochs: 99.04% mean over seeds 0-2; README "The 1998 LeNet-5"): the RBF penalties' gradients are several times
-# cross-entropy's, so SGD at the modern recipe's 0.02, or at 0.01, diverges.
-LR = {"sgd": 0.002, "adam": 1e-3}

@@ -90,6 +90,7 @@ class LeNet5(Sequential):
         _choice("input_norm", input_norm, dict.fromkeys(LECUN98_INPUTS))
         self.config = {"name": "LeNet5", "variant": "lecun98", "init": init,
                        "input_norm": input_norm, "num_classes": 10, "seed": seed}
+        self.recipe = "lecun98"  # its training recipe (pylenet.recipe.RECIPES), fit's and the CLI's
         stages = []
         if input_norm == "lecun98":
             # pylenet's input is (v/255 - mean) / std; the paper's is bg + (fg - bg) v/255.

@@ -8,6 +8,15 @@ NaN and Inf propagate as in PyTorch.
 from pylenet._core import (  # noqa: F401  (re-exported API)
     avgpool2d_backward,
     avgpool2d_forward,
+    batchnorm_backward,
+    batchnorm_forward_eval,
+    batchnorm_forward_train,
+    dropout_backward,
+    dropout_forward,
+    elementwise_backward,
+    elementwise_forward,
+    global_avgpool2d_backward,
+    global_avgpool2d_forward,
     build_info,
     conv2d_backward,
     conv2d_forward,
@@ -52,4 +61,8 @@ __all__ = [
     "masked_conv2d_backward", "masked_conv2d_forward", "rbf_backward", "rbf_forward",
     "rbf_map_loss", "rescale_backward", "rescale_forward", "scaled_tanh_backward",
     "scaled_tanh_forward", "subsample2d_backward", "subsample2d_forward",
+    # any element-wise kind of the registry by name, BatchNorm, Dropout, global pooling
+    "elementwise_forward", "elementwise_backward", "batchnorm_forward_train",
+    "batchnorm_forward_eval", "batchnorm_backward", "dropout_forward", "dropout_backward",
+    "global_avgpool2d_forward", "global_avgpool2d_backward",
 ]

@@ -9,36 +9,33 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from pylenet import layers as L
 from pylenet.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 
-# Constructor arguments of each built-in layer, read back from the attributes of the same name
-# ("bias" is stored as whether the layer has one).
-_LAYER_ARGS = {
-    "Conv2d": ("in_channels", "out_channels", "kernel_size", "stride", "padding", "bias"),
-    "Linear": ("in_features", "out_features", "bias"),
-    "MaxPool2d": ("kernel_size", "stride"),
-    "AvgPool2d": ("kernel_size", "stride"),
-    "ReLU": (), "Sigmoid": (), "Tanh": (), "Flatten": (),
-    # the layers of LeNet5(variant="lecun98"); connections and centres are stored as lists
-    "MaskedConv2d": ("in_channels", "out_channels", "kernel_size", "stride", "padding", "bias",
-                     "connections"),
-    "Subsample2d": ("channels", "kernel_size", "stride", "bias"),
-    "ScaledTanh": (), "RBF": ("in_features", "out_features", "centres"), "Rescale": ("scale", "shift"),
-}
-_POSITIONAL = {"Conv2d": 3, "Linear": 2, "MaxPool2d": 2, "AvgPool2d": 2, "MaskedConv2d": 3,
-               "Subsample2d": 3, "RBF": 2, "Rescale": 2}
+# A built-in layer is stored as its registry class name and its registry attributes (the
+# core's layer_kinds(): PyTorch's argument names), which are its constructor's keyword
+# arguments; "bias" is stored as whether the layer has one, tables as lists of rows.
+def _layer_args(kind: str) -> tuple:
+    """The stored attributes of a layer of registry kind `kind`, in constructor order."""
+    return tuple(a["name"] for a in L.KINDS[kind]["attrs"])
 
 
-def _json_value(arg: str, value):
+def _json_value(value):
     """A layer attribute as the JSON value its constructor takes back."""
-    if arg == "bias":
-        return value is not None
+    if isinstance(value, L.Parameter):
+        return True
+    if value is None:
+        return False
     if isinstance(value, tuple):  # a fixed table: connections, centres
-        return [_json_value(arg, v) for v in value]
-    if isinstance(value, float):
-        return value
+        return [_json_value(v) for v in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value)
     return int(value)
+
 
 _ARCHITECTURES: dict = {}
 
@@ -58,13 +55,13 @@ def architecture(model) -> dict:
                         f"Sequential of built-in layers")
     specs = []
     for name, layer in model.layers:
-        kind = type(layer).__name__
-        if kind not in _LAYER_ARGS or type(layer) is not getattr(L, kind):
+        cls = type(layer).__name__
+        if L.LAYER_CLASSES.get(cls) is not type(layer):
             raise TypeError(f"cannot save layer {name!r} ({type(layer).__name__}): checkpoints "
-                            f"hold only the built-in layers {sorted(_LAYER_ARGS)}")
-        spec = {"name": name, "type": kind}
-        for arg in _LAYER_ARGS[kind]:
-            spec[arg] = _json_value(arg, getattr(layer, arg))
+                            f"hold only the built-in layers {sorted(L.LAYER_CLASSES)}")
+        spec = {"name": name, "type": cls}
+        for arg in _layer_args(layer.core_kind):
+            spec[arg] = _json_value(getattr(layer, arg))
         specs.append(spec)
     return {"name": "Sequential", "layers": specs}
 
@@ -86,14 +83,13 @@ def build_model(arch: dict, path="checkpoint"):
 
 
 def _build_layer(spec: dict):
-    if not isinstance(spec, dict) or spec.get("type") not in _LAYER_ARGS or "name" not in spec:
+    if not isinstance(spec, dict) or spec.get("type") not in L.LAYER_CLASSES or "name" not in spec:
         raise ValueError(f"bad layer entry {spec!r}")
-    kind, args = spec["type"], _LAYER_ARGS[spec["type"]]
+    cls = L.LAYER_CLASSES[spec["type"]]
+    args = _layer_args(cls.core_kind)
     if set(spec) != {"name", "type", *args}:
-        raise ValueError(f"layer {spec['name']!r} ({kind}) needs exactly the fields {list(args)}")
-    n = _POSITIONAL.get(kind, 0)
-    layer = getattr(L, kind)(*(spec[a] for a in args[:n]), **{a: spec[a] for a in args[n:]})
-    return (str(spec["name"]), layer)
+        raise ValueError(f"layer {spec['name']!r} ({spec['type']}) needs exactly the fields {list(args)}")
+    return (str(spec["name"]), cls(**{a: spec[a] for a in args}))
 
 
 def save_model(path, model, *, optimizer=None, scheduler=None, epoch: int = 0,
@@ -104,7 +100,7 @@ def save_model(path, model, *, optimizer=None, scheduler=None, epoch: int = 0,
         extra["scheduler"] = scheduler.state_dict()
     ckpt = Checkpoint(
         arch=architecture(model),
-        params={name: p.data for name, p in model.named_parameters()},
+        params=model.state_dict(),  # the parameters and the buffers (running statistics)
         optimizer=optimizer.state_dict() if optimizer is not None else None,
         epoch=int(epoch),
         extra=extra,

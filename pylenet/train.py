@@ -16,8 +16,8 @@ from pylenet.checkpoint import CheckpointError
 from pylenet.data import (MNIST_MEAN, MNIST_STD, DataLoader, _normalize_lut, _prepare, get_augment,
                           pad_and_normalize)
 from pylenet.device import resolve_device
-from pylenet.engine import class_scores, fused_for, loss_name, outputs_penalties
-from pylenet.gpu import check_training, gpu_for, unsupported
+from pylenet.engine import class_scores, cpu_net_for, loss_name, outputs_penalties
+from pylenet.gpu import check_training, gpu_net_for, unsupported
 from pylenet.losses import get_loss
 from pylenet.recipe import DEFAULT_RECIPE, get_recipe, make_optimizer, make_scheduler
 from pylenet.serialize import architecture, save_model
@@ -28,6 +28,8 @@ _LUT = _normalize_lut(MNIST_MEAN, MNIST_STD)
 # Steps per GpuNet.train_indices call while a progress bar is shown: each call ends in one
 # host synchronisation, so a few dozen steps keep the bar moving at a negligible cost.
 GPU_CHUNK_STEPS = 50
+# Images an epoch must have trained on before its accuracy at chance earns a warning.
+MIN_CHANCE_SAMPLES = 1000
 # How a dataset goes onto the device (a name, so that a test can make the device refuse it).
 _DATASET_UPLOAD = lambda net, *args: net.set_dataset(*args)
 
@@ -36,6 +38,11 @@ def default_loss(model) -> str:
     """The loss a model trains with unless told otherwise: the recipe's, or "rbf_map" for a
     model whose outputs are penalties (LeNet5(variant="lecun98"))."""
     return "rbf_map" if outputs_penalties(model) else DEFAULT_RECIPE["loss"]
+
+
+class ChanceAccuracyWarning(UserWarning):
+    """An epoch left the training accuracy at chance: the learning rate is likely wrong for the
+    model (the message names it)."""
 
 
 class TrainingDiverged(FloatingPointError):
@@ -309,7 +316,8 @@ class Trainer:
         resolve_device(device)  # a bad name or an unusable CUDA fails here, before any work
         self._device = device
         self.augment = get_augment(augment)
-        self.optimizer = optimizer if optimizer is not None else make_optimizer(model.parameters())
+        self.optimizer = optimizer if optimizer is not None else make_optimizer(
+            model.parameters(), recipe=get_recipe(None, model))
         self.loss_fn = get_loss(default_loss(model) if loss is None else loss)
         self.scheduler = scheduler
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
@@ -328,8 +336,9 @@ class Trainer:
         self._use_fused = self._fused and self._loss_name is not None
         self.epoch = 0          # epochs finished
         self.history = History()
-        self._gpu = None        # the GpuModel holding this epoch's weights and optimizer state
-        self._gpu_data = None   # (GpuModel, images, labels) of the dataset uploaded this fit
+        self._gpu = None        # the GpuNet holding this epoch's weights and optimizer state
+        self._gpu_data = None   # (GpuNet, images, labels) of the dataset uploaded this fit
+        self._steps = 0         # training batches run on the GPU since its last download
         if self.device == "cuda":
             check_training(model, self.optimizer, self.loss_fn, self._fused)
 
@@ -358,30 +367,45 @@ class Trainer:
     def restore(self, ckpt, path="checkpoint") -> None:
         """Continues from a loaded Checkpoint of the same model: weights, optimizer, epoch, history.
 
-        The checkpoint's architecture and every parameter shape must match the model's
-        (CheckpointError otherwise); nothing is changed when they do not.
+        The checkpoint's architecture and every parameter (and buffer) shape must match the
+        model's (CheckpointError otherwise); nothing is changed when they do not.
         """
-        params = dict(self.model.named_parameters())
-        if set(params) != set(ckpt.params):
+        state = self.model.state_dict()
+        if set(state) != set(ckpt.params):
             raise CheckpointError(f"{path} has parameters {sorted(ckpt.params)}, the model has "
-                                  f"{sorted(params)}")
-        for name, param in params.items():
-            if ckpt.params[name].shape != param.data.shape:
+                                  f"{sorted(state)}")
+        for name, value in state.items():
+            if ckpt.params[name].shape != value.shape:
                 raise CheckpointError(f"{path}: {name} has shape {ckpt.params[name].shape}, the "
-                                      f"model expects {param.data.shape}")
+                                      f"model expects {value.shape}")
         # The seed only chose the initial weights, which the checkpoint replaces.
         config = {k: v for k, v in architecture(self.model).items() if k != "seed"}
         arch = {k: v for k, v in dict(ckpt.arch).items() if k != "seed"}
         if arch != config:
             raise CheckpointError(f"{path} holds a {arch} model, but this one is {config}")
-        for name, param in params.items():
-            param.data[...] = ckpt.params[name]
+        self.model.load_state_dict(ckpt.params)
         if ckpt.optimizer is not None:
             self.optimizer.load_state_dict(ckpt.optimizer)
         if self.scheduler is not None and "scheduler" in ckpt.extra:
             self.scheduler.load_state_dict(ckpt.extra["scheduler"])
         self.epoch = int(ckpt.epoch)
         self.history = History(ckpt.extra.get("history", []))
+
+    def _warn_if_chance(self, record: dict) -> None:
+        """A ChanceAccuracyWarning, one line naming the learning rate, when an epoch of at least
+        MIN_CHANCE_SAMPLES images left the training accuracy below 1.5 times chance
+        (1/classes): a net that learns leaves that in its first epoch, a diverged or frozen
+        one does not (fewer images say too little to warn on)."""
+        classes = _num_classes(self.model)
+        accuracy = record.get("accuracy")
+        if (accuracy is None or classes < 2 or accuracy >= 1.5 / classes
+                or getattr(self, "_seen", 0) < MIN_CHANCE_SAMPLES):
+            return
+        import warnings
+        warnings.warn(f"epoch {record['epoch']} left the training accuracy at {100 * accuracy:.1f}%, "
+                      f"chance for {classes} classes: the learning rate {record['lr']:g} is likely wrong "
+                      f"for this model (its recipe: pylenet.recipe.model_recipe)",
+                      ChanceAccuracyWarning, stacklevel=4)
 
     def _nonfinite(self, loss: float, batch: int) -> None:
         where = f"loss became {loss} at epoch {self.epoch + 1}, batch {batch}"
@@ -392,7 +416,7 @@ class Trainer:
 
     def _fused_net(self, x: np.ndarray):
         """The core's fused net for batches shaped like x, or None (other layers, or fused=False)."""
-        return fused_for(self.model, x.shape[1:]) if self._use_fused else None
+        return cpu_net_for(self.model, x.shape[1:]) if self._use_fused else None
 
     def _bar(self, loader=None, total=None):
         from tqdm.auto import tqdm
@@ -406,13 +430,16 @@ class Trainer:
         self.model.train()
         return self._batches_epoch(loader, self._host_step)
 
-    def _host_step(self, x, y):
+    def _host_step(self, x, y, first):
         """(loss, outputs, update): forward and loss of one batch on the CPU; update() does the
-        rest (backward unless the fused step did it, then the optimizer step)."""
+        rest (backward unless the fused step did it, then the optimizer step). first: the index
+        in the epoch of the batch's first sample (Dropout draws from it)."""
         fused = self._fused_net(x)
         if fused is not None:
-            loss, out = fused.train_step(x, y, self._loss_name)
+            loss, out = fused.train_step(x, y, self._loss_name, (self.seed, self.epoch, first))
             return loss, out, self.optimizer.step
+        if hasattr(self.model, "set_noise"):
+            self.model.set_noise(self.seed, self.epoch, first)
         out = self.model.forward(x)
         loss, dout = self.loss_fn(out, y)
 
@@ -422,17 +449,21 @@ class Trainer:
         return loss, out, update
 
     def _batches_epoch(self, loader, step) -> dict:
-        """The epoch loop over the loader's batches: step(x, y) -> (loss, outputs, update), where
-        update (None: already done) runs only for a finite loss; the rest (rates, skipping or
-        stopping on a loss that is not finite, the bar, the record) is the same on every device."""
+        """The epoch loop over the loader's batches: step(x, y, first) -> (loss, outputs, update),
+        where first is the index in the epoch of the batch's first sample and update (None:
+        already done) runs only for a finite loss; the rest (rates, skipping or stopping on a
+        loss that is not finite, the bar, the record) is the same on every device."""
         tally = _Tally()
         total = len(loader)
         bar = self._bar(loader, total)
         per_batch = getattr(self.scheduler, "step_batch", None)
+        first = 0
         for i, (x, y) in enumerate(bar):
             if per_batch is not None and total:  # the fractional epoch this step starts at
                 per_batch(self.epoch + i / max(total or 1, 1))
-            loss, out, update = step(x, y)
+            loss, out, update = step(x, y, first)
+            first += len(y)
+            self._steps += 1
             if not math.isfinite(loss):
                 if self.on_nonfinite == "skip":
                     tally.skipped += 1
@@ -445,14 +476,15 @@ class Trainer:
             if i % 20 == 0 or i == (total or 0) - 1:
                 tally.show(bar)
         bar.close()
+        self._seen = tally.seen
         return tally.record()
 
     # ------------------------------------------------------------------------- on the GPU
 
     def _gpu_net(self, input_shape: tuple):
-        """The model's GpuModel for inputs of input_shape, holding the host's weights and
+        """The model's GpuNet for inputs of input_shape, holding the host's weights and
         optimizer state: given them on first use in an epoch (and when the network changes)."""
-        gpu = gpu_for(self.model, input_shape)
+        gpu = gpu_net_for(self.model, input_shape)
         if gpu is not self._gpu:
             if self._gpu is not None:
                 self._gpu_release()
@@ -465,7 +497,8 @@ class Trainer:
         """Brings the weights and optimizer state back to the host; the next step uploads again."""
         gpu, self._gpu = self._gpu, None
         if gpu is not None:
-            gpu.download()
+            gpu.download(self._steps)
+            self._steps = 0
             gpu.download_optimizer(self.optimizer)
 
     def _train_epoch_gpu(self, loader) -> dict:
@@ -503,10 +536,11 @@ class Trainer:
         self._gpu_data = (gpu, images, labels)
         return True
 
-    def _gpu_step(self, x, y):
+    def _gpu_step(self, x, y, first):
         """(loss, outputs, None): one host batch's whole step on the GPU (the device skips the
         update itself when the loss is not finite)."""
-        loss, out, _ = self._gpu_net(x.shape[1:]).net.train_step(x, y, self.optimizer.lr, self._loss_name)
+        loss, out, _ = self._gpu_net(x.shape[1:]).net.train_step(x, y, self.optimizer.lr, self._loss_name,
+                                                                 self.seed, self.epoch, first)
         return loss, out, None
 
     def _gpu_dataset_epoch(self, source, images, labels, lut, pad, batch, count) -> dict:
@@ -530,7 +564,8 @@ class Trainer:
                 lrs[k] = self.optimizer.lr
             losses, correct, applied = gpu.net.train_indices(
                 order[first * batch:(steps[-1] + 1) * batch], batch, lrs, self._loss_name,
-                self.on_nonfinite == "raise")
+                self.on_nonfinite == "raise", seed=self.seed, epoch=self.epoch, first=first * batch)
+            self._steps += len(steps)
             for k, i in enumerate(steps):
                 if not applied[k]:
                     if self.on_nonfinite == "skip":
@@ -545,6 +580,7 @@ class Trainer:
             tally.show(bar)
             bar.update(len(steps))
         bar.close()
+        self._seen = tally.seen
         return tally.record()
 
     def fit(self, train, *, epochs: int, validation=None) -> History:
@@ -574,6 +610,7 @@ class Trainer:
                 record["val_loss"], record["val_accuracy"] = val["loss"], val["accuracy"]
             self.epoch += 1
             self.history.append(record)
+            self._warn_if_chance(record)
             if self.progress and not _live_progress():
                 _log_epoch(record, epochs)
             if self.checkpoint is not None:
@@ -588,7 +625,7 @@ def fit(model, train, *, epochs: int, batch_size: int | None = None,
         optimizer=None, validation=None, loss=None, scheduler=None,
         seed: int = DEFAULT_RECIPE["seed"], threads: int | None = None,
         progress: bool = True, checkpoint=None, on_nonfinite: str = "raise",
-        fused: bool = True, augment=None, recipe="default", device=None,
+        fused: bool = True, augment=None, recipe=None, device=None,
         callbacks=None) -> History:
     """Trains `model` on `train` and returns its History.
 
@@ -596,7 +633,8 @@ def fit(model, train, *, epochs: int, batch_size: int | None = None,
     (N, 28, 28), padded to 32x32 and normalised as MNIST, or float (N, C, H, W) used as given;
     or a DataLoader or any re-iterable of (x, y) batches of those.
 
-    recipe ("default", "fast" or a dict like pylenet.recipe.DEFAULT_RECIPE) supplies what is
+    recipe (a name in pylenet.recipe.RECIPES, a dict like DEFAULT_RECIPE, or None: the model's
+    own, e.g. "lecun98" for LeNet5(variant="lecun98")) supplies what is
     not given: batch_size, augment and, without an optimizer, its optimizer (SGD with momentum
     and weight decay) and, unless a scheduler is given, its schedule over `epochs`, as
     `pylenet train --recipe` does. augment: None (the recipe's), "none", a name in
@@ -607,7 +645,7 @@ def fit(model, train, *, epochs: int, batch_size: int | None = None,
     pylenet.callbacks.Callback (on_train_begin, on_epoch_end, which may stop training, and
     on_train_end).
     """
-    recipe = get_recipe(recipe)
+    recipe = get_recipe(recipe, model)
     batch_size = recipe["batch_size"] if batch_size is None else batch_size
     augment = recipe["augment"] if augment is None else augment
     if optimizer is None:
@@ -625,8 +663,8 @@ def _forward(model, x: np.ndarray, device: str = "cpu") -> np.ndarray:
     """Network outputs for one float32 batch: on the GPU for device "cuda", else in the core's
     fused net when it can run the model."""
     if device == "cuda":
-        return gpu_for(model, x.shape[1:]).forward(x)
-    fused = fused_for(model, x.shape[1:])
+        return gpu_net_for(model, x.shape[1:]).forward(x)
+    fused = cpu_net_for(model, x.shape[1:])
     if fused is not None:  # one core call, nothing cached for backward
         return fused.forward(x)
     was_training = model.training
@@ -699,7 +737,7 @@ def predict(model, images, *, batch_size: int = 1000, device=None) -> tuple[np.n
         fused = None
         if x.dtype == np.uint8:
             shape = (1, 28 + 2 * PAD, 28 + 2 * PAD)
-            fused = gpu_for(model, shape) if device == "cuda" else fused_for(model, shape)
+            fused = gpu_net_for(model, shape) if device == "cuda" else cpu_net_for(model, shape)
         if fused is not None and len(x):  # padding, normalisation, network and softmax in one core call
             probs = fused.predict_proba(x, _LUT, PAD)
         else:

@@ -22,8 +22,8 @@ from pylenet import train as train_module
 from pylenet.checkpoint import load_checkpoint
 from pylenet.data import DataLoader, pad_and_normalize
 from pylenet.device import EMULATE_ENV, cuda_info
-from pylenet.engine import LOSS_KINDS, _describe, fused_for
-from pylenet.gpu import GpuModel, gpu_for
+from pylenet.engine import LOSS_KINDS, describe, cpu_net_for
+from pylenet.gpu import GpuNet, gpu_net_for
 from pylenet.losses import get_loss
 from pylenet.optim import SGD, Adam, WarmupCosineLR
 
@@ -45,7 +45,7 @@ def backend(request, monkeypatch):
 
 def gpu_net(model, input_shape, backend):
     """A GpuNet of `model` holding its parameters."""
-    net = _core.GpuNet([_describe(layer) for _, layer in model.layers], tuple(input_shape),
+    net = _core.GpuNet([describe(layer) for _, layer in model.layers], tuple(input_shape),
                        emulate=backend == "emulated")
     net.set_params([p.data for p in model.parameters()])
     return net
@@ -71,7 +71,7 @@ def check_op(model, x, backend, seed=0):
     """GpuNet forward (against _core.Net and the layers) and backward (dx and the parameter
     gradients against the layers) of a small chain, from a random output gradient."""
     net = gpu_net(model, x.shape[1:], backend)
-    cpu = _core.Net([_describe(layer) for _, layer in model.layers], x.shape[1:])
+    cpu = _core.Net([describe(layer) for _, layer in model.layers], x.shape[1:])
     params = [p.data for p in model.parameters()]
     out = net.forward(x)
     assert_close(out, cpu.forward(x, params), "forward vs Net")
@@ -179,10 +179,10 @@ def test_train_steps_match_the_cpu_engine_and_optimizer(opt, loss, backend):
     x = pad_and_normalize(images)
     cpu_model, gpu_model = LeNet5(seed=1), LeNet5(seed=1)
     cpu_opt, gpu_opt = OPTIMIZERS[opt](cpu_model.parameters()), OPTIMIZERS[opt](gpu_model.parameters())
-    gpu = GpuModel(gpu_model, emulate=backend == "emulated")
+    gpu = GpuNet(gpu_model, emulate=backend == "emulated")
     gpu.upload()
     gpu.upload_optimizer(gpu_opt)
-    fused = fused_for(cpu_model)
+    fused = cpu_net_for(cpu_model)
     for step, batch in enumerate((slice(0, 5), slice(5, 12), slice(0, 1))):
         ref_loss, ref_out = fused.train_step(x[batch], labels[batch], loss)
         cpu_opt.step()
@@ -204,7 +204,7 @@ def test_train_steps_match_the_cpu_engine_and_optimizer(opt, loss, backend):
 def test_state_slots_and_an_optimizer_state_round_trip(opt, slots, backend):
     model = LeNet5(seed=0)
     optimizer = OPTIMIZERS[opt](model.parameters())
-    gpu = GpuModel(model, emulate=backend == "emulated")
+    gpu = GpuNet(model, emulate=backend == "emulated")
     gpu.upload_optimizer(optimizer)
     assert gpu.net.state_slots == slots
     state = [[randn(*shape, seed=i + 10 * s) for i, shape in enumerate(gpu.net.param_shapes)]
@@ -251,14 +251,14 @@ def test_float64_and_strided_inputs_are_converted_like_the_cpu_nets(backend):
 def test_the_models_gpu_network_is_cached_until_a_layer_changes(backend):
     rng = np.random.default_rng(0)
     model = Sequential(Conv2d(1, 2, 3, rng=rng), Flatten(), Linear(2 * 6 * 6, 3, rng=rng))
-    first = gpu_for(model, (1, 8, 8))
-    assert gpu_for(model, (1, 8, 8)) is first and model.__dict__["_gpu"] is first
+    first = gpu_net_for(model, (1, 8, 8))
+    assert gpu_net_for(model, (1, 8, 8)) is first and model.__dict__["_gpu"] is first
     model.layers[0][1].padding = 1  # (1, 8, 8) -> (2, 8, 8): the Linear no longer fits
     with pytest.raises(ValueError, match="in_features"):
-        gpu_for(model, (1, 8, 8))
+        gpu_net_for(model, (1, 8, 8))
     model.layers[2] = ("2", Linear(2 * 8 * 8, 3, rng=rng))
     x = randn(2, 1, 8, 8)
-    assert_close(gpu_for(model, (1, 8, 8)).forward(x), model.eval().forward(x), "rebuilt")
+    assert_close(gpu_net_for(model, (1, 8, 8)).forward(x), model.eval().forward(x), "rebuilt")
 
 
 # ------------------------------------------------------------------- the device dataset steps
@@ -342,7 +342,7 @@ BAD_BATCHES = {  # name: (x, labels)
 def test_bad_batches_give_the_cpu_nets_errors(case, backend):
     model = LeNet5(seed=0)
     x, labels = BAD_BATCHES[case]
-    cpu = fused_for(model)
+    cpu = cpu_net_for(model)
     net = gpu_net(model, (1, 32, 32), backend)
     assert_same_error(lambda: cpu.train_step(x, labels), lambda: net.train_step(x, labels, 0.1))
     if "label" not in case and "empty" not in case:
@@ -354,11 +354,11 @@ def test_bad_chains_and_uint8_inputs_give_the_cpu_nets_errors(backend):
     bad_chain = [("conv2d", 1, 6, 5, 1, 0, True), ("linear", 10, 10, 0, 1, 0, True)]
     assert_same_error(lambda: _core.Net(bad_chain, (1, 32, 32)),
                       lambda: _core.GpuNet(bad_chain, (1, 32, 32), emulate=emulate))
-    lenet = [_describe(layer) for _, layer in LeNet5().layers]
+    lenet = [describe(layer) for _, layer in LeNet5().layers]
     assert_same_error(lambda: _core.Net(lenet, (1, 28, 28)),
                       lambda: _core.GpuNet(lenet, (1, 28, 28), emulate=emulate))
     model = LeNet5(seed=0)
-    cpu, net = fused_for(model), gpu_net(model, (1, 32, 32), backend)
+    cpu, net = cpu_net_for(model), gpu_net(model, (1, 32, 32), backend)
     images, lut = digits(3)[0], pylenet.train._LUT
     for args in ((images, lut, 1), (images, lut[:10], 2), (images.astype(np.float32), lut, 2)):
         assert_same_error(lambda: cpu.predict_proba(*args), lambda: net.predict_u8(*args))
@@ -567,7 +567,7 @@ def test_a_model_moved_to_cuda_trains_evaluates_and_predicts_there(backend):
     params = [p.data for p in model.parameters()]
     fit(model, data, epochs=1, batch_size=16, progress=False)
     gpu = model.__dict__["_gpu"]
-    assert isinstance(gpu, GpuModel) and gpu.emulate == (backend == "emulated")
+    assert isinstance(gpu, GpuNet) and gpu.emulate == (backend == "emulated")
     # the host arrays were updated in place, and are what evaluate/predict on the GPU use
     assert all(p.data is a for p, a in zip(model.parameters(), params))
     on_gpu = evaluate(model, data)

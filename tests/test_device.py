@@ -202,17 +202,20 @@ def test_cuda_takes_device_zero_only(machine):
         LeNet5().to("cuda:1")
 
 
-def test_a_model_the_gpu_cannot_run_is_refused_by_to(machine):
+def test_to_only_records_the_device_and_fit_refuses_a_model_the_gpu_cannot_run(machine):
     machine(USABLE)
 
     class Doubler(pylenet.Module):
         def forward(self, x):
             return 2 * x
 
-    with pytest.raises(TypeError, match=r"layer '1' \(Doubler\) is not one of pylenet's built-in"):
-        pylenet.Sequential(pylenet.Flatten(), Doubler()).to("cuda")
+    model = pylenet.Sequential(pylenet.Flatten(), pylenet.Linear(4, 2), Doubler()).to("cuda")
+    assert model.device == "cuda"  # to() records it; the model is checked where it runs
+    data = (np.zeros((4, 1, 2, 2), np.float32), np.zeros(4, np.int64))
+    with pytest.raises(TypeError, match=r"layer '2' \(Doubler\) is not one of pylenet's built-in"):
+        pylenet.fit(model, data, epochs=1, progress=False)
     with pytest.raises(TypeError, match="not a Sequential"):
-        pylenet.Linear(3, 2).to("cuda")
+        pylenet.fit(pylenet.Linear(3, 2).to("cuda"), data, epochs=1, progress=False)
 
 
 def digits(n=40, seed=0):

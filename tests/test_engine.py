@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from pylenet import ops
-from pylenet.engine import fused_for
+from pylenet.engine import cpu_net_for
 from pylenet.layers import Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential
 from pylenet.losses import CrossEntropyLoss, MSELoss
 from pylenet.models import LeNet5
@@ -23,7 +23,7 @@ def layer_step(model, x, labels, loss):
 
 
 def fused_step(model, x, labels, loss):
-    out_value = fused_for(model).train_step(x, labels, loss.name)
+    out_value = cpu_net_for(model).train_step(x, labels, loss.name)
     return out_value[1], out_value[0], [p.grad.copy() for p in model.parameters()]
 
 
@@ -52,7 +52,7 @@ def test_bit_identical_with_strides_padding_and_a_fused_relu(n):
                        Conv2d(16, 8, 3, padding=2, rng=rng), ReLU(), MaxPool2d(2, 3),
                        Flatten(), Linear(8 * 3 * 3, 5, rng=rng), ReLU(), Linear(5, 4, rng=rng))
     x, labels = batch(n, seed=2, shape=(3, 13, 11), classes=4)
-    fused = fused_for(model, (3, 13, 11))
+    fused = cpu_net_for(model, (3, 13, 11))
     out_a, _, grads_a = layer_step(model, x, labels, CrossEntropyLoss())
     _, out_b = fused.train_step(x, labels, "cross_entropy")
     np.testing.assert_array_equal(out_a, out_b)
@@ -64,13 +64,13 @@ def test_changing_a_layer_setting_rebuilds_the_cached_network():
     rng = np.random.default_rng(0)
     model = Sequential(Conv2d(1, 2, 3, rng=rng), Flatten(), Linear(2 * 6 * 6, 3, rng=rng))
     x = batch(2, shape=(1, 8, 8))[0]
-    first = fused_for(model, (1, 8, 8))
-    assert fused_for(model, (1, 8, 8)) is first  # cached while nothing changes
+    first = cpu_net_for(model, (1, 8, 8))
+    assert cpu_net_for(model, (1, 8, 8)) is first  # cached while nothing changes
     model.layers[0][1].padding = 1  # now (1, 8, 8) -> (2, 8, 8): the Linear no longer fits
     with pytest.raises(ValueError, match="in_features"):
-        fused_for(model, (1, 8, 8))
+        cpu_net_for(model, (1, 8, 8))
     model.layers[2] = ("2", Linear(2 * 8 * 8, 3, rng=rng))
-    np.testing.assert_array_equal(fused_for(model, (1, 8, 8)).forward(x), model.forward(x))
+    np.testing.assert_array_equal(cpu_net_for(model, (1, 8, 8)).forward(x), model.forward(x))
 
 
 def test_train_step_writes_grad_in_place_and_replaces_an_unusable_one():
@@ -80,7 +80,7 @@ def test_train_step_writes_grad_in_place_and_replaces_an_unusable_one():
     weight.grad[...] = np.nan
     held = weight.grad
     bias.grad = np.zeros(bias.shape, np.float64)  # wrong dtype: replaced by a float32 array
-    fused_for(model).train_step(x, labels)
+    cpu_net_for(model).train_step(x, labels)
     assert weight.grad is held and np.isfinite(held).all()
     assert bias.grad.dtype == np.float32 and np.isfinite(bias.grad).all()
 
@@ -130,18 +130,28 @@ def test_every_registry_kind_has_one_layer_class_with_the_attributes_it_names():
     assert set(classes) == set(LAYER_KINDS) == set(_core.layer_kinds())
     samples = {"conv2d": layers.Conv2d(2, 3, 3, stride=2, padding=1), "linear": layers.Linear(4, 5, bias=False),
                "maxpool2d": layers.MaxPool2d(3, 2), "avgpool2d": layers.AvgPool2d(2)}
-    from pylenet.engine import _describe
-    assert _describe(samples["conv2d"]) == ("conv2d", 2, 3, 3, 2, 1, True, None)
-    assert _describe(samples["linear"]) == ("linear", 4, 5, 0, 1, 0, False, None)
-    assert _describe(samples["maxpool2d"]) == ("maxpool2d", 0, 0, 3, 2, 0, False, None)
-    assert _describe(layers.ReLU()) == ("relu", 0, 0, 0, 1, 0, False, None)
-    assert _describe(layers.Subsample2d(3, 2, bias=False)) == ("subsample2d", 3, 0, 2, 2, 0, False, None)
-    assert _describe(layers.Rescale(2.0, -1.0)) == ("rescale", 0, 0, 0, 1, 0, False, (2.0, -1.0))
+    from pylenet.engine import describe
+    assert describe(samples["conv2d"]) == ("conv2d", dict(in_channels=2, out_channels=3, kernel_size=3,
+                                                          stride=2, padding=1, bias=True))
+    assert describe(samples["linear"]) == ("linear", dict(in_features=4, out_features=5, bias=False))
+    assert describe(samples["maxpool2d"]) == ("maxpool2d", dict(kernel_size=3, stride=2))
+    assert describe(samples["avgpool2d"]) == ("avgpool2d", dict(kernel_size=2, stride=2))  # stride: the kernel's
+    assert describe(layers.ReLU()) == ("relu", {})
+    assert describe(layers.Subsample2d(3, 2, bias=False)) == ("subsample2d", dict(channels=3, kernel_size=2,
+                                                                                 stride=2, bias=False))
+    assert describe(layers.Rescale(2.0, -1.0)) == ("rescale", dict(scale=2.0, shift=-1.0))
+    assert describe(layers.BatchNorm2d(4, momentum=0.2)) == ("batchnorm2d", dict(num_features=4, eps=1e-5,
+                                                                                 momentum=0.2, affine=True))
+    # Every class's attributes are its registry entry's, in order, and its constructor takes them.
+    for kind, cls in classes.items():
+        names = [a["name"] for a in LAYER_KINDS[kind]["attrs"]]
+        assert LAYER_KINDS[kind]["class"] == cls.__name__
+        assert all(n in cls.__init__.__code__.co_varnames for n in names), (kind, names)
 
     class Custom(layers.ReLU):  # overrides forward without declaring a kind: not fused
         def forward(self, x):
             return x
-    assert _describe(Custom()) is None
+    assert describe(Custom()) is None
     assert set(LOSS_KINDS) == {"cross_entropy", "mse", "rbf_map"}
     assert loss_name(CrossEntropyLoss()) == "cross_entropy" and loss_name(MSELoss()) == "mse"
     assert loss_name(lambda out, y: (0.0, out)) is None
@@ -149,9 +159,9 @@ def test_every_registry_kind_has_one_layer_class_with_the_attributes_it_names():
 
 def test_net_refuses_unknown_kinds_and_losses_naming_the_known_ones():
     from pylenet import _core
-    with pytest.raises(ValueError, match=r"unknown layer kind 'gelu' \(expected one of conv2d, .*linear, .*rescale\)"):
-        _core.Net([("gelu", 0, 0, 0, 1, 0, False)], (1, 4, 4))
-    net = _core.Net([("flatten", 0, 0, 0, 1, 0, False)], (1, 2, 2))
+    with pytest.raises(ValueError, match=r"unknown layer kind 'gelu' \(expected one of conv2d, .*linear, .*rescale"):
+        _core.Net([("gelu", {})], (1, 4, 4))
+    net = _core.Net([("flatten", {})], (1, 2, 2))
     with pytest.raises(ValueError, match=r"loss must be one of 'cross_entropy', 'mse', 'rbf_map', got 'hinge'"):
         net.train_step(np.zeros((1, 1, 2, 2), np.float32), np.zeros(1, np.int64), [], [], "hinge")
 
@@ -159,7 +169,7 @@ def test_net_refuses_unknown_kinds_and_losses_naming_the_known_ones():
 def test_net_and_op_checks_live_in_the_core_and_name_what_was_wrong():
     from pylenet import _core
     model = LeNet5()
-    net = fused_for(model)
+    net = cpu_net_for(model)
     params = [p.data for p in model.parameters()]
     x, labels = batch(2)
     with pytest.raises(ValueError, match=r"labels must have shape \(2,\), got \(3,\)"):

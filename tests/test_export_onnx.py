@@ -137,12 +137,15 @@ def test_an_unsupported_layer_is_a_type_error_and_writes_nothing(tmp_path):
 
 
 @pytest.mark.parametrize("model,input_shape,message", [
+    # The core's own checks of the chain, with the messages fit and the fused network give.
     (Sequential(Conv2d(3, 4, 3), Flatten(), Linear(4 * 30 * 30, 2)), (1, 32, 32),
-     r"layer 0 \(Conv2d\) expects 3 input channels, but receives a tensor of shape \(1, 32, 32\)"),
-    (Sequential(Flatten(), Linear(10, 2)), (1, 32, 32), r"expects 10 input features"),
-    (Sequential(Conv2d(1, 2, 3)), (1, 8, 8), r"must end in \(N, classes\) logits"),
-    (Sequential(Flatten(), MaxPool2d(2)), (1, 8, 8), r"needs \(C, H, W\) maps"),
-    (Sequential(Conv2d(1, 2, 9), Flatten()), (1, 8, 8), r"empty tensor"),
+     r"layer 0 \(Conv2d\) in_channels \(3\) does not match channels coming in \(1\)"),
+    (Sequential(Flatten(), Linear(10, 2)), (1, 32, 32),
+     r"layer 1 \(Linear\) in_features \(10\) does not match features coming in \(1024\)"),
+    (Sequential(Conv2d(1, 2, 3)), (1, 8, 8), r"the last layer must output \(features,\), got \(2, 6, 6\)"),
+    (Sequential(Flatten(), MaxPool2d(2)), (1, 8, 8), r"layer 1 \(MaxPool2d\) needs \(C, H, W\) input"),
+    (Sequential(Conv2d(1, 2, 9), Flatten()), (1, 8, 8),
+     r"layer 0 \(Conv2d\) kernel_size 9 is larger than the padded input 8x8"),
     (Sequential(Flatten(), Linear(64, 2)), (1, 8), r"input_shape must be \(C, H, W\)"),
 ])
 def test_inconsistent_shapes_are_value_errors(model, input_shape, message, tmp_path):

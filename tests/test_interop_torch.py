@@ -131,10 +131,24 @@ def test_from_torch_reads_a_functional_lenet(activation, pooling, c5_conv):
 def test_from_torch_reads_a_sequential_lenet_with_its_own_layers():
     torch.manual_seed(1)
     net = nn.Sequential(nn.Conv2d(1, 6, 5), nn.Tanh(), nn.AvgPool2d(2), nn.Conv2d(6, 16, 5), nn.Tanh(),
-                        nn.AvgPool2d(2), nn.Flatten(), nn.Linear(400, 120), nn.Tanh(), nn.Dropout(0.1),
+                        nn.AvgPool2d(2), nn.Flatten(), nn.Linear(400, 120), nn.Tanh(),
                         nn.Linear(120, 84), nn.Tanh(), nn.Linear(84, 10)).eval()
     model = from_torch(net)
     assert (model.config["activation"], model.config["pooling"]) == ("tanh", "avg")
+    x = np.random.default_rng(4).standard_normal((16, 1, 32, 32)).astype(np.float32)
+    ref = torch_logits(net, x)
+    assert (np.abs(model.eval().forward(x) - ref) <= logit_tolerance(ref)).all()
+
+
+def test_a_lenet_with_dropout_keeps_its_dropout():
+    # LeNet5 has no Dropout: the layers come back as they are, as a Sequential.
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Conv2d(1, 6, 5), nn.Tanh(), nn.AvgPool2d(2), nn.Conv2d(6, 16, 5), nn.Tanh(),
+                        nn.AvgPool2d(2), nn.Flatten(), nn.Linear(400, 120), nn.Tanh(), nn.Dropout(0.1),
+                        nn.Linear(120, 84), nn.Tanh(), nn.Linear(84, 10)).eval()
+    model = from_torch(net)
+    assert not isinstance(model, pylenet.LeNet5)
+    assert [type(layer).__name__ for _, layer in model.layers][9] == "Dropout" and model.layers[9][1].p == 0.1
     x = np.random.default_rng(4).standard_normal((16, 1, 32, 32)).astype(np.float32)
     ref = torch_logits(net, x)
     assert (np.abs(model.eval().forward(x) - ref) <= logit_tolerance(ref)).all()
@@ -176,16 +190,31 @@ def test_from_torch_refuses_what_is_not_a_lenet(state, error, message):
         from_torch(state)
 
 
+class NotInOrder(nn.Module):
+    """Children that are not run one after another: a ReLU in the forward, not a layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, 3, padding=1)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(3 * 28 * 28, 10)
+
+    def forward(self, x):
+        return self.fc(self.flatten(F.relu(self.conv(x))))
+
+
 @pytest.mark.parametrize("make,message", [
-    (lambda: nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU()), r"padding \(2, 2\).*32x32 inputs"),
-    (lambda: nn.Sequential(nn.Conv2d(1, 6, 5, stride=2)), r"stride \(2, 2\)"),
-    (lambda: nn.Sequential(nn.Conv2d(6, 16, 5, groups=2)), r"groups 2; LeNet5 needs 1, 0, 1, 1"),
-    (lambda: nn.Sequential(nn.Conv2d(1, 6, 5), nn.BatchNorm2d(6)), r"BatchNorm2d\) is not part of LeNet5"),
-    (lambda: nn.Sequential(nn.MaxPool2d(3)), r"kernel \(3, 3\), stride \(3, 3\)"),
-    (lambda: nn.Sequential(nn.ReLU(), nn.Tanh()), r"mixes activations \['relu', 'tanh'\]"),
-    (lambda: nn.Sequential(nn.MaxPool2d(2), nn.AvgPool2d(2)), r"mixes poolings \['avg', 'max'\]"),
+    (lambda: nn.Sequential(nn.Conv2d(1, 6, 5, groups=1, dilation=2), nn.Flatten(), nn.Linear(6 * 20 * 20, 2)),
+     r"layer '0' \(Conv2d\) has dilation=\(2, 2\); pylenet supports only \(1, 1\)"),
+    (lambda: nn.Sequential(nn.Conv2d(2, 6, 5, groups=2)), r"layer '0' \(Conv2d\) has groups=2; pylenet supports only 1"),
+    (lambda: nn.Sequential(nn.Conv2d(1, 6, 5, stride=(2, 1))), r"layer '0' \(Conv2d\) has stride \(2, 1\)"),
+    (lambda: nn.Sequential(nn.Conv2d(1, 6, 5), nn.Softplus()),
+     r"layer '1' \(Softplus\) has no pylenet counterpart; from_torch maps .*BatchNorm2d.*Conv2d"),
+    (lambda: nn.Sequential(nn.MaxPool2d(2, ceil_mode=True)), r"ceil_mode=True; pylenet supports only False"),
+    (lambda: nn.Sequential(nn.Conv2d(1, 6, 5), nn.ReLU()), r"could not tell the input shape"),
+    (lambda: NotInOrder(), r"does not compute its children in order"),
 ])
-def test_from_torch_refuses_modules_that_are_not_lenet(make, message):
+def test_from_torch_refuses_what_it_cannot_map_naming_the_layer(make, message):
     with pytest.raises(ValueError, match=message):
         from_torch(make())
 

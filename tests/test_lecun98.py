@@ -7,12 +7,13 @@ import pytest
 import reference as ref
 from gradcheck import gradcheck
 from pylenet import lecun98, ops
-from pylenet.engine import class_scores, fused_for, outputs_penalties
+from pylenet.engine import class_scores, cpu_net_for, outputs_penalties
 from pylenet.layers import (RBF, Conv2d, Flatten, Linear, MaskedConv2d, Rescale, ScaledTanh,
                             Sequential, Subsample2d)
 from pylenet.losses import RBFMAPLoss
 from pylenet.models import LeNet5
 from pylenet.optim import SGD
+from pylenet.recipe import RECIPES
 
 RNG = np.random.default_rng(98)
 MASK = np.array([[1, 0, 1], [0, 1, 1]], np.float32)  # (K=2, C=3)
@@ -153,7 +154,7 @@ def test_lecun98_options_are_checked():
 def _steps(model, x, labels, fused: bool):
     loss = RBFMAPLoss()
     if fused:
-        value, out = fused_for(model).train_step(x, labels, loss.name)
+        value, out = cpu_net_for(model).train_step(x, labels, loss.name)
     else:
         out = model.forward(x)
         value, dout = loss(out, labels)
@@ -180,7 +181,7 @@ def test_training_keeps_the_unconnected_c3_weights_at_zero_and_predicts_the_argm
     x, labels = rng.standard_normal((32, 1, 32, 32)).astype(np.float32), rng.integers(0, 10, 32)
     model = LeNet5(variant="lecun98", seed=0)
     opt = SGD(model.parameters(), lr=0.002, momentum=0.9, weight_decay=5e-4)
-    net = fused_for(model)
+    net = cpu_net_for(model)
     losses = []
     for _ in range(5):
         losses.append(net.train_step(x, labels, "rbf_map")[0])
@@ -207,7 +208,7 @@ def test_a_sequential_of_the_new_layers_runs_fused_and_saves(tmp_path):
                        Flatten(), Linear(3 * 4 * 4, 4, rng=rng), ScaledTanh(),
                        RBF(4, 3, centres=((1, -1, 1, -1), (1, 1, 1, 1), (-1, -1, 1, 1))))
     x = rng.standard_normal((9, 1, 8, 8)).astype(np.float32)
-    fused = fused_for(model, (1, 8, 8))
+    fused = cpu_net_for(model, (1, 8, 8))
     assert fused is not None
     np.testing.assert_array_equal(fused.forward(x), model.eval().forward(x))
     path = pylenet.save_model(tmp_path / "seq.ckpt", model)
@@ -224,7 +225,7 @@ def test_lecun98_checkpoint_round_trip(tmp_path):
     back = LeNet5.load(path)
     assert back.config == model.config
     x = np.random.default_rng(0).standard_normal((3, 1, 32, 32)).astype(np.float32)
-    np.testing.assert_array_equal(fused_for(back).forward(x), fused_for(model).forward(x))
+    np.testing.assert_array_equal(cpu_net_for(back).forward(x), cpu_net_for(model).forward(x))
     assert pylenet.load_model(path).config["variant"] == "lecun98"
 
 
@@ -239,6 +240,6 @@ def test_cli_trains_the_lecun98_variant(tmp_path, monkeypatch, restore_threads):
     import json
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["model"]["variant"] == "lecun98"
-    assert metrics["history"][0]["lr"] == lecun98.LR["sgd"]  # its own rate, not the modern 0.02
+    assert metrics["history"][0]["lr"] == RECIPES["lecun98"]["lr"]["sgd"]  # its own rate, not the modern 0.02
     assert cli.main(["train", "--variant", "lecun98", "--activation", "relu", "--epochs", "1",
                      "--out", str(tmp_path / "bad"), "--no-progress"]) == 1

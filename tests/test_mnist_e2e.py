@@ -56,12 +56,12 @@ LECUN98_THRESHOLD = 0.85
 def test_lecun98_learns_real_mnist(mnist_dir, restore_threads):
     """The 1998 network on the same 5,000 images for 2 epochs, with its RBF/MAP loss (the
     fused engine: scaled tanh, subsampling, masked C3, RBF output) and argmin predictions."""
-    from pylenet.lecun98 import LR
+    from pylenet.recipe import RECIPES
     train = pylenet.load_mnist("train", root=mnist_dir, download=False, progress=False)
     test = pylenet.load_mnist("test", root=mnist_dir, download=False, progress=False)
     model = LeNet5(variant="lecun98", seed=0)
     pylenet.fit(model, (train[0][:5000], train[1][:5000]), epochs=2, batch_size=64,
-                optimizer=SGD(model.parameters(), lr=LR["sgd"], momentum=0.9), seed=0,
+                optimizer=SGD(model.parameters(), lr=RECIPES["lecun98"]["lr"]["sgd"], momentum=0.9), seed=0,
                 progress=False, threads=2)
     result = pylenet.evaluate(model, test)
     print(f"\nMNIST e2e lecun98: test accuracy {result['accuracy']:.4f} (threshold {LECUN98_THRESHOLD})")

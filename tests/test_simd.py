@@ -10,7 +10,7 @@ import pytest
 
 from conftest import REPO_ROOT
 from pylenet import LeNet5, ops
-from pylenet.engine import fused_for
+from pylenet.engine import cpu_net_for
 from reference import conv2d_forward as conv2d_forward_ref
 from reference import linear_forward as linear_forward_ref
 
@@ -88,7 +88,7 @@ def lenet_step(level, threads, seed=0):
         rng = np.random.default_rng(seed)
         x = rng.standard_normal((37, 1, 32, 32)).astype(np.float32)
         labels = rng.integers(0, 10, 37)
-        net = fused_for(model)
+        net = cpu_net_for(model)
         loss, out = net.train_step(x, labels)
         grads = [p.grad.copy() for p in model.parameters()]
         return loss, out, grads

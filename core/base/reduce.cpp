@@ -25,6 +25,29 @@ float sum(const float* x, int64_t n) {
     return combine(acc, tail);
 }
 
+float sum_sq_dev(const float* x, int64_t n, float m) {
+    float acc[kLanes] = {};
+    int64_t i = 0;
+    for (; i + kLanes <= n; i += kLanes)
+        for (int l = 0; l < kLanes; l++) {
+            const float d = x[i + l] - m;
+            acc[l] += d * d;
+        }
+    float tail = 0.0f;
+    for (; i < n; i++) tail += (x[i] - m) * (x[i] - m);
+    return combine(acc, tail);
+}
+
+float sum_dev_dot(const float* x, const float* y, int64_t n, float m) {
+    float acc[kLanes] = {};
+    int64_t i = 0;
+    for (; i + kLanes <= n; i += kLanes)
+        for (int l = 0; l < kLanes; l++) acc[l] += (x[i + l] - m) * y[i + l];
+    float tail = 0.0f;
+    for (; i < n; i++) tail += (x[i] - m) * y[i];
+    return combine(acc, tail);
+}
+
 bool all_finite(const float* x, int64_t n) {
     float acc[kLanes] = {};
     int64_t i = 0;

@@ -15,11 +15,10 @@
 #include <cmath>
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define PYLENET_HD __host__ __device__
-#else
-#define PYLENET_HD
-#endif
+#include "base/hd.h"
+#include "ops/elementwise.h"
+#include "ops/loss_rows.h"
+#include "ops/noise.h"
 
 namespace pylenet {
 namespace gpu {
@@ -34,15 +33,10 @@ struct PoolGeom {
     int64_t N, C, H, W, kernel, stride, P, Q;
 };
 
-enum class Unary : int { kRelu, kSigmoid, kTanh, kScaledTanh, kRescale };
-enum class LossKind : int { kCrossEntropy, kMse, kRbfMap };
-
 // Terms of one chunk of a batch reduction (the weight gradients): fixed, so the order of
 // every sum is a function of the shapes alone.
 constexpr int64_t kChunk = 256;
 PYLENET_HD inline int64_t chunks_of(int64_t terms) { return (terms + kChunk - 1) / kChunk; }
-
-PYLENET_HD inline float relu_of(float v) { return v > 0.0f ? v : (v != v ? v : 0.0f); }
 
 // ---------------------------------------------------------------- input preparation
 // out (n, Hp, Wp) = lut[images[idx[i]]] zero-padded (with lut[0]) by pad; idx null: i itself.
@@ -123,7 +117,7 @@ struct ConvForward {
         }
         for (int64_t j = 0; j < kn; j++) {
             const int64_t at = ((n * g.K + k0 + j) * g.P + p) * g.Q + q;
-            y[at] = relu ? relu_of(acc[j]) : acc[j];
+            y[at] = relu ? pylenet::relu(acc[j]) : acc[j];
         }
     }
 };
@@ -377,7 +371,7 @@ struct LinearForward {
         const float* wo = w + o * I;
         float acc = b ? b[o] : 0.0f;
         for (int64_t j = 0; j < I; j++) acc += xn[j] * wo[j];
-        y[i] = relu ? relu_of(acc) : acc;
+        y[i] = relu ? pylenet::relu(acc) : acc;
     }
 };
 
@@ -450,108 +444,58 @@ struct RbfBackward {
 };
 
 // ---------------------------------------------------------------- element-wise
-// The constants of LeNet-5's squashing function f(a) = A tanh(S a) (activations.h).
-constexpr float kGpuScaledTanhA = 1.7159f, kGpuScaledTanhS = 2.0f / 3.0f;
-
-// y = f(x) for the element-wise kinds; rescale: y = a x + b (a, b from the layer).
+// y = f(x) for the element-wise kinds, each kind's formula from ops/elementwise.h (a, b: the
+// kind's float attributes).
 struct UnaryForward {
     float* y;
     const float* x;
     Unary kind;
     float a, b;
-    PYLENET_HD void operator()(int64_t i) const {
-        const float v = x[i];
-        switch (kind) {
-            case Unary::kRelu: y[i] = relu_of(v); break;
-            case Unary::kSigmoid: y[i] = 1.0f / (1.0f + expf(-v)); break;
-            case Unary::kTanh: y[i] = tanhf(v); break;
-            case Unary::kScaledTanh:
-                y[i] = kGpuScaledTanhA * (1.0f - 2.0f / (1.0f + expf(2.0f * kGpuScaledTanhS * v)));
-                break;
-            case Unary::kRescale: y[i] = a * v + b; break;
-        }
-    }
+    PYLENET_HD void operator()(int64_t i) const { y[i] = unary_forward(kind, x[i], a, b); }
 };
 
-// dx from the forward OUTPUT y and dy (each kind's derivative written in y): relu dy [y > 0],
-// sigmoid dy y (1 - y), tanh dy (1 - y^2), scaled tanh dy S (A - y^2 / A), rescale a dy.
+// dx from the forward input x, output y and dy (a from_output kind reads only y; x may then be
+// y itself, e.g. for a ReLU fused into the layer before it).
 struct UnaryBackward {
     float* dx;
+    const float* x;
     const float* y;
     const float* dy;
     Unary kind;
-    float a;
-    PYLENET_HD void operator()(int64_t i) const {
-        const float v = y[i], g = dy[i];
-        switch (kind) {
-            case Unary::kRelu: dx[i] = v <= 0.0f ? 0.0f : g; break;
-            case Unary::kSigmoid: dx[i] = g * v * (1.0f - v); break;
-            case Unary::kTanh: dx[i] = g * (1.0f - v * v); break;
-            case Unary::kScaledTanh:
-                dx[i] = g * (kGpuScaledTanhS * (kGpuScaledTanhA - v * v * (1.0f / kGpuScaledTanhA)));
-                break;
-            case Unary::kRescale: dx[i] = a * g; break;
-        }
-    }
+    float a, b;
+    PYLENET_HD void operator()(int64_t i) const { dx[i] = unary_backward(kind, x[i], y[i], dy[i], a, b); }
+};
+
+// y = x (Dropout in evaluation).
+struct Copy {
+    float* y;
+    const float* x;
+    PYLENET_HD void operator()(int64_t i) const { y[i] = x[i]; }
 };
 
 // ---------------------------------------------------------------- losses
 // Per row n of out (N, C) with label y: writes the row's loss (double) to row_loss[n], 1 to
 // row_ok[n] when the row's class score argmax (first max; scores = -out for penalties) is y,
-// and the row of dout = the gradient of the MEAN loss over the batch:
-//   cross-entropy  -log softmax(out)_y = logsumexp(out) - out_y;  dout = (p - onehot) / N
-//   mse            sum_c (out_c - onehot_c)^2 (the mean divides by N*C); dout = 2 d / (N*C)
-//   rbf_map        out_y + log(exp(-j) + sum_c exp(-out_c));  dout = (onehot - e^{-out_c}/Z)/N
+// and the row of dout = the gradient of the MEAN loss over the batch (scale: the registry's,
+// e.g. 1/N), by the loss kind's row formula (ops/loss_rows.h).
 struct LossRows {
     float* dout;
     double* row_loss;
     int32_t* row_ok;
     const float* out;
     const int64_t* labels;
-    int64_t N, C;
+    int64_t C;
     LossKind kind;
     bool penalty;
-    double rbf_j;
+    float scale;
     PYLENET_HD void operator()(int64_t n) const {
         const float* o = out + n * C;
-        float* d = dout + n * C;
         const int64_t y = labels[n];
         int64_t best = 0;
         for (int64_t c = 1; c < C; c++)
             if (penalty ? o[c] < o[best] : o[c] > o[best]) best = c;
         row_ok[n] = best == y;
-        if (kind == LossKind::kCrossEntropy) {
-            float mx = o[0];
-            for (int64_t c = 1; c < C; c++) mx = (o[c] > mx || o[c] != o[c]) ? o[c] : mx;
-            double sum = 0.0, sumd = 0.0;
-            for (int64_t c = 0; c < C; c++) {
-                d[c] = expf(o[c] - mx);
-                sum += d[c];
-                sumd += exp(double(o[c]) - mx);
-            }
-            row_loss[n] = log(sumd) + mx - o[y];
-            const float inv = float(1.0 / sum), scale = 1.0f / float(N);
-            for (int64_t c = 0; c < C; c++) d[c] = (d[c] * inv - (c == y ? 1.0f : 0.0f)) * scale;
-        } else if (kind == LossKind::kMse) {
-            const float scale = 2.0f / float(N * C);
-            double acc = 0.0;
-            for (int64_t c = 0; c < C; c++) {
-                const float e = o[c] - (c == y ? 1.0f : 0.0f);
-                acc += double(e) * e;
-                d[c] = scale * e;
-            }
-            row_loss[n] = acc;
-        } else {
-            const float neg_j = -float(rbf_j), scale = 1.0f / float(N);
-            float m = neg_j;
-            for (int64_t c = 0; c < C; c++) m = (-o[c] > m || o[c] != o[c]) ? -o[c] : m;
-            double z = exp(double(neg_j) - m);
-            for (int64_t c = 0; c < C; c++) z += exp(double(-o[c]) - m);
-            const double log_z = log(z) + m;
-            row_loss[n] = double(o[y]) + log_z;
-            for (int64_t c = 0; c < C; c++)
-                d[c] = scale * ((c == y ? 1.0f : 0.0f) - float(exp(double(-o[c]) - log_z)));
-        }
+        row_loss[n] = loss_row(kind, dout + n * C, o, y, C, scale);
     }
 };
 
@@ -601,6 +545,8 @@ struct StepControl {
     int64_t step;        // the step being run (index into lrs, the results and the indices)
     int64_t opt_steps;   // updates applied so far (Adam's bias correction)
     int64_t first;       // the step's first sample in the index list (step * batch)
+    uint64_t seed, epoch;  // Dropout's noise (ops/noise.h): the run's seed and the epoch,
+    int64_t sample_base;   // and the epoch index of the run's first sample
     int32_t buf_ready;   // SGD's momentum buffer holds a value (else the step starts it at g)
     int32_t halted;      // a non-finite loss stopped every later update (stop_on_nonfinite)
     int32_t apply;       // this step's update applies
@@ -610,6 +556,171 @@ struct StepSlot {
     double loss;
     int64_t correct;
     int64_t applied;
+};
+
+// ---------------------------------------------------------------- batch normalisation
+// BatchNorm over N samples of C channels of HW values (value j of channel c: sample j / HW,
+// position j % HW). Chunk sums per channel, added in chunk order by ReduceChunks, as the weight
+// gradients are: mode 0 sums x (the mean), mode 1 (x - mean)^2 (the biased variance), mode 2
+// gives E = 2C entries: dy, then (x - mean) dy (the backward's two sums). i = t * E + e.
+struct BatchNormChunks {
+    float* part;
+    const float* x;
+    const float* dy;
+    const float* mean;
+    int64_t N, C, HW;
+    int mode;
+    PYLENET_HD void operator()(int64_t i) const {
+        const int64_t E = mode == 2 ? 2 * C : C;
+        const int64_t e = i % E, t = i / E, c = e % C;
+        const int64_t terms = N * HW, j0 = t * kChunk, j1 = j0 + kChunk < terms ? j0 + kChunk : terms;
+        float acc = 0.0f;
+        for (int64_t j = j0; j < j1; j++) {
+            const int64_t at = ((j / HW) * C + c) * HW + j % HW;
+            if (mode == 0)
+                acc += x[at];
+            else if (mode == 1)
+                acc += (x[at] - mean[c]) * (x[at] - mean[c]);
+            else
+                acc += e < C ? dy[at] : (x[at] - mean[c]) * dy[at];
+        }
+        part[i] = acc;
+    }
+};
+
+// One thread per channel, after a mode 0 or 1 reduction into total (C): the batch state
+// (mean, invstd, scale, shift; C floats each) and, after mode 1, the running statistics moved
+// by momentum (unbiased variance), as ops/batchnorm.h does.
+struct BatchNormFinish {
+    float* state;
+    float* running;  // running_mean (C), then running_var (C)
+    const float* total;
+    const float* gamma;
+    const float* beta;
+    int64_t C, M;  // M = N * HW values per channel
+    float eps, momentum;
+    int pass;
+    PYLENET_HD void operator()(int64_t c) const {
+        float* mean = state;
+        if (pass == 0) {
+            mean[c] = float(double(total[c]) / double(M));
+            return;
+        }
+        const double var = double(total[c]) / double(M);
+        const float invstd = float(1.0 / sqrt(var + double(eps)));
+        state[C + c] = invstd;
+        const float scale = (gamma ? gamma[c] : 1.0f) * invstd;
+        state[2 * C + c] = scale;
+        state[3 * C + c] = (beta ? beta[c] : 0.0f) - mean[c] * scale;
+        const float unbiased = float(M > 1 ? var * double(M) / double(M - 1) : var);
+        running[c] = (1.0f - momentum) * running[c] + momentum * mean[c];
+        running[C + c] = (1.0f - momentum) * running[C + c] + momentum * unbiased;
+    }
+};
+
+// One thread per channel: evaluation's scale and shift (state[2C ..], [3C ..]) from the
+// running statistics.
+struct BatchNormEvalAffine {
+    float* state;
+    const float* running;
+    const float* gamma;
+    const float* beta;
+    int64_t C;
+    float eps;
+    PYLENET_HD void operator()(int64_t c) const {
+        const float invstd = float(1.0 / sqrt(double(running[C + c]) + double(eps)));
+        const float scale = (gamma ? gamma[c] : 1.0f) * invstd;
+        state[2 * C + c] = scale;
+        state[3 * C + c] = (beta ? beta[c] : 0.0f) - running[c] * scale;
+    }
+};
+
+// y = x scale[c] + shift[c] (relu after, when asked), from the state; one index per element.
+struct BatchNormApply {
+    float* y;
+    const float* x;
+    const float* state;
+    int64_t C, HW;
+    bool relu;
+    PYLENET_HD void operator()(int64_t i) const {
+        const int64_t c = (i / HW) % C;
+        const float v = x[i] * state[2 * C + c] + state[3 * C + c];
+        y[i] = relu ? pylenet::relu(v) : v;
+    }
+};
+
+// Training's dx from the batch's sums (total: sum dy (C), then sum (x - mean) dy (C)):
+// dx = (dy - sum_dy / M - (x - mean) invstd^2 dot / M) invstd gamma; evaluation (no total):
+// dx = scale dy.
+struct BatchNormBackwardInput {
+    float* dx;
+    const float* x;
+    const float* dy;
+    const float* state;
+    const float* total;
+    const float* gamma;
+    int64_t C, HW, M;
+    PYLENET_HD void operator()(int64_t i) const {
+        const int64_t c = (i / HW) % C;
+        if (!total) {
+            dx[i] = dy[i] * state[2 * C + c];
+            return;
+        }
+        const float is = state[C + c];
+        const float mean_dy = float(double(total[c]) / double(M));
+        const float k = float(double(total[C + c]) / double(M)) * is * is;
+        dx[i] = (dy[i] - mean_dy - (x[i] - state[c]) * k) * ((gamma ? gamma[c] : 1.0f) * is);
+    }
+};
+
+// One thread per channel: dgamma = dot invstd, dbeta = sum_dy from the batch's sums.
+struct BatchNormParamGrads {
+    float* dgamma;
+    float* dbeta;
+    const float* state;
+    const float* total;
+    int64_t C;
+    PYLENET_HD void operator()(int64_t c) const {
+        if (dgamma) dgamma[c] = total[C + c] * state[C + c];
+        if (dbeta) dbeta[c] = total[c];
+    }
+};
+
+// ---------------------------------------------------------------- dropout and global pooling
+// Dropout in training (ops/dropout.h): element e of sample n (F per sample) is kept when the
+// hash of (the step's noise, the layer, the sample's index in the epoch, e) says so, and scaled
+// by 1/(1-p); the same functor masks dy in backward.
+struct DropoutMask {
+    float* out;
+    const float* in;
+    const StepControl* ctrl;
+    int64_t F, layer;
+    uint32_t threshold;
+    float scale;
+    PYLENET_HD void operator()(int64_t i) const {
+        const int64_t n = i / F, e = i % F;
+        const uint64_t key = noise_key(ctrl->seed, ctrl->epoch, uint64_t(layer));
+        const uint32_t word = sample_key(key, uint64_t(ctrl->sample_base + ctrl->first + n));
+        out[i] = in[i] * (keep_element(word, uint32_t(e), threshold) ? scale : 0.0f);
+    }
+};
+
+// Global average pooling: y (N*C) = the mean of each HW plane; backward dx = dy / HW.
+struct GlobalAvgForward {
+    float* y;
+    const float* x;
+    int64_t HW;
+    PYLENET_HD void operator()(int64_t nc) const {
+        float acc = 0.0f;
+        for (int64_t j = 0; j < HW; j++) acc += x[nc * HW + j];
+        y[nc] = acc * (1.0f / float(HW));
+    }
+};
+struct GlobalAvgBackward {
+    float* dx;
+    const float* dy;
+    int64_t HW;
+    PYLENET_HD void operator()(int64_t i) const { dx[i] = dy[i / HW] * (1.0f / float(HW)); }
 };
 
 // One thread: the mean loss (rows summed in order) and the correct count of the step into

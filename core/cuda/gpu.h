@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "net/net.h"
 #include "net/registry.h"
 
 namespace pylenet {
@@ -72,6 +73,7 @@ public:
     GpuNet& operator=(const GpuNet&) = delete;
 
     const std::vector<Shape>& param_shapes() const;
+    const std::vector<Shape>& buffer_shapes() const;
     Shape input_shape() const;
     int64_t out_features() const;
     bool emulated() const;
@@ -82,6 +84,10 @@ public:
     void set_params(const std::vector<const float*>& host);
     // Copies the device parameters into host[i] (overwritten).
     void get_params(const std::vector<float*>& host);
+    // The buffers (BatchNorm's running statistics; buffer_shapes order): training on the device
+    // moves them there; get_buffers copies them back.
+    void set_buffers(const std::vector<const float*>& host);
+    void get_buffers(const std::vector<float*>& host);
 
     // The optimiser and its state. slots: SGD with momentum 1 (the momentum buffer), Adam 2
     // (m, v), else 0; `steps` the updates done so far (Adam's bias correction). Without state
@@ -100,8 +106,9 @@ public:
     // padded by pad to (H, W) with C == 1.
     void check_input(const Shape& x) const;
     void check_params(const char* what, const std::vector<Shape>& shapes) const;
-    void check_train(const Shape& x, const Shape& labels_shape, const int64_t* labels) const;
-    void check_u8(const Shape& images, int64_t pad, int64_t lut_size) const;
+    void check_buffers(const std::vector<Shape>& shapes) const;
+    void check_train_step(const Shape& x, const Shape& labels_shape, const int64_t* labels) const;
+    void check_predict_u8(const Shape& images, int64_t pad, int64_t lut_size) const;
 
     // out (N, classes) = the network applied to x (N, C, H, W) (host arrays).
     void forward(float* out, const float* x, int64_t N);
@@ -111,9 +118,9 @@ public:
 
     // One training step on a host batch: forward, loss (`loss` names a loss kind), backward
     // and the optimiser update at rate lr; the update is skipped when the loss is not finite.
-    // out (N, classes), when not null, receives the outputs.
+    // out (N, classes), when not null, receives the outputs. noise: Dropout's, as Net's.
     StepResult train_step(float* out, const float* x, const int64_t* labels, int64_t N,
-                          float lr, const std::string& loss);
+                          float lr, const std::string& loss, const StepNoise& noise);
 
     // Keeps a uint8 dataset (N, h, w) with labels on the device, prepared as predict_u8 does
     // (padded by pad, mapped through lut) for train_indices. Replaces any earlier one.
@@ -123,10 +130,11 @@ public:
     // Steps over the device dataset: step s trains on samples indices[s*batch ...] (the last
     // step takes what is left), at rate lrs[s]. A non-finite loss skips that step's update;
     // with stop_on_nonfinite, every later step's update is skipped too (their results say
-    // applied = false). One synchronisation, at the end, to read the results.
+    // applied = false). One synchronisation, at the end, to read the results. Dropout's
+    // sample indices run from noise.first for indices[0].
     std::vector<StepResult> train_indices(const int64_t* indices, int64_t count, int64_t batch,
                                           const float* lrs, const std::string& loss,
-                                          bool stop_on_nonfinite);
+                                          bool stop_on_nonfinite, const StepNoise& noise);
 
     // Test hooks. backward: forward of x (N, C, H, W), then backward from the output
     // gradient dy (N, classes): dx (N, C, H, W) and grads[i] (param_shapes) overwritten, no

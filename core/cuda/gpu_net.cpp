@@ -39,6 +39,7 @@ GpuNet::GpuNet(std::vector<LayerDesc> layers, int64_t C, int64_t H, int64_t W, b
 GpuNet::~GpuNet() = default;
 
 const std::vector<Shape>& GpuNet::param_shapes() const { return impl_->net().param_shapes(); }
+const std::vector<Shape>& GpuNet::buffer_shapes() const { return impl_->net().buffer_shapes(); }
 Shape GpuNet::input_shape() const { return impl_->net().input_shape(); }
 int64_t GpuNet::out_features() const { return impl_->net().out_features(); }
 bool GpuNet::emulated() const { return impl_->emulated(); }
@@ -51,6 +52,14 @@ void GpuNet::set_params(const std::vector<const float*>& host) {
 void GpuNet::get_params(const std::vector<float*>& host) {
     std::lock_guard<std::mutex> lock(mutex_);
     impl_->get_params(host);
+}
+void GpuNet::set_buffers(const std::vector<const float*>& host) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    impl_->set_buffers(host);
+}
+void GpuNet::get_buffers(const std::vector<float*>& host) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    impl_->get_buffers(host);
 }
 void GpuNet::set_optimizer(const OptimConfig& config) {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -76,10 +85,11 @@ void GpuNet::check_input(const Shape& x) const { impl_->net().check_input(x); }
 void GpuNet::check_params(const char* what, const std::vector<Shape>& shapes) const {
     impl_->net().check_params(what, shapes);
 }
-void GpuNet::check_train(const Shape& x, const Shape& labels_shape, const int64_t* labels) const {
+void GpuNet::check_buffers(const std::vector<Shape>& shapes) const { impl_->net().check_buffers(shapes); }
+void GpuNet::check_train_step(const Shape& x, const Shape& labels_shape, const int64_t* labels) const {
     impl_->net().check_train_step(x, labels_shape, labels);
 }
-void GpuNet::check_u8(const Shape& images, int64_t pad, int64_t lut_size) const {
+void GpuNet::check_predict_u8(const Shape& images, int64_t pad, int64_t lut_size) const {
     impl_->net().check_predict_u8(images, pad, lut_size);
 }
 
@@ -93,9 +103,9 @@ void GpuNet::predict_u8(float* probs, const uint8_t* images, int64_t N, int64_t 
     impl_->predict_u8(probs, images, N, h, w, pad, lut);
 }
 StepResult GpuNet::train_step(float* out, const float* x, const int64_t* labels, int64_t N, float lr,
-                              const std::string& loss) {
+                              const std::string& loss, const StepNoise& noise) {
     std::lock_guard<std::mutex> lock(mutex_);
-    return impl_->train_step(out, x, labels, N, lr, loss_kind(loss));
+    return impl_->train_step(out, x, labels, N, lr, loss_kind(loss), noise);
 }
 void GpuNet::set_dataset(const uint8_t* images, const int64_t* labels, int64_t N, int64_t h, int64_t w,
                          int64_t pad, const float* lut) {
@@ -105,13 +115,17 @@ void GpuNet::set_dataset(const uint8_t* images, const int64_t* labels, int64_t N
 int64_t GpuNet::dataset_size() const { return impl_->dataset_size(); }
 std::vector<StepResult> GpuNet::train_indices(const int64_t* indices, int64_t count, int64_t batch,
                                               const float* lrs, const std::string& loss,
-                                              bool stop_on_nonfinite) {
+                                              bool stop_on_nonfinite, const StepNoise& noise) {
     check_at_least("GpuNet.train_indices", "batch", batch, 1);
     if (impl_->dataset_size() == 0 && count > 0)
         throw std::invalid_argument("GpuNet.train_indices: no dataset on the device (call set_dataset first)");
     check_indices("GpuNet.train_indices", "indices", indices, count, impl_->dataset_size());
     std::lock_guard<std::mutex> lock(mutex_);
-    return impl_->train_indices(indices, count, batch, lrs, loss_kind(loss), stop_on_nonfinite);
+    if (count > 0) {  // every step's batch size, the last one's too
+        impl_->net().check_batch(std::min(batch, count));
+        impl_->net().check_batch(count - (count - 1) / batch * batch);
+    }
+    return impl_->train_indices(indices, count, batch, lrs, loss_kind(loss), stop_on_nonfinite, noise);
 }
 void GpuNet::backward(float* dx, const std::vector<float*>& grads, const float* x, const float* dy,
                       int64_t N) {

@@ -1,269 +1,22 @@
-// The layer and loss registry: one entry per kind, each calling that op's kernels.
+// The registry: every family's entries in one fixed order, lookups, the attribute checks and
+// the losses. The entries themselves live in net/kinds_*.cpp beside their glue code.
 #include "net/registry.h"
 
-#include <algorithm>
+#include <cmath>
+#include <sstream>
 #include <stdexcept>
 
-#include "ops/activations.h"
-#include "ops/conv2d.h"
-#include "ops/linear.h"
-#include "ops/losses.h"
-#include "ops/masked_conv2d.h"
-#include "ops/pool2d.h"
-#include "ops/rbf.h"
-#include "ops/subsample2d.h"
+#include "net/kinds.h"
 
 namespace pylenet {
 
-const char* const kSlotNames[kNumSlots] = {"in", "out", "kernel", "stride", "pad", "bias", "const"};
-
-namespace {
-
-void need_planes(const NetLayer& L, const std::string& where, const char* what) {
-    if (L.in_shape.size() != 3)
-        throw std::invalid_argument("Net: " + where + " (" + what + ") needs (C, H, W) input, got " +
-                                    shape_str(L.in_shape));
-}
-
-// Weight `w`, then a bias of `out` when the layer has one.
-void add_params(NetLayer& L, std::vector<Shape>& params, const Shape& w) {
-    L.weight = int(params.size());
-    params.push_back(w);
-    if (L.desc.bias) {
-        L.bias = int(params.size());
-        params.push_back({L.desc.out});
-    }
-}
-
-Shape same_shape(NetLayer& L, const std::string&, std::vector<Shape>&) { return L.in_shape; }
-
-// The layer's fixed array must have shape `want` ("Net: layer 3 (RBF) centres must ...").
-void need_constant(const NetLayer& L, const std::string& where, const char* what, const Shape& want) {
-    if (L.desc.const_shape != want)
-        throw std::invalid_argument("Net: " + where + " " + what + " must have shape " +
-                                    shape_str(want) + ", got " +
-                                    (L.desc.const_shape.empty() ? std::string("none")
-                                                                : shape_str(L.desc.const_shape)));
-}
-int64_t no_workspace(const NetLayer&, int64_t) { return 0; }
-
-// ---------------------------------------------------------------- conv2d
-Shape conv_setup(NetLayer& L, const std::string& where, std::vector<Shape>& params) {
-    need_planes(L, where, "Conv2d");
-    const Shape& s = L.in_shape;
-    const Shape w = {L.desc.out, L.desc.in, L.desc.kernel, L.desc.kernel};
-    L.conv = check_conv2d({1, s[0], s[1], s[2]}, w, std::nullopt, L.desc.stride, L.desc.pad);
-    add_params(L, params, w);
-    return {L.conv.K, L.conv.out_h(), L.conv.out_w()};
-}
-int64_t conv_workspace(const NetLayer& L, int64_t) { return conv2d_workspace(L.conv); }
-void conv_forward(const NetLayer& L, float* out, const float* in, const BlockArgs& a, bool relu) {
-    conv2d_forward_images(out, in, a.w, a.b, a.n, L.conv, a.scratch, relu);
-}
-void conv_backward(const NetLayer& L, float* dx, float* dw, float* db, const float* in,
-                   const float*, const float* dy, const BlockArgs& a) {
-    conv2d_backward_images(dx, dw, db, in, a.w, dy, a.n, L.conv, a.scratch);
-}
-
-// The layer's pooling parameters for a block of n samples.
-Pool2dParams block_pool(const NetLayer& L, int64_t n) {
-    Pool2dParams p = L.pool;
-    p.N = n;
-    return p;
-}
-
-// ---------------------------------------------------------------- masked conv2d
-Shape masked_conv_setup(NetLayer& L, const std::string& where, std::vector<Shape>& params) {
-    need_planes(L, where, "MaskedConv2d");
-    const Shape& s = L.in_shape;
-    const Shape w = {L.desc.out, L.desc.in, L.desc.kernel, L.desc.kernel};
-    need_constant(L, where, "(MaskedConv2d) connections", {L.desc.out, L.desc.in});
-    L.conv = check_masked_conv2d({1, s[0], s[1], s[2]}, w, L.desc.const_shape,
-                                 L.desc.constant.data(), std::nullopt, L.desc.stride, L.desc.pad);
-    add_params(L, params, w);
-    return {L.conv.K, L.conv.out_h(), L.conv.out_w()};
-}
-int64_t masked_conv_workspace(const NetLayer& L, int64_t) { return masked_conv2d_workspace(L.conv); }
-void masked_conv_forward(const NetLayer& L, float* out, const float* in, const BlockArgs& a, bool relu) {
-    masked_conv2d_forward_images(out, in, a.w, L.desc.constant.data(), a.b, a.n, L.conv, a.scratch, relu);
-}
-void masked_conv_backward(const NetLayer& L, float* dx, float* dw, float* db, const float* in,
-                          const float*, const float* dy, const BlockArgs& a) {
-    masked_conv2d_backward_images(dx, dw, db, in, a.w, L.desc.constant.data(), dy, a.n, L.conv, a.scratch);
-}
-
-// ---------------------------------------------------------------- trainable subsampling
-Shape subsample_setup(NetLayer& L, const std::string& where, std::vector<Shape>& params) {
-    need_planes(L, where, "Subsample2d");
-    const Shape& s = L.in_shape;
-    check_equal("Net", (where + " (Subsample2d) channels").c_str(), L.desc.in, "maps coming in", s[0]);
-    const Shape b = {s[0]};
-    L.pool = check_subsample2d({1, s[0], s[1], s[2]}, {s[0]},
-                               L.desc.bias ? std::optional<Shape>(b) : std::nullopt,
-                               L.desc.kernel, L.desc.stride);
-    L.weight = int(params.size());
-    params.push_back({s[0]});
-    if (L.desc.bias) {
-        L.bias = int(params.size());
-        params.push_back({s[0]});
-    }
-    return {s[0], L.pool.out_h(), L.pool.out_w()};
-}
-void subsample_forward(const NetLayer& L, float* out, const float* in, const BlockArgs& a, bool) {
-    subsample2d_forward(out, in, a.w, a.b, block_pool(L, a.n));
-}
-void subsample_backward(const NetLayer& L, float* dx, float* dw, float* db, const float* in,
-                        const float*, const float* dy, const BlockArgs& a) {
-    subsample2d_backward_images(dx, dw, db, in, a.w, dy, block_pool(L, a.n));
-}
-
-// ---------------------------------------------------------------- RBF output
-Shape rbf_setup(NetLayer& L, const std::string& where, std::vector<Shape>&) {
-    if (L.in_shape.size() != 1)
-        throw std::invalid_argument("Net: " + where + " (RBF) needs flat input (input " +
-                                    shape_str(L.in_shape) + ")");
-    check_equal("Net", (where + " (RBF) in_features").c_str(), L.desc.in, "features coming in",
-                L.in_shape[0]);
-    check_at_least("Net", (where + " (RBF) out_features").c_str(), L.desc.out, 1);
-    need_constant(L, where, "(RBF) centres", {L.desc.out, L.desc.in});
-    L.linear = {1, L.desc.in, L.desc.out};
-    return {L.desc.out};
-}
-void rbf_fwd(const NetLayer& L, float* out, const float* in, const BlockArgs& a, bool) {
-    rbf_forward(out, in, L.desc.constant.data(), {a.n, L.linear.I, L.linear.O});
-}
-void rbf_bwd(const NetLayer& L, float* dx, float*, float*, const float* in, const float*,
-             const float* dy, const BlockArgs& a) {
-    if (dx) rbf_backward(dx, in, L.desc.constant.data(), dy, {a.n, L.linear.I, L.linear.O});
-}
-
-// ---------------------------------------------------------------- rescale
-Shape rescale_setup(NetLayer& L, const std::string& where, std::vector<Shape>&) {
-    need_constant(L, where, "(Rescale) scale_shift", {2});
-    return L.in_shape;
-}
-void rescale_fwd(const NetLayer& L, float* out, const float* in, const BlockArgs& a, bool) {
-    rescale_forward(out, in, a.n * L.in_size, L.desc.constant[0], L.desc.constant[1]);
-}
-void rescale_bwd(const NetLayer& L, float* dx, float*, float*, const float*, const float*,
-                 const float* dy, const BlockArgs& a) {
-    if (dx) rescale_backward(dx, dy, a.n * L.in_size, L.desc.constant[0]);
-}
-
-// ---------------------------------------------------------------- pooling
-Shape pool_setup(NetLayer& L, const std::string& where, std::vector<Shape>&) {
-    need_planes(L, where, "pool");
-    const Shape& s = L.in_shape;
-    L.pool = check_pool2d("Net pool", {1, s[0], s[1], s[2]}, L.desc.kernel, L.desc.stride);
-    return {s[0], L.pool.out_h(), L.pool.out_w()};
-}
-void maxpool_forward(const NetLayer& L, float* out, const float* in, const BlockArgs& a, bool) {
-    maxpool2d_forward(out, a.argmax, in, block_pool(L, a.n));
-}
-void maxpool_backward(const NetLayer& L, float* dx, float*, float*, const float*, const float*,
-                      const float* dy, const BlockArgs& a) {
-    maxpool2d_backward(dx, dy, a.argmax, a.n, L.in_shape[0], L.in_shape[1], L.in_shape[2],
-                       L.out_shape[1], L.out_shape[2]);
-}
-void avgpool_forward(const NetLayer& L, float* out, const float* in, const BlockArgs& a, bool) {
-    avgpool2d_forward(out, in, block_pool(L, a.n));
-}
-void avgpool_backward(const NetLayer& L, float* dx, float*, float*, const float*, const float*,
-                      const float* dy, const BlockArgs& a) {
-    avgpool2d_backward(dx, dy, block_pool(L, a.n));
-}
-
-// ---------------------------------------------------------------- linear
-Shape linear_setup(NetLayer& L, const std::string& where, std::vector<Shape>& params) {
-    if (L.in_shape.size() != 1)
-        throw std::invalid_argument("Net: " + where + " (Linear) needs flat input; add a "
-                                    "Flatten before it (input " + shape_str(L.in_shape) + ")");
-    check_equal("Net", (where + " (Linear) in_features").c_str(), L.desc.in,
-                "features coming in", L.in_shape[0]);
-    check_at_least("Net", (where + " (Linear) out_features").c_str(), L.desc.out, 1);
-    L.linear = {1, L.desc.in, L.desc.out};
-    add_params(L, params, {L.desc.out, L.desc.in});
-    return {L.desc.out};
-}
-int64_t linear_ws(const NetLayer& L, int64_t cap) {
-    return linear_workspace({cap, L.linear.I, L.linear.O});
-}
-void linear_fwd(const NetLayer& L, float* out, const float* in, const BlockArgs& a, bool relu) {
-    linear_forward_rows(out, in, a.w, a.b, {a.n, L.linear.I, L.linear.O}, a.scratch, relu);
-}
-void linear_bwd(const NetLayer& L, float* dx, float* dw, float* db, const float* in, const float*,
-                const float* dy, const BlockArgs& a) {
-    linear_backward_rows(dx, dw, db, in, a.w, dy, {a.n, L.linear.I, L.linear.O}, a.scratch);
-}
-
-// ---------------------------------------------------------------- element-wise and flatten
-template <void (*F)(float*, const float*, int64_t)>
-void unary_forward(const NetLayer& L, float* out, const float* in, const BlockArgs& a, bool) {
-    F(out, in, a.n * L.in_size);
-}
-// ReLU's backward takes the forward input, but out > 0 iff in > 0 (and NaN stays NaN), so it
-// reads the output: a ReLU fused into the layer before it leaves no input of its own.
-template <void (*F)(float*, const float*, const float*, int64_t)>
-void from_output_backward(const NetLayer& L, float* dx, float*, float*, const float*,
-                          const float* out, const float* dy, const BlockArgs& a) {
-    F(dx, out, dy, a.n * L.in_size);
-}
-Shape flatten_setup(NetLayer& L, const std::string&, std::vector<Shape>&) { return {numel(L.in_shape)}; }
-void flatten_forward(const NetLayer&, float*, const float*, const BlockArgs&, bool) {}
-void flatten_backward(const NetLayer&, float*, float*, float*, const float*, const float*,
-                      const float*, const BlockArgs&) {}
-
-// ---------------------------------------------------------------- losses
-double cross_entropy_sum(float* dout, const float* out, const int64_t* labels, int64_t n,
-                         int64_t C, int64_t N) {
-    return softmax_cross_entropy_sum(dout, out, labels, n, C, 1.0f / float(N));
-}
-double rbf_map_block_sum(float* dout, const float* out, const int64_t* labels, int64_t n,
-                         int64_t C, int64_t N) {
-    return rbf_map_sum(dout, out, labels, n, C, 1.0f / float(N));
-}
-double mse_sum(float* dout, const float* out, const int64_t* labels, int64_t n, int64_t C,
-               int64_t N) {
-    return mse_onehot_sum(dout, out, labels, n, C, 2.0f / float(N * C));
-}
-
-}  // namespace
-
 const std::vector<LayerKindInfo>& layer_kinds() {
-    //  name         in / out / kernel / stride / pad / bias: the attribute each slot comes from
-    //               fuses_relu, is_relu, in_place, keeps_argmax, setup, workspace, forward, backward
-    static const std::vector<LayerKindInfo> kinds = {
-        {"conv2d", {"in_channels", "out_channels", "kernel_size", "stride", "padding", "bias"},
-         true, false, false, false, conv_setup, conv_workspace, conv_forward, conv_backward},
-        {"maxpool2d", {nullptr, nullptr, "kernel_size", "stride", nullptr, nullptr},
-         false, false, false, true, pool_setup, no_workspace, maxpool_forward, maxpool_backward},
-        {"avgpool2d", {nullptr, nullptr, "kernel_size", "stride", nullptr, nullptr},
-         false, false, false, false, pool_setup, no_workspace, avgpool_forward, avgpool_backward},
-        {"relu", {}, false, true, false, false, same_shape, no_workspace,
-         unary_forward<relu_forward>, from_output_backward<relu_backward>},
-        {"sigmoid", {}, false, false, false, false, same_shape, no_workspace,
-         unary_forward<sigmoid_forward>, from_output_backward<sigmoid_backward>},
-        {"tanh", {}, false, false, false, false, same_shape, no_workspace,
-         unary_forward<tanh_forward>, from_output_backward<tanh_backward>},
-        {"flatten", {}, false, false, true, false, flatten_setup, no_workspace, flatten_forward,
-         flatten_backward},
-        {"linear", {"in_features", "out_features", nullptr, nullptr, nullptr, "bias"},
-         true, false, false, false, linear_setup, linear_ws, linear_fwd, linear_bwd},
-        // The layers of LeNet5(variant="lecun98").
-        {"masked_conv2d", {"in_channels", "out_channels", "kernel_size", "stride", "padding", "bias",
-                           "connections"},
-         true, false, false, false, masked_conv_setup, masked_conv_workspace, masked_conv_forward,
-         masked_conv_backward},
-        {"subsample2d", {"channels", nullptr, "kernel_size", "stride", nullptr, "bias"},
-         false, false, false, false, subsample_setup, no_workspace, subsample_forward,
-         subsample_backward},
-        {"scaled_tanh", {}, false, false, false, false, same_shape, no_workspace,
-         unary_forward<scaled_tanh_forward>, from_output_backward<scaled_tanh_backward>},
-        {"rbf", {"in_features", "out_features", nullptr, nullptr, nullptr, nullptr, "centres"},
-         false, false, false, false, rbf_setup, no_workspace, rbf_fwd, rbf_bwd, /*penalty_output=*/true},
-        {"rescale", {nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, "scale_shift"},
-         false, false, false, false, rescale_setup, no_workspace, rescale_fwd, rescale_bwd},
-    };
+    static const std::vector<LayerKindInfo> kinds = [] {
+        std::vector<LayerKindInfo> all;
+        for (auto family : {conv_kinds, pool_kinds, dense_kinds, elementwise_kinds, norm_kinds})
+            for (LayerKindInfo& k : family()) all.push_back(std::move(k));
+        return all;
+    }();
     return kinds;
 }
 
@@ -271,16 +24,153 @@ const LayerKindInfo& layer_kind(const std::string& name) {
     std::string known;
     for (const LayerKindInfo& k : layer_kinds()) {
         if (name == k.name) return k;
-        known += (known.empty() ? "" : ", ") + std::string(k.name);
+        known += (known.empty() ? "" : ", ") + k.name;
     }
     throw std::invalid_argument("Net: unknown layer kind '" + name + "' (expected one of " + known + ")");
 }
 
+size_t LayerKindInfo::attr(const std::string& attr_name) const {
+    for (size_t i = 0; i < attrs.size(); i++)
+        if (attrs[i].name == attr_name) return i;
+    throw std::invalid_argument(class_name + " has no attribute '" + attr_name + "'");
+}
+
+namespace {
+std::string num(double v) {
+    std::ostringstream s;
+    s << v;
+    return s.str();
+}
+}  // namespace
+
+LayerDesc make_layer(const std::string& kind, const std::vector<std::pair<std::string, double>>& values) {
+    LayerDesc d;
+    d.kind = &layer_kind(kind);
+    const LayerKindInfo& k = *d.kind;
+    d.values.assign(k.attrs.size(), 0.0);
+    std::vector<bool> given(k.attrs.size(), false);
+    for (const auto& [name, value] : values) {
+        const size_t i = k.attr(name);
+        d.values[i] = value;
+        given[i] = true;
+    }
+    for (size_t i = 0; i < k.attrs.size(); i++) {
+        const AttrInfo& a = k.attrs[i];
+        if (given[i]) continue;
+        if (!a.default_from.empty())
+            d.values[i] = d.values[k.attr(a.default_from)];
+        else if (a.type == AttrType::kTable || a.type == AttrType::kMatrix)
+            d.values[i] = std::nan("");
+        else if (a.required)
+            throw std::invalid_argument(k.class_name + ": " + a.name + " is required");
+        else
+            d.values[i] = a.fallback;
+    }
+    return d;
+}
+
+void check_attrs(const LayerDesc& d) {
+    const LayerKindInfo& k = *d.kind;
+    if (d.values.size() != k.attrs.size())
+        throw std::invalid_argument(k.class_name + ": expected " + std::to_string(k.attrs.size()) +
+                                    " attribute values, got " + std::to_string(d.values.size()));
+    bool has_table = false;
+    for (size_t i = 0; i < k.attrs.size(); i++) {
+        const AttrInfo& a = k.attrs[i];
+        const double v = d.values[i];
+        const std::string what = k.class_name + ": " + a.name;
+        if (a.type == AttrType::kTable || a.type == AttrType::kMatrix) {
+            has_table = true;
+            for (float c : d.constant) {
+                if (a.type == AttrType::kTable && c != 0.0f && c != 1.0f)
+                    throw std::invalid_argument(what + " must hold only 0 and 1");
+                if (!std::isfinite(c)) throw std::invalid_argument(what + " must hold finite numbers");
+            }
+            continue;
+        }
+        if (std::isnan(v)) throw std::invalid_argument(what + " must be a number, got nan");
+        if (a.type == AttrType::kInt && v != std::floor(v))
+            throw std::invalid_argument(what + " must be an int, got " + num(v));
+        if (a.lo == a.hi && v != a.lo)
+            throw std::invalid_argument(what + " must be " + num(a.lo) + " (the only value pylenet "
+                                        "supports), got " + num(v));
+        const bool low = a.lo_open ? !(v > a.lo) : !(v >= a.lo);
+        const bool high = a.hi_open ? !(v < a.hi) : !(v <= a.hi);
+        if (low || high) {
+            std::string range;
+            if (a.hi >= 1e300)
+                range = (a.lo_open ? "> " : ">= ") + num(a.lo);
+            else if (a.lo <= -1e300)
+                range = (a.hi_open ? "< " : "<= ") + num(a.hi);
+            else
+                range = std::string("in ") + (a.lo_open ? "(" : "[") + num(a.lo) + ", " + num(a.hi) +
+                        (a.hi_open ? ")" : "]");
+            throw std::invalid_argument(what + " must be " + range + ", got " + num(v));
+        }
+    }
+    if (!has_table && !d.constant.empty())
+        throw std::invalid_argument(k.class_name + " takes no table, got one of shape " +
+                                    shape_str(d.const_shape));
+}
+
+Shape layer_output_shape(const LayerDesc& d, const Shape& in_shape) {
+    check_attrs(d);
+    NetLayer L;
+    L.desc = d;
+    L.in_shape = in_shape;
+    L.in_size = numel(in_shape);
+    std::vector<Shape> params, buffers;
+    return d.kind->setup(L, d.kind->class_name, params, buffers);
+}
+
+// ------------------------------------------------------------------------- shared glue
+
+void need_planes(const NetLayer& L, const std::string& where, const char* what) {
+    if (L.in_shape.size() != 3)
+        throw std::invalid_argument("Net: " + where + " (" + what + ") needs (C, H, W) input, got " +
+                                    shape_str(L.in_shape));
+}
+
+void need_flat(const NetLayer& L, const std::string& where, const char* what) {
+    if (L.in_shape.size() != 1)
+        throw std::invalid_argument("Net: " + where + " (" + what + ") needs flat input; add a "
+                                    "Flatten before it (input " + shape_str(L.in_shape) + ")");
+}
+
+void need_constant(const NetLayer& L, const std::string& where, const char* what, const Shape& want) {
+    if (L.desc.const_shape != want)
+        throw std::invalid_argument("Net: " + where + " " + what + " must have shape " +
+                                    shape_str(want) + ", got " +
+                                    (L.desc.const_shape.empty() ? std::string("none")
+                                                                : shape_str(L.desc.const_shape)));
+}
+
+void add_weight_bias(NetLayer& L, std::vector<Shape>& params, const Shape& w, bool has_bias,
+                     int64_t bias) {
+    L.weight = int(params.size());
+    params.push_back(w);
+    if (has_bias) {
+        L.bias = int(params.size());
+        params.push_back({bias});
+    }
+}
+
+Shape same_shape(NetLayer& L, const std::string&, std::vector<Shape>&, std::vector<Shape>&) {
+    return L.in_shape;
+}
+
+int64_t no_workspace(const NetLayer&, int64_t) { return 0; }
+
+// ------------------------------------------------------------------------- losses
+
 const std::vector<LossKindInfo>& loss_kinds() {
     static const std::vector<LossKindInfo> kinds = {
-        {"cross_entropy", cross_entropy_sum, [](int64_t N, int64_t) { return double(N); }},
-        {"mse", mse_sum, [](int64_t N, int64_t C) { return double(N * C); }},
-        {"rbf_map", rbf_map_block_sum, [](int64_t N, int64_t) { return double(N); }},
+        {"cross_entropy", LossKind::kCrossEntropy, [](int64_t N, int64_t) { return 1.0f / float(N); },
+         [](int64_t N, int64_t) { return double(N); }},
+        {"mse", LossKind::kMse, [](int64_t N, int64_t C) { return 2.0f / float(N * C); },
+         [](int64_t N, int64_t C) { return double(N * C); }},
+        {"rbf_map", LossKind::kRbfMap, [](int64_t N, int64_t) { return 1.0f / float(N); },
+         [](int64_t N, int64_t) { return double(N); }},
     };
     return kinds;
 }
@@ -289,9 +179,17 @@ const LossKindInfo& loss_kind(const std::string& name) {
     std::string known;
     for (const LossKindInfo& k : loss_kinds()) {
         if (name == k.name) return k;
-        known += (known.empty() ? "'" : "', '") + std::string(k.name);
+        known += (known.empty() ? "'" : "', '") + k.name;
     }
     throw std::invalid_argument("Net.train_step: loss must be one of " + known + "', got '" + name + "'");
+}
+
+double loss_block_sum(const LossKindInfo& loss, float* dout, const float* out,
+                      const int64_t* labels, int64_t n, int64_t C, int64_t N) {
+    const float scale = loss.scale(N, C);
+    double total = 0.0;
+    for (int64_t r = 0; r < n; r++) total += loss_row(loss.kind, dout + r * C, out + r * C, labels[r], C, scale);
+    return total;
 }
 
 }  // namespace pylenet

@@ -1,65 +1,83 @@
-// Activations, forward and backward side by side.
+// Element-wise activations over whole arrays: each kind's formula (ops/elementwise.h) in a
+// loop, split across threads for large arrays (an element's result never depends on that).
 #include "ops/activations.h"
-
-#include <cmath>
 
 #include "base/parallel.h"
 
 namespace pylenet {
 
+namespace {
+// Elements per chunk a thread takes: each chunk runs the kind's compiled loop.
+constexpr int64_t kChunk = 4096;
+
+template <class T>
+void forward_chunks(float* y, const float* x, int64_t n, float a, float b, int cost) {
+    const int64_t chunks = (n + kChunk - 1) / kChunk;
+    parallel_for(chunks, threads_for(n * cost), [&](int64_t c) {
+        const int64_t i = c * kChunk;
+        elementwise_forward<T>(y + i, x + i, std::min(kChunk, n - i), a, b);
+    });
+}
+template <class T>
+void backward_chunks(float* dx, const float* x, const float* y, const float* dy, int64_t n,
+                     float a, float b) {
+    const int64_t chunks = (n + kChunk - 1) / kChunk;
+    parallel_for(chunks, threads_for(n), [&](int64_t c) {
+        const int64_t i = c * kChunk;
+        elementwise_backward<T>(dx + i, x + i, y + i, dy + i, std::min(kChunk, n - i), a, b);
+    });
+}
+}  // namespace
+
 void sigmoid_forward(float* y, const float* x, int64_t n) {
-    parallel_for(n, threads_for(n * 8), [&](int64_t i) { y[i] = 1.0f / (1.0f + std::exp(-x[i])); });
+    forward_chunks<elementwise::Sigmoid>(y, x, n, 0.0f, 0.0f, 8);
 }
-
 void sigmoid_backward(float* dx, const float* y, const float* dy, int64_t n) {
-    parallel_for(n, threads_for(n), [&](int64_t i) { dx[i] = dy[i] * y[i] * (1.0f - y[i]); });
+    backward_chunks<elementwise::Sigmoid>(dx, y, y, dy, n, 0.0f, 0.0f);
 }
-
 void tanh_forward(float* y, const float* x, int64_t n) {
-    parallel_for(n, threads_for(n * 8), [&](int64_t i) { y[i] = std::tanh(x[i]); });
+    forward_chunks<elementwise::Tanh>(y, x, n, 0.0f, 0.0f, 8);
 }
-
 void tanh_backward(float* dx, const float* y, const float* dy, int64_t n) {
-    parallel_for(n, threads_for(n), [&](int64_t i) { dx[i] = dy[i] * (1.0f - y[i] * y[i]); });
+    backward_chunks<elementwise::Tanh>(dx, y, y, dy, n, 0.0f, 0.0f);
 }
-
-// tanh(u) = 1 - 2 / (1 + exp(2u)): expf costs a fraction of tanhf, which made this layer the
-// bulk of a lecun98 training step. exp overflowing to inf gives 1, underflowing to 0 gives -1,
-// NaN stays NaN; near 0 the absolute error is a few float epsilons (tested against the oracle).
 void scaled_tanh_forward(float* y, const float* x, int64_t n) {
-    parallel_for(n, threads_for(n * 4), [&](int64_t i) {
-        const float e = std::exp(2.0f * kScaledTanhS * x[i]);
-        y[i] = kScaledTanhA * (1.0f - 2.0f / (1.0f + e));
-    });
+    forward_chunks<elementwise::ScaledTanh>(y, x, n, 0.0f, 0.0f, 4);
 }
-
 void scaled_tanh_backward(float* dx, const float* y, const float* dy, int64_t n) {
-    constexpr float inv_a = 1.0f / kScaledTanhA;
-    parallel_for(n, threads_for(n), [&](int64_t i) {
-        dx[i] = dy[i] * (kScaledTanhS * (kScaledTanhA - y[i] * y[i] * inv_a));
-    });
+    backward_chunks<elementwise::ScaledTanh>(dx, y, y, dy, n, 0.0f, 0.0f);
 }
-
 void rescale_forward(float* y, const float* x, int64_t n, float scale, float shift) {
-    parallel_for(n, threads_for(n), [&](int64_t i) { y[i] = scale * x[i] + shift; });
+    forward_chunks<elementwise::Rescale>(y, x, n, scale, shift, 1);
 }
-
 void rescale_backward(float* dx, const float* dy, int64_t n, float scale) {
-    parallel_for(n, threads_for(n), [&](int64_t i) { dx[i] = scale * dy[i]; });
+    backward_chunks<elementwise::Rescale>(dx, dy, dy, dy, n, scale, 0.0f);
 }
-
 void relu_forward(float* y, const float* x, int64_t n) {
-    parallel_for(n, threads_for(n), [&](int64_t i) { y[i] = relu(x[i]); });
+    forward_chunks<elementwise::Relu>(y, x, n, 0.0f, 0.0f, 1);
 }
-
+// relu(x) <= 0 exactly when x <= 0 (NaN stays NaN), so the input serves as the output here.
 void relu_backward(float* dx, const float* x, const float* dy, int64_t n) {
-    parallel_for(n, threads_for(n), [&](int64_t i) {
-        const float g = dy[i];  // loaded unconditionally, so the loop is a vector select
-        dx[i] = x[i] <= 0.0f ? 0.0f : g;
-    });
+    backward_chunks<elementwise::Relu>(dx, x, x, dy, n, 0.0f, 0.0f);
 }
 
-// ---------------------------------------------------------------------------------------
-// Naive oracle: each definition in double, element by element.
+void unary_forward(Unary op, float* y, const float* x, int64_t n, float a, float b) {
+    switch (op) {
+#define PYLENET_UNARY_CASE(code, T) \
+    case Unary::code: return forward_chunks<T>(y, x, n, a, b, 8);
+        PYLENET_ELEMENTWISE(PYLENET_UNARY_CASE)
+#undef PYLENET_UNARY_CASE
+    }
+}
+
+void unary_backward(Unary op, float* dx, const float* x, const float* y, const float* dy,
+                    int64_t n, float a, float b) {
+    switch (op) {
+#define PYLENET_UNARY_CASE(code, T) \
+    case Unary::code: return backward_chunks<T>(dx, x, y, dy, n, a, b);
+        PYLENET_ELEMENTWISE(PYLENET_UNARY_CASE)
+#undef PYLENET_UNARY_CASE
+    }
+}
 
 }  // namespace pylenet

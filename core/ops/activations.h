@@ -1,11 +1,12 @@
-// Element-wise activations over n floats. Backward functions overwrite dx.
+// Element-wise activations over n floats, for whole arrays (the layer-by-layer path and
+// pylenet.ops): each runs its kind's formula from ops/elementwise.h, the one definition the
+// fused network and the GPU use too. Backward functions overwrite dx.
 #pragma once
 #include <cstdint>
 
-namespace pylenet {
+#include "ops/elementwise.h"
 
-// max(v, 0), NaN kept (PyTorch's rule); also applied by layers that fuse a following ReLU.
-inline float relu(float v) { return (v > 0.0f || v != v) ? v : 0.0f; }
+namespace pylenet {
 
 // y = 1 / (1 + exp(-x)).
 void sigmoid_forward(float* y, const float* x, int64_t n);
@@ -15,11 +16,7 @@ void sigmoid_backward(float* dx, const float* y, const float* dy, int64_t n);
 void tanh_forward(float* y, const float* x, int64_t n);
 // dx = dy * (1 - y^2), from the forward output y.
 void tanh_backward(float* dx, const float* y, const float* dy, int64_t n);
-// LeCun 1998's squashing function (Appendix A): A tanh(S x) with A = 1.7159, S = 2/3, so
-// that f(1) = 1 and f(-1) = -1, the targets the RBF codes are made of.
-constexpr float kScaledTanhA = 1.7159f;
-constexpr float kScaledTanhS = 2.0f / 3.0f;
-// y = A tanh(S x).
+// y = A tanh(S x) (kScaledTanhA, kScaledTanhS).
 void scaled_tanh_forward(float* y, const float* x, int64_t n);
 // dx = dy * S (A - y^2 / A) (= dy A S (1 - tanh^2)), from the forward output y.
 void scaled_tanh_backward(float* dx, const float* y, const float* dy, int64_t n);
@@ -31,5 +28,11 @@ void rescale_backward(float* dx, const float* dy, int64_t n, float scale);
 void relu_forward(float* y, const float* x, int64_t n);
 // dx = dy where x > 0 (or x is NaN, as PyTorch's threshold_backward), else 0; from the input x.
 void relu_backward(float* dx, const float* x, const float* dy, int64_t n);
+
+// Any element-wise kind chosen at run time, over whole arrays (threads for large n): y = f(x)
+// and dx = f'(x) dy from the input x and the output y (a from_output kind reads y only).
+void unary_forward(Unary op, float* y, const float* x, int64_t n, float a, float b);
+void unary_backward(Unary op, float* dx, const float* x, const float* y, const float* dy,
+                    int64_t n, float a, float b);
 
 }  // namespace pylenet

@@ -57,20 +57,8 @@ void softmax(float* p, const float* x, int64_t N, int64_t C) {
 
 double softmax_cross_entropy_sum(float* dlogits, const float* logits, const int64_t* labels,
                                  int64_t N, int64_t C, float scale) {
-    softmax(dlogits, logits, N, C);
     double loss = 0.0;
-    for (int64_t n = 0; n < N; n++) {
-        const float* xr = logits + n * C;
-        float mx = xr[0];
-        for (int64_t c = 1; c < C; c++) mx = (xr[c] > mx || xr[c] != xr[c]) ? xr[c] : mx;
-        double sum = 0.0;
-        for (int64_t c = 0; c < C; c++) sum += std::exp(double(xr[c]) - mx);
-        // -log p_y = logsumexp(x) - x_y, computed without forming p_y (no log of 0).
-        loss += std::log(sum) + mx - xr[labels[n]];
-        float* dr = dlogits + n * C;
-        dr[labels[n]] -= 1.0f;
-        for (int64_t c = 0; c < C; c++) dr[c] *= scale;
-    }
+    for (int64_t n = 0; n < N; n++) loss += cross_entropy_row(dlogits + n * C, logits + n * C, labels[n], C, scale);
     return loss;
 }
 
@@ -81,20 +69,8 @@ double softmax_cross_entropy(float* dlogits, const float* logits, const int64_t*
 
 double rbf_map_sum(float* dy, const float* y, const int64_t* labels, int64_t N, int64_t C,
                    float scale) {
-    const float neg_j = -float(kRbfMapJ);
     double loss = 0.0;
-    for (int64_t n = 0; n < N; n++) {
-        const float* yr = y + n * C;
-        float* dr = dy + n * C;
-        float m = neg_j;  // the largest exponent among -j and -y_i (NaN wins)
-        for (int64_t c = 0; c < C; c++) m = (-yr[c] > m || yr[c] != yr[c]) ? -yr[c] : m;
-        double z = std::exp(double(neg_j) - m);
-        for (int64_t c = 0; c < C; c++) z += std::exp(double(-yr[c]) - m);
-        const double log_z = std::log(z) + m;
-        loss += double(yr[labels[n]]) + log_z;
-        for (int64_t c = 0; c < C; c++)
-            dr[c] = scale * ((c == labels[n] ? 1.0f : 0.0f) - float(std::exp(double(-yr[c]) - log_z)));
-    }
+    for (int64_t n = 0; n < N; n++) loss += rbf_map_row(dy + n * C, y + n * C, labels[n], C, scale);
     return loss;
 }
 
@@ -105,12 +81,7 @@ double rbf_map_loss(float* dy, const float* y, const int64_t* labels, int64_t N,
 double mse_onehot_sum(float* dout, const float* out, const int64_t* labels, int64_t N, int64_t C,
                       float scale) {
     double loss = 0.0;
-    for (int64_t n = 0; n < N; n++)
-        for (int64_t c = 0; c < C; c++) {
-            const float d = out[n * C + c] - (c == labels[n] ? 1.0f : 0.0f);
-            loss += double(d) * d;
-            dout[n * C + c] = scale * d;
-        }
+    for (int64_t n = 0; n < N; n++) loss += mse_row(dout + n * C, out + n * C, labels[n], C, scale);
     return loss;
 }
 

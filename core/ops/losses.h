@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "base/checks.h"
+#include "ops/loss_rows.h"
 
 namespace pylenet {
 
@@ -30,9 +31,6 @@ double softmax_cross_entropy_sum(float* dlogits, const float* logits, const int6
 // (scale = 2 / (N_total * C) for the mean).
 double mse_onehot_sum(float* dout, const float* out, const int64_t* labels, int64_t N, int64_t C,
                       float scale);
-// The constant j of LeCun 1998's criterion (eq. 9): the penalty of a "rubbish" class that
-// keeps the other penalties from being pushed up once they exceed it.
-constexpr double kRbfMapJ = 0.1;
 // Validates penalties y (N,C) with N >= 1, C >= 1 and labels (N,) in [0, C) (values unless null).
 void check_rbf_map_loss(const Shape& y, const Shape& labels_shape, const int64_t* labels = nullptr);
 // Per row, E = y[label] + log(exp(-j) + sum_i exp(-y_i)) (eq. 9, j = kRbfMapJ), computed with

@@ -12,6 +12,7 @@
 #endif
 
 #include "base/parallel.h"
+#include "base/reduce.h"
 
 namespace pylenet {
 
@@ -227,5 +228,18 @@ void avgpool2d_backward(float* dx, const float* dy, const Pool2dParams& p) {
 
 // ---------------------------------------------------------------------------------------
 // Naive oracle: the definitions, window by window.
+
+void global_avgpool2d_forward(float* y, const float* x, int64_t N, int64_t C, int64_t HW) {
+    const float inv = 1.0f / float(HW);
+    parallel_for(N * C, threads_for(N * C * HW), [&](int64_t nc) { y[nc] = sum(x + nc * HW, HW) * inv; });
+}
+
+void global_avgpool2d_backward(float* dx, const float* dy, int64_t N, int64_t C, int64_t HW) {
+    const float inv = 1.0f / float(HW);
+    parallel_for(N * C, threads_for(N * C * HW), [&](int64_t nc) {
+        const float g = dy[nc] * inv;
+        for (int64_t j = 0; j < HW; j++) dx[nc * HW + j] = g;
+    });
+}
 
 }  // namespace pylenet

@@ -29,4 +29,10 @@ void avgpool2d_forward(float* y, const float* x, const Pool2dParams& p);
 // Overwrites dx (N,C,H,W): each window spreads dy / (kernel*kernel) over its pixels.
 void avgpool2d_backward(float* dx, const float* dy, const Pool2dParams& p);
 
+// Global average pooling (PyTorch's AdaptiveAvgPool2d(1)): y (N, C) = the mean of each
+// (H, W) plane of x (N, C, H, W), HW = H * W values per plane.
+void global_avgpool2d_forward(float* y, const float* x, int64_t N, int64_t C, int64_t HW);
+// Overwrites dx (N, C, H, W) = dy[n, c] / HW over each plane.
+void global_avgpool2d_backward(float* dx, const float* dy, int64_t N, int64_t C, int64_t HW);
+
 }  // namespace pylenet

@@ -149,7 +149,7 @@ FArr py_gpu_predict_u8(GpuNet& net, const py::array& images, const py::object& l
     U8Arr img = as_u8(op, images);
     const Shape is = shape_of(img);
     FArr lut = as_float(op, "lut", luto);
-    net.check_u8(is, pad, lut.size());
+    net.check_predict_u8(is, pad, lut.size());
     FArr probs = new_float({is[0], net.out_features()});
     float* out = probs.mutable_data();
     py::gil_scoped_release nogil;
@@ -158,11 +158,11 @@ FArr py_gpu_predict_u8(GpuNet& net, const py::array& images, const py::object& l
 }
 
 py::tuple py_gpu_train_step(GpuNet& net, const py::object& xo, const py::object& labo, double lr,
-                            const std::string& loss) {
+                            const std::string& loss, uint64_t seed, uint64_t epoch, int64_t first) {
     const char* op = "GpuNet.train_step";
     FArr x = as_float(op, "x", xo);
     I64Arr labels = as_int<I64Arr>(op, "labels", labo);
-    net.check_train(shape_of(x), shape_of(labels), labels.data());
+    net.check_train_step(shape_of(x), shape_of(labels), labels.data());
     loss_kind(loss);
     const int64_t N = x.shape(0);
     FArr out = new_float({N, net.out_features()});
@@ -170,7 +170,7 @@ py::tuple py_gpu_train_step(GpuNet& net, const py::object& xo, const py::object&
     gpu::StepResult r;
     {
         py::gil_scoped_release nogil;
-        r = net.train_step(outp, x.data(), labels.data(), N, float(lr), loss);
+        r = net.train_step(outp, x.data(), labels.data(), N, float(lr), loss, StepNoise{seed, epoch, first});
     }
     return py::make_tuple(r.loss, out, r.applied);
 }
@@ -224,7 +224,7 @@ void py_gpu_set_dataset(GpuNet& net, const py::array& images, const py::object& 
     U8Arr img = as_u8(op, images);
     const Shape is = shape_of(img);
     FArr lut = as_float(op, "lut", luto);
-    net.check_u8(is, pad, lut.size());
+    net.check_predict_u8(is, pad, lut.size());
     I64Arr labels = as_int<I64Arr>(op, "labels", labo);
     check_ndim(op, "labels", shape_of(labels), 1, "(N,)");
     check_equal(op, "labels length", labels.shape(0), "images", is[0]);
@@ -234,7 +234,8 @@ void py_gpu_set_dataset(GpuNet& net, const py::array& images, const py::object& 
 }
 
 py::tuple py_gpu_train_indices(GpuNet& net, const py::object& idxo, int64_t batch, const py::object& lrso,
-                               const std::string& loss, bool stop_on_nonfinite) {
+                               const std::string& loss, bool stop_on_nonfinite, uint64_t seed,
+                               uint64_t epoch, int64_t first) {
     const char* op = "GpuNet.train_indices";
     I64Arr idx = as_int<I64Arr>(op, "indices", idxo);
     check_ndim(op, "indices", shape_of(idx), 1, "(count,)");
@@ -247,7 +248,8 @@ py::tuple py_gpu_train_indices(GpuNet& net, const py::object& idxo, int64_t batc
     std::vector<gpu::StepResult> r;
     {
         py::gil_scoped_release nogil;
-        r = net.train_indices(idx.data(), count, batch, lrs.data(), loss, stop_on_nonfinite);
+        r = net.train_indices(idx.data(), count, batch, lrs.data(), loss, stop_on_nonfinite,
+                              StepNoise{seed, epoch, first});
     }
     py::array_t<double> losses(steps);
     I64Arr correct(steps);
@@ -289,6 +291,36 @@ void bind_gpu(py::module_& m) {
             py::gil_scoped_release nogil;
             n.set_params(pp);
         }, py::arg("params"), "Uploads the parameters that changed since the last upload or download.")
+        .def_property_readonly("buffer_shapes", [](const GpuNet& n) {
+            py::list out;
+            for (const auto& s : n.buffer_shapes()) out.append(py::tuple(py::cast(s)));
+            return out;
+        }, "Buffer shapes (running statistics), in the order set_buffers takes them.")
+        .def("set_buffers", [](GpuNet& n, const py::sequence& buffers) {
+            std::vector<FArr> bs;
+            std::vector<Shape> shapes;
+            for (auto item : buffers) {
+                bs.push_back(as_float("GpuNet.set_buffers", "buffers", item));
+                shapes.push_back(shape_of(bs.back()));
+            }
+            n.check_buffers(shapes);
+            std::vector<const float*> bp = data_of(bs);
+            py::gil_scoped_release nogil;
+            n.set_buffers(bp);
+        }, py::arg("buffers"), "Uploads the buffers (running statistics).")
+        .def("get_buffers", [](GpuNet& n) {
+            std::vector<FArr> out;
+            std::vector<float*> ptrs;
+            for (const Shape& s : n.buffer_shapes()) {
+                out.push_back(new_float(s));
+                ptrs.push_back(out.back().mutable_data());
+            }
+            {
+                py::gil_scoped_release nogil;
+                n.get_buffers(ptrs);
+            }
+            return to_list(out);
+        }, "The device buffers, as fresh arrays.")
         .def("get_params", [](GpuNet& n) {
             std::vector<float*> ptrs;
             std::vector<FArr> out = fresh_params(n, ptrs);
@@ -309,7 +341,7 @@ void bind_gpu(py::module_& m) {
         .def("predict_u8", &py_gpu_predict_u8, py::arg("images"), py::arg("lut"), py::arg("pad"),
              "Softmax of the class scores for raw uint8 images (N, h, w), as Net.predict_u8.")
         .def("train_step", &py_gpu_train_step, py::arg("x"), py::arg("labels"), py::arg("lr"),
-             py::arg("loss") = "cross_entropy",
+             py::arg("loss") = "cross_entropy", py::arg("seed") = 0, py::arg("epoch") = 0, py::arg("first") = 0,
              "(loss, out, applied): forward, loss, backward and the update at rate lr (skipped when the "
              "loss is not finite).")
         .def("backward", &py_gpu_backward, py::arg("x"), py::arg("dy"),
@@ -319,7 +351,8 @@ void bind_gpu(py::module_& m) {
         .def("set_dataset", &py_gpu_set_dataset, py::arg("images"), py::arg("labels"), py::arg("lut"),
              py::arg("pad"), "Keeps uint8 images (N, h, w) and labels on the device for train_indices.")
         .def("train_indices", &py_gpu_train_indices, py::arg("indices"), py::arg("batch"), py::arg("lrs"),
-             py::arg("loss") = "cross_entropy", py::arg("stop_on_nonfinite") = false,
+             py::arg("loss") = "cross_entropy", py::arg("stop_on_nonfinite") = false, py::arg("seed") = 0,
+             py::arg("epoch") = 0, py::arg("first") = 0,
              "(losses, correct, applied) per step over the device dataset: step s trains on "
              "indices[s*batch:(s+1)*batch] at rate lrs[s].");
 }

@@ -1,4 +1,7 @@
-// Bindings of the fused network (Net) and the registry of layer and loss kinds.
+// Bindings of the fused network (Net) and of the registry: the layer and loss kinds as
+// Python reads them (layer_kinds), a layer's attribute check (check_layer) and shape rule
+// (layer_output_shape).
+#include <cmath>
 #include <memory>
 #include <string>
 
@@ -9,25 +12,100 @@
 namespace pylenet {
 namespace py_bind {
 
-// Layer tuples from Python: (kind, in, out, kernel, stride, pad, bias[, const]); const is
-// None or an array-like of numbers (copied as float32 with its shape).
+namespace {
+
+const char* type_word(AttrType t) {
+    switch (t) {
+        case AttrType::kInt: return "int";
+        case AttrType::kBool: return "bool";
+        case AttrType::kFloat: return "float";
+        case AttrType::kTable: return "table";
+        case AttrType::kMatrix: return "matrix";
+    }
+    return "?";
+}
+
+bool is_bool(const py::handle& v) {
+    return py::isinstance<py::bool_>(v) || py::str(py::type::of(v).attr("__name__")).cast<std::string>() == "bool_";
+}
+// Python ints and numpy integers (they have __index__; floats do not), not bools.
+bool is_int(const py::handle& v) { return !is_bool(v) && py::hasattr(v, "__index__"); }
+bool is_real(const py::handle& v) { return !is_bool(v) && py::hasattr(v, "__float__") && !py::isinstance<py::str>(v); }
+
+}  // namespace
+
+// One layer from Python: (kind, {attribute: value}). A value left out (or None) takes the
+// attribute's default; types are checked here (TypeError), ranges by the core (ValueError).
+LayerDesc layer_desc(const std::string& kind_name, const py::dict& attrs) {
+    LayerDesc d;
+    d.kind = &layer_kind(kind_name);
+    const LayerKindInfo& k = *d.kind;
+    for (auto item : attrs) {
+        const std::string key = py::str(item.first).cast<std::string>();
+        bool known = false;
+        for (const AttrInfo& a : k.attrs) known |= a.name == key;
+        if (!known) {
+            std::string names;
+            for (const AttrInfo& a : k.attrs) names += (names.empty() ? "" : ", ") + a.name;
+            throw py::value_error(k.class_name + " has no attribute '" + key + "' (it has: " +
+                                  (names.empty() ? std::string("none") : names) + ")");
+        }
+    }
+    d.values.assign(k.attrs.size(), 0.0);
+    for (size_t i = 0; i < k.attrs.size(); i++) {
+        const AttrInfo& a = k.attrs[i];
+        const std::string what = k.class_name + ": " + a.name;
+        py::object v = attrs.contains(a.name.c_str()) ? py::object(attrs[a.name.c_str()]) : py::none();
+        if (v.is_none()) {
+            if (!a.default_from.empty()) {
+                d.values[i] = d.values[k.attr(a.default_from)];
+                continue;
+            }
+            if (a.required) throw py::type_error(what + " is required");
+            d.values[i] = a.fallback;
+            continue;
+        }
+        switch (a.type) {
+            case AttrType::kInt:
+                if (!is_int(v))
+                    throw py::type_error(what + " must be an int, got " + type_name(v) + " " +
+                                         py::repr(v).cast<std::string>());
+                d.values[i] = double(v.cast<int64_t>());
+                break;
+            case AttrType::kBool:
+                if (!is_bool(v))
+                    throw py::type_error(what + " must be True or False, got " + type_name(v) + " " +
+                                         py::repr(v).cast<std::string>());
+                d.values[i] = v.cast<bool>() ? 1.0 : 0.0;
+                break;
+            case AttrType::kFloat:
+                if (!is_real(v))
+                    throw py::type_error(what + " must be a number, got " + type_name(v) + " " +
+                                         py::repr(v).cast<std::string>());
+                d.values[i] = v.cast<double>();
+                break;
+            case AttrType::kTable:
+            case AttrType::kMatrix: {
+                FArr c = as_float(k.class_name.c_str(), a.name.c_str(), v);
+                d.const_shape = shape_of(c);
+                if (d.const_shape.size() != 2)
+                    throw py::value_error(what + " must be a table of rows, got shape " + shape_str(d.const_shape));
+                d.constant.assign(c.data(), c.data() + c.size());
+                d.values[i] = std::nan("");
+                break;
+            }
+        }
+    }
+    return d;
+}
+
 std::vector<LayerDesc> net_descs(const py::list& layers) {
     std::vector<LayerDesc> descs;
     for (auto item : layers) {
+        if (!py::isinstance<py::tuple>(item) || py::len(item) != 2)
+            throw py::type_error("Net: each layer must be a (kind, {attribute: value}) pair");
         auto t = item.cast<py::tuple>();
-        if (t.size() != 7 && t.size() != 8)
-            throw py::value_error("Net: each layer must be (kind, in, out, kernel, stride, pad, bias[, const])");
-        LayerDesc d;
-        d.kind = &layer_kind(t[0].cast<std::string>());
-        d.in = t[1].cast<int64_t>(), d.out = t[2].cast<int64_t>(), d.kernel = t[3].cast<int64_t>();
-        d.stride = t[4].cast<int64_t>(), d.pad = t[5].cast<int64_t>(), d.bias = t[6].cast<bool>();
-        if (t.size() == 8 && !t[7].is_none()) {
-            FArr c = as_float("Net", "const", py::object(t[7]));
-            d.const_shape = shape_of(c);
-            if (d.const_shape.empty()) d.const_shape = {1};  // a scalar is one value
-            d.constant.assign(c.data(), c.data() + c.size());
-        }
-        descs.push_back(d);
+        descs.push_back(layer_desc(t[0].cast<std::string>(), t[1].cast<py::dict>()));
     }
     return descs;
 }
@@ -39,6 +117,98 @@ Shape net_input_shape(const py::tuple& input_shape) {
 
 namespace {
 
+// ----------------------------------------------------------------------------- registry
+
+// The attribute values of a description as Python values (tables as tuples of rows).
+py::dict attr_values(const LayerDesc& d) {
+    py::dict out;
+    const LayerKindInfo& k = *d.kind;
+    for (size_t i = 0; i < k.attrs.size(); i++) {
+        const AttrInfo& a = k.attrs[i];
+        switch (a.type) {
+            case AttrType::kInt: out[a.name.c_str()] = py::int_(d.i(i)); break;
+            case AttrType::kBool: out[a.name.c_str()] = py::bool_(d.b(i)); break;
+            case AttrType::kFloat: out[a.name.c_str()] = py::float_(d.values[i]); break;
+            case AttrType::kTable:
+            case AttrType::kMatrix: {
+                py::list rows;
+                const int64_t R = d.const_shape[0], C = d.const_shape[1];
+                for (int64_t r = 0; r < R; r++) {
+                    py::list row;
+                    for (int64_t c = 0; c < C; c++) {
+                        const float v = d.constant[size_t(r * C + c)];
+                        if (a.type == AttrType::kTable)
+                            row.append(py::int_(int(v)));
+                        else
+                            row.append(py::float_(v));
+                    }
+                    rows.append(py::tuple(row));
+                }
+                out[a.name.c_str()] = py::tuple(rows);
+                break;
+            }
+        }
+    }
+    return out;
+}
+
+py::dict py_check_layer(const std::string& kind, const py::dict& attrs) {
+    LayerDesc d = layer_desc(kind, attrs);
+    check_attrs(d);
+    return attr_values(d);
+}
+
+py::tuple py_layer_output_shape(const std::string& kind, const py::dict& attrs, const py::sequence& in) {
+    Shape s;
+    for (auto v : in) s.push_back(v.cast<int64_t>());
+    return py::tuple(py::cast(layer_output_shape(layer_desc(kind, attrs), s)));
+}
+
+py::object str_or_none(const std::string& s) { return s.empty() ? py::object(py::none()) : py::object(py::str(s)); }
+
+// The registry as Python reads it: kind name -> what the entry says.
+py::dict py_layer_kinds() {
+    py::dict out;
+    for (const LayerKindInfo& k : layer_kinds()) {
+        py::list attrs;
+        for (const AttrInfo& a : k.attrs) {
+            py::dict ad;
+            ad["name"] = a.name;
+            ad["type"] = type_word(a.type);
+            ad["required"] = a.required && a.default_from.empty();
+            if (a.type == AttrType::kBool)
+                ad["default"] = py::bool_(a.fallback != 0.0);
+            else if (a.type == AttrType::kInt)
+                ad["default"] = a.required || !a.default_from.empty() ? py::object(py::none()) : py::object(py::int_(int64_t(a.fallback)));
+            else if (a.type == AttrType::kFloat)
+                ad["default"] = a.required ? py::object(py::none()) : py::object(py::float_(a.fallback));
+            else
+                ad["default"] = py::none();
+            ad["default_from"] = str_or_none(a.default_from);
+            ad["onnx"] = str_or_none(a.onnx);
+            attrs.append(ad);
+        }
+        py::dict kd;
+        kd["class"] = k.class_name;
+        kd["torch"] = str_or_none(k.torch);
+        kd["onnx"] = str_or_none(k.onnx);
+        kd["attrs"] = attrs;
+        kd["params"] = py::cast(k.params);
+        kd["buffers"] = py::cast(k.buffers);
+        kd["elementwise"] = k.family == Family::kElementwise;
+        kd["penalty_output"] = k.penalty_output;
+        kd["batch_coupled"] = k.coupled();
+        out[k.name.c_str()] = kd;
+    }
+    return out;
+}
+
+py::tuple py_loss_kinds() {
+    py::list out;
+    for (const LossKindInfo& k : loss_kinds()) out.append(k.name);
+    return py::tuple(out);
+}
+
 // ----------------------------------------------------------------------------- fused network
 
 std::unique_ptr<Net> make_net(const py::list& layers, const py::tuple& input_shape) {
@@ -46,17 +216,41 @@ std::unique_ptr<Net> make_net(const py::list& layers, const py::tuple& input_sha
     return std::make_unique<Net>(net_descs(layers), s[0], s[1], s[2]);
 }
 
-// Parameter arrays as float32 (copies only when needed), checked by the net.
-std::vector<FArr> net_params(const Net& net, const py::sequence& params) {
+// Arrays as float32 (copies only when needed); their shapes go to `check`.
+template <class Check>
+std::vector<FArr> float_arrays(const char* what, const py::sequence& arrays, Check&& check) {
     std::vector<FArr> out;
     std::vector<Shape> shapes;
-    out.reserve(net.param_shapes().size());
-    shapes.reserve(net.param_shapes().size());
-    for (auto item : params) {
-        out.push_back(as_float("Net", "params", item));
+    for (auto item : arrays) {
+        out.push_back(as_float("Net", what, item));
         shapes.push_back(shape_of(out.back()));
     }
-    net.check_params("parameter", shapes);
+    check(shapes);
+    return out;
+}
+
+std::vector<FArr> net_params(const Net& net, const py::sequence& params) {
+    return float_arrays("params", params, [&](const std::vector<Shape>& s) { net.check_params("parameter", s); });
+}
+std::vector<FArr> net_buffers(const Net& net, const py::sequence& buffers) {
+    return float_arrays("buffers", buffers, [&](const std::vector<Shape>& s) { net.check_buffers(s); });
+}
+
+// Arrays the step writes into in place (gradients, running statistics): each must already be
+// float32, C-contiguous and writeable; their shapes go to `check`.
+template <class Check>
+std::vector<float*> writable_arrays(const char* what, const py::sequence& arrays, Check&& check) {
+    std::vector<float*> out;
+    std::vector<Shape> shapes;
+    for (auto item : arrays) {
+        py::array g = py::array::ensure(item);
+        if (!g || !py::isinstance<py::array_t<float>>(g) || !(g.flags() & py::array::c_style) || !g.writeable())
+            throw py::type_error("Net.train_step: " + std::string(what) + " " + std::to_string(out.size()) +
+                                 " must be a writeable C-contiguous float32 array");
+        out.push_back(static_cast<float*>(g.mutable_data()));
+        shapes.push_back(shape_of(g));
+    }
+    check(shapes);
     return out;
 }
 
@@ -66,131 +260,131 @@ FArr net_input(const Net& net, const py::object& xo) {
     return x;
 }
 
-FArr py_net_forward(Net& net, const py::object& xo, const py::sequence& params) {
+FArr py_net_forward(Net& net, const py::object& xo, const py::sequence& params, const py::sequence& buffers) {
     FArr x = net_input(net, xo);
-    std::vector<FArr> ps = net_params(net, params);
-    std::vector<const float*> pp;
-    for (auto& a : ps) pp.push_back(a.data());
+    std::vector<FArr> ps = net_params(net, params), bs = net_buffers(net, buffers);
+    std::vector<const float*> pp = data_of(ps), bp = data_of(bs);
     const int64_t N = x.shape(0);
     FArr out = new_float({N, net.out_features()});
     float* op = out.mutable_data();
     {
         py::gil_scoped_release nogil;
-        net.forward(op, x.data(), N, pp.data());
+        net.forward(op, x.data(), N, pp.data(), bp.data());
     }
     return out;
 }
 
 FArr py_net_predict_u8(Net& net, const py::array& images, const py::object& luto, int64_t pad,
-                       const py::sequence& params) {
+                       const py::sequence& params, const py::sequence& buffers) {
     const char* op = "Net.predict_u8";
     U8Arr img = as_u8(op, images);
     const Shape is = shape_of(img);
     FArr lut = as_float(op, "lut", luto);
     net.check_predict_u8(is, pad, lut.size());
-    std::vector<FArr> ps = net_params(net, params);
-    std::vector<const float*> pp;
-    for (auto& a : ps) pp.push_back(a.data());
+    std::vector<FArr> ps = net_params(net, params), bs = net_buffers(net, buffers);
+    std::vector<const float*> pp = data_of(ps), bp = data_of(bs);
     FArr probs = new_float({is[0], net.out_features()});
     float* out = probs.mutable_data();
     {
         py::gil_scoped_release nogil;
-        net.predict_u8(out, img.data(), is[0], is[1], is[2], pad, lut.data(), pp.data());
+        net.predict_u8(out, img.data(), is[0], is[1], is[2], pad, lut.data(), pp.data(), bp.data());
     }
     return probs;
 }
 
 py::tuple py_net_train_step(Net& net, const py::object& xo, const py::object& labo,
                             const py::sequence& params, const py::sequence& grads,
-                            const std::string& loss) {
+                            const std::string& loss, const py::sequence& buffers, uint64_t seed,
+                            uint64_t epoch, int64_t first) {
     const char* op = "Net.train_step";
     FArr x = as_float("Net", "x", xo);
     I64Arr labels = as_int<I64Arr>(op, "labels", labo);
     net.check_train_step(shape_of(x), shape_of(labels), labels.data());
+    check_at_least(op, "first", first, 0);
     const int64_t N = x.shape(0), classes = net.out_features();
     const LossKindInfo& kind = loss_kind(loss);
     std::vector<FArr> ps = net_params(net, params);
-    std::vector<const float*> pp;
-    for (auto& a : ps) pp.push_back(a.data());
-    // Gradients are written into the caller's arrays (the one binding that does so): they
-    // must already be float32, C-contiguous, writeable and of the parameter's shape.
-    std::vector<py::array> gs;
-    std::vector<float*> gp;
-    std::vector<Shape> gshapes;
-    for (auto item : grads) {
-        py::array g = py::array::ensure(item);
-        if (!g || !py::isinstance<py::array_t<float>>(g) ||
-            !(g.flags() & py::array::c_style) || !g.writeable())
-            throw py::type_error("Net.train_step: gradient " + std::to_string(gs.size()) +
-                                 " must be a writeable C-contiguous float32 array");
-        gp.push_back(static_cast<float*>(g.mutable_data()));
-        gshapes.push_back(shape_of(g));
-        gs.push_back(g);
-    }
-    net.check_params("gradient", gshapes);
+    std::vector<const float*> pp = data_of(ps);
+    // Gradients and running statistics are written into the caller's arrays.
+    std::vector<float*> gp = writable_arrays("gradient", grads, [&](const std::vector<Shape>& s) {
+        net.check_params("gradient", s);
+    });
+    std::vector<float*> bp = writable_arrays("buffer", buffers, [&](const std::vector<Shape>& s) {
+        net.check_buffers(s);
+    });
     FArr out = new_float({N, classes});
     float* outp = out.mutable_data();
+    const StepNoise noise{seed, epoch, first};
     double value;
     {
         py::gil_scoped_release nogil;
-        value = net.train_step(outp, gp.data(), x.data(), labels.data(), N, pp.data(), kind);
+        value = net.train_step(outp, gp.data(), x.data(), labels.data(), N, pp.data(), bp.data(), kind, noise);
     }
     return py::make_tuple(value, out);
 }
 
-
-
-// The layer registry: kind name -> {LayerDesc slot: the layer attribute it comes from}.
-py::dict py_layer_kinds() {
-    py::dict out;
-    for (const LayerKindInfo& k : layer_kinds()) {
-        py::dict fields;
-        for (int s = 0; s < kNumSlots; s++)
-            if (k.fields[s]) fields[kSlotNames[s]] = k.fields[s];
-        out[k.name] = fields;
+FArr py_net_input_gradient(Net& net, const py::object& xo, const py::object& douto,
+                           const py::sequence& params, const py::sequence& buffers) {
+    const char* op = "Net.input_gradient";
+    FArr x = net_input(net, xo);
+    const int64_t N = x.shape(0);
+    FArr dout = as_float(op, "dout", douto);
+    if (shape_of(dout) != Shape{N, net.out_features()})
+        throw py::value_error(std::string(op) + ": dout must have shape " + shape_str({N, net.out_features()}) +
+                              ", got " + shape_str(shape_of(dout)));
+    std::vector<FArr> ps = net_params(net, params), bs = net_buffers(net, buffers);
+    std::vector<const float*> pp = data_of(ps), bp = data_of(bs);
+    FArr dx = new_float(shape_of(x));
+    float* dxp = dx.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        net.input_gradient(dxp, x.data(), dout.data(), N, pp.data(), bp.data());
     }
+    return dx;
+}
+
+py::list shapes_list(const std::vector<Shape>& shapes) {
+    py::list out;
+    for (const auto& s : shapes) out.append(py::tuple(py::cast(s)));
     return out;
-}
-
-py::tuple py_penalty_kinds() {
-    py::list out;
-    for (const LayerKindInfo& k : layer_kinds())
-        if (k.penalty_output) out.append(k.name);
-    return py::tuple(out);
-}
-
-py::tuple py_loss_kinds() {
-    py::list out;
-    for (const LossKindInfo& k : loss_kinds()) out.append(k.name);
-    return py::tuple(out);
 }
 
 }  // namespace
 
 void bind_net(py::module_& m) {
     py::class_<Net>(m, "Net",
-                    "A layer chain run by the core in one call per "
-                    "batch. layers: list of (kind, in, out, kernel, stride, pad, bias) tuples, "
-                    "kind one of layer_kinds(); const (optional) is the layer's fixed array or None.")
+                    "A layer chain run by the core in one call per batch. layers: a list of "
+                    "(kind, {attribute: value}) pairs, kind one of layer_kinds().")
         .def(py::init(&make_net), py::arg("layers"), py::arg("input_shape"))
-        .def("forward", &py_net_forward, py::arg("x"), py::arg("params"),
-             "Outputs (N, features) for x (N, C, H, W).")
+        .def("forward", &py_net_forward, py::arg("x"), py::arg("params"), py::arg("buffers") = py::tuple(),
+             "Outputs (N, features) for x (N, C, H, W), in evaluation mode.")
         .def("predict_u8", &py_net_predict_u8, py::arg("images"), py::arg("lut"), py::arg("pad"),
-             py::arg("params"),
+             py::arg("params"), py::arg("buffers") = py::tuple(),
              "Softmax of the class scores for raw uint8 images (N, h, w), padded and normalised in the core.")
         .def("train_step", &py_net_train_step, py::arg("x"), py::arg("labels"), py::arg("params"),
-             py::arg("grads"), py::arg("loss") = "cross_entropy",
-             "(loss, out): forward, mean loss and backward; overwrites the arrays in grads.")
-        .def_property_readonly("param_shapes", [](const Net& n) {
-            py::list out;
-            for (const auto& s : n.param_shapes()) out.append(py::tuple(py::cast(s)));
-            return out;
-        }, "Parameter shapes, in the order params and grads are given.");
+             py::arg("grads"), py::arg("loss") = "cross_entropy", py::arg("buffers") = py::tuple(),
+             py::arg("seed") = 0, py::arg("epoch") = 0, py::arg("first") = 0,
+             "(loss, out): forward (training mode), mean loss and backward; overwrites the arrays in "
+             "grads and moves the running statistics in buffers. Dropout draws from (seed, epoch, "
+             "first + sample index).")
+        .def("input_gradient", &py_net_input_gradient, py::arg("x"), py::arg("dout"), py::arg("params"),
+             py::arg("buffers") = py::tuple(),
+             "dx (N, C, H, W): the gradient of sum(dout * outputs) with respect to x, in evaluation mode.")
+        .def_property_readonly("param_shapes", [](const Net& n) { return shapes_list(n.param_shapes()); },
+                               "Parameter shapes, in the order params and grads are given.")
+        .def_property_readonly("buffer_shapes", [](const Net& n) { return shapes_list(n.buffer_shapes()); },
+                               "Buffer shapes (running statistics), in the order buffers are given.")
+        .def_property_readonly("batch_coupled", &Net::batch_coupled,
+                               "Whether a layer needs the whole batch in training (BatchNorm).");
     m.def("layer_kinds", &py_layer_kinds,
-          "The layer kinds the core runs: name -> {Net tuple slot: layer attribute it comes from}.");
+          "The registry: kind name -> {class, torch, onnx, attrs [{name, type, required, default, "
+          "default_from}], params, buffers, elementwise, penalty_output, batch_coupled}.");
+    m.def("check_layer", &py_check_layer, py::arg("kind"), py::arg("attrs"),
+          "The attributes of a layer of `kind` with the defaults filled in; TypeError/ValueError "
+          "naming a bad one.");
+    m.def("layer_output_shape", &py_layer_output_shape, py::arg("kind"), py::arg("attrs"), py::arg("in_shape"),
+          "One sample's output shape for one sample's input shape (the kind's shape rule).");
     m.def("loss_kinds", &py_loss_kinds, "The loss names Net.train_step takes.");
-    m.def("penalty_kinds", &py_penalty_kinds,
-          "The layer kinds whose outputs are penalties (class scores = -outputs, e.g. rbf).");
 }
 
 }  // namespace py_bind

@@ -11,6 +11,7 @@
 #include "ops/pool2d.h"
 #include "ops/rbf.h"
 #include "ops/subsample2d.h"
+#include "net/registry.h"
 #include "py/convert.h"
 
 namespace pylenet {
@@ -254,10 +255,10 @@ py::tuple py_linear_backward(const py::object& xo, const py::object& wo, const p
 
 // ----------------------------------------------------------------------------- activations
 
-using Unary = void (*)(float*, const float*, int64_t);
-using Binary = void (*)(float*, const float*, const float*, int64_t);
+using UnaryFn = void (*)(float*, const float*, int64_t);
+using BinaryFn = void (*)(float*, const float*, const float*, int64_t);
 
-FArr run_unary(const char* op, Unary f, const py::object& xo) {
+FArr run_unary(const char* op, UnaryFn f, const py::object& xo) {
     FArr x = as_float(op, "x", xo);
     FArr y = new_float(shape_of(x));
     float* yp = y.mutable_data();
@@ -269,7 +270,7 @@ FArr run_unary(const char* op, Unary f, const py::object& xo) {
     return y;
 }
 
-FArr run_binary(const char* op, const char* first, Binary f, const py::object& ao,
+FArr run_binary(const char* op, const char* first, BinaryFn f, const py::object& ao,
                 const py::object& dyo) {
     FArr a = as_float(op, first, ao), dy = as_float(op, "dy", dyo);
     check_same_shape(op, "dy", shape_of(dy), first, shape_of(a));
@@ -283,9 +284,47 @@ FArr run_binary(const char* op, const char* first, Binary f, const py::object& a
     return dx;
 }
 
+// The element-wise kind called `kind` (ValueError for another kind or an unknown name).
+Unary elementwise_kind(const char* op, const std::string& kind) {
+    const LayerKindInfo& k = layer_kind(kind);
+    if (k.family != Family::kElementwise)
+        throw py::value_error(std::string(op) + ": " + kind + " is not an element-wise kind");
+    return k.unary;
+}
+
+FArr py_elementwise_forward(const std::string& kind, const py::object& xo, double a, double b) {
+    const Unary u = elementwise_kind("elementwise_forward", kind);
+    FArr x = as_float("elementwise_forward", "x", xo);
+    FArr y = new_float(shape_of(x));
+    float* yp = y.mutable_data();
+    py::gil_scoped_release nogil;
+    unary_forward(u, yp, x.data(), x.size(), float(a), float(b));
+    return y;
+}
+
+FArr py_elementwise_backward(const std::string& kind, const py::object& xo, const py::object& yo,
+                             const py::object& dyo, double a, double b) {
+    const char* op = "elementwise_backward";
+    const Unary u = elementwise_kind(op, kind);
+    FArr x = as_float(op, "x", xo), y = as_float(op, "y", yo), dy = as_float(op, "dy", dyo);
+    check_same_shape(op, "y", shape_of(y), "x", shape_of(x));
+    check_same_shape(op, "dy", shape_of(dy), "x", shape_of(x));
+    FArr dx = new_float(shape_of(x));
+    float* dxp = dx.mutable_data();
+    py::gil_scoped_release nogil;
+    unary_backward(u, dxp, x.data(), y.data(), dy.data(), x.size(), float(a), float(b));
+    return dx;
+}
+
 }  // namespace
 
 void bind_ops(py::module_& m) {
+    m.def("elementwise_forward", &py_elementwise_forward, py::arg("kind"), py::arg("x"), py::arg("a") = 0.0,
+          py::arg("b") = 0.0,
+          "y = f(x) for the element-wise kind `kind` (a registry name), a and b its float attributes.");
+    m.def("elementwise_backward", &py_elementwise_backward, py::arg("kind"), py::arg("x"), py::arg("y"),
+          py::arg("dy"), py::arg("a") = 0.0, py::arg("b") = 0.0,
+          "dx = f'(x) dy for the element-wise kind `kind`, from its forward input x and output y.");
     m.def("conv2d_forward", &py_conv2d_forward, py::arg("x"), py::arg("w"), py::arg("b") = py::none(),
           py::arg("stride") = 1, py::arg("padding") = 0,
           "Cross-correlation of x (N,C,H,W) with w (K,C,R,S) plus bias b (K,) or None; "

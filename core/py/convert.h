@@ -150,6 +150,7 @@ void bind_ops(py::module_& m);
 void bind_train(py::module_& m);
 void bind_net(py::module_& m);
 void bind_gpu(py::module_& m);
+void bind_norm(py::module_& m);
 
 }  // namespace py_bind
 }  // namespace pylenet

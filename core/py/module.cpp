@@ -1,5 +1,5 @@
 // The extension module pylenet._core: the only entry point pybind11 sees. It registers the
-// binding files (bind_ops, bind_train, bind_net, bind_gpu) and the process-wide settings:
+// binding files (bind_ops, bind_norm, bind_train, bind_net, bind_gpu) and the process-wide settings:
 // threads, SIMD level and build information.
 #include <string>
 
@@ -52,6 +52,7 @@ PYBIND11_MODULE(_core, m) {
     bind_train(m);
     bind_net(m);
     bind_gpu(m);
+    bind_norm(m);
     m.def("set_num_threads",
           [](int n) {
               if (n < 1)

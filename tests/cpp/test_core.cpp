@@ -379,17 +379,10 @@ void test_lecun98_ops(std::mt19937& rng) {
     }
     // The network needs each fixed array, with its shape.
     expect(invalid_message([] {
-               LayerDesc d;
-               d.kind = &layer_kind("rbf");
-               d.in = 4, d.out = 3;
-               Net({d}, 4, 1, 1);
+               Net({make_layer("rbf", {{"in_features", 4}, {"out_features", 3}})}, 4, 1, 1);
            }).find("needs flat input") != std::string::npos, "Net: rbf needs flat input");
     expect(invalid_message([] {
-               LayerDesc f, d;
-               f.kind = &layer_kind("flatten");
-               d.kind = &layer_kind("rbf");
-               d.in = 4, d.out = 3;
-               Net({f, d}, 4, 1, 1);
+               Net({make_layer("flatten"), make_layer("rbf", {{"in_features", 4}, {"out_features", 3}})}, 4, 1, 1);
            }).find("(RBF) centres must have shape (3, 4), got none") != std::string::npos,
            "Net: rbf without centres names the shape it needs");
 }

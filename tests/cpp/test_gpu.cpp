@@ -28,6 +28,7 @@
 #include "oracle/activations.h"
 #include "oracle/conv2d.h"
 #include "oracle/linear.h"
+#include "oracle/losses.h"
 #include "oracle/masked_conv2d.h"
 #include "oracle/pool2d.h"
 #include "oracle/rbf.h"
@@ -215,7 +216,7 @@ void test_unary_losses(std::mt19937& rng) {
         expect(max_rel_err(y, y_ref) < 1e-5, std::string(u.name) + " forward");
         // ReLU's backward reads its output here (the fused layer's), the oracle its input:
         // the same mask, since y > 0 iff x > 0.
-        grid(n, UnaryBackward{dx.data(), y.data(), dy.data(), u.kind, 1.0f});
+        grid(n, UnaryBackward{dx.data(), y.data(), y.data(), dy.data(), u.kind, 1.0f, 0.0f});
         u.bwd(dx_ref.data(), u.kind == Unary::kRelu ? x.data() : y.data(), dy.data(), n);
         expect(max_rel_err(dx, dx_ref) < 1e-5, std::string(u.name) + " backward");
     }
@@ -228,17 +229,22 @@ void test_unary_losses(std::mt19937& rng) {
     for (auto& v : out) v *= 4.0f;
     std::vector<int64_t> labels(static_cast<size_t>(N));
     for (int64_t i = 0; i < N; i++) labels[size_t(i)] = (i * 7) % C;
+    std::vector<float> onehot(out.size(), 0.0f);
+    for (int64_t i = 0; i < N; i++) onehot[size_t(i * C + labels[size_t(i)])] = 1.0f;
     for (const std::string name : {"cross_entropy", "mse", "rbf_map"}) {
         const LossKindInfo& kind = loss_kind(name);
-        const LossKind lk = name == "cross_entropy" ? LossKind::kCrossEntropy : name == "mse" ? LossKind::kMse : LossKind::kRbfMap;
         std::vector<float> d(out.size(), NAN), d_ref(out.size());
         std::vector<double> rows(static_cast<size_t>(N));
         std::vector<int32_t> ok(static_cast<size_t>(N));
-        grid(N, LossRows{d.data(), rows.data(), ok.data(), out.data(), labels.data(), N, C, lk, name == "rbf_map", kRbfMapJ});
+        grid(N, LossRows{d.data(), rows.data(), ok.data(), out.data(), labels.data(), C, kind.kind,
+                         name == "rbf_map", kind.scale(N, C)});
         StepControl ctrl{};
         StepSlot slot{};
         grid(1, FinishLoss{&ctrl, &slot, rows.data(), ok.data(), N, kind.mean_count(N, C)});
-        const double ref = kind.block_sum(d_ref.data(), out.data(), labels.data(), N, C, N) / kind.mean_count(N, C);
+        // Against the naive oracles (definitions in double), not the CPU's row formulas.
+        const double ref = name == "cross_entropy" ? softmax_cross_entropy_naive(d_ref.data(), out.data(), labels.data(), N, C)
+                           : name == "mse" ? mse_loss_naive(d_ref.data(), out.data(), onehot.data(), N * C)
+                                           : rbf_map_loss_naive(d_ref.data(), out.data(), labels.data(), N, C);
         expect(std::fabs(slot.loss - ref) < 1e-6 * (1 + std::fabs(ref)), name + " loss");
         expect(max_rel_err(d, d_ref) < 1e-6, name + " gradient");
         expect(ctrl.apply == 1 && slot.applied == 1, name + " finite loss applies");
@@ -263,7 +269,8 @@ void test_unary_losses(std::mt19937& rng) {
     std::vector<float> d(out.size());
     std::vector<double> rows(static_cast<size_t>(N));
     std::vector<int32_t> ok(static_cast<size_t>(N));
-    grid(N, LossRows{d.data(), rows.data(), ok.data(), out.data(), labels.data(), N, C, LossKind::kCrossEntropy, false, 0});
+    grid(N, LossRows{d.data(), rows.data(), ok.data(), out.data(), labels.data(), C, LossKind::kCrossEntropy, false,
+                     1.0f / float(N)});
     StepControl ctrl{};
     ctrl.stop_on_nonfinite = 1;
     StepSlot slot{};
@@ -306,12 +313,17 @@ void test_optimizer(std::mt19937& rng) {
     expect(p == p0, "no update when the step does not apply");
 }
 
+// A layer of `kind` from positional sizes, named as its registry entry names them.
 LayerDesc layer(const char* kind, int64_t in = 0, int64_t out = 0, int64_t k = 0, int64_t stride = 1,
                 int64_t pad = 0, bool bias = false) {
-    LayerDesc d;
-    d.kind = &layer_kind(kind);
-    d.in = in, d.out = out, d.kernel = k, d.stride = stride, d.pad = pad, d.bias = bias;
-    return d;
+    const std::string name = kind;
+    const double b = bias ? 1.0 : 0.0;
+    if (name == "conv2d")
+        return make_layer(kind, {{"in_channels", in}, {"out_channels", out}, {"kernel_size", k},
+                                 {"stride", stride}, {"padding", pad}, {"bias", b}});
+    if (name == "maxpool2d" || name == "avgpool2d") return make_layer(kind, {{"kernel_size", k}, {"stride", stride}});
+    if (name == "linear") return make_layer(kind, {{"in_features", in}, {"out_features", out}, {"bias", b}});
+    return make_layer(kind);
 }
 
 std::vector<LayerDesc> lenet5() {
@@ -340,7 +352,7 @@ void test_net(std::mt19937& rng) {
     auto x = randn(size_t(N * 32 * 32), rng);
     std::vector<float> out(size_t(N * 10)), out_ref(out.size());
     gnet.forward(out.data(), x.data(), N);
-    net.forward(out_ref.data(), x.data(), N, pp.data());
+    net.forward(out_ref.data(), x.data(), N, pp.data(), nullptr);
     expect(max_rel_err(out, out_ref) < 1e-5, "GpuNet forward vs Net");
 
     std::vector<int64_t> labels(static_cast<size_t>(N));
@@ -368,13 +380,13 @@ void test_net(std::mt19937& rng) {
             double worst_loss = 0;
             for (int step = 0; step < 3; step++) {
                 const float lr = adam ? 1e-3f : 0.05f;
-                const StepResult r = g.train_step(nullptr, x.data(), labels.data(), N, lr, loss);
+                const StepResult r = g.train_step(nullptr, x.data(), labels.data(), N, lr, loss, StepNoise{});
                 std::vector<std::vector<float>> grads;
                 std::vector<float*> gp;
                 for (const auto& q : p) grads.emplace_back(q.size());
                 for (auto& q : grads) gp.push_back(q.data());
                 const double ref = net.train_step(out_ref.data(), gp.data(), x.data(), labels.data(), N,
-                                                  ptrs.data(), loss_kind(loss));
+                                                  ptrs.data(), nullptr, loss_kind(loss), StepNoise{});
                 worst_loss = std::fmax(worst_loss, std::fabs(r.loss - ref));
                 for (size_t i = 0; i < p.size(); i++) {
                     if (adam) {
@@ -433,7 +445,7 @@ void test_net_rules(std::mt19937& rng) {
         cfg.momentum = 0.9f;
         g.set_optimizer(cfg);
         g.set_dataset(images.data(), labels.data(), N, 28, 28, 2, lut.data());
-        res = g.train_indices(idx.data(), N, 16, lrs.data(), "cross_entropy", stop);
+        res = g.train_indices(idx.data(), N, 16, lrs.data(), "cross_entropy", stop, StepNoise{});
         std::vector<std::vector<float>> out;
         std::vector<float*> ptrs;
         for (const auto& p : params) out.emplace_back(p.size());
@@ -456,7 +468,7 @@ void test_net_rules(std::mt19937& rng) {
             net->set_dataset(images.data(), labels.data(), N, 28, 28, 2, lut.data());
         }
         const std::vector<float> lrs = {0.05f, 0.05f, 0.05f, 0.05f};
-        first = g.train_indices(idx.data(), N, 16, lrs.data(), "cross_entropy", false);
+        first = g.train_indices(idx.data(), N, 16, lrs.data(), "cross_entropy", false, StepNoise{});
         std::vector<std::vector<float>> w(params.size()), buf(params.size());
         std::vector<float*> wp, bp;
         for (size_t i = 0; i < params.size(); i++) {
@@ -471,8 +483,8 @@ void test_net_rules(std::mt19937& rng) {
         h.set_params(wc);
         h.set_optimizer_state({bc}, true, g.optimizer_steps());
         const int64_t idx2[4] = {3, 7, 1, 0};
-        again = g.train_indices(idx2, 4, 2, lrs.data(), "cross_entropy", false);
-        fresh = h.train_indices(idx2, 4, 2, lrs.data(), "cross_entropy", false);
+        again = g.train_indices(idx2, 4, 2, lrs.data(), "cross_entropy", false, StepNoise{});
+        fresh = h.train_indices(idx2, 4, 2, lrs.data(), "cross_entropy", false, StepNoise{});
         expect(again.size() == 2 && fresh.size() == 2 && again[0].loss == fresh[0].loss &&
                    again[1].loss == fresh[1].loss && again[1].correct == fresh[1].correct,
                "train_indices with another batch size: no program of the first run replayed");
@@ -482,7 +494,7 @@ void test_net_rules(std::mt19937& rng) {
         g.set_params(pp);
         g.set_dataset(images.data(), labels.data(), N, 28, 28, 2, lut.data());
         const std::vector<float> lrs = {0.05f, 0.05f, 0.05f, 0.05f};
-        g.train_indices(idx.data(), N, 16, lrs.data(), "cross_entropy", false);
+        g.train_indices(idx.data(), N, 16, lrs.data(), "cross_entropy", false, StepNoise{});
         g.set_params(pp);
         std::vector<std::vector<float>> back;
         std::vector<float*> ptrs;
@@ -508,8 +520,8 @@ void test_net_rules(std::mt19937& rng) {
             for (const auto& q : p) grads.emplace_back(q.size());
             for (auto& q : grads) gp.push_back(q.data());
             std::vector<float> out(size_t(n * 10));
-            const double ref = net.train_step(out.data(), gp.data(), x.data(), y.data(), n, ptrs.data(),
-                                              loss_kind("cross_entropy"));
+            const double ref = net.train_step(out.data(), gp.data(), x.data(), y.data(), n, ptrs.data(), nullptr,
+                                              loss_kind("cross_entropy"), StepNoise{});
             worst_loss = std::fmax(worst_loss, std::fabs(ref - r1[size_t(s)].loss));
             for (size_t i = 0; i < p.size(); i++) {
                 if (buf[i].empty()) buf[i].assign(p[i].size(), 0.0f);
@@ -541,7 +553,7 @@ void test_net_rules(std::mt19937& rng) {
         const int64_t bad = N;
         g.set_dataset(images.data(), labels.data(), N, 28, 28, 2, lut.data());
         const float lr = 0.1f;
-        g.train_indices(&bad, 1, 1, &lr, "cross_entropy", false);
+        g.train_indices(&bad, 1, 1, &lr, "cross_entropy", false, StepNoise{});
     } catch (const std::invalid_argument&) {
         threw = true;
     }
