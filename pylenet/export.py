@@ -64,7 +64,7 @@ def build_onnx(model, *, preprocess: bool = False, input_shape: tuple = (1, 32, 
     nodes, inits = [], []
 
     def const(name, array):
-        inits.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        inits.append(numpy_helper.from_array(np.array(array, order="C"), name))  # 0-d stays 0-d
         return name
 
     if preprocess:
