@@ -398,6 +398,18 @@ class Tanh(_Elementwise):
     core_kind = "tanh"
 
 
+class LeakyReLU(_Elementwise):
+    """x for x > 0, else negative_slope * x (PyTorch's default slope 0.01)."""
+
+    core_kind = "leaky_relu"
+
+    def __init__(self, negative_slope: float = 0.01):
+        self._set_attrs(negative_slope=negative_slope)
+
+    def extra_repr(self):
+        return f"negative_slope={self.negative_slope:g}"
+
+
 class ScaledTanh(_Elementwise):
     """LeCun 1998's squashing function 1.7159 tanh(2x/3) (f(+-1) = +-1); backward from the output."""
 

@@ -127,3 +127,54 @@ def test_backward_overwrites_and_returns_fresh_arrays(name):
     np.testing.assert_array_equal(first, second)
     assert not np.shares_memory(first, second)
     assert not np.shares_memory(second, dy) and not np.shares_memory(second, arg)
+
+
+# ----------------------------------------------------------- a kind added through the registry
+# LeakyReLU was added as one formula (ops/elementwise.h), one registry entry and one class: its
+# layer path, fused engine, torch mapping and ONNX export all come from those.
+
+@pytest.mark.parametrize("slope", [0.01, 0.2, -0.5, 0.0])
+def test_leaky_relu_matches_torch_and_finite_differences(slope):
+    import torch
+    from gradcheck import gradcheck
+    from pylenet.layers import LeakyReLU
+    x = np.random.default_rng(1).standard_normal((4, 3, 5)).astype(np.float32)
+    x[np.abs(x) < 0.05] = 0.5  # away from the kink
+    dy = np.random.default_rng(2).standard_normal(x.shape).astype(np.float32)
+    layer = LeakyReLU(slope)
+    xt = torch.from_numpy(x).requires_grad_()
+    yt = torch.nn.functional.leaky_relu(xt, slope)
+    yt.backward(torch.from_numpy(dy))
+    np.testing.assert_array_equal(layer.forward(x), yt.detach().numpy())
+    np.testing.assert_array_equal(layer.backward(dy), xt.grad.numpy())
+    gradcheck(lambda x: ops.elementwise_forward("leaky_relu", x, slope),
+              lambda G, x: {"x": ops.elementwise_backward("leaky_relu", x, x, G, slope)}, {"x": x})
+
+
+def test_leaky_relu_runs_fused_exported_and_mapped_to_torch(tmp_path):
+    import torch
+    import pylenet
+    from pylenet.engine import cpu_net_for
+    from pylenet.interop import from_torch, to_torch
+    from pylenet.layers import Conv2d, Flatten, LeakyReLU, Linear, Sequential
+    rng = np.random.default_rng(0)
+    model = Sequential(Conv2d(1, 3, 3, rng=rng), LeakyReLU(0.2), Flatten(), Linear(3 * 6 * 6, 4, rng=rng))
+    x = rng.standard_normal((5, 1, 8, 8)).astype(np.float32)
+    labels = rng.integers(0, 4, 5)
+    out = model.forward(x)
+    _, dout = pylenet.CrossEntropyLoss()(out, labels)
+    model.backward(dout)
+    layer_grads = [p.grad.copy() for p in model.parameters()]
+    _, fused_out = cpu_net_for(model, (1, 8, 8)).train_step(x, labels)
+    np.testing.assert_array_equal(fused_out, out)
+    for a, p in zip(layer_grads, model.parameters()):
+        np.testing.assert_array_equal(a, p.grad)
+    module = to_torch(model)
+    assert isinstance(module[1], torch.nn.LeakyReLU) and module[1].negative_slope == 0.2
+    assert isinstance(from_torch(module, input_shape=(1, 8, 8)).layers[1][1], LeakyReLU)
+    with pytest.raises(ValueError, match=r"LeakyReLU: negative_slope must be a number|must be a number"):
+        LeakyReLU(float("nan"))
+    onnx = pytest.importorskip("onnxruntime")
+    path = pylenet.export_onnx(model, tmp_path / "m.onnx", input_shape=(1, 8, 8))
+    got = onnx.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    np.testing.assert_allclose(got, model.eval().forward(x), rtol=1e-5, atol=1e-6)

@@ -42,6 +42,8 @@ std::vector<LayerKindInfo> elementwise_kinds() {
         unary<ScaledTanh>("scaled_tanh", "ScaledTanh", Unary::kScaledTanh).build(),
         // lecun98's fixed input mapping y = scale x + shift.
         unary<Rescale>("rescale", "Rescale", Unary::kRescale).real("scale").real("shift").build(),
+        unary<LeakyRelu>("leaky_relu", "LeakyReLU", Unary::kLeakyRelu).torch("LeakyReLU").onnx("LeakyRelu")
+            .real("negative_slope", -1e300, 1e300, false, false, 0.01).onnx_attr("alpha").build(),
     };
 }
 

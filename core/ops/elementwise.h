@@ -70,6 +70,12 @@ struct Rescale {  // y = a x + b (a = scale, b = shift: fixed constants); dx = a
     PYLENET_HD static float backward(float, float, float dy, float a, float) { return a * dy; }
 };
 
+struct LeakyRelu {  // y = x for x > 0, else a x (a = negative_slope); dx = dy or a dy, from x
+    static constexpr bool from_output = false;
+    PYLENET_HD static float forward(float x, float a, float) { return x > 0.0f ? x : a * x; }
+    PYLENET_HD static float backward(float x, float, float dy, float a, float) { return x > 0.0f ? dy : a * dy; }
+};
+
 }  // namespace elementwise
 
 // Every element-wise kind: X(Op, the struct above).
@@ -78,7 +84,8 @@ struct Rescale {  // y = a x + b (a = scale, b = shift: fixed constants); dx = a
     X(kSigmoid, elementwise::Sigmoid)       \
     X(kTanh, elementwise::Tanh)             \
     X(kScaledTanh, elementwise::ScaledTanh) \
-    X(kRescale, elementwise::Rescale)
+    X(kRescale, elementwise::Rescale)       \
+    X(kLeakyRelu, elementwise::LeakyRelu)
 
 // The element-wise kinds as numbers, for code that picks one at run time (the GPU kernels).
 enum class Unary : int {
