@@ -421,11 +421,13 @@ def test_a_killed_run_keeps_its_finished_epochs_in_the_log_and_the_csv(mnist_dir
     every finished epoch has its line in the log and its row in the CSV."""
     log, err, table = tmp_path / "train.log", tmp_path / "train.err", tmp_path / "epochs.csv"
     out = tmp_path / "run"
+    env = subprocess_env()
+    env.pop("PYTHONUNBUFFERED", None)  # a user's default: stdout to a file is block-buffered
     with open(log, "w") as stdout, open(err, "w") as stderr:
         proc = subprocess.Popen(
             [sys.executable, "-m", "pylenet", "train", "--data", str(mnist_dir), "--epochs", "50",
              "--limit", "500", "--out", str(out), "--threads", "1", "--csv", str(table), *progress],
-            env=subprocess_env(), cwd=tmp_path, stdout=stdout, stderr=stderr)
+            env=env, cwd=tmp_path, stdout=stdout, stderr=stderr)
         try:
             deadline = time.monotonic() + 90
             while not (table.exists() and len(table.read_text().splitlines()) >= 3):  # header + 2
