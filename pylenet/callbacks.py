@@ -19,7 +19,7 @@ Built-in callbacks: EarlyStopping, ModelCheckpoint and CSVLogger. Their `monitor
 the epoch record (EPOCH_METRICS); mode "auto" minimises it unless it measures accuracy or speed
 ("acc" in the name, or images_per_s). A val_* monitor in a fit without validation data is a
 ValueError before the first epoch, as is any monitor that is not a key of the record (unlike
-Keras, which warns and goes on without stopping or saving).
+Keras, which warns and goes on without stopping or saving), and so is every bad argument.
 """
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ def _check_monitor(owner: str, monitor, mode) -> str:
 
 def _check_validation(owner: str, monitor: str, trainer) -> None:
     """A val_* monitor needs validation data: ValueError before the first epoch otherwise."""
-    if monitor.startswith("val_") and trainer is not None and getattr(trainer, "has_validation", True) is False:
+    if monitor.startswith("val_") and getattr(trainer, "has_validation", None) is False:
         raise ValueError(f"{owner}: monitor {monitor!r} needs validation data, and this fit has "
                          f"none; pass validation=(images, labels) or monitor a training metric "
                          f"such as {monitor[len('val_'):]!r}")
@@ -127,13 +127,13 @@ def _better(value: float, best, mode: str, min_delta: float) -> bool:
 
 def _check_flag(owner: str, name: str, value) -> bool:
     if not isinstance(value, bool):
-        raise TypeError(f"{owner}: {name} must be True or False, got {value!r}")
+        raise ValueError(f"{owner}: {name} must be True or False, got {value!r}")
     return value
 
 
 def _check_path(owner: str, path) -> Path:
     if not isinstance(path, (str, os.PathLike)) or not str(path):
-        raise TypeError(f"{owner}: path must be a file path (str or os.PathLike), got {path!r}")
+        raise ValueError(f"{owner}: path must be a file path (str or os.PathLike), got {path!r}")
     if Path(path).is_dir():
         raise ValueError(f"{owner}: path {str(path)!r} is a folder; give a file path")
     return Path(path)

@@ -278,8 +278,9 @@ class Trainer:
     """Owns a model, its optimizer, scheduler and loss; runs epochs and checkpoints them.
 
     checkpoint: a path written atomically after every epoch (so an interrupted run keeps the
-    last finished epoch), by a ModelCheckpoint that runs before the other callbacks. on_nonfinite: "raise" stops with TrainingDiverged, "skip" drops the
-    step whose loss is not finite and counts it in the epoch record. fused: run each batch's
+    last finished epoch), by a ModelCheckpoint that runs before the other callbacks.
+    on_nonfinite: "raise" stops with TrainingDiverged, "skip" drops the step whose loss is not
+    finite and counts it in the epoch record. fused: run each batch's
     forward, loss and backward in one core call when the model and loss allow it (the same
     arithmetic as the layer-by-layer path, without Python between the layers). augment: None,
     a name in pylenet.data.AUGMENTS or an Augment, for (images, labels) training data. A
@@ -307,6 +308,7 @@ class Trainer:
         self.model = model
         self.callbacks = check_callbacks(callbacks)
         self.stop_training = False  # a callback may set it (or return True from on_epoch_end)
+        self.has_validation = None  # fit sets it: whether the records will have val_* metrics
         resolve_device(device)  # a bad name or an unusable CUDA fails here, before any work
         self._device = device
         self.augment = get_augment(augment)
