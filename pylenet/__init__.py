@@ -3,6 +3,8 @@ from pylenet._version import __version__
 from pylenet import ops
 from pylenet import optim
 from pylenet import interop
+from pylenet import callbacks
+from pylenet.callbacks import Callback, CSVLogger, EarlyStopping, ModelCheckpoint
 from pylenet.data import Augment, DataLoader, load_mnist
 from pylenet.device import CudaUnavailableError, cuda_available, cuda_info, resolve_device
 from pylenet.export import ExportError, export_onnx
@@ -23,4 +25,5 @@ __all__ = [
     "save_model", "MaskedConv2d", "RBF", "RBFMAPLoss", "Rescale", "ScaledTanh", "Subsample2d",
     "CudaUnavailableError", "cuda_available", "cuda_info", "resolve_device",
     "AdaptiveAvgPool2d", "BatchNorm1d", "BatchNorm2d", "Dropout", "ChanceAccuracyWarning",
+    "callbacks", "Callback", "CSVLogger", "EarlyStopping", "ModelCheckpoint",
 ]

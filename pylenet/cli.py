@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from pylenet._version import __version__
+from pylenet.callbacks import Callback
 from pylenet.data import AUGMENTS, DATASETS
 from pylenet.device import DEVICES
 from pylenet.losses import LOSSES
@@ -55,6 +56,12 @@ def _parser(R: dict = DEFAULT_RECIPE) -> argparse.ArgumentParser:
     t.add_argument("--until-accuracy", type=float, metavar="ACC",
                    help="stop after the first epoch whose test accuracy reaches ACC (e.g. 0.99) "
                         "and report the wall time to it")
+    t.add_argument("--early-stop", type=int, metavar="PATIENCE",
+                   help="stop once the test accuracy has not improved for PATIENCE epochs in a row "
+                        "(pylenet.callbacks.EarlyStopping; model.ckpt keeps the last epoch)")
+    t.add_argument("--csv", metavar="FILE",
+                   help="write one CSV row per epoch (its record) to FILE, each flushed as the "
+                        "epoch ends (pylenet.callbacks.CSVLogger)")
     t.add_argument("--variant", choices=list(VARIANTS), default="modern",
                    help="modern (default; --activation, --pooling) or lecun98, the 1998 network "
                         "(scaled tanh, trainable subsampling, C3 table, RBF output)")
@@ -224,6 +231,7 @@ def cmd_train(args) -> int:
     from pylenet.checkpoint import load_checkpoint
     from pylenet.recipe import model_recipe
     from pylenet.serialize import model_from_checkpoint
+    from pylenet.train import _live_progress
 
     for name in ("epochs", "batch_size"):
         if getattr(args, name) < (0 if name == "epochs" else 1):
@@ -235,6 +243,11 @@ def cmd_train(args) -> int:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
     if args.until_accuracy is not None and not 0.0 < args.until_accuracy <= 1.0:
         raise ValueError(f"--until-accuracy must be in (0, 1], got {args.until_accuracy}")
+    if args.early_stop is not None and args.early_stop < 1:
+        raise ValueError(f"--early-stop must be >= 1 (epochs without a better test accuracy "
+                         f"before stopping), got {args.early_stop}")
+    if args.csv is not None and Path(args.csv).is_dir():
+        raise ValueError(f"--csv {args.csv} is a folder; give the path of a file to write")
     _check_checkpoint_arg("--resume", args.resume)
     from pylenet.device import resolve_device
     resolve_device(args.device)  # an unusable --device cuda fails before any data is read
@@ -265,10 +278,19 @@ def cmd_train(args) -> int:
                                recipe=recipe)
     scheduler = make_scheduler(optimizer, args.epochs, args.schedule, warmup=args.warmup)
     device = _model_device(args.device, model)
+    # Per-epoch lines go to stdout as each epoch ends (_EpochLines), so the trainer's own
+    # per-epoch lines on stderr, which it writes when no bar can be redrawn, would repeat them:
+    # it shows bars on a terminal only.
+    until = _UntilAccuracy(args.until_accuracy) if args.until_accuracy is not None else None
+    early = (pylenet.EarlyStopping("val_accuracy", patience=args.early_stop)
+             if args.early_stop is not None else None)
+    callbacks = [_EpochLines()] + [cb for cb in (until, early) if cb is not None]
+    if args.csv is not None:
+        callbacks.append(pylenet.CSVLogger(args.csv))
     trainer = pylenet.Trainer(model, optimizer, loss=args.loss, scheduler=scheduler,
                               batch_size=args.batch_size, seed=args.seed, threads=args.threads,
-                              progress=progress, checkpoint=ckpt_path, augment=args.augment,
-                              device=device)
+                              progress=progress and _live_progress(), checkpoint=ckpt_path,
+                              augment=args.augment, device=device, callbacks=callbacks)
     if resumed is not None:
         trainer.restore(resumed, args.resume)
     # --out is made only now that data and model are ready, and removed again if this run
@@ -285,17 +307,10 @@ def cmd_train(args) -> int:
     print(f"training {model!r} on {len(train[0])} images for {args.epochs} epochs; "
           f"writing {out}/", file=sys.stderr)
     start = time.perf_counter()
-    reached = None  # (epoch, seconds from the start of training) of --until-accuracy
+    if until is not None:
+        until.start = start
     try:
-        if args.until_accuracy is None:
-            history = trainer.fit(train, epochs=args.epochs, validation=test)
-        # One epoch at a time (the schedule still spans --epochs), stopping at the target.
-        while args.until_accuracy is not None and trainer.epoch < args.epochs:
-            history = trainer.fit(train, epochs=trainer.epoch + 1, validation=test)
-            if history.records[-1]["val_accuracy"] >= args.until_accuracy:
-                reached = (trainer.epoch, time.perf_counter() - start)
-                break
-        history = trainer.history
+        history = trainer.fit(train, epochs=args.epochs, validation=test)
     except KeyboardInterrupt:
         data = f" --data {args.data}" if args.data else ""
         data += f" --dataset {args.dataset}" if args.dataset != "mnist" else ""
@@ -311,26 +326,60 @@ def cmd_train(args) -> int:
                "confusion": result["confusion"].tolist(), "wall_time_s": wall,
                "threads": pylenet.ops.get_num_threads(), "train_images": len(train[0]),
                "recipe": args.recipe or model_recipe(model), "augment": args.augment, "device": device}
-    if args.until_accuracy is not None:
+    reached = until.reached if until is not None else None
+    if until is not None:
         metrics["until_accuracy"] = {"target": args.until_accuracy,
                                      "epoch": reached[0] if reached else None,
                                      "wall_time_s": reached[1] if reached else None}
+    if early is not None:
+        metrics["early_stop"] = {"patience": args.early_stop, "stopped_epoch": early.stopped_epoch,
+                                 "best_epoch": early.best_epoch, "best_val_accuracy": early.best}
     _write_json(out / "metrics.json", metrics)
     plotted = _plot(history.records, out / "curves.png")
-    for r in history.records:
-        loss = "n/a" if r["loss"] is None else f"{r['loss']:.4f}"
-        acc = "n/a" if r["accuracy"] is None else f"{100 * r['accuracy']:.2f}%"
-        print(f"epoch {r['epoch']:3d}  loss {loss}  train acc {acc}  "
-              f"test acc {100 * r.get('val_accuracy', float('nan')):.2f}%  {r['time']:.1f}s")
-    if args.until_accuracy is not None:
+    # The epochs' lines were printed as they ended; what follows sums the run up.
+    if until is not None:
         target = f"{100 * args.until_accuracy:.2f}%"
         print(f"reached {target} test accuracy at epoch {reached[0]}, {reached[1]:.1f}s after the "
               f"start of training" if reached else
               f"did not reach {target} test accuracy in {trainer.epoch} epochs")
+    if early is not None and early.stopped_epoch is not None:
+        print(f"stopped early after epoch {early.stopped_epoch}: the best test accuracy, "
+              f"{100 * early.best:.2f}% at epoch {early.best_epoch}, was not bettered in "
+              f"{args.early_stop} epoch{'s' if args.early_stop > 1 else ''}")
     print(f"test accuracy {100 * result['accuracy']:.2f}% after {trainer.epoch} epochs "
           f"({wall:.1f}s); wrote {ckpt_path}, {out / 'metrics.json'}"
           + (f", {out / 'curves.png'}" if plotted else ""))
     return 0
+
+
+def _epoch_line(r: dict) -> str:
+    """`pylenet train`'s line for one finished epoch."""
+    loss = "n/a" if r["loss"] is None else f"{r['loss']:.4f}"
+    acc = "n/a" if r["accuracy"] is None else f"{100 * r['accuracy']:.2f}%"
+    return (f"epoch {r['epoch']:3d}  loss {loss}  train acc {acc}  "
+            f"test acc {100 * r.get('val_accuracy', float('nan')):.2f}%  {r['time']:.1f}s")
+
+
+class _EpochLines(Callback):
+    """Prints each finished epoch's line on stdout and flushes it, whatever stdout is (a
+    terminal, a pipe, a file), so that a log keeps every finished epoch of a killed run."""
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        print(_epoch_line(logs), flush=True)
+
+
+class _UntilAccuracy(Callback):
+    """--until-accuracy: stops after the first epoch whose test accuracy reaches the target;
+    reached is then (that epoch, seconds from `start`, the start of training)."""
+
+    def __init__(self, target: float):
+        self.target, self.start, self.reached = target, time.perf_counter(), None
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> bool:
+        if logs["val_accuracy"] >= self.target:
+            self.reached = (epoch, time.perf_counter() - self.start)
+            return True
+        return False
 
 
 def _confusion_table(confusion) -> str:

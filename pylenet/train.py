@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from pylenet import ops
-from pylenet.callbacks import call_hook, check_callbacks
+from pylenet.callbacks import ModelCheckpoint, call_hook, check_callbacks
 from pylenet.checkpoint import CheckpointError
 from pylenet.data import (MNIST_MEAN, MNIST_STD, DataLoader, _normalize_lut, _prepare, get_augment,
                           pad_and_normalize)
@@ -285,8 +285,9 @@ class Trainer:
     """Owns a model, its optimizer, scheduler and loss; runs epochs and checkpoints them.
 
     checkpoint: a path written atomically after every epoch (so an interrupted run keeps the
-    last finished epoch). on_nonfinite: "raise" stops with TrainingDiverged, "skip" drops the
-    step whose loss is not finite and counts it in the epoch record. fused: run each batch's
+    last finished epoch), by a ModelCheckpoint that runs before the other callbacks.
+    on_nonfinite: "raise" stops with TrainingDiverged, "skip" drops the step whose loss is not
+    finite and counts it in the epoch record. fused: run each batch's
     forward, loss and backward in one core call when the model and loss allow it (the same
     arithmetic as the layer-by-layer path, without Python between the layers). augment: None,
     a name in pylenet.data.AUGMENTS or an Augment, for (images, labels) training data. A
@@ -302,7 +303,8 @@ class Trainer:
 
     callbacks: a list of pylenet.callbacks.Callback objects; Trainer.fit calls their
     on_train_begin(trainer), on_epoch_end(epoch, logs) after each epoch (True, or setting
-    trainer.stop_training, stops after it) and on_train_end(trainer).
+    trainer.stop_training, stops after it) and on_train_end(trainer). During fit,
+    trainer.has_validation says whether the epoch records will have val_loss and val_accuracy.
     """
 
     def __init__(self, model, optimizer=None, *, loss=None, scheduler=None,
@@ -313,6 +315,7 @@ class Trainer:
         self.model = model
         self.callbacks = check_callbacks(callbacks)
         self.stop_training = False  # a callback may set it (or return True from on_epoch_end)
+        self.has_validation = None  # fit sets it: whether the records will have val_* metrics
         resolve_device(device)  # a bad name or an unusable CUDA fails here, before any work
         self._device = device
         self.augment = get_augment(augment)
@@ -596,9 +599,13 @@ class Trainer:
             check_training(self.model, self.optimizer, self.loss_fn, self._fused)
         self._gpu_data = None  # a dataset is uploaded once per fit
         self.stop_training = False
-        for cb in self.callbacks:
+        self.has_validation = validation is not None  # what a val_* monitor checks for
+        # checkpoint= is a ModelCheckpoint that runs first, so that the file is written before
+        # any other callback sees the epoch.
+        hooks = ([ModelCheckpoint(self.checkpoint)] if self.checkpoint is not None else []) + self.callbacks
+        for cb in hooks:
             cb.trainer = self
-        call_hook(self.callbacks, "on_train_begin", self)
+        call_hook(hooks, "on_train_begin", self)
         while self.epoch < epochs and not self.stop_training:
             loader.set_epoch(self.epoch)
             record = {"epoch": self.epoch + 1, "lr": self.optimizer.lr}
@@ -613,11 +620,9 @@ class Trainer:
             self._warn_if_chance(record)
             if self.progress and not _live_progress():
                 _log_epoch(record, epochs)
-            if self.checkpoint is not None:
-                self.save()
-            if any(call_hook(self.callbacks, "on_epoch_end", self.epoch, dict(record))):
+            if any(call_hook(hooks, "on_epoch_end", self.epoch, dict(record))):
                 self.stop_training = True
-        call_hook(self.callbacks, "on_train_end", self)
+        call_hook(hooks, "on_train_end", self)
         return self.history
 
 

@@ -400,6 +400,8 @@ def test_a_run_that_fails_before_writing_leaves_no_out_folder(mnist_dir, tmp_pat
 
 
 def test_progress_in_a_log_is_one_line_per_epoch(mnist_dir, tmp_path):
+    """Without a terminal there are no bars; each epoch has one line, on stdout, and the end
+    of the run does not repeat them."""
     proc = subprocess.run(
         [sys.executable, "-m", "pylenet", "train", "--data", str(mnist_dir), "--epochs", "2",
          "--limit", "300", "--out", str(tmp_path / "run"), "--threads", "1"],
@@ -407,8 +409,79 @@ def test_progress_in_a_log_is_one_line_per_epoch(mnist_dir, tmp_path):
         text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "\r" not in proc.stderr and "\x1b" not in proc.stderr, repr(proc.stderr[:300])
-    epochs = [line for line in proc.stderr.splitlines() if line.startswith("epoch ")]
-    assert len(epochs) == 2 and epochs[0].startswith("epoch 1/2  loss ") and "val acc" in epochs[0]
+    assert not [line for line in proc.stderr.splitlines() if line.startswith("epoch ")], proc.stderr
+    epochs = [line for line in proc.stdout.splitlines() if line.startswith("epoch ")]
+    assert [line.split()[1] for line in epochs] == ["1", "2"], proc.stdout
+    assert "test acc" in epochs[0] and "\r" not in proc.stdout
+
+
+@pytest.mark.parametrize("progress", [[], ["--no-progress"]], ids=["progress", "no-progress"])
+def test_a_killed_run_keeps_its_finished_epochs_in_the_log_and_the_csv(mnist_dir, tmp_path, progress):
+    """stdout to a file (block-buffered), stderr too; kill -9 once two epochs are in the CSV:
+    every finished epoch has its line in the log and its row in the CSV."""
+    log, err, table = tmp_path / "train.log", tmp_path / "train.err", tmp_path / "epochs.csv"
+    out = tmp_path / "run"
+    env = subprocess_env()
+    env.pop("PYTHONUNBUFFERED", None)  # a user's default: stdout to a file is block-buffered
+    with open(log, "w") as stdout, open(err, "w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pylenet", "train", "--data", str(mnist_dir), "--epochs", "50",
+             "--limit", "500", "--out", str(out), "--threads", "1", "--csv", str(table), *progress],
+            env=env, cwd=tmp_path, stdout=stdout, stderr=stderr)
+        try:
+            deadline = time.monotonic() + 90
+            while not (table.exists() and len(table.read_text().splitlines()) >= 3):  # header + 2
+                assert proc.poll() is None, f"train exited early: {err.read_text()}"
+                assert time.monotonic() < deadline, "no two finished epochs within 90 s"
+                time.sleep(0.05)
+            assert proc.poll() is None, "the run ended before it could be killed"
+            proc.kill()  # SIGKILL: no handler, no flush at exit
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    import csv
+    with open(table, newline="") as f:
+        rows = list(csv.DictReader(f))
+    finished = load_checkpoint(out / "model.ckpt").epoch
+    assert 2 <= len(rows) <= finished < 50  # the checkpoint is written first, then the rows
+    assert [int(r["epoch"]) for r in rows] == list(range(1, len(rows) + 1))
+    lines = {int(m.group(1)): m.group(2) for m in re.finditer(r"^epoch +(\d+) +loss (\S+) ", log.read_text(), re.M)}
+    for row in rows:  # each row's epoch has its line, with the same loss
+        assert lines.get(int(row["epoch"])) == f"{float(row['loss']):.4f}", (row, log.read_text())
+    assert sorted(lines) == list(range(1, len(lines) + 1)) and len(lines) <= finished
+    assert "Traceback" not in err.read_text()
+
+
+def test_early_stop_and_csv_flags(mnist_dir, tmp_path, capsys):
+    """With a learning rate of 0 the test accuracy never improves: --early-stop 1 stops after
+    epoch 2, and --csv has a row for each of the two epochs."""
+    table = tmp_path / "log.csv"
+    code, out, err = run_cli(capsys, *train_args(mnist_dir, tmp_path / "run", "--limit", 300, "--lr", 0,
+                                                 "--weight-decay", 0, "--early-stop", 1, "--csv", table,
+                                                 epochs=5))
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["epochs"] == 2 and len(metrics["history"]) == 2
+    assert metrics["early_stop"] == {"patience": 1, "stopped_epoch": 2, "best_epoch": 1,
+                                     "best_val_accuracy": metrics["history"][0]["val_accuracy"]}
+    assert "stopped early after epoch 2" in out and "at epoch 1, was not bettered in 1 epoch" in out
+    assert [line.split()[1] for line in out.splitlines() if line.startswith("epoch ")] == ["1", "2"]
+    assert table.read_text().splitlines()[0].startswith("epoch,lr,loss,accuracy,")
+    assert len(table.read_text().splitlines()) == 3
+    assert load_checkpoint(tmp_path / "run" / "model.ckpt").epoch == 2
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--early-stop", "0"], "--early-stop must be >= 1 (epochs without a better test accuracy before stopping), got 0"),
+    (["--csv", "."], "--csv . is a folder; give the path of a file to write"),
+])
+def test_bad_callback_flags_are_one_line_errors(args, message, tmp_path, capsys):
+    line = assert_one_line_error(*run_cli(capsys, "train", "--out", tmp_path / "run", "--no-progress", *args))
+    assert line == f"pylenet: error: {message}"
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("args,message", [
