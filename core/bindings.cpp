@@ -573,6 +573,26 @@ py::tuple py_net_train_step(Net& net, const py::object& xo, const py::object& la
     }
     return py::make_tuple(value, out);
 }
+FArr py_net_input_gradient(Net& net, const py::object& xo, const py::object& douto,
+                           const py::sequence& params) {
+    const char* op = "Net.input_gradient";
+    FArr x = net_input(net, xo);
+    const int64_t N = x.shape(0);
+    FArr dout = as_float(op, "dout", douto);
+    if (shape_of(dout) != Shape{N, net.out_features()})
+        throw py::value_error(std::string(op) + ": dout must have shape " +
+                              shape_str({N, net.out_features()}) + ", got " + shape_str(shape_of(dout)));
+    std::vector<FArr> ps = net_params(net, params);
+    std::vector<const float*> pp;
+    for (auto& a : ps) pp.push_back(a.data());
+    FArr dx = new_float(shape_of(x));
+    float* dxp = dx.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        net.input_gradient(dxp, x.data(), dout.data(), N, pp.data());
+    }
+    return dx;
+}
 
 
 
@@ -1213,6 +1233,9 @@ PYBIND11_MODULE(_core, m) {
         .def("train_step", &py_net_train_step, py::arg("x"), py::arg("labels"), py::arg("params"),
              py::arg("grads"), py::arg("loss") = "cross_entropy",
              "(loss, out): forward, mean loss and backward; overwrites the arrays in grads.")
+        .def("input_gradient", &py_net_input_gradient, py::arg("x"), py::arg("dout"), py::arg("params"),
+             "dx (N, C, H, W): the gradient of sum(dout * outputs) with respect to x, dout (N, features); "
+             "the weights are left as they are.")
         .def_property_readonly("param_shapes", [](const Net& n) {
             py::list out;
             for (const auto& s : n.param_shapes()) out.append(py::tuple(py::cast(s)));

@@ -151,9 +151,10 @@ void Net::forward_block(Workspace& ws, const float* x, int64_t n, const float* c
 }
 
 // Backpropagates ws.grad_a (the loss gradient of the block's outputs) through every layer,
-// ADDING weight gradients into `grads` (one flat block of total_params_ floats).
+// ADDING weight gradients into `grads` (one flat block of total_params_ floats), and writes
+// the gradient of the block's input into dx unless it is null.
 void Net::backward_block(Workspace& ws, const float* x, int64_t n, const float* const* params,
-                         float* grads) {
+                         float* grads, float* dx) {
     float* g = ws.grad_a.data();
     float* gnext = ws.grad_b.data();
     for (size_t l = layers_.size(); l-- > 0;) {
@@ -168,10 +169,12 @@ void Net::backward_block(Workspace& ws, const float* x, int64_t n, const float* 
         a.argmax = kind.keeps_argmax ? ws.argmax.data() + argmax_offsets_[l] * block_cap_ : nullptr;
         float* dw = L.weight >= 0 ? grads + param_offsets_[size_t(L.weight)] : nullptr;
         float* db = L.bias >= 0 ? grads + param_offsets_[size_t(L.bias)] : nullptr;
-        // nobody needs the gradient of the network's input
-        kind.backward(L, l > 0 ? gnext : nullptr, dw, db, act(ws, x, l), act(ws, x, l + 1), g, a);
+        // training needs no gradient of the network's input; input_gradient asks for it
+        kind.backward(L, l > 0 ? gnext : dx, dw, db, act(ws, x, l), act(ws, x, l + 1), g, a);
         std::swap(g, gnext);
     }
+    if (dx && layers_[0].desc.kind->in_place)  // a leading Flatten: the gradient is g itself
+        std::memcpy(dx, g, sizeof(float) * size_t(n * C_ * H_ * W_));
 }
 
 // Inference keeps no activations for backward, so the batch is walked in chunks of 16 that
@@ -275,6 +278,24 @@ double Net::train_step(float* out, float* const* grads, const float* x, const in
     double total = 0.0;
     for (int64_t b = 0; b < nblocks; b++) total += block_loss[b];
     return total / loss.mean_count(N, classes);
+}
+
+void Net::input_gradient(float* dx, const float* x, const float* dout, int64_t N,
+                         const float* const* params) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (N <= 0) return;
+    const int64_t in_size = C_ * H_ * W_, classes = out_features_, P = total_params_;
+    // One weight-gradient block per thread: backward adds into it and it is thrown away.
+    const int64_t chunk = 16, threads = std::min<int64_t>(get_num_threads(), (N + chunk - 1) / chunk);
+    prepare(std::min(N, chunk), int(threads), threads);
+    for_chunks(N, [&](Workspace& ws, int64_t n0, int64_t n) {
+        const float* xb = x + n0 * in_size;
+        float* scratch = grad_blocks_.data() + (&ws - workspaces_.data()) * P;
+        forward_block(ws, xb, n, params, true);  // true: keep the max-pool indices for backward
+        std::memcpy(ws.grad_a.data(), dout + n0 * classes, sizeof(float) * size_t(n * classes));
+        std::memset(scratch, 0, sizeof(float) * size_t(P));  // stays finite however long the batch
+        backward_block(ws, xb, n, params, scratch, dx + n0 * in_size);
+    });
 }
 
 }  // namespace pylenet

@@ -55,6 +55,12 @@ public:
     // out (N, classes) with the outputs; returns the loss. Labels must be in [0, classes).
     double train_step(float* out, float* const* grads, const float* x, const int64_t* labels,
                       int64_t N, const float* const* params, const LossKindInfo& loss);
+    // dx (N, C, H, W) = the gradient of sum(dout * outputs) with respect to x, dout (N,
+    // classes): the network's input gradient (saliency), by the backward pass train_step
+    // runs, with the weights left as they are and no optimizer. Overwrites dx. The batch is
+    // walked in fixed chunks and samples do not mix, so dx is bit-identical for any thread count.
+    void input_gradient(float* dx, const float* x, const float* dout, int64_t N,
+                        const float* const* params);
 
 private:
     using Layer = NetLayer;
@@ -75,7 +81,7 @@ private:
     void forward_block(Workspace& ws, const float* x, int64_t n, const float* const* params,
                        bool training);
     void backward_block(Workspace& ws, const float* x, int64_t n, const float* const* params,
-                        float* grads);
+                        float* grads, float* dx = nullptr);
 
     std::vector<Layer> layers_;
     std::vector<Shape> param_shapes_;

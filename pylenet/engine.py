@@ -111,6 +111,11 @@ class FusedNet:
         """Softmax of the class scores for raw uint8 images (N, h, w), prepared in the core (one call)."""
         return self.net.predict_u8(images, lut, pad, [getattr(layer, name).data for layer, name in self._slots])
 
+    def input_gradient(self, x: np.ndarray, dout: np.ndarray) -> np.ndarray:
+        """dx (N, C, H, W): the gradient of sum(dout * outputs) with respect to x (N, C, H, W),
+        by the core's backward pass; the parameters and their .grad are left untouched."""
+        return self.net.input_gradient(x, dout, [p.data for p in self.params])
+
     def train_step(self, x: np.ndarray, labels: np.ndarray, loss: str = "cross_entropy"):
         """(mean loss, outputs): forward, loss and backward; overwrites every parameter's .grad."""
         params = self.params  # the core writes into each .grad in place (Parameter's rule)
