@@ -93,7 +93,8 @@ def _parser(R: dict = DEFAULT_RECIPE) -> argparse.ArgumentParser:
 
     w = sub.add_parser("serve", help="web page and JSON API: draw a digit, see the prediction and feature maps",
                        description="Serve a drawing page and a JSON API (POST /api/predict, "
-                                   "POST /api/features, GET /api/model); needs pip install 'pylenet[serve]'.")
+                                   "POST /api/features, POST /api/saliency, GET /api/model); needs "
+                                   "pip install 'pylenet[serve]'.")
     w.add_argument("--model", required=True, metavar="CKPT")
     w.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     w.add_argument("--port", type=int, default=8000, help="default 8000; 0 picks a free port")
