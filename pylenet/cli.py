@@ -396,12 +396,12 @@ def cmd_explain(args) -> int:
     import numpy as np
 
     import pylenet
-    from pylenet.explain import _pyplot, class_scores, figure
+    from pylenet.explain import _pyplot, digit_scores, figure
     from pylenet.images import load_image
     plt = _pyplot()                  # a missing plot extra fails before anything is read
     digit = load_image(args.image)   # ImportError naming the images extra without Pillow
     model = pylenet.load_model(args.model)
-    first, second = (int(c) for c in np.argsort(-class_scores(model, digit), kind="stable")[:2])
+    first, second = (int(c) for c in np.argsort(-digit_scores(model, digit), kind="stable")[:2])
     fig = figure(model, digit)
     out = Path(args.out)
     tmp = out.with_name(f".{out.name}.tmp.png")

@@ -18,7 +18,9 @@ import numbers
 import numpy as np
 
 from pylenet.data import MNIST_MEAN, MNIST_STD
-from pylenet.engine import fused_for, outputs_penalties
+from pylenet.engine import class_scores, fused_for, outputs_penalties
+from pylenet.layers import ScaledTanh
+from pylenet.models import ACTIVATIONS
 
 SIDE = 28          # MNIST digits
 PAD = 2            # zero-padded to LeNet-5's 32x32 input, as in training
@@ -61,17 +63,17 @@ def _fused(model):
     return fused
 
 
-def class_scores(model, digit) -> np.ndarray:
-    """float32 (classes,): the model's class scores for one digit (logits, or minus the penalties)."""
-    out = _fused(model).forward(prepare(digit))[0]
-    return -out if outputs_penalties(model) else out
+def digit_scores(model, digit) -> np.ndarray:
+    """float32 (classes,): the model's class scores for one digit (pylenet.engine.class_scores:
+    the logits, or minus the penalties)."""
+    return class_scores(model, _fused(model).forward(prepare(digit)))[0]
 
 
 def saliencies(model, digit, targets) -> np.ndarray:
     """float32 (len(targets), 28, 28): saliency() for several classes at once (one core call)."""
     fused = _fused(model)
     x = prepare(digit)
-    classes = fused.net.forward(x, [p.data for p in fused.params]).shape[1]
+    classes = fused.forward(x).shape[1]
     targets = [_check_target(t, classes) for t in targets]
     # dout picks the score of each target class; a penalty output's score is minus the output.
     dout = np.zeros((len(targets), classes), np.float32)
@@ -88,7 +90,7 @@ def saliency(model, digit, target=None) -> np.ndarray:
     MNIST). The score is the logit, or minus the penalty for an RBF output (lecun98);
     target=None takes the predicted class. Computed by the core's backward pass."""
     if target is None:
-        target = int(np.argmax(class_scores(model, digit)))
+        target = int(np.argmax(digit_scores(model, digit)))
     return saliencies(model, digit, [target])[0]
 
 
@@ -124,10 +126,11 @@ def feature_maps(model, digit, stages=FEATURE_STAGES) -> list[tuple[str, list[st
     return out
 
 
+_ACTIVATION_TYPES = tuple(ACTIVATIONS.values()) + (ScaledTanh,)   # ScaledTanh: lecun98's
+
+
 def _is_activation(layer) -> bool:
-    from pylenet.models import ACTIVATIONS
-    from pylenet.layers import ScaledTanh
-    return isinstance(layer, tuple(ACTIVATIONS.values()) + (ScaledTanh,))
+    return isinstance(layer, _ACTIVATION_TYPES)
 
 
 def _pyplot():
@@ -144,7 +147,7 @@ def figure(model, digit, *, stages=("C1", "C3")):
     """A matplotlib Figure: the digit, the saliency of the predicted class and of the runner-up
     (red: raising the pixel raises the score, blue: lowers it), and the feature maps of `stages`."""
     plt = _pyplot()
-    scores = class_scores(model, digit)
+    scores = digit_scores(model, digit)
     probs = np.exp(scores - scores.max())
     probs /= probs.sum()
     first, second = (int(c) for c in np.argsort(-scores, kind="stable")[:2])

@@ -41,7 +41,7 @@ except ImportError as e:  # one clear line for the CLI instead of "No module nam
                       f"(missing module {e.name})") from e
 
 from pylenet.checkpoint import load_checkpoint
-from pylenet.explain import FEATURE_STAGES, class_scores, feature_maps, saliencies
+from pylenet.explain import FEATURE_STAGES, digit_scores, feature_maps, saliencies
 from pylenet.images import decode_image, to_mnist
 from pylenet.serialize import model_from_checkpoint
 from pylenet.train import predict
@@ -120,7 +120,7 @@ class Predictor:
         """{"target", "max_abs", "values"}: the gradient of class target's score (None: the
         predicted class) with respect to the 28x28 pixels, in score per pixel value."""
         if target is None:
-            target = int(np.argmax(class_scores(self.model, image)))
+            target = int(np.argmax(digit_scores(self.model, image)))
         values = saliencies(self.model, image, [target])[0].astype(np.float64)
         rounded = [[float(f"{v:.{SALIENCY_DIGITS}g}") for v in row] for row in values]
         return {"target": target, "max_abs": float(np.abs(rounded).max()), "values": rounded}

@@ -14,7 +14,7 @@ import reference as ref
 from pylenet import LeNet5, lecun98, ops
 from pylenet.data import MNIST_MEAN, MNIST_STD
 from pylenet.engine import FusedNet, fused_for
-from pylenet.explain import class_scores, prepare, saliencies, saliency
+from pylenet.explain import digit_scores, prepare, saliencies, saliency
 from pylenet.interop import to_torch
 from pylenet.layers import Flatten, Linear, ReLU, Sequential
 
@@ -122,7 +122,7 @@ def test_saliency_matches_torch_through_padding_and_normalisation(activation, po
     digit = random_digit(11)
     for target in (None, 0, 9):
         sal = saliency(model, digit, target)
-        t = int(class_scores(model, digit).argmax()) if target is None else target
+        t = int(digit_scores(model, digit).argmax()) if target is None else target
         ref = torch_saliency(net, digit, t)
         assert sal.shape == (28, 28) and sal.dtype == np.float32
         np.testing.assert_allclose(sal, ref, rtol=1e-3, atol=1e-4 * np.abs(ref).max())
@@ -162,7 +162,7 @@ def test_lecun98_saliency_is_minus_the_penalty_gradient():
     with torch.no_grad():
         x = torch.tensor(prepare(digit), dtype=torch.float64)
         penalties = net(x)[0].numpy()
-    np.testing.assert_allclose(class_scores(model, digit), -penalties, rtol=1e-4)
+    np.testing.assert_allclose(digit_scores(model, digit), -penalties, rtol=1e-4)
     predicted = int(penalties.argmin())   # the smallest penalty is the prediction
     for target in (None, 3):
         t = predicted if target is None else target
@@ -224,7 +224,7 @@ def test_saliency_matches_finite_differences(variant):
     else:
         model, penalty = LeNet5(activation=variant, pooling="avg" if variant == "tanh" else "max", seed=4), False
     digit = random_digit(13).astype(np.float64)
-    target = int(class_scores(model, digit).argmax())
+    target = int(digit_scores(model, digit).argmax())
     sal = saliency(model, digit, target)
     fd = finite_differences(model, digit, target, h=1e-3, penalty=penalty)
     scale = np.abs(fd).max()
@@ -239,7 +239,7 @@ def test_uint8_and_float_digits_and_the_default_target():
     digit = random_digit(14)
     assert np.array_equal(prepare(digit), pylenet.data.pad_and_normalize(digit))  # training's input
     assert np.array_equal(saliency(model, digit), saliency(model, digit.astype(np.float32)))
-    scores = class_scores(model, digit)
+    scores = digit_scores(model, digit)
     _, probs = pylenet.predict(model, digit)
     assert int(scores.argmax()) == int(probs.argmax())
     assert np.array_equal(saliency(model, digit), saliency(model, digit, int(scores.argmax())))
