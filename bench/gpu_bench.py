@@ -130,12 +130,12 @@ class Pylenet:
 
     def __init__(self, pylenet, emulate: bool):
         from pylenet import _core
-        from pylenet.engine import _describe
+        from pylenet.engine import describe
         from pylenet.train import _LUT, PAD
         self.pylenet, self.lut, self.pad = pylenet, _LUT, PAD
         self.model = pylenet.LeNet5(seed=0).to("cuda")
         self.init = [p.data.copy() for p in self.model.parameters()]
-        self.net = _core.GpuNet([_describe(layer) for _, layer in self.model.layers], (1, 32, 32),
+        self.net = _core.GpuNet([describe(layer) for _, layer in self.model.layers], (1, 32, 32),
                                 emulate=emulate)
         shapes = [tuple(s) for s in self.net.param_shapes]
         assert shapes == [a.shape for a in self.init], (shapes, [a.shape for a in self.init])

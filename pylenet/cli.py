@@ -1,4 +1,4 @@
-"""The `pylenet` command: train, evaluate, predict, export, serve, info."""
+"""The `pylenet` command: train, evaluate, predict, export, serve, info, explain."""
 from __future__ import annotations
 
 import argparse
@@ -102,12 +102,21 @@ def _parser(R: dict = DEFAULT_RECIPE) -> argparse.ArgumentParser:
 
     w = sub.add_parser("serve", help="web page and JSON API: draw a digit, see the prediction and feature maps",
                        description="Serve a drawing page and a JSON API (POST /api/predict, "
-                                   "POST /api/features, GET /api/model); needs pip install 'pylenet[serve]'.")
+                                   "POST /api/features, POST /api/saliency, GET /api/model); needs "
+                                   "pip install 'pylenet[serve]'.")
     w.add_argument("--model", required=True, metavar="CKPT")
     w.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     w.add_argument("--port", type=int, default=8000, help="default 8000; 0 picks a free port")
 
     sub.add_parser("info", help="print the core's build information and the GPU it can use")
+
+    xp = sub.add_parser("explain", help="why the network said 7: a figure of the saliency and feature maps",
+                        description="Draw the digit, the gradient of the predicted class's score (and of "
+                                    "the runner-up's) with respect to its pixels, and the feature maps; "
+                                    "needs pip install 'pylenet[plot,images]'.")
+    xp.add_argument("--model", required=True, metavar="CKPT")
+    xp.add_argument("image", metavar="IMAGE", help="a PNG/JPEG of one digit, read as `pylenet predict` reads it")
+    xp.add_argument("--out", default="explain.png", metavar="PNG", help="figure to write (default %(default)s)")
     return p
 
 
@@ -433,6 +442,29 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_explain(args) -> int:
+    import numpy as np
+
+    import pylenet
+    from pylenet.explain import _pyplot, digit_scores, figure
+    from pylenet.images import load_image
+    plt = _pyplot()                  # a missing plot extra fails before anything is read
+    digit = load_image(args.image)   # ImportError naming the images extra without Pillow
+    model = pylenet.load_model(args.model)
+    first, second = (int(c) for c in np.argsort(-digit_scores(model, digit), kind="stable")[:2])
+    fig = figure(model, digit)
+    out = Path(args.out)
+    tmp = out.with_name(f".{out.name}.tmp.png")
+    try:
+        fig.savefig(tmp, dpi=110, format="png")
+        os.replace(tmp, out)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)   # only left behind by a failed write
+    print(f"{args.image}: {first} (runner-up {second}); wrote {out}")
+    return 0
+
+
 def cmd_export(args) -> int:
     import io
 
@@ -522,7 +554,7 @@ def _main(argv: list[str] | None) -> int:
         print(f"pylenet: error: {e}", file=sys.stderr)
         return 1
     commands = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-                "export": cmd_export, "serve": cmd_serve, "info": cmd_info}
+                "export": cmd_export, "serve": cmd_serve, "info": cmd_info, "explain": cmd_explain}
     try:
         return commands[args.command](args)
     except KeyboardInterrupt:

@@ -4,7 +4,10 @@ GET / is the page (pylenet/static: plain HTML, JS and CSS, no CDN, no build step
 POST /api/predict takes a PNG/JPEG upload (multipart field "image", or the raw bytes as
 image/png or image/jpeg) or JSON pixels ({"pixels": 28x28 numbers in 0..255}) and returns the
 label, the ten probabilities and the time taken. POST /api/features takes the same input and
-adds the feature maps of C1, S2, C3 and S4. GET /api/model describes the model.
+adds the feature maps of C1, S2, C3 and S4 and the saliency. POST /api/saliency adds to the
+prediction the saliency alone: the gradient of one class's score with respect to the 28x28
+input pixels (pylenet.explain.saliency), for the class named by the query ?target=K (default:
+the predicted class). GET /api/model describes the model.
 
 Images go through pylenet.images, the preprocessing of `pylenet predict`; JSON pixels are
 taken as MNIST pixels (white digit on black) unless "preprocess" is true. Every refusal is a
@@ -14,7 +17,6 @@ maps run on per-request shallow copies of the layers, so no layer cache is ever 
 """
 from __future__ import annotations
 
-import copy
 import functools
 import json
 import math
@@ -39,10 +41,8 @@ except ImportError as e:  # one clear line for the CLI instead of "No module nam
                       f"(missing module {e.name})") from e
 
 from pylenet.checkpoint import load_checkpoint
-from pylenet.data import pad_and_normalize
+from pylenet.explain import FEATURE_STAGES, digit_scores, feature_maps, saliencies
 from pylenet.images import decode_image, to_mnist
-from pylenet.layers import ScaledTanh
-from pylenet.models import ACTIVATIONS
 from pylenet.serialize import model_from_checkpoint
 from pylenet.train import predict
 
@@ -54,12 +54,11 @@ MAX_IMAGE_PIXELS = 4096 * 4096         # a small file may declare a huge canvas
 IMAGE_MAGIC = {"PNG": b"\x89PNG\r\n\x1a\n", "JPEG": b"\xff\xd8\xff"}
 IMAGE_TYPES = ("image/png", "image/jpeg", "application/octet-stream")
 SIDE = 28                              # JSON pixels: MNIST's 28x28
-FEATURE_STAGES = ("C1", "S2", "C3", "S4")
 STATIC_FILES = ("index.html", "app.js", "style.css")
 MAP_DECIMALS = 4                       # feature maps are for looking at: 4 decimals suffice
 # The page loads only its own files; a CDN reference would be blocked (and a test sees it).
 PAGE_CSP = "default-src 'self'; img-src 'self' data: blob:; base-uri 'none'; form-action 'none'"
-_ACTIVATION_TYPES = tuple(ACTIVATIONS.values()) + (ScaledTanh,)  # ScaledTanh: lecun98
+SALIENCY_DIGITS = 6                    # significant digits of the saliency (its values are ~1e-4)
 
 
 class BadInput(ValueError):
@@ -83,7 +82,7 @@ def static_dir() -> Path:
 # ------------------------------------------------------------------------------------ model
 
 class Predictor:
-    """A LeNet-5 shared read-only by every request: predictions, feature maps and a description."""
+    """A LeNet-5 shared read-only by every request: predictions, feature maps, saliency and a description."""
 
     def __init__(self, model, *, checkpoint=None, source: str = "model"):
         self.model = model.eval()
@@ -113,25 +112,18 @@ class Predictor:
 
     def feature_maps(self, image: np.ndarray) -> list[dict]:
         """C1, S2, C3 and S4 for one uint8 (28, 28) image, each taken after the activation that follows it."""
-        x = pad_and_normalize(image)
-        layers = self.model.layers
-        stages, stage = [], None
-        for i, (name, layer) in enumerate(layers):
-            x = _private(layer).forward(x)
-            if name in FEATURE_STAGES:
-                stage = {"name": name, "layers": [name]}
-            elif stage is not None and isinstance(layer, _ACTIVATION_TYPES):
-                stage["layers"].append(name)
-            following = layers[i + 1][1] if i + 1 < len(layers) else None
-            if stage is not None and not isinstance(following, _ACTIVATION_TYPES):
-                maps = x[0]
-                stage.update(shape=list(maps.shape), min=float(maps.min()), max=float(maps.max()),
-                             maps=np.round(maps.astype(np.float64), MAP_DECIMALS).tolist())
-                stages.append(stage)
-                stage = None
-                if len(stages) == len(FEATURE_STAGES):
-                    break  # the fully connected layers have no maps to show
-        return stages
+        return [{"name": name, "layers": layers, "shape": list(maps.shape), "min": float(maps.min()),
+                 "max": float(maps.max()), "maps": np.round(maps.astype(np.float64), MAP_DECIMALS).tolist()}
+                for name, layers, maps in feature_maps(self.model, image, FEATURE_STAGES)]
+
+    def saliency(self, image: np.ndarray, target: int | None = None) -> dict:
+        """{"target", "max_abs", "values"}: the gradient of class target's score (None: the
+        predicted class) with respect to the 28x28 pixels, in score per pixel value."""
+        if target is None:
+            target = int(np.argmax(digit_scores(self.model, image)))
+        values = saliencies(self.model, image, [target])[0].astype(np.float64)
+        rounded = [[float(f"{v:.{SALIENCY_DIGITS}g}") for v in row] for row in values]
+        return {"target": target, "max_abs": float(np.abs(rounded).max()), "values": rounded}
 
     def describe(self) -> dict:
         """Layers, parameter count, the checkpoint's training metrics and the learned C1 filters."""
@@ -153,13 +145,6 @@ class Predictor:
                            "weights": np.round(c1[:, 0].astype(np.float64), MAP_DECIMALS).tolist()},
             "limits": {"max_upload_bytes": MAX_UPLOAD_BYTES, "max_image_pixels": MAX_IMAGE_PIXELS},
         }
-
-
-def _private(layer):
-    """A shallow copy sharing the weights: forward writes its caches onto the copy, never the shared layer."""
-    twin = copy.copy(layer)
-    twin.training = False
-    return twin
 
 
 def _finite(value):
@@ -301,6 +286,20 @@ def _json_kind(v) -> str:
     return kind if v is None or isinstance(v, (dict, list)) else f"{kind} ({json.dumps(v)[:40]})"
 
 
+def target_from_query(request: Request, classes: int) -> int | None:
+    """The ?target=K of a request as a class index, or None (the predicted class) when it is
+    absent, empty or "auto"; BadInput names anything else."""
+    values = request.query_params.getlist("target")
+    if len(values) > 1:
+        raise BadInput(f"give ?target= at most once, got it {len(values)} times")
+    text = values[0].strip() if values else ""
+    if text in ("", "auto"):
+        return None
+    if not (text.isascii() and text.isdigit()) or int(text) >= classes:
+        raise BadInput(f"target must be a class in 0..{classes - 1} or 'auto', got {text[:20]!r}")
+    return int(text)
+
+
 async def _input_image(request: Request) -> np.ndarray:
     """The request's digit as uint8 (28, 28), whichever of the accepted forms it came in."""
     content_type = request.headers.get("content-type", "")
@@ -340,14 +339,33 @@ def create_app(predictor: Predictor) -> Starlette:
         result["time_ms"] = 1000 * (time.perf_counter() - start)
         return JSONResponse(result)
 
+    classes = description["layers"][-1]["output_shape"][0]
+
     async def api_features(request):
         start = time.perf_counter()
+        target = target_from_query(request, classes)   # refused before the body is read
         image = await _input_image(request)
 
         def work():
             result = predictor.predict(image)
             result["input"] = image.tolist()
             result["layers"] = predictor.feature_maps(image)
+            result["saliency"] = predictor.saliency(image, target)
+            return result
+
+        result = await run_in_threadpool(work)
+        result["time_ms"] = 1000 * (time.perf_counter() - start)
+        return JSONResponse(result)
+
+    async def api_saliency(request):
+        start = time.perf_counter()
+        target = target_from_query(request, classes)
+        image = await _input_image(request)
+
+        def work():
+            result = predictor.predict(image)
+            result["input"] = image.tolist()
+            result["saliency"] = predictor.saliency(image, target)
             return result
 
         result = await run_in_threadpool(work)
@@ -359,6 +377,7 @@ def create_app(predictor: Predictor) -> Starlette:
         Route("/api/model", api_model, methods=["GET"]),
         Route("/api/predict", api_predict, methods=["POST"]),
         Route("/api/features", api_features, methods=["POST"]),
+        Route("/api/saliency", api_saliency, methods=["POST"]),
         Mount("/static", StaticFiles(directory=folder), name="static"),
     ]
     handlers = {BadInput: _bad_input, HTTPException: _http_error, Exception: _server_error}

@@ -23,6 +23,7 @@ from PIL import Image  # noqa: E402
 import pylenet  # noqa: E402
 from conftest import REPO_ROOT  # noqa: E402
 from pylenet.cli import main  # noqa: E402
+from pylenet.explain import saliency  # noqa: E402
 from pylenet.images import decode_image, load_image, to_mnist  # noqa: E402
 from pylenet.serve import MAX_UPLOAD_BYTES, PAGE_CSP, STATIC_FILES, Predictor, static_dir  # noqa: E402
 from serve_util import Client, ServerThread, digits, make_checkpoint, multipart, png_bytes  # noqa: E402
@@ -155,6 +156,46 @@ def test_features_are_the_layer_by_layer_maps_and_the_predict_answer(api, refere
     assert layers["C1"]["max"] > layers["C1"]["min"] >= 0  # ReLU maps with something in them
 
 
+def test_saliency_is_the_in_process_gradient_for_the_predicted_or_asked_class(api, reference):
+    images, _ = digits(3)
+    for image in images:
+        label, _ = expect(reference, image)
+        for query, target in (("", label), ("?target=auto", label), ("?target=3", 3), ("?target=0", 0)):
+            status, _, data = api.call("POST", "/api/saliency" + query, {"pixels": image.tolist()})
+            assert status == 200, data
+            assert_same_answer(data, reference, image)
+            assert np.array_equal(np.asarray(data["input"], np.uint8), image)
+            sal = data["saliency"]
+            assert sal["target"] == target
+            want = saliency(reference, image, target)
+            got = np.asarray(sal["values"])
+            assert got.shape == (28, 28)
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * np.abs(want).max())
+            assert sal["max_abs"] == float(np.abs(got).max()) > 0
+    # /api/features carries the same map, for the page's one request per drawing.
+    status, _, data = api.call("POST", "/api/features?target=5", {"pixels": images[0].tolist()})
+    assert status == 200 and data["saliency"]["target"] == 5
+    _, _, alone = api.call("POST", "/api/saliency?target=5", {"pixels": images[0].tolist()})
+    assert data["saliency"] == alone["saliency"]
+    # An upload works as on /api/predict.
+    png = png_bytes(images[1])
+    status, _, data = api.call("POST", "/api/saliency?target=7", png, "image/png")
+    assert status == 200 and data["saliency"]["target"] == 7
+    np.testing.assert_allclose(np.asarray(data["saliency"]["values"]),
+                               saliency(reference, decode_image(png), 7), rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("endpoint", ["/api/saliency", "/api/features"])
+@pytest.mark.parametrize("query,words", [("?target=10", ["0..9", "'10'"]), ("?target=-1", ["0..9", "'-1'"]),
+                                         ("?target=seven", ["'seven'"]), ("?target=1.5", ["'1.5'"]),
+                                         ("?target=1&target=2", ["at most once"])])
+def test_a_bad_target_is_a_400_naming_it(api, endpoint, query, words):
+    status, headers, data = api.call("POST", endpoint + query, {"pixels": [[0] * 28] * 28})
+    assert status == 400 and headers["content-type"] == "application/json", data
+    for word in words:
+        assert word in data["error"], data["error"]
+
+
 def test_feature_requests_leave_the_shared_layers_untouched(checkpoint):
     predictor = Predictor.load(checkpoint[0])
     before = {name: dict(vars(layer)) for name, layer in predictor.model.layers}
@@ -261,7 +302,7 @@ def _bad_requests():
 BAD = _bad_requests()
 
 
-@pytest.mark.parametrize("endpoint", ["/api/predict", "/api/features"])
+@pytest.mark.parametrize("endpoint", ["/api/predict", "/api/features", "/api/saliency"])
 @pytest.mark.parametrize("request_, status, words", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
 def test_bad_input_is_a_4xx_json_error_naming_the_problem(server, endpoint, request_, status, words):
     body, content_type, options = request_

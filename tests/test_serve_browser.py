@@ -1,5 +1,6 @@
 """The `pylenet serve` page in headless Chromium (Selenium): draw with mouse and touch, see the prediction and maps."""
 import base64
+import math
 import shutil
 
 import pytest
@@ -15,7 +16,7 @@ from selenium.webdriver.common.actions import interaction  # noqa: E402
 from selenium.webdriver.common.actions.action_builder import ActionBuilder  # noqa: E402
 from selenium.webdriver.common.actions.pointer_input import PointerInput  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 from pylenet.serve import Predictor  # noqa: E402
 from serve_util import Client, ServerThread, make_checkpoint  # noqa: E402
@@ -169,3 +170,70 @@ def test_draw_with_mouse_and_touch_see_prediction_and_maps_then_server_gone(
     wait_for(browser, "the unreachable banner", lambda d: status.is_displayed())
     assert "unreachable" in status.text and "pylenet serve" in status.text
     browser.save_screenshot(str(tmp_path / "unreachable.png"))
+
+
+# The heat map's colours, as app.js computes them (DIM, RAISE, LOWER there).
+DIM, RAISE, LOWER = 0.4, (230, 40, 30), (30, 90, 230)
+
+
+def expected_heat(answer) -> list[int]:
+    """The RGBA bytes app.js draws for an /api/saliency answer: the input dimmed, blended
+    towards red or blue by |saliency| / max |saliency| (the same float64 arithmetic)."""
+    sal, image = answer["saliency"], answer["input"]
+    scale = 1 / sal["max_abs"] if sal["max_abs"] > 0 else 0
+    out = []
+    for y in range(28):
+        for x in range(28):
+            s = sal["values"][y][x]
+            a = min(1, abs(s) * scale)
+            to = RAISE if s > 0 else LOWER
+            base = DIM * image[y][x]
+            out += [math.floor(base * (1 - a) + to[k] * a + 0.5) for k in range(3)] + [255]
+    return out
+
+
+def heat_shown(driver) -> tuple[str, list[int]]:
+    return driver.execute_script("""
+        const c = document.getElementById('heat');
+        return [c.dataset.target, Array.from(c.getContext('2d').getImageData(0, 0, 28, 28).data)];""")
+
+
+def test_heat_map_is_the_apis_saliency_for_the_predicted_and_a_picked_class(browser, checkpoint):
+    path, _ = checkpoint
+    with ServerThread(Predictor.load(path)) as server:
+        browser.get(server.url)
+        wait_for(browser, "the model description", lambda d: "parameters" in d.find_element(By.ID, "model-info").text)
+        pad = browser.find_element(By.ID, "pad")
+        mouse_stroke(browser, pad, [(-75, -85), (75, -85), (5, 95)])
+        wait_for(browser, "a prediction", settled_prediction)
+        label, _ = shown(browser)
+        png = base64.b64decode(browser.execute_script(
+            "return document.getElementById('pad').toDataURL('image/png').split(',')[1];"))
+        client = Client(server.url)
+        try:
+            target, pixels = heat_shown(browser)
+            status, _, answer = client.call("POST", "/api/saliency", png, "image/png")
+            assert status == 200 and answer["saliency"]["target"] == label == int(target)
+            assert pixels == expected_heat(answer)
+            assert len(set(map(tuple, zip(pixels[0::4], pixels[1::4], pixels[2::4])))) > 20  # a map, not a flat fill
+
+            # Another class from the menu: the map follows, and is that class's.
+            other = (label + 3) % 10
+            Select(browser.find_element(By.ID, "target")).select_by_value(str(other))
+            wait_for(browser, f"the heat map of class {other}",
+                     lambda d: heat_shown(d)[0] == str(other) and settled_prediction(d))
+            status, _, answer = client.call("POST", f"/api/saliency?target={other}", png, "image/png")
+            assert status == 200 and answer["saliency"]["target"] == other
+            shown_other = heat_shown(browser)[1]
+            assert shown_other == expected_heat(answer) and shown_other != pixels
+            assert f"score of {other}" in browser.find_element(By.ID, "heat-info").text
+
+            # A probability bar picks its class too.
+            browser.find_element(By.CSS_SELECTOR, f'.bar[data-digit="{label}"]').click()
+            wait_for(browser, "the heat map of the bar's class",
+                     lambda d: heat_shown(d)[0] == str(label) and settled_prediction(d))
+            assert heat_shown(browser)[1] == pixels
+        finally:
+            client.close()
+        errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert not errors, [e["message"] for e in errors]

@@ -418,6 +418,7 @@ double Net::train_step(float* out, float* const* grads, const float* x, const in
 void Net::input_gradient(float* dx, const float* x, const float* dout, int64_t N,
                          const float* const* params, const float* const* buffers) {
     std::lock_guard<std::mutex> lock(mutex_);
+    if (N <= 0) return;
     const int64_t nblocks = batch_blocks(N);
     const int nt = int(std::min<int64_t>(get_num_threads(), nblocks));
     prepare((N + nblocks - 1) / nblocks, nt, nblocks);

@@ -1,10 +1,14 @@
-// pylenet serve: the drawing pad, the live prediction and the feature maps, on the server's JSON API.
+// pylenet serve: the drawing pad, the live prediction, its saliency heat map and the feature maps, on the server's JSON API.
 "use strict";
 
 const STROKE = 22;          // pen width on the 280x280 pad: MNIST strokes are 2-3 of 28 pixels
 const MIN_INTERVAL = 50;    // ms between two requests while drawing
 const TIMEOUT = 8000;       // ms before a request counts as unanswered
 const RETRY = 3000;         // ms between pings while the server is unreachable
+// The heat map: the input dimmed to DIM of its brightness, blended towards RAISE (positive
+// saliency) or LOWER (negative) by |saliency| / max |saliency|. tests/test_serve_browser.py
+// recomputes these pixels from the API's answer.
+const DIM = 0.4, RAISE = [230, 40, 30], LOWER = [30, 90, 230];
 
 const $ = (sel) => document.querySelector(sel);
 const pad = $("#pad");
@@ -119,7 +123,9 @@ async function send() {
   const started = performance.now();
   let resp = null, data = null, failure = null;
   try {
-    resp = await fetch("api/features", {method: "POST", body: blob, signal: abort.signal,
+    const target = $("#target").value;   // "" asks for the predicted class
+    const url = target === "" ? "api/features" : `api/features?target=${target}`;
+    resp = await fetch(url, {method: "POST", body: blob, signal: abort.signal,
                                          headers: {"Content-Type": "image/png"}});
     data = await resp.json().catch(() => ({error: `HTTP ${resp.status} without a JSON body`}));
   } catch (err) {   // only the network lands here: a bug in show() must not read as "unreachable"
@@ -219,8 +225,28 @@ function show(data, roundTrip) {
     canvases(grid, layer.maps.length, layer.name).forEach((c, k) =>
       gray(c, layer.maps[k], (v) => Math.round((v - layer.min) * scale)));
   }
+  heat(data.input, data.saliency);
   $("#timing").textContent = `server ${data.time_ms.toFixed(1)} ms · round trip ${roundTrip.toFixed(0)} ms`;
   document.body.dataset.state = "predicted";
+}
+
+// The saliency over the input: which pixels would raise (red) or lower (blue) the score.
+function heat(input, sal) {
+  const canvas = $("#heat"), c = canvas.getContext("2d");
+  const img = c.createImageData(28, 28);
+  const scale = sal.max_abs > 0 ? 1 / sal.max_abs : 0;
+  for (let y = 0; y < 28; y++) {
+    for (let x = 0; x < 28; x++) {
+      const s = sal.values[y][x], a = Math.min(1, Math.abs(s) * scale), to = s > 0 ? RAISE : LOWER;
+      const base = DIM * input[y][x], i = 4 * (y * 28 + x);
+      for (let k = 0; k < 3; k++) img.data[i + k] = Math.round(base * (1 - a) + to[k] * a);
+      img.data[i + 3] = 255;
+    }
+  }
+  c.putImageData(img, 0, 0);
+  canvas.dataset.target = String(sal.target);
+  $("#heat-info").textContent = `score of ${sal.target}: red raises it, blue lowers it ` +
+    `(strongest ${sal.max_abs.toPrecision(2)} per pixel value)`;
 }
 
 function refused(status, message) {
@@ -240,8 +266,11 @@ function showEmpty() {
     bar.querySelector(".fill").style.width = "0";
     bar.querySelector(".pct").textContent = "";
   });
-  const input = $("#input");
-  input.getContext("2d").clearRect(0, 0, input.width, input.height);
+  for (const canvas of [$("#input"), $("#heat")]) {
+    canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
+  }
+  delete $("#heat").dataset.target;
+  $("#heat-info").textContent = "red: more ink there raises the score; blue: lowers it";
   document.querySelectorAll(".stage[data-stage] .grid").forEach((grid) => grid.replaceChildren());
   document.body.dataset.state = "empty";
 }
@@ -268,14 +297,18 @@ function describe(model) {
 }
 
 function buildBars() {
-  const bars = $("#bars");
+  const bars = $("#bars"), target = $("#target");
   for (let d = 0; d < 10; d++) {
     const bar = document.createElement("div");
     bar.className = "bar";
     bar.dataset.digit = String(d);
+    bar.title = `explain the score of ${d}`;
     bar.innerHTML = `<span>${d}</span><span class="track"><span class="fill"></span></span><span class="pct"></span>`;
+    bar.addEventListener("click", () => { target.value = String(d); schedule(); });   // a bar picks its class
     bars.appendChild(bar);
+    target.add(new Option(`class ${d}`, String(d)));
   }
+  target.addEventListener("change", schedule);
 }
 
 buildBars();
