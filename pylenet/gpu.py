@@ -8,6 +8,8 @@ the GpuNet is cached on the model and rebuilt when a layer or its settings chang
 """
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from pylenet import _core
@@ -67,11 +69,18 @@ class GpuModel:
         require_supported(model)
         descs = [_describe(layer) for _, layer in model.layers]
         self.net = _core.GpuNet(descs, tuple(input_shape), emulate=emulate)
-        self.model = model
+        # A weak reference: the model holds its GpuModel (model._gpu), and a strong one back
+        # would make a cycle that keeps the device memory until the cyclic GC runs.
+        self._model = weakref.ref(model)
         # What the GpuNet was built from: gpu_for rebuilds it when any of this changes.
         self.key, self.input_shape, self.emulate = _key(model), tuple(input_shape), emulate
         self._slots = param_slots(model)
         self._fresh_state = None  # (steps) when the optimizer was uploaded without state
+
+    @property
+    def model(self):
+        """The Sequential this was built from (None once it is gone)."""
+        return self._model()
 
     @property
     def params(self) -> list:
