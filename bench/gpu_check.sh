@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The device check on a machine with an NVIDIA GPU (made for the lent H200: nvcc 13.0, PyTorch
 # with CUDA, pybind11, pytest, pytest-timeout, compute-sanitizer; no network): builds pylenet in
-# place with its CUDA part, runs a first small device program (bench/gpu_probe.py), the CUDA
-# tests, that small program again under compute-sanitizer's memcheck, then bench/gpu_bench.py
-# (pylenet against PyTorch on the same GPU). Each part has its own time box; a part that fails
-# or runs out of time is reported and the next one still runs. The boxes add up to 315 s and the
-# untimed steps around them take about 15 s, so give the device tool timeout_s 420: a rerun then
-# still fits in a 15-minute device session. Output: the log, probe.log, memcheck.log and
+# place with its CUDA part, runs a first small device program (bench/gpu_probe.py: every kind of
+# captured program against the emulation, then out of memory and on), the CUDA tests, that
+# program again under compute-sanitizer's memcheck (build_cuda.py compiles with -lineinfo, so its
+# reports name source lines), then bench/gpu_bench.py (pylenet against PyTorch on the same GPU).
+# Each part has its own time box; a part that fails or runs out of time is reported and the next
+# one still runs. The boxes add up to 315 s and the untimed steps around them take about 15 s,
+# so give the device tool timeout_s 420: a rerun then still fits in a 15-minute device session. Output: the log, probe.log, memcheck.log and
 # gpu_bench.json in $OUT when set (the device tool's folder that comes back), else
 # ./gpu_check_out. The in-place extension (pylenet/_core*.so) is the CUDA build afterwards;
 # `make inplace` makes it the CPU one again.
@@ -115,7 +116,7 @@ if [[ "${status[build]}" == ok* ]]; then
     part tests "$tests_s" "$python" -m pytest "${pytest_args[@]}" -k "not emulated" tests/test_cuda*.py
     if [ -n "$sanitizer" ]; then
         part memcheck "$memcheck_s" bash -c "set -o pipefail; '$sanitizer' --tool memcheck --error-exitcode 3 \
-            '$python' bench/gpu_probe.py 2>&1 | tee '$out/memcheck.log'"
+            '$python' bench/gpu_probe.py --skip-oom 2>&1 | tee '$out/memcheck.log'"
         summary_line=$(grep -ao "ERROR SUMMARY: [0-9]* errors\?" "$out/memcheck.log" | tail -1)
         unsupported=$(grep -aim1 "not supported" "$out/memcheck.log")
         if [ -n "$summary_line" ]; then

@@ -6,24 +6,29 @@ compute-sanitizer's memcheck, which is why it is small. Every kind of program th
 captures runs: inference (forward, predict_u8) at two batch sizes, training steps from host
 batches (captured, then replayed), the device dataset's steps (whole batches and a partial last
 one), and the backward and loss test hooks. Each result is compared with the emulation's
-(pylenet._core.GpuNet(emulate=True)) at float32 tolerances.
+(pylenet._core.GpuNet(emulate=True)) at float32 tolerances. Then a batch the device has no room
+for (cudaMalloc out of memory, caught) must leave the network working: its captured programs
+replayed, new ones captured and launched, a training step taken (--skip-oom leaves this out, as
+under compute-sanitizer, which reports the failed cudaMalloc).
 
 Exits 0 when all agree, 1 at the first disagreement or CUDA error (printed), 2 when the device
 cannot be used (CUDA's reason printed). --smoke puts the emulation in the device's place, so
-that the script itself runs anywhere (`make test-cuda-build`).
-Usage: python bench/gpu_probe.py [--smoke]
+that the script itself runs anywhere (`make test-cuda-build`), and skips the out-of-memory part.
+Usage: python bench/gpu_probe.py [--smoke] [--skip-oom]
 """
 from __future__ import annotations
 
+import importlib.util
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if importlib.util.find_spec("pylenet") is None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the in-place build of this checkout
 import pylenet  # noqa: E402
-from pylenet import LeNet5, _core  # noqa: E402
+from pylenet import Conv2d, Flatten, LeNet5, Linear, MaxPool2d, Sequential, _core  # noqa: E402
 from pylenet.data import pad_and_normalize  # noqa: E402
 from pylenet.engine import _describe  # noqa: E402
 from pylenet.train import _LUT  # noqa: E402
@@ -48,11 +53,38 @@ def nets(model, smoke: bool):
     return out
 
 
+def out_of_memory_then_on() -> None:
+    """A forward pass whose second activation needs about 300 GiB fails with CUDA's out of
+    memory; the same network then replays the program it captured before, captures and launches
+    new ones (a caught CUDA error must not fail the next launch, and no program may keep memory
+    that the failed resize released) and trains."""
+    model = Sequential(Conv2d(1, 64, 1, rng=np.random.default_rng(1)), MaxPool2d(16, 16), Flatten(),
+                       Linear(64 * 64 * 64, 10, rng=np.random.default_rng(2)))
+    side, huge = 1024, 1200  # 1200 samples of 64 x 1024 x 1024 floats
+    net = _core.GpuNet([_describe(layer) for _, layer in model.layers], (1, side, side), emulate=False)
+    net.set_params([p.data for p in model.parameters()])
+    x = np.zeros((huge, 1, side, side), np.float32)  # pages never touched: the device fails first
+    x[:3] = np.random.default_rng(3).standard_normal((3, 1, side, side))
+    before = net.forward(x[:2])
+    try:
+        net.forward(x)
+    except RuntimeError as e:
+        if "out of memory" not in str(e):
+            raise
+        print(f"gpu_probe: out of memory as planned ({e})")
+    else:
+        raise AssertionError(f"a batch of {huge} x 64 x {side} x {side} floats fit on the device")
+    assert np.array_equal(net.forward(x[:2]), before), "the captured program after out of memory"
+    assert np.array_equal(net.forward(x[:3])[:2], before), "a program captured after out of memory"
+    loss, _, applied = net.train_step(x[:3], np.array([1, 2, 3]), 0.01)
+    assert applied and np.isfinite(loss), ("a training step after out of memory", loss, applied)
+
+
 def main(argv: list[str]) -> int:
-    if argv not in ([], ["--smoke"]):
-        print("usage: python bench/gpu_probe.py [--smoke]", file=sys.stderr)
+    if not set(argv) <= {"--smoke", "--skip-oom"}:
+        print("usage: python bench/gpu_probe.py [--smoke] [--skip-oom]", file=sys.stderr)
         return 2
-    smoke = argv == ["--smoke"]
+    smoke = "--smoke" in argv
     info = pylenet.cuda_info()
     if not info["usable"] and not smoke:
         print(f"gpu_probe: no usable GPU: {info['reason']}")
@@ -93,6 +125,8 @@ def main(argv: list[str]) -> int:
         close("loss hook", dv, ev, rtol=1e-5)
         close("loss hook: gradient", dd, ed)
         assert dev.optimizer_steps == 6, ("the loss hook counted as a step", dev.optimizer_steps)
+        if not smoke and "--skip-oom" not in argv:
+            out_of_memory_then_on()
     except (AssertionError, RuntimeError) as e:
         print(f"gpu_probe: FAILED: {type(e).__name__}: {e}")
         return 1

@@ -163,7 +163,7 @@ public:
     void predict_u8(float* probs, const uint8_t* images, int64_t N, int64_t h, int64_t w,
                     int64_t pad, const float* lut) override {
         if (lut_host_.empty() || std::memcmp(lut_host_.data(), lut, sizeof(float) * 256) != 0) {
-            lut_host_.clear();  // uploaded once per table, not per call
+            lut_host_.clear();  // uploaded once per table, not per call; remembered once there
             b_.upload(lut_.ptr, lut, sizeof(float) * 256);
             lut_host_.assign(lut, lut + 256);
         }

@@ -578,9 +578,11 @@ void test_net_rules(std::mt19937& rng) {
 // of memory; memory released while captured programs exist (a later replay would read it) is
 // counted in stale_releases and kept, unchanged, instead of freed (so such a replay reads old
 // values rather than freed memory); a copy to or from memory that is not a live allocation
-// throws std::logic_error instead of writing through a null or freed pointer.
+// throws std::logic_error instead of writing through a null or freed pointer; with fail_uploads
+// every upload throws std::runtime_error (a failed copy).
 struct FaultyBackend : HostBackend {
     static inline int64_t fail_at = -1, allocs = 0, stale_releases = 0;
+    static inline bool fail_uploads = false;
     static inline std::map<const char*, size_t> live;  // start -> bytes
     static inline std::vector<void*> kept;
 
@@ -600,6 +602,7 @@ struct FaultyBackend : HostBackend {
         }
     }
     void upload(void* dst, const void* src, size_t bytes) {
+        if (fail_uploads) throw std::runtime_error("upload failed");
         in_live("upload", dst, bytes);
         HostBackend::upload(dst, src, bytes);
     }
@@ -623,6 +626,7 @@ struct FaultyBackend : HostBackend {
         kept.clear();
         fail_at = -1;
         allocs = stale_releases = 0;
+        fail_uploads = false;
     }
 };
 using FaultyNet = NetImpl<FaultyBackend>;
@@ -766,6 +770,40 @@ void test_allocation_failures(std::mt19937& rng) {
     }
     FaultyBackend::reset();
 
+    {   // A failed upload of parameters or of a lookup table is not taken as done: the same
+        // values given again go up.
+        FaultyNet net(descs, 1, S, S, true), ref(descs, 1, S, S, true);
+        std::vector<std::vector<float>> other = params;
+        for (auto& p : other)
+            for (auto& v : p) v += 1.0f;
+        std::vector<const float*> op;
+        for (auto& p : other) op.push_back(p.data());
+        net.set_params(pp);
+        ref.set_params(op);
+        std::vector<uint8_t> img(size_t(2 * image * image), 7);
+        std::vector<float> lut_b(lut);
+        for (auto& v : lut_b) v = 1.0f - v;
+        std::vector<float> probs(20), probs_ref(20);
+        net.predict_u8(probs.data(), img.data(), 2, image, image, pad, lut.data());
+        FaultyBackend::fail_uploads = true;
+        int threw = 0;
+        try {
+            net.set_params(op);
+        } catch (const std::runtime_error&) {
+            threw++;
+        }
+        try {
+            net.predict_u8(probs.data(), img.data(), 2, image, image, pad, lut_b.data());
+        } catch (const std::runtime_error&) {
+            threw++;
+        }
+        FaultyBackend::fail_uploads = false;
+        net.set_params(op);
+        net.predict_u8(probs.data(), img.data(), 2, image, image, pad, lut_b.data());
+        ref.predict_u8(probs_ref.data(), img.data(), 2, image, image, pad, lut_b.data());
+        expect(threw == 2 && weights(net) == other && probs == probs_ref,
+               "a failed upload of parameters or of a lookup table is uploaded again");
+    }
     {   // The loss test hook is no optimiser step (Adam's bias correction counts the steps).
         FaultyNet net(descs, 1, S, S, true);
         net.set_params(pp);
