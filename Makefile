@@ -176,8 +176,8 @@ clean:
 # where it looks; CUDA_HOME=... picks one), not a GPU.
 # `make test-cuda-build`: imports that package here, checks that it has the CUDA part and says
 # why it cannot use it on a machine without a GPU (it must import and explain, not crash), then
-# runs tests/test_cuda*.py against it (they skip what needs a GPU) and the smoke run of the GPU
-# benchmark (bench/gpu_bench.py --smoke: every code path, tiny, on the host).
+# runs tests/test_cuda*.py against it (they skip what needs a GPU) and the smoke runs of the GPU
+# benchmark and probe (bench/gpu_bench.py, gpu_probe.py --smoke: every code path, tiny, on the host).
 CUDA_EXT := $(BUILD)/cuda-ext
 CUDA_PKG := $(abspath $(BUILD)/cuda-pkg)
 CUDA_TESTS = $(sort $(wildcard tests/test_cuda*.py))
@@ -204,6 +204,7 @@ test-cuda-build: cuda-build
 	assert pylenet.__file__.startswith('$(CUDA_PKG)/'), pylenet.__file__; \
 	sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', *'$(CUDA_TESTS)'.split()]))"
 	PYTHONPATH=$(CUDA_PKG) PYLENET_CUDA_EMULATE=1 $(PYTHON) bench/gpu_bench.py --smoke --out $(BUILD)/gpu_bench_smoke
+	PYTHONPATH=$(CUDA_PKG) $(PYTHON) bench/gpu_probe.py --smoke
 
 # ---------------------------------------------------------------------------- sanitizers
 # `make sanitize`: AddressSanitizer (with LeakSanitizer) and UndefinedBehaviorSanitizer, gcc's

@@ -35,7 +35,8 @@ from pathlib import Path
 DEFAULT_ARCHS = "80;90"
 WHEEL_DIR = Path("nvidia") / "cu13"  # where pip's CUDA 13 wheels unpack, under site-packages
 DEFAULT_HOME = Path("/usr/local/cuda")  # where NVIDIA's installers put the toolkit
-NVCC_FLAGS = ["-O3", "-std=c++17", "-Icore", "--expt-relaxed-constexpr",
+# -lineinfo: source lines in compute-sanitizer's and the profilers' reports (no speed cost).
+NVCC_FLAGS = ["-O3", "-std=c++17", "-Icore", "--expt-relaxed-constexpr", "-lineinfo",
               "-Xcompiler", "-fPIC,-fvisibility=hidden", "-DPYLENET_CUDA"]
 # libcudart_static.a needs these; --exclude-libs keeps its symbols out of the dynamic symbol
 # table, so a libcudart.so loaded by another extension (torch's) never interposes on ours.

@@ -9,12 +9,12 @@ the GpuNet is cached on the model and rebuilt when a layer or its settings chang
 """
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from pylenet import _core
 from pylenet.device import emulating, require_cuda
-import weakref
-
 from pylenet.engine import (LOSS_KINDS, _key, buffer_slots, describe, fits, loss_name, param_slots,
                             tracked_batches)
 from pylenet.layers import Sequential

@@ -8,8 +8,10 @@ which skips with CUDA's reason where there is no usable GPU. The GPU-only tests 
 Tolerances are float32's: the GPU sums in its own fixed order, so it is close to the CPU, not
 bit-identical; every GPU backend is bit-identical to itself run after run.
 """
+import gc
 import json
 import math
+import weakref
 
 import numpy as np
 import pytest
@@ -156,6 +158,21 @@ def test_losses(kind, n, classes, backend):
     assert_close(dout, ref_dout, "dout")
 
 
+def test_the_loss_hook_is_not_an_optimizer_step(backend):
+    images, labels = digits(8, seed=2)
+    x = pad_and_normalize(images)
+    model = LeNet5(seed=0)
+    net, fresh = gpu_net(model, (1, 32, 32), backend), gpu_net(model, (1, 32, 32), backend)
+    for n in (net, fresh):
+        n.set_optimizer("adam")  # its bias correction reads the step count
+    net.loss(net.forward(x), labels, "cross_entropy")
+    assert net.optimizer_steps == 0
+    assert net.train_step(x, labels, 1e-3)[0] == fresh.train_step(x, labels, 1e-3)[0]
+    assert net.optimizer_steps == fresh.optimizer_steps == 1
+    for p, q in zip(net.get_params(), fresh.get_params()):
+        np.testing.assert_array_equal(p, q)
+
+
 # ---------------------------------------------------------------------- the fused training step
 
 OPTIMIZERS = {
@@ -259,6 +276,21 @@ def test_the_models_gpu_network_is_cached_until_a_layer_changes(backend):
     model.layers[2] = ("2", Linear(2 * 8 * 8, 3, rng=rng))
     x = randn(2, 1, 8, 8)
     assert_close(gpu_net_for(model, (1, 8, 8)).forward(x), model.eval().forward(x), "rebuilt")
+
+
+def test_a_models_gpu_network_goes_with_the_model_without_the_cyclic_gc(backend):
+    model = LeNet5(seed=0)
+    gpu = gpu_net_for(model)
+    assert gpu.model is model
+    gone = weakref.ref(gpu)
+    del gpu
+    gc.collect()
+    gc.disable()  # only reference counting frees it now: no cycle may hold the device memory
+    try:
+        del model
+        assert gone() is None
+    finally:
+        gc.enable()
 
 
 # ------------------------------------------------------------------- the device dataset steps
@@ -711,6 +743,8 @@ def test_cli_auto_picks_cuda_when_it_can_be_used(backend):
 
 # ------------------------------------------------------------------------------ the GPU itself
 
+ACCURACY_BAND = 0.006  # one real MNIST epoch: GPU and CPU test accuracies, at most 0.6 points apart
+
 @ON_GPU
 def test_emulation_and_the_device_agree():
     model = LeNet5(seed=3)
@@ -731,17 +765,39 @@ def test_training_on_the_gpu_is_bit_identical_run_after_run(monkeypatch):
         assert_same_weights(first[0], second[0])
 
 
-def torch_cuda():
+@pytest.fixture
+def torch_fp32():
+    """torch, with its convolutions and matrix products in float32 arithmetic for this test, as
+    bench/gpu_bench.py runs them: cuDNN allows TF32 by default, about 1e-3 relative error on an
+    Ampere or later GPU, against the 1e-5 of these comparisons. (Set and put back by hand: the
+    flags are properties, which some pytest versions' monkeypatch cannot restore.)"""
     torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
+    flags = (torch.backends.cudnn, torch.backends.cuda.matmul)
+    before = [f.allow_tf32 for f in flags]
+    for f in flags:
+        f.allow_tf32 = False
+    yield torch
+    for f, value in zip(flags, before):
+        f.allow_tf32 = value
+
+
+@pytest.fixture
+def torch_cuda(torch_fp32):
+    """torch_fp32, skipping where PyTorch has no CUDA."""
+    if not torch_fp32.cuda.is_available():
         pytest.skip("PyTorch here has no CUDA")
-    return torch
+    return torch_fp32
+
+
+def test_the_pytorch_comparisons_run_without_tf32(torch_fp32):
+    assert torch_fp32.backends.cudnn.allow_tf32 is False
+    assert torch_fp32.backends.cuda.matmul.allow_tf32 is False
 
 
 @ON_GPU
 @pytest.mark.parametrize("case", CONV, ids=lambda c: "x".join(map(str, c)))
-def test_conv2d_against_pytorch_on_the_gpu(case):
-    torch = torch_cuda()
+def test_conv2d_against_pytorch_on_the_gpu(case, torch_cuda):
+    torch = torch_cuda
     n, c, h, w, k, r, stride, pad = case
     model = Sequential(Conv2d(c, k, r, stride=stride, padding=pad, rng=np.random.default_rng(1)), Flatten())
     x = randn(n, c, h, w, seed=2)
@@ -762,8 +818,8 @@ def test_conv2d_against_pytorch_on_the_gpu(case):
 
 @ON_GPU
 @pytest.mark.parametrize("op", ["max", "avg", "relu", "sigmoid", "tanh", "linear"])
-def test_pool_activation_and_linear_against_pytorch_on_the_gpu(op):
-    torch = torch_cuda()
+def test_pool_activation_and_linear_against_pytorch_on_the_gpu(op, torch_cuda):
+    torch = torch_cuda
     F = torch.nn.functional
     layer = {"max": MaxPool2d(3, 2), "avg": AvgPool2d(2, 3), "relu": ReLU(), "sigmoid": Sigmoid(),
              "tanh": Tanh(), "linear": None}[op]
@@ -789,8 +845,8 @@ def test_pool_activation_and_linear_against_pytorch_on_the_gpu(op):
 
 @ON_GPU
 @pytest.mark.parametrize("kind", ["cross_entropy", "mse"])
-def test_losses_against_pytorch_on_the_gpu(kind):
-    torch = torch_cuda()
+def test_losses_against_pytorch_on_the_gpu(kind, torch_cuda):
+    torch = torch_cuda
     F = torch.nn.functional
     net = gpu_net(Sequential(Flatten(), Linear(4, 10, rng=np.random.default_rng(0))), (4, 1, 1), "gpu")
     out, labels = 4 * randn(17, 10, seed=7), np.random.default_rng(7).integers(0, 10, 17)
@@ -818,4 +874,6 @@ def test_one_real_mnist_epoch_on_the_gpu_reaches_the_cpus_accuracy(mnist_dir, mo
         accuracy[device] = evaluate(model, test_set, device=device)["accuracy"]
     print(f"one epoch: GPU {100 * accuracy['cuda']:.2f}%, CPU {100 * accuracy['cpu']:.2f}%")
     assert accuracy["cpu"] > 0.95  # the precondition: a real epoch of the default recipe
-    assert abs(accuracy["cuda"] - accuracy["cpu"]) <= 0.003
+    # The device contracts a * b + c into one FMA where the CPU may round twice: a one-epoch
+    # run drifts apart by a few tenths of a point either way.
+    assert abs(accuracy["cuda"] - accuracy["cpu"]) <= ACCURACY_BAND

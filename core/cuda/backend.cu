@@ -5,9 +5,15 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <map>
+#include <memory>
 #include <stdexcept>
 #include <string>
+#include <typeinfo>
+#if __has_include(<cxxabi.h>)
+#include <cxxabi.h>
+#endif
 
 #include "cuda/element.h"
 #include "cuda/impl.h"
@@ -22,9 +28,32 @@ namespace gpu {
 
 namespace {
 
+// A failed call leaves its error as the runtime's "last error" too, which the next
+// cudaGetLastError() (after a kernel launch) would report again: a caught error (the
+// out-of-memory fallback of fit) must not fail the next call. So it is cleared here, and
+// after every call whose error is ignored (cleanup). A sticky error (a kernel that faulted)
+// cannot be cleared: the context is lost and every later call fails, naming it.
 void check(cudaError_t err, const char* what) {
-    if (err != cudaSuccess)
-        throw std::runtime_error(std::string("CUDA error in ") + what + ": " + cudaGetErrorString(err));
+    if (err == cudaSuccess) return;
+    cudaGetLastError();
+    throw std::runtime_error(std::string("CUDA error in ") + what + ": " + cudaGetErrorString(err));
+}
+void check(cudaError_t err, const std::string& what) { check(err, what.c_str()); }
+
+// Runs a cleanup call whose error cannot be acted on, and clears that error.
+void ignore(cudaError_t) { cudaGetLastError(); }
+
+// A kernel's functor for error messages ("pylenet::gpu::ConvForward"), demangled where the
+// host compiler's ABI allows.
+template <class F>
+std::string functor_name() {
+    const char* raw = typeid(F).name();
+#if __has_include(<cxxabi.h>)
+    int status = 0;
+    std::unique_ptr<char, void (*)(void*)> nice(abi::__cxa_demangle(raw, nullptr, nullptr, &status), std::free);
+    if (status == 0 && nice) return nice.get();
+#endif
+    return raw;
 }
 
 // One thread per index; a grid-stride loop covers launches larger than the grid.
@@ -50,25 +79,28 @@ struct CudaBackend {
     }
     ~CudaBackend() {
         forget();
-        if (pinned) cudaFreeHost(pinned);
-        if (stream) cudaStreamDestroy(stream);
+        if (pinned) ignore(cudaFreeHost(pinned));
+        if (stream) ignore(cudaStreamDestroy(stream));
     }
     void* alloc(size_t bytes) {
         void* p = nullptr;
         check(cudaMalloc(&p, bytes), "cudaMalloc");
-        check(cudaMemsetAsync(p, 0, bytes, stream), "cudaMemsetAsync");
+        const cudaError_t err = cudaMemsetAsync(p, 0, bytes, stream);
+        if (err != cudaSuccess) ignore(cudaFree(p));
+        check(err, "cudaMemsetAsync");
         return p;
     }
     void release(void* p) {
-        cudaStreamSynchronize(stream);
-        cudaFree(p);
+        ignore(cudaStreamSynchronize(stream));
+        ignore(cudaFree(p));
     }
     // Pinned staging of at least `bytes` (copies up to 1 MiB go through it).
     void* staging(size_t bytes) {
         if (bytes > pinned_size) {
             check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
-            if (pinned) cudaFreeHost(pinned);
+            if (pinned) ignore(cudaFreeHost(pinned));
             pinned = nullptr;
+            pinned_size = 0;
             check(cudaMallocHost(&pinned, bytes), "cudaMallocHost");
             pinned_size = bytes;
         }
@@ -107,7 +139,9 @@ struct CudaBackend {
         if (n <= 0) return;
         const int64_t blocks = std::min<int64_t>((n + kThreads - 1) / kThreads, int64_t(1) << 20);
         for_each_kernel<<<unsigned(blocks), kThreads, 0, stream>>>(f, n);
-        check(cudaGetLastError(), "kernel launch");
+        const cudaError_t err = cudaGetLastError();
+        if (err != cudaSuccess)
+            check(err, "the launch of " + functor_name<F>() + " (" + std::to_string(n) + " threads)");
     }
     // Replays the program captured under `key`, capturing it first.
     template <class Fn>
@@ -119,22 +153,23 @@ struct CudaBackend {
             try {
                 fn();
             } catch (...) {
-                cudaStreamEndCapture(stream, &graph);
-                if (graph) cudaGraphDestroy(graph);
+                // Ends the (now invalid) capture; its errors are not the one being reported.
+                ignore(cudaStreamEndCapture(stream, &graph));
+                if (graph) ignore(cudaGraphDestroy(graph));
                 throw;
             }
             check(cudaStreamEndCapture(stream, &graph), "cudaStreamEndCapture");
             cudaGraphExec_t exec = nullptr;
             const cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
-            cudaGraphDestroy(graph);
+            ignore(cudaGraphDestroy(graph));
             check(err, "cudaGraphInstantiate");
             it = graphs.emplace(key, exec).first;
         }
         check(cudaGraphLaunch(it->second, stream), "cudaGraphLaunch");
     }
     void forget() {
-        if (!graphs.empty()) cudaStreamSynchronize(stream);
-        for (auto& kv : graphs) cudaGraphExecDestroy(kv.second);
+        if (!graphs.empty()) ignore(cudaStreamSynchronize(stream));
+        for (auto& kv : graphs) ignore(cudaGraphExecDestroy(kv.second));
         graphs.clear();
     }
 };
@@ -148,8 +183,8 @@ DeviceInfo read_device_info() {
     DeviceInfo info;
     info.compiled = true;
     int runtime = 0, driver = 0;
-    cudaRuntimeGetVersion(&runtime);
-    cudaDriverGetVersion(&driver);
+    ignore(cudaRuntimeGetVersion(&runtime));
+    ignore(cudaDriverGetVersion(&driver));
     info.runtime_version = runtime;
     info.driver_version = driver;
     const std::string archs = PYLENET_CUDA_ARCHS;
@@ -181,6 +216,19 @@ DeviceInfo read_device_info() {
     info.cc_major = prop.major;
     info.cc_minor = prop.minor;
     info.total_memory = int64_t(prop.totalGlobalMem);
+    // A binary without machine code or PTX for this GPU's architecture imports and sees the
+    // GPU, but cannot launch a kernel: ask for one kernel's attributes, which needs its code.
+    cudaFuncAttributes attr;
+    const cudaError_t probe = cudaFuncGetAttributes(&attr, for_each_kernel<UnaryForward>);
+    if (probe != cudaSuccess) {
+        cudaGetLastError();
+        const std::string cc = std::to_string(prop.major) + std::to_string(prop.minor);
+        info.reason = std::string("device 0 (") + prop.name + ", compute capability " + std::to_string(prop.major) +
+                      "." + std::to_string(prop.minor) + ") cannot run pylenet's kernels, built for " +
+                      (archs.empty() ? std::string("?") : archs) + " (" + cudaGetErrorString(probe) +
+                      "); rebuild with PYLENET_CUDA_ARCH=" + cc;
+        return info;
+    }
     info.usable = true;
     return info;
 }

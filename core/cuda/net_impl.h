@@ -34,13 +34,19 @@ struct DeviceArray {
     ~DeviceArray() {
         if (ptr) backend->release(ptr);
     }
-    // At least n elements; returns whether the memory moved.
+    // At least n elements; returns whether the memory moved. The new memory comes first, so a
+    // failed allocation (out of memory) leaves the array and the captured programs as they
+    // were; the programs are dropped before the old memory is released, because a replay of
+    // one would read it.
     bool reserve(B* b, int64_t n) {
         backend = b;
         if (n <= size && ptr) return false;
-        if (ptr) backend->release(ptr);
-        ptr = nullptr;
-        ptr = static_cast<T*>(backend->alloc(sizeof(T) * size_t(std::max<int64_t>(n, 1))));
+        T* fresh = static_cast<T*>(backend->alloc(sizeof(T) * size_t(std::max<int64_t>(n, 1))));
+        if (ptr) {
+            backend->forget();
+            backend->release(ptr);
+        }
+        ptr = fresh;
         size = n;
         return true;
     }
@@ -76,6 +82,8 @@ public:
         : net_(descs, C, H, W), emulated_(emulated) {
         plan();
     }
+    // The captured programs go before the memory they use (the arrays are destroyed first).
+    ~NetImpl() override { b_.forget(); }
 
     const Net& net() const override { return net_; }
     bool emulated() const override { return emulated_; }
@@ -88,8 +96,8 @@ public:
             float* shadow = shadow_.data() + param_off_[i];
             if (uploaded_ && !trained_ && std::memcmp(shadow, host[i], sizeof(float) * size_t(n)) == 0)
                 continue;
-            std::memcpy(shadow, host[i], sizeof(float) * size_t(n));
             b_.upload(params_.ptr + param_off_[i], host[i], sizeof(float) * size_t(n));
+            std::memcpy(shadow, host[i], sizeof(float) * size_t(n));  // what the device now holds
         }
         uploaded_ = true;
         trained_ = false;
@@ -171,8 +179,9 @@ public:
     void predict_u8(float* probs, const uint8_t* images, int64_t N, int64_t h, int64_t w,
                     int64_t pad, const float* lut) override {
         if (lut_host_.empty() || std::memcmp(lut_host_.data(), lut, sizeof(float) * 256) != 0) {
-            lut_host_.assign(lut, lut + 256);  // uploaded once per table, not per call
+            lut_host_.clear();  // uploaded once per table, not per call; remembered once there
             b_.upload(lut_.ptr, lut, sizeof(float) * 256);
+            lut_host_.assign(lut, lut + 256);
         }
         for (int64_t n0 = 0; n0 < N; n0 += kMaxChunk) {
             const int64_t n = std::min(kMaxChunk, N - n0);
@@ -208,16 +217,17 @@ public:
 
     void set_dataset(const uint8_t* images, const int64_t* labels, int64_t N, int64_t h, int64_t w,
                      int64_t pad, const float* lut) override {
+        data_n_ = 0;  // no dataset until this one is whole on the device (a failure leaves none)
+        b_.forget();
         data_.reserve(&b_, N * h * w);
         data_labels_.reserve(&b_, N);
-        b_.forget();
         b_.upload(data_.ptr, images, size_t(N * h * w));
         b_.upload(data_labels_.ptr, labels, sizeof(int64_t) * size_t(N));
         b_.upload(data_lut_.ptr, lut, sizeof(float) * 256);
-        data_n_ = N;
         data_h_ = h;
         data_w_ = w;
         data_pad_ = pad;
+        data_n_ = N;
     }
     int64_t dataset_size() const override { return data_n_; }
     Shape dataset_image() const override { return {data_h_, data_w_, data_pad_}; }
@@ -267,12 +277,9 @@ public:
         steps_capacity(1);
         b_.upload(acts_[out_slot()].ptr, out, sizeof(float) * size_t(N * classes()));
         b_.upload(labels_.ptr, labels, sizeof(int64_t) * size_t(N));
-        const StepControl saved = ctrl_;  // a loss alone is no optimizer step
         begin_run(false, StepNoise{});
-        enqueue_loss(N, loss);
+        enqueue_loss(N, loss);  // no EndStep: a loss alone is not an optimiser step
         std::vector<StepResult> r = end_run(1);
-        ctrl_.opt_steps = saved.opt_steps;
-        ctrl_.buf_ready = saved.buf_ready;
         b_.download(dout, grad_a_.ptr, sizeof(float) * size_t(N * classes()));
         return r[0].loss;
     }
@@ -403,6 +410,8 @@ private:
     }
 
     // Sizes every per-sample buffer for batches of n (grows only; moving memory drops graphs).
+    // cap_ changes only once every buffer holds n: after a failed allocation the buffers
+    // still hold the old capacity (DeviceArray::reserve), and so does cap_.
     void reserve(int64_t n) {
         if (n <= cap_) return;
         bool moved = false;

@@ -2,9 +2,14 @@
 // (core/cuda/element.h) run over its whole launch grid on the host, against the core's naive
 // oracles, on shapes with odd sizes, strides, paddings and overlapping pool windows; then the
 // emulated GpuNet against the CPU Net (forward, backward, a training step with each loss and
-// optimiser), determinism, and the non-finite rules. Exits non-zero when any check fails.
+// optimiser), determinism, the non-finite rules, and allocations that fail (a device out of
+// memory) in the middle of a resize. Exits non-zero when any check fails.
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <iterator>
+#include <map>
+#include <new>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -12,6 +17,8 @@
 
 #include "check.h"
 #include "cuda/element.h"
+#include "cuda/host_backend.h"
+#include "cuda/net_impl.h"
 #include "cuda/gpu.h"
 #include "net/net.h"
 #include "net/registry.h"
@@ -584,6 +591,253 @@ void test_net_rules(std::mt19937& rng) {
     expect(threw, "GpuNet on the device: runs with a GPU, else says why not");
 }
 
+
+// The host emulation with a device's failure modes, for NetImpl<FaultyBackend>: the alloc
+// numbered fail_at (counted from 0 in `allocs`) throws std::bad_alloc, as cudaMalloc runs out
+// of memory; memory released while captured programs exist (a later replay would read it) is
+// counted in stale_releases and kept, unchanged, instead of freed (so such a replay reads old
+// values rather than freed memory); a copy to or from memory that is not a live allocation
+// throws std::logic_error instead of writing through a null or freed pointer; with fail_uploads
+// every upload throws std::runtime_error (a failed copy).
+struct FaultyBackend : HostBackend {
+    static inline int64_t fail_at = -1, allocs = 0, stale_releases = 0;
+    static inline bool fail_uploads = false;
+    static inline std::map<const char*, size_t> live;  // start -> bytes
+    static inline std::vector<void*> kept;
+
+    void* alloc(size_t bytes) {
+        if (allocs++ == fail_at) throw std::bad_alloc();
+        void* p = HostBackend::alloc(bytes);
+        live[static_cast<const char*>(p)] = bytes;
+        return p;
+    }
+    void release(void* p) {
+        live.erase(static_cast<const char*>(p));
+        if (graphs.empty()) {
+            HostBackend::release(p);
+        } else {
+            stale_releases++;
+            kept.push_back(p);
+        }
+    }
+    void upload(void* dst, const void* src, size_t bytes) {
+        if (fail_uploads) throw std::runtime_error("upload failed");
+        in_live("upload", dst, bytes);
+        HostBackend::upload(dst, src, bytes);
+    }
+    void download(void* dst, const void* src, size_t bytes) {
+        in_live("download", src, bytes);
+        HostBackend::download(dst, src, bytes);
+    }
+    void zero(void* dst, size_t bytes) {
+        in_live("zero", dst, bytes);
+        HostBackend::zero(dst, bytes);
+    }
+    static void in_live(const char* what, const void* p, size_t bytes) {
+        if (bytes == 0) return;
+        const char* c = static_cast<const char*>(p);
+        auto it = live.upper_bound(c);
+        if (it == live.begin() || c + bytes > std::prev(it)->first + std::prev(it)->second)
+            throw std::logic_error(std::string(what) + " outside the live device memory");
+    }
+    static void reset() {
+        for (void* p : kept) std::free(p);
+        kept.clear();
+        fail_at = -1;
+        allocs = stale_releases = 0;
+        fail_uploads = false;
+    }
+};
+using FaultyNet = NetImpl<FaultyBackend>;
+
+// A resize that runs out of memory part way (every allocation in turn fails) drops the captured
+// programs before it releases memory, keeps the capacity it had, and leaves a net that trains
+// on as one that never tried: the same bits at the old batch size and, memory back, the new.
+// A dataset upload that fails leaves no dataset (not a half-replaced one), then works again.
+void test_allocation_failures(std::mt19937& rng) {
+    // A small net with every kind of buffer (activations, argmax, chunk sums): 1x12x12 inputs.
+    const std::vector<LayerDesc> descs = {layer("conv2d", 1, 4, 3, 1, 0, true), layer("relu"),
+                                          layer("maxpool2d", 0, 0, 2, 2), layer("flatten"),
+                                          layer("linear", 100, 10, 0, 1, 0, true)};
+    const int64_t S = 12, image = 8, pad = 2;  // the dataset's 8x8 images, padded to 12x12
+    Net shapes(descs, 1, S, S);
+    std::vector<std::vector<float>> params;
+    std::vector<const float*> pp;
+    for (const Shape& s : shapes.param_shapes()) {
+        params.push_back(randn(size_t(numel(s)), rng));
+        for (auto& v : params.back()) v *= 0.1f;
+    }
+    for (auto& p : params) pp.push_back(p.data());
+    const int64_t small = 8, large = 16;
+    const auto x_a = randn(size_t(small * S * S), rng), x_b = randn(size_t(small * S * S), rng);
+    const auto x_large = randn(size_t(large * S * S), rng);
+    std::vector<int64_t> labels(static_cast<size_t>(large));
+    for (int64_t i = 0; i < large; i++) labels[size_t(i)] = (i * 7) % 10;
+    const LossKindInfo& ce = loss_kind("cross_entropy");
+    auto weights = [&](FaultyNet& net) {
+        std::vector<std::vector<float>> out;
+        std::vector<float*> ptrs;
+        for (const auto& p : params) out.emplace_back(p.size());
+        for (auto& o : out) ptrs.push_back(o.data());
+        net.get_params(ptrs);
+        return out;
+    };
+    auto start = [&](FaultyNet& net) {
+        net.set_params(pp);
+        OptimConfig cfg;
+        cfg.momentum = 0.9f;
+        net.set_optimizer(cfg);
+        net.set_optimizer_state({}, false, 0);
+    };
+
+    int failures = 0;
+    bool all_ok = true;
+    for (int64_t k = 0; k < 100; k++) {
+        FaultyBackend::reset();
+        bool ok = true, failed = false;
+        std::string what;
+        try {
+            FaultyNet net(descs, 1, S, S, true), ref(descs, 1, S, S, true);
+            start(net);
+            start(ref);
+            std::vector<float> out(size_t(large * 10)), out_ref(out.size());
+            const StepResult a = net.train_step(nullptr, x_a.data(), labels.data(), small, 0.05f, ce, StepNoise{});
+            ref.train_step(nullptr, x_a.data(), labels.data(), small, 0.05f, ce, StepNoise{});  // the program for 8 is captured
+            FaultyBackend::allocs = 0;
+            FaultyBackend::fail_at = k;
+            try {
+                net.train_step(nullptr, x_large.data(), labels.data(), large, 0.05f, ce, StepNoise{});
+            } catch (const std::bad_alloc&) {
+                failed = true;
+            }
+            FaultyBackend::fail_at = -1;
+            if (!failed) break;  // k is past the allocations of a step at the larger batch
+            failures++;
+            (void)a;
+            const StepResult b = net.train_step(out.data(), x_b.data(), labels.data(), small, 0.05f, ce, StepNoise{});
+            const StepResult b_ref = ref.train_step(out_ref.data(), x_b.data(), labels.data(), small, 0.05f, ce, StepNoise{});
+            ok = ok && b.loss == b_ref.loss && b.correct == b_ref.correct && out == out_ref;
+            const StepResult c = net.train_step(out.data(), x_large.data(), labels.data(), large, 0.05f, ce, StepNoise{});
+            const StepResult c_ref = ref.train_step(out_ref.data(), x_large.data(), labels.data(), large, 0.05f, ce, StepNoise{});
+            ok = ok && c.loss == c_ref.loss && out == out_ref;
+            net.forward(out.data(), x_a.data(), small);
+            ref.forward(out_ref.data(), x_a.data(), small);
+            ok = ok && out == out_ref && weights(net) == weights(ref);
+        } catch (const std::exception& e) {
+            ok = false;
+            what = e.what();
+        }
+        if (!ok || FaultyBackend::stale_releases != 0) {
+            all_ok = false;
+            std::printf("  allocation %lld failing: %s, %lld release(s) under captured programs%s%s\n",
+                        (long long)k, ok ? "trains on alike" : "trains on differently",
+                        (long long)FaultyBackend::stale_releases, what.empty() ? "" : ": ", what.c_str());
+        }
+    }
+    FaultyBackend::reset();
+    expect(failures >= 10, "allocation failures: every allocation of a resize failed in turn (" +
+                               std::to_string(failures) + ")");
+    expect(all_ok, "a resize out of memory: programs dropped before any release, the old capacity kept, "
+                   "training goes on as if it had not been tried");
+
+    // The dataset: uploaded, trained on (its programs captured), then a larger one fails.
+    const int64_t N = 30, M = 60;
+    std::vector<uint8_t> images(size_t(M * image * image));
+    std::uniform_int_distribution<int> pix(0, 255);
+    for (auto& v : images) v = uint8_t(pix(rng));
+    std::vector<int64_t> dlabels(static_cast<size_t>(M));
+    for (int64_t i = 0; i < M; i++) dlabels[size_t(i)] = (i * 3) % 10;
+    std::vector<float> lut(256);
+    for (int i = 0; i < 256; i++) lut[size_t(i)] = i / 255.0f;
+    std::vector<int64_t> idx(static_cast<size_t>(M)), idx_first(static_cast<size_t>(N));
+    for (int64_t i = 0; i < M; i++) idx[size_t(i)] = (i * 7) % M;
+    for (int64_t i = 0; i < N; i++) idx_first[size_t(i)] = (i * 7) % N;  // in the first dataset
+    const std::vector<float> lrs(8, 0.05f);
+    for (int64_t k = 0; k < 2; k++) {  // the images, then the labels
+        FaultyBackend::reset();
+        bool ok = true, failed = false;
+        std::string what;
+        try {
+            FaultyNet net(descs, 1, S, S, true), ref(descs, 1, S, S, true);
+            start(net);
+            start(ref);
+            for (FaultyNet* n : {&net, &ref}) {
+                n->set_dataset(images.data(), dlabels.data(), N, image, image, pad, lut.data());
+                n->train_indices(idx_first.data(), N / 2, 5, lrs.data(), ce, false, StepNoise{});
+            }
+            FaultyBackend::allocs = 0;
+            FaultyBackend::fail_at = k;
+            try {
+                net.set_dataset(images.data(), dlabels.data(), M, image, image, pad, lut.data());
+            } catch (const std::bad_alloc&) {
+                failed = true;
+            }
+            FaultyBackend::fail_at = -1;
+            ok = failed && net.dataset_size() == 0;
+            for (FaultyNet* n : {&net, &ref}) n->set_dataset(images.data(), dlabels.data(), M, image, image, pad, lut.data());
+            const auto r = net.train_indices(idx.data(), M, 10, lrs.data(), ce, false, StepNoise{});
+            const auto r_ref = ref.train_indices(idx.data(), M, 10, lrs.data(), ce, false, StepNoise{});
+            for (size_t s = 0; s < r.size() && s < r_ref.size(); s++) ok = ok && r[s].loss == r_ref[s].loss;
+            ok = ok && r.size() == r_ref.size() && weights(net) == weights(ref);
+        } catch (const std::exception& e) {
+            ok = false;
+            what = e.what();
+        }
+        expect(ok && FaultyBackend::stale_releases == 0,
+               "set_dataset out of memory (allocation " + std::to_string(k) + "): no dataset left, no program "
+               "over released memory, the next upload trains as on a fresh net" + (what.empty() ? "" : ": " + what));
+    }
+    FaultyBackend::reset();
+
+    {   // A failed upload of parameters or of a lookup table is not taken as done: the same
+        // values given again go up.
+        FaultyNet net(descs, 1, S, S, true), ref(descs, 1, S, S, true);
+        std::vector<std::vector<float>> other = params;
+        for (auto& p : other)
+            for (auto& v : p) v += 1.0f;
+        std::vector<const float*> op;
+        for (auto& p : other) op.push_back(p.data());
+        net.set_params(pp);
+        ref.set_params(op);
+        std::vector<uint8_t> img(size_t(2 * image * image), 7);
+        std::vector<float> lut_b(lut);
+        for (auto& v : lut_b) v = 1.0f - v;
+        std::vector<float> probs(20), probs_ref(20);
+        net.predict_u8(probs.data(), img.data(), 2, image, image, pad, lut.data());
+        FaultyBackend::fail_uploads = true;
+        int threw = 0;
+        try {
+            net.set_params(op);
+        } catch (const std::runtime_error&) {
+            threw++;
+        }
+        try {
+            net.predict_u8(probs.data(), img.data(), 2, image, image, pad, lut_b.data());
+        } catch (const std::runtime_error&) {
+            threw++;
+        }
+        FaultyBackend::fail_uploads = false;
+        net.set_params(op);
+        net.predict_u8(probs.data(), img.data(), 2, image, image, pad, lut_b.data());
+        ref.predict_u8(probs_ref.data(), img.data(), 2, image, image, pad, lut_b.data());
+        expect(threw == 2 && weights(net) == other && probs == probs_ref,
+               "a failed upload of parameters or of a lookup table is uploaded again");
+    }
+    {   // The loss test hook is no optimiser step (Adam's bias correction counts the steps).
+        FaultyNet net(descs, 1, S, S, true);
+        net.set_params(pp);
+        OptimConfig cfg;
+        cfg.kind = OptimConfig::kAdam;
+        net.set_optimizer(cfg);
+        std::vector<float> out = randn(size_t(small * 10), rng), dout(out.size());
+        net.loss(dout.data(), out.data(), labels.data(), small, ce);
+        expect(net.optimizer_steps() == 0, "GpuNet.loss: not counted as an optimiser step");
+        net.forward(out.data(), x_a.data(), small);  // a captured program when the net goes
+    }
+    expect(FaultyBackend::stale_releases == 0, "no memory released under a captured program at destruction");
+    FaultyBackend::reset();
+}
+
 }  // namespace
 
 int main() {
@@ -598,6 +852,7 @@ int main() {
     test_optimizer(rng);
     test_net(rng);
     test_net_rules(rng);
+    test_allocation_failures(rng);
     std::printf("%d passed, %d failed\n", g_passed, g_failed);
     return g_failed == 0 ? 0 : 1;
 }
