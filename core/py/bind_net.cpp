@@ -6,6 +6,7 @@
 #include <string>
 
 #include "net/net.h"
+#include "base/parallel.h"
 #include "net/registry.h"
 #include "py/convert.h"
 
@@ -343,6 +344,62 @@ FArr py_net_input_gradient(Net& net, const py::object& xo, const py::object& dou
     return dx;
 }
 
+// (grads (b1 - b0, G), losses (b1 - b0,) float64, out (n, classes)): Net::block_gradients.
+py::tuple py_net_block_gradients(Net& net, const py::object& xo, const py::object& labo, int64_t N,
+                                 int64_t b0, int64_t b1, const py::sequence& params,
+                                 const std::string& loss, uint64_t seed, uint64_t epoch, int64_t first) {
+    const char* op = "Net.block_gradients";
+    FArr x = as_float(op, "x", xo);
+    I64Arr labels = as_int<I64Arr>(op, "labels", labo);
+    net.check_block_gradients(shape_of(x), shape_of(labels), labels.data(), N, b0, b1);
+    check_at_least(op, "first", first, 0);
+    const LossKindInfo& kind = loss_kind(loss);
+    std::vector<FArr> ps = net_params(net, params);
+    std::vector<const float*> pp = data_of(ps);
+    const int64_t n = x.shape(0), count = b1 - b0;
+    FArr grads = new_float({count, net.gradient_size()});
+    FArr out = new_float({n, net.out_features()});
+    py::array_t<double> losses(std::vector<py::ssize_t>{py::ssize_t(count)});
+    float* gp = grads.mutable_data();
+    float* op_ = out.mutable_data();
+    double* lp = losses.mutable_data();
+    const StepNoise noise{seed, epoch, first};
+    {
+        py::gil_scoped_release nogil;
+        net.block_gradients(op_, gp, lp, x.data(), labels.data(), N, b0, b1, pp.data(), kind, noise);
+    }
+    return py::make_tuple(grads, losses, out);
+}
+
+// A batch's mean loss from all its blocks' loss sums (Net::mean_loss).
+double py_net_mean_loss(const Net& net, const py::object& losses_o, int64_t N, const std::string& loss) {
+    using DArr = py::array_t<double, py::array::c_style | py::array::forcecast>;
+    DArr losses = DArr::ensure(losses_o);
+    if (!losses || losses.ndim() != 1)
+        throw py::type_error("Net.mean_loss: losses must be a 1-D array of the blocks' loss sums");
+    check_at_least("Net.mean_loss", "N", N, 1);
+    if (losses.shape(0) != batch_blocks(N))
+        throw py::value_error("Net.mean_loss: a batch of " + std::to_string(N) + " has " +
+                              std::to_string(batch_blocks(N)) + " blocks, got " +
+                              std::to_string(losses.shape(0)) + " loss sums");
+    return net.mean_loss(losses.data(), losses.shape(0), N, loss_kind(loss));
+}
+
+// (n,) = rows of parts (nblocks, n) added in order, the first copied (sum_blocks).
+FArr py_sum_blocks(const py::object& parts_o) {
+    FArr parts = as_float("sum_blocks", "parts", parts_o);
+    if (parts.ndim() != 2 || parts.shape(0) < 1)
+        throw py::value_error("sum_blocks: parts must be (nblocks >= 1, n), got " + shape_str(shape_of(parts)));
+    const int64_t nb = parts.shape(0), n = parts.shape(1);
+    FArr out = new_float({n});
+    float* op = out.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        sum_blocks(op, parts.data(), n, nb, n);
+    }
+    return out;
+}
+
 py::list shapes_list(const std::vector<Shape>& shapes) {
     py::list out;
     for (const auto& s : shapes) out.append(py::tuple(py::cast(s)));
@@ -375,7 +432,24 @@ void bind_net(py::module_& m) {
         .def_property_readonly("buffer_shapes", [](const Net& n) { return shapes_list(n.buffer_shapes()); },
                                "Buffer shapes (running statistics), in the order buffers are given.")
         .def_property_readonly("batch_coupled", &Net::batch_coupled,
-                               "Whether a layer needs the whole batch in training (BatchNorm).");
+                               "Whether a layer needs the whole batch in training (BatchNorm).")
+        .def("block_gradients", &py_net_block_gradients, py::arg("x"), py::arg("labels"), py::arg("N"),
+             py::arg("b0"), py::arg("b1"), py::arg("params"), py::arg("loss") = "cross_entropy",
+             py::arg("seed") = 0, py::arg("epoch") = 0, py::arg("first") = 0,
+             "(grads (b1-b0, gradient_size), losses (b1-b0,) float64, out (n, classes)): train_step's "
+             "per-block gradient rows and loss sums for blocks [b0, b1) of a batch of N, x and labels "
+             "holding only their samples (data-parallel training).")
+        .def("mean_loss", &py_net_mean_loss, py::arg("losses"), py::arg("N"), py::arg("loss") = "cross_entropy",
+             "The mean loss of a batch of N from all its blocks' loss sums, as train_step computes it.")
+        .def_property_readonly("out_features", &Net::out_features,
+                               "Features of the last layer's output (the classes).")
+        .def_property_readonly("gradient_size", &Net::gradient_size,
+                               "Floats in one block_gradients row (all parameters, flattened).");
+    m.def("sum_blocks", &py_sum_blocks, py::arg("parts"),
+          "(n,) float32: the rows of parts (nblocks, n) added in row order, the first copied: "
+          "how train_step adds its blocks' gradients.");
+    m.def("batch_blocks", &batch_blocks, py::arg("N"),
+          "The number of blocks training splits a batch of N into (a function of N alone).");
     m.def("layer_kinds", &py_layer_kinds,
           "The registry: kind name -> {class, torch, onnx, attrs [{name, type, required, default, "
           "default_from}], params, buffers, elementwise, penalty_output, batch_coupled}.");
