@@ -575,6 +575,61 @@ py::tuple py_net_train_step(Net& net, const py::object& xo, const py::object& la
 }
 
 
+// (grads (b1 - b0, G), losses (b1 - b0,) float64, out (n, classes)): Net::block_gradients.
+py::tuple py_net_block_gradients(Net& net, const py::object& xo, const py::object& labo, int64_t N,
+                                 int64_t b0, int64_t b1, const py::sequence& params,
+                                 const std::string& loss) {
+    FArr x = as_float("Net.block_gradients", "x", xo);
+    I64Arr labels = as_int<I64Arr>("Net.block_gradients", "labels", labo);
+    net.check_block_gradients(shape_of(x), shape_of(labels), labels.data(), N, b0, b1);
+    const LossKindInfo& kind = loss_kind(loss);
+    std::vector<FArr> ps = net_params(net, params);
+    std::vector<const float*> pp;
+    for (auto& a : ps) pp.push_back(a.data());
+    const int64_t n = x.shape(0), count = b1 - b0;
+    FArr grads = new_float({count, net.gradient_size()});
+    FArr out = new_float({n, net.out_features()});
+    py::array_t<double> losses(std::vector<py::ssize_t>{py::ssize_t(count)});
+    float* gp = grads.mutable_data();
+    float* op = out.mutable_data();
+    double* lp = losses.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        net.block_gradients(op, gp, lp, x.data(), labels.data(), N, b0, b1, pp.data(), kind);
+    }
+    return py::make_tuple(grads, losses, out);
+}
+
+// A batch's mean loss from all its blocks' loss sums (Net::mean_loss).
+double py_net_mean_loss(const Net& net, const py::object& losses_o, int64_t N, const std::string& loss) {
+    using DArr = py::array_t<double, py::array::c_style | py::array::forcecast>;
+    DArr losses = DArr::ensure(losses_o);
+    if (!losses || losses.ndim() != 1)
+        throw py::type_error("Net.mean_loss: losses must be a 1-D array of the blocks' loss sums");
+    check_at_least("Net.mean_loss", "N", N, 1);
+    if (losses.shape(0) != batch_blocks(N))
+        throw py::value_error("Net.mean_loss: a batch of " + std::to_string(N) + " has " +
+                              std::to_string(batch_blocks(N)) + " blocks, got " +
+                              std::to_string(losses.shape(0)) + " loss sums");
+    return net.mean_loss(losses.data(), losses.shape(0), N, loss_kind(loss));
+}
+
+// (n,) = rows of parts (nblocks, n) added in order, the first copied (sum_blocks).
+FArr py_sum_blocks(const py::object& parts_o) {
+    FArr parts = as_float("sum_blocks", "parts", parts_o);
+    if (parts.ndim() != 2 || parts.shape(0) < 1)
+        throw py::value_error("sum_blocks: parts must be (nblocks >= 1, n), got " +
+                              shape_str(shape_of(parts)));
+    const int64_t nb = parts.shape(0), n = parts.shape(1);
+    FArr out = new_float({n});
+    float* op = out.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        sum_blocks(op, parts.data(), n, nb, n);
+    }
+    return out;
+}
+
 
 // ----------------------------------------------------------------------------- GPU network
 
@@ -1213,11 +1268,27 @@ PYBIND11_MODULE(_core, m) {
         .def("train_step", &py_net_train_step, py::arg("x"), py::arg("labels"), py::arg("params"),
              py::arg("grads"), py::arg("loss") = "cross_entropy",
              "(loss, out): forward, mean loss and backward; overwrites the arrays in grads.")
+        .def("block_gradients", &py_net_block_gradients, py::arg("x"), py::arg("labels"),
+             py::arg("N"), py::arg("b0"), py::arg("b1"), py::arg("params"),
+             py::arg("loss") = "cross_entropy",
+             "(grads (b1-b0, gradient_size), losses (b1-b0,) float64, out (n, classes)): train_step's "
+             "per-block gradient rows and loss sums for blocks [b0, b1) of a batch of N, x and labels "
+             "holding only their samples (data-parallel training).")
+        .def("mean_loss", &py_net_mean_loss, py::arg("losses"), py::arg("N"),
+             py::arg("loss") = "cross_entropy",
+             "The mean loss of a batch of N from all its blocks' loss sums, as train_step computes it.")
+        .def_property_readonly("gradient_size", &Net::gradient_size,
+                               "Floats in one block_gradients row (all parameters, flattened).")
         .def_property_readonly("param_shapes", [](const Net& n) {
             py::list out;
             for (const auto& s : n.param_shapes()) out.append(py::tuple(py::cast(s)));
             return out;
         }, "Parameter shapes, in the order params and grads are given.");
+    m.def("sum_blocks", &py_sum_blocks, py::arg("parts"),
+          "(n,) float32: the rows of parts (nblocks, n) added in row order, the first copied: "
+          "how train_step adds its blocks' gradients.");
+    m.def("batch_blocks", &batch_blocks, py::arg("N"),
+          "The number of blocks training splits a batch of N into (a function of N alone).");
     m.def("layer_kinds", &py_layer_kinds,
           "The layer kinds the core runs: name -> {Net tuple slot: layer attribute it comes from}.");
     m.def("loss_kinds", &py_loss_kinds, "The loss names Net.train_step takes.");

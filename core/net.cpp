@@ -237,14 +237,8 @@ double Net::train_step(float* out, float* const* grads, const float* x, const in
     // Block b: forward, loss and backward of its samples into its own gradient block.
     auto run_block = [&](Workspace& ws, int64_t b) {
         const int64_t n0 = block_begin(N, nblocks, b), n = block_begin(N, nblocks, b + 1) - n0;
-        const float* xb = x + n0 * in_size;
-        float* gb = grad_blocks_.data() + b * P;
-        std::memset(gb, 0, sizeof(float) * P);
-        forward_block(ws, xb, n, params, true);
-        const float* logits = act(ws, xb, layers_.size());
-        std::memcpy(out + n0 * classes, logits, sizeof(float) * n * classes);
-        block_loss[b] = loss.block_sum(ws.grad_a.data(), logits, labels + n0, n, classes, N);
-        backward_block(ws, xb, n, params, gb);
+        block_loss[b] = train_block(ws, out + n0 * classes, grad_blocks_.data() + b * P,
+                                    x + n0 * in_size, labels + n0, n, N, params, loss);
     };
     // The block gradients summed in block order over the flat range [lo, hi).
     auto reduce = [&](int64_t lo, int64_t hi) {
@@ -272,9 +266,94 @@ double Net::train_step(float* out, float* const* grads, const float* x, const in
             reduce(P * t / T, P * (t + 1) / T);  // threads own disjoint parameter ranges
         }
     }
+    return mean_loss(block_loss, nblocks, N, loss);
+}
+
+double Net::train_block(Workspace& ws, float* out, float* gb, const float* xb, const int64_t* lb,
+                        int64_t n, int64_t N, const float* const* params, const LossKindInfo& loss) {
+    const int64_t classes = out_features_;
+    std::memset(gb, 0, sizeof(float) * total_params_);
+    forward_block(ws, xb, n, params, true);
+    const float* logits = act(ws, xb, layers_.size());
+    std::memcpy(out, logits, sizeof(float) * n * classes);
+    const double sum = loss.block_sum(ws.grad_a.data(), logits, lb, n, classes, N);
+    backward_block(ws, xb, n, params, gb);
+    return sum;
+}
+
+double Net::mean_loss(const double* losses, int64_t nblocks, int64_t N, const LossKindInfo& loss) const {
     double total = 0.0;
-    for (int64_t b = 0; b < nblocks; b++) total += block_loss[b];
-    return total / loss.mean_count(N, classes);
+    for (int64_t b = 0; b < nblocks; b++) total += losses[b];
+    return total / loss.mean_count(N, out_features_);
+}
+
+int64_t Net::gradient_size() const {
+    int64_t size = 0;
+    for (const Shape& s : param_shapes_) size += numel(s);
+    return size;
+}
+
+void Net::check_block_gradients(const Shape& xs, const Shape& ls, const int64_t* labels, int64_t N,
+                                int64_t b0, int64_t b1) const {
+    const char* op = "Net.block_gradients";
+    check_at_least(op, "N (the whole batch)", N, 1);
+    const int64_t nb = batch_blocks(N);
+    if (b0 < 0 || b0 > b1 || b1 > nb)
+        throw std::invalid_argument(std::string(op) + ": blocks [" + std::to_string(b0) + ", " +
+                                    std::to_string(b1) + ") must lie in [0, " + std::to_string(nb) +
+                                    "] (a batch of " + std::to_string(N) + " has " +
+                                    std::to_string(nb) + " blocks)");
+    check_input(xs);
+    const int64_t n = block_begin(N, nb, b1) - block_begin(N, nb, b0);
+    if (xs[0] != n)
+        throw std::invalid_argument(std::string(op) + ": x must hold the " + std::to_string(n) +
+                                    " samples of blocks [" + std::to_string(b0) + ", " +
+                                    std::to_string(b1) + ") of a batch of " + std::to_string(N) +
+                                    ", got " + std::to_string(xs[0]));
+    if (ls != Shape{n})
+        throw std::invalid_argument(std::string(op) + ": labels must have shape (" +
+                                    std::to_string(n) + ",), got " + shape_str(ls));
+    check_indices(op, "labels", labels, n, out_features_);
+}
+
+void Net::block_gradients(float* out, float* grads, double* losses, const float* x,
+                          const int64_t* labels, int64_t N, int64_t b0, int64_t b1,
+                          const float* const* params, const LossKindInfo& loss) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const int64_t nblocks = batch_blocks(N), count = b1 - b0;
+    if (count <= 0) return;
+    const int nt = int(std::min<int64_t>(get_num_threads(), count));
+    prepare((N + nblocks - 1) / nblocks, nt, count);
+    const int64_t in_size = C_ * H_ * W_, classes = out_features_, P = total_params_;
+    const int64_t G = gradient_size(), first = block_begin(N, nblocks, b0);
+    // Block b0 + i, as train_step runs block b, then its gradient block unpadded into row i.
+    auto run_block = [&](Workspace& ws, int64_t i) {
+        const int64_t b = b0 + i;
+        const int64_t n0 = block_begin(N, nblocks, b) - first;
+        const int64_t n = block_begin(N, nblocks, b + 1) - block_begin(N, nblocks, b);
+        float* gb = grad_blocks_.data() + i * P;
+        losses[i] = train_block(ws, out + n0 * classes, gb, x + n0 * in_size, labels + n0, n, N,
+                                params, loss);
+        float* row = grads + i * G;
+        for (size_t p = 0; p < param_shapes_.size(); p++) {
+            const int64_t size = numel(param_shapes_[p]);
+            std::memcpy(row, gb + param_offsets_[p], sizeof(float) * size);
+            row += size;
+        }
+    };
+    if (nt == 1) {
+        SerialScope serial;
+        for (int64_t i = 0; i < count; i++) run_block(workspaces_[0], i);
+        return;
+    }
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t i = 0; i < count; i++) {
+#ifdef _OPENMP
+        run_block(workspaces_[size_t(omp_get_thread_num())], i);
+#else
+        run_block(workspaces_[0], i);
+#endif
+    }
 }
 
 }  // namespace pylenet

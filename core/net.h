@@ -56,6 +56,27 @@ public:
     double train_step(float* out, float* const* grads, const float* x, const int64_t* labels,
                       int64_t N, const float* const* params, const LossKindInfo& loss);
 
+    // Data-parallel training: train_step's work for the whole blocks [b0, b1) of a batch of N
+    // (split as train_step splits it, batch_blocks(N) blocks), so that workers can share a
+    // batch by blocks. x (n, C, H, W) and labels (n,) hold only those blocks' samples, n =
+    // block_begin(N, nb, b1) - block_begin(N, nb, b0). Overwrites out (n, classes) with the
+    // outputs, grads (b1 - b0, gradient_size()) with one row per block (each parameter's
+    // gradient flattened, in param_shapes order) and losses (b1 - b0) with each block's loss
+    // SUM. sum_blocks over all nb rows in block order gives train_step's gradients, and
+    // mean_loss over all nb sums its loss, bit for bit (any thread count, any split of the
+    // blocks between callers).
+    void block_gradients(float* out, float* grads, double* losses, const float* x,
+                         const int64_t* labels, int64_t N, int64_t b0, int64_t b1,
+                         const float* const* params, const LossKindInfo& loss);
+    // block_gradients' checks: x and labels of blocks [b0, b1) of a batch of N, 0 <= b0 <= b1 <= nb.
+    void check_block_gradients(const Shape& x, const Shape& labels_shape, const int64_t* labels,
+                               int64_t N, int64_t b0, int64_t b1) const;
+    // Floats in one block's gradient row: the parameters' sizes added up (no padding).
+    int64_t gradient_size() const;
+    // The batch's mean loss from its nblocks blocks' loss sums, added in block order and divided
+    // by the loss's mean count, as train_step does.
+    double mean_loss(const double* losses, int64_t nblocks, int64_t N, const LossKindInfo& loss) const;
+
 private:
     using Layer = NetLayer;
     // Per-thread buffers for one block of samples.
@@ -76,6 +97,11 @@ private:
                        bool training);
     void backward_block(Workspace& ws, const float* x, int64_t n, const float* const* params,
                         float* grads);
+    // One block of training, n samples of a batch of N: forward, loss and backward, outputs
+    // into out (n, classes), weight gradients into gb (total_params_ floats, cleared first);
+    // returns the block's loss sum. train_step and block_gradients share it.
+    double train_block(Workspace& ws, float* out, float* gb, const float* xb, const int64_t* lb,
+                       int64_t n, int64_t N, const float* const* params, const LossKindInfo& loss);
 
     std::vector<Layer> layers_;
     std::vector<Shape> param_shapes_;
