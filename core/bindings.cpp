@@ -1277,6 +1277,8 @@ PYBIND11_MODULE(_core, m) {
         .def("mean_loss", &py_net_mean_loss, py::arg("losses"), py::arg("N"),
              py::arg("loss") = "cross_entropy",
              "The mean loss of a batch of N from all its blocks' loss sums, as train_step computes it.")
+        .def_property_readonly("out_features", &Net::out_features,
+                               "Features of the last layer's output (the classes).")
         .def_property_readonly("gradient_size", &Net::gradient_size,
                                "Floats in one block_gradients row (all parameters, flattened).")
         .def_property_readonly("param_shapes", [](const Net& n) {

@@ -13,6 +13,8 @@ from pylenet.losses import CrossEntropyLoss, MSELoss, RBFMAPLoss
 from pylenet.models import LeNet5
 from pylenet.serialize import load_model, save_model
 from pylenet.train import History, Trainer, TrainingDiverged, evaluate, fit, predict
+from pylenet.tuning import sweep               # Ray Tune, imported when called
+from pylenet.distributed import fit_distributed  # Ray workers, imported when called
 
 __all__ = [
     "__version__", "ops", "optim", "Augment", "DataLoader", "load_mnist", "AvgPool2d", "Conv2d", "Flatten",
@@ -20,5 +22,6 @@ __all__ = [
     "CrossEntropyLoss", "MSELoss", "LeNet5", "History", "Trainer", "TrainingDiverged",
     "evaluate", "fit", "predict", "interop", "ExportError", "export_onnx", "load_model",
     "save_model", "MaskedConv2d", "RBF", "RBFMAPLoss", "Rescale", "ScaledTanh", "Subsample2d",
-    "CudaUnavailableError", "cuda_available", "cuda_info", "resolve_device",
+    "CudaUnavailableError", "cuda_available", "cuda_info", "resolve_device", "sweep",
+    "fit_distributed",
 ]

@@ -67,6 +67,13 @@ def _parser(R: dict = DEFAULT_RECIPE) -> argparse.ArgumentParser:
     t.add_argument("--out", default="runs/lenet5", metavar="DIR", help="default runs/lenet5")
     t.add_argument("--resume", metavar="CKPT", help="continue from a checkpoint written by train")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    t.add_argument("--workers", type=int, metavar="N",
+                   help="data-parallel training on N Ray workers (pip install 'pylenet[ray]'): "
+                        "each computes whole blocks of every batch; the weights equal plain "
+                        "training's bit for bit (--threads: threads per worker, default 1)")
+    t.add_argument("--address", metavar="ADDR",
+                   help="with --workers: the Ray cluster to run on (auto, or HOST:PORT of "
+                        "`ray start --head`); default: a local Ray with this machine's CPUs")
 
     e = sub.add_parser("evaluate", help="accuracy and confusion matrix on the MNIST test set",
                        epilog=EPILOG)
@@ -99,7 +106,67 @@ def _parser(R: dict = DEFAULT_RECIPE) -> argparse.ArgumentParser:
     w.add_argument("--port", type=int, default=8000, help="default 8000; 0 picks a free port")
 
     sub.add_parser("info", help="print the core's build information and the GPU it can use")
+    _sweep_parser(sub)
     return p
+
+
+def _sweep_parser(sub) -> None:
+    """`pylenet sweep`: hyperparameter search on Ray Tune (pylenet/tuning.py)."""
+    from pylenet.tuning import SCHEDULERS, SEARCHES
+    s = sub.add_parser(
+        "sweep", help="search train options on Ray Tune (pip install 'pylenet[ray]')",
+        epilog=EPILOG,
+        description="Runs many `pylenet train` trials on Ray Tune and writes OUT/results.csv "
+                    "(one row per trial), OUT/best/model.ckpt (the best trial's weights) and "
+                    "OUT/sweep.png. Example: pylenet sweep --out runs/sweep --trials 8 "
+                    "--epochs 3 --space 'lr=loguniform(0.005,0.2)' --space 'batch_size=grid(32,64)'")
+    _data_arguments(s)
+    s.add_argument("--out", default="runs/sweep", metavar="DIR", help="default runs/sweep")
+    s.add_argument("--space", action="append", default=[], metavar="NAME=SPEC",
+                   help="an option of pylenet train to search (lr, batch_size, momentum, "
+                        "weight_decay, optimizer, schedule, warmup, augment, activation, pooling, "
+                        "variant, seed, ...) and its SPEC: choice(a,b,...), uniform(lo,hi), "
+                        "loguniform(lo,hi) or grid(a,b,...); repeat for more options")
+    s.add_argument("--trials", type=int, default=8, help="samples (per grid point; default 8)")
+    s.add_argument("--epochs", type=int, default=3, help="epochs per trial (default 3)")
+    s.add_argument("--search", choices=SEARCHES, default="random",
+                   help="random (default; seeded by --seed), grid (every choice tried) or optuna")
+    s.add_argument("--scheduler", choices=SCHEDULERS, default="none",
+                   help="none (default) or asha: stop weak trials after 1, 2, 4, ... epochs")
+    s.add_argument("--threads-per-trial", type=int, default=1, metavar="T",
+                   help="CPUs each trial reserves and core threads it runs (default 1)")
+    s.add_argument("--address", metavar="ADDR",
+                   help="Ray cluster to run on: auto or HOST:PORT of `ray start --head` "
+                        "(default: a local Ray with this machine's CPUs)")
+    s.add_argument("--limit", type=int, metavar="N", help="train on the first N images only")
+    s.add_argument("--seed", type=int, default=0, help="seed of the search (default 0); the "
+                                                       "trials' own seed is the train option seed")
+    s.add_argument("--max-failures", type=int, default=2,
+                   help="restarts of a failing trial from its last checkpoint (default 2)")
+    s.add_argument("--no-progress", action="store_true", help="no progress line")
+
+
+def train_options() -> dict:
+    """`pylenet train`'s options: dest name (lr, batch_size, ...) -> its argparse action."""
+    sub = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return {a.dest: a for a in sub.choices["train"]._actions if a.option_strings and a.dest != "help"}
+
+
+def train_args(argv: list[str]) -> argparse.Namespace:
+    """The arguments of `pylenet train ARGV` as main parses them (--recipe's defaults applied);
+    ValueError with argparse's message, not an exit, when one is bad."""
+    import contextlib
+    import io
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            args = _parser().parse_args(["train", *argv])
+            if args.recipe != "default":
+                args = _parser(RECIPES[args.recipe]).parse_args(["train", *argv])
+    except SystemExit:
+        lines = [line for line in err.getvalue().splitlines() if line.strip()]
+        raise ValueError(lines[-1].split("error: ", 1)[-1] if lines else f"bad train arguments {argv}") from None
+    return args
 
 
 def _device_argument(parser, verb: str) -> None:
@@ -220,7 +287,6 @@ def _plot(history: list[dict], path: Path) -> bool:
 def cmd_train(args) -> int:
     import pylenet
     from pylenet.checkpoint import load_checkpoint
-    from pylenet.serialize import model_from_checkpoint
 
     for name in ("epochs", "batch_size"):
         if getattr(args, name) < (0 if name == "epochs" else 1):
@@ -233,6 +299,10 @@ def cmd_train(args) -> int:
     if args.until_accuracy is not None and not 0.0 < args.until_accuracy <= 1.0:
         raise ValueError(f"--until-accuracy must be in (0, 1], got {args.until_accuracy}")
     _check_checkpoint_arg("--resume", args.resume)
+    if args.address is not None and args.workers is None:
+        raise ValueError("--address goes with --workers N (the cluster the workers run on)")
+    if args.workers is not None:
+        _check_workers(args)
     from pylenet.device import resolve_device
     resolve_device(args.device)  # an unusable --device cuda fails before any data is read
     out = Path(args.out)
@@ -247,29 +317,10 @@ def cmd_train(args) -> int:
         train = (train[0][:args.limit], train[1][:args.limit])
 
     resumed = load_checkpoint(args.resume) if args.resume else None
-    if resumed is not None:
-        model = model_from_checkpoint(resumed, args.resume)
-        opt_type = (resumed.optimizer or {}).get("config", {}).get("type", args.optimizer)
-        args.optimizer = opt_type
-        args.seed = int(resumed.extra.get("seed", args.seed))
-        args.batch_size = int(resumed.extra.get("batch_size", args.batch_size))
-    else:
-        model = pylenet.LeNet5(variant=args.variant, activation=args.activation,
-                               pooling=args.pooling, seed=args.seed)
-    lr = args.lr
-    if lr is None and model.config.get("variant") == "lecun98":
-        lr = LECUN98_LR[args.optimizer]
-    optimizer = make_optimizer(model.parameters(), args.optimizer, lr=lr,
-                               momentum=args.momentum, weight_decay=args.weight_decay,
-                               recipe=args.recipe)
-    scheduler = make_scheduler(optimizer, args.epochs, args.schedule, warmup=args.warmup)
-    device = _model_device(args.device, model)
-    trainer = pylenet.Trainer(model, optimizer, loss=args.loss, scheduler=scheduler,
-                              batch_size=args.batch_size, seed=args.seed, threads=args.threads,
-                              progress=progress, checkpoint=ckpt_path, augment=args.augment,
-                              device=device)
-    if resumed is not None:
-        trainer.restore(resumed, args.resume)
+    trainer = build_trainer(args, resumed=resumed, resume_path=args.resume, progress=progress,
+                            checkpoint=ckpt_path,
+                            device="cpu" if args.workers is not None else None)
+    model, device = trainer.model, trainer.device
     # --out is made only now that data and model are ready, and removed again if this run
     # made it and could not write into it.
     created = _make_dirs(out)
@@ -286,7 +337,11 @@ def cmd_train(args) -> int:
     start = time.perf_counter()
     reached = None  # (epoch, seconds from the start of training) of --until-accuracy
     try:
-        if args.until_accuracy is None:
+        if args.workers is not None:  # data-parallel on Ray workers (pylenet.distributed)
+            from pylenet.distributed import train_on_workers
+            train_on_workers(trainer, train, epochs=args.epochs, validation=test,
+                             workers=args.workers, address=args.address, threads=args.threads)
+        elif args.until_accuracy is None:
             history = trainer.fit(train, epochs=args.epochs, validation=test)
         # One epoch at a time (the schedule still spans --epochs), stopping at the target.
         while args.until_accuracy is not None and trainer.epoch < args.epochs:
@@ -330,6 +385,104 @@ def cmd_train(args) -> int:
           f"({wall:.1f}s); wrote {ckpt_path}, {out / 'metrics.json'}"
           + (f", {out / 'curves.png'}" if plotted else ""))
     return 0
+
+
+def build_trainer(args, *, resumed=None, resume_path=None, progress: bool = True, checkpoint=None,
+                  device: str | None = None, callbacks=None):
+    """The Trainer (model, optimizer, schedule) that `pylenet train` runs for its parsed args;
+    sweep trials and data-parallel workers build theirs with it too. resumed: a loaded
+    checkpoint to continue (its optimizer type, seed and batch size win, as for --resume).
+    device None: args.device, resolved for the model."""
+    import pylenet
+    from pylenet.serialize import model_from_checkpoint
+    if resumed is not None:
+        model = model_from_checkpoint(resumed, resume_path)
+        opt_type = (resumed.optimizer or {}).get("config", {}).get("type", args.optimizer)
+        args.optimizer = opt_type
+        args.seed = int(resumed.extra.get("seed", args.seed))
+        args.batch_size = int(resumed.extra.get("batch_size", args.batch_size))
+    else:
+        model = pylenet.LeNet5(variant=args.variant, activation=args.activation,
+                               pooling=args.pooling, seed=args.seed)
+    lr = args.lr
+    if lr is None and model.config.get("variant") == "lecun98":
+        lr = LECUN98_LR[args.optimizer]
+    optimizer = make_optimizer(model.parameters(), args.optimizer, lr=lr,
+                               momentum=args.momentum, weight_decay=args.weight_decay,
+                               recipe=args.recipe)
+    scheduler = make_scheduler(optimizer, args.epochs, args.schedule, warmup=args.warmup)
+    device = _model_device(args.device, model) if device is None else device
+    trainer = pylenet.Trainer(model, optimizer, loss=args.loss, scheduler=scheduler,
+                              batch_size=args.batch_size, seed=args.seed, threads=args.threads,
+                              progress=progress, checkpoint=checkpoint, augment=args.augment,
+                              device=device, callbacks=callbacks)
+    if resumed is not None:
+        trainer.restore(resumed, resume_path)
+    return trainer
+
+
+def _check_workers(args) -> None:
+    """--workers' own errors, before any data is read."""
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    if args.until_accuracy is not None:
+        raise ValueError("--until-accuracy is not available with --workers (it stops one "
+                         "process's training; drop one of them)")
+    if args.device == "cuda":
+        raise ValueError("--workers trains on the workers' CPUs; --device cuda cannot be combined with it")
+    from pylenet.cluster import check_address, require_ray, require_torch
+    require_ray()
+    require_torch()
+    check_address(args.address)
+
+
+def cmd_sweep(args) -> int:
+    from pylenet.cluster import check_address, require_ray
+    from pylenet.tuning import parse_space, sweep, top_table
+    require_ray()
+    space = parse_space(args.space)  # spec errors before anything starts
+    for name in ("trials", "epochs", "threads_per_trial"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {args.limit}")
+    if args.max_failures < 0:
+        raise ValueError(f"--max-failures must be >= 0, got {args.max_failures}")
+    check_address(args.address)
+    out = Path(args.out)
+    if (out / "results.csv").exists():
+        raise FileExistsError(f"--out {out} already holds results.csv from an earlier sweep; "
+                              f"choose another --out")
+    progress = not args.no_progress
+    data = tuple(_load_splits(args, ("train", "test"), progress))
+    print(f"sweep: {args.trials} trial(s) x {args.epochs} epoch(s) of {', '.join(space)}, "
+          f"search {args.search}, scheduler {args.scheduler}; writing {out}/", file=sys.stderr)
+    result = sweep(space, out=out, data=data, trials=args.trials, epochs=args.epochs,
+                   search=args.search, scheduler=args.scheduler,
+                   threads_per_trial=args.threads_per_trial, address=args.address,
+                   limit=args.limit, seed=args.seed, max_failures=args.max_failures,
+                   progress=progress)
+    names = list(space)
+    if result.interrupted:
+        stopped = sum(r["status"] == "interrupted" for r in result.rows)
+        print(f"\ninterrupted: {out / 'results.csv'} holds the {len(result.rows) - stopped} "
+              f"finished trial(s)" + (f" and {stopped} interrupted one(s)" if stopped else ""),
+              file=sys.stderr)
+    if result.best is not None:
+        print(top_table(result.rows, names))
+    for failure in result.failures:
+        print(f"pylenet: error: {_one_line(failure.message())}", file=sys.stderr)
+    if result.best is None:
+        if not result.interrupted and not result.failures:
+            print("pylenet: error: no trial finished with an accuracy", file=sys.stderr)
+        return 130 if result.interrupted else 1
+    best = result.best
+    options = " ".join(f"--{n.replace('_', '-')} {best[n]}" for n in names)
+    print(f"best: trial {best['trial']}, test accuracy {100 * best['final_accuracy']:.2f}% after "
+          f"{best['epochs']} epochs ({options}); {len(result.rows)} trials in "
+          f"{result.wall_time_s:.0f}s; wrote {out / 'results.csv'}, {result.best_checkpoint}"
+          + (f", {out / 'sweep.png'}" if (out / "sweep.png").exists() else ""))
+    return 130 if result.interrupted else 1 if result.failures else 0
 
 
 def _confusion_table(confusion) -> str:
@@ -460,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pylenet: error: {e}", file=sys.stderr)
         return 1
     commands = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-                "export": cmd_export, "serve": cmd_serve, "info": cmd_info}
+                "export": cmd_export, "serve": cmd_serve, "info": cmd_info, "sweep": cmd_sweep}
     try:
         return commands[args.command](args)
     except KeyboardInterrupt:

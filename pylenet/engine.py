@@ -138,13 +138,14 @@ class FusedNet:
 
     def set_gradients(self, row: np.ndarray) -> None:
         """Overwrites every parameter's .grad from one flat gradient row (block_gradients' layout)."""
+        if len(row) != self.gradient_size:
+            raise ValueError(f"set_gradients: the row holds {len(row)} floats, the parameters "
+                             f"{self.gradient_size}")
         offset = 0
         for p in self.params:
             g = p.grad_buffer()
             g[...] = row[offset:offset + g.size].reshape(g.shape)
             offset += g.size
-        if offset != len(row):
-            raise ValueError(f"set_gradients: the row holds {len(row)} floats, the parameters {offset}")
 
 
 def _settings(cls):
