@@ -438,9 +438,11 @@ def _check_workers(args) -> None:
 
 def cmd_sweep(args) -> int:
     from pylenet.cluster import check_address, require_ray
-    from pylenet.tuning import parse_space, sweep, top_table
+    from pylenet.tuning import _scheduler, _searcher, parse_space, sweep, top_table
     require_ray()
     space = parse_space(args.space)  # spec errors before anything starts
+    _searcher(args.search, space, args.seed)
+    _scheduler(args.scheduler, args.epochs)
     for name in ("trials", "epochs", "threads_per_trial"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")

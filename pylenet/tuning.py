@@ -418,7 +418,8 @@ def top_table(rows: list, names: list, count: int = 5) -> str:
                      "" if r["best_accuracy"] is None else f"{100 * r['best_accuracy']:.2f}%",
                      str(r["epochs"]), r["status"], f"{r['wall_time_s']:.1f}s"])
     widths = [max(len(c) for c in col) for col in zip(header, *body)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)) for line in [header, *body])
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip()
+                     for line in [header, *body])
 
 
 def _fmt(v) -> str:

@@ -4,6 +4,7 @@ MNIST subset. One cluster serves every test here; the embedded mode gets a names
 """
 import csv
 import json
+import os
 import signal
 import sys
 import textwrap
@@ -15,6 +16,8 @@ import pytest
 from ray_util import Netns, RayCluster, ray_skip_reason
 
 REASON = ray_skip_reason()
+if REASON is not None and os.environ.get("PYLENET_RAY_TESTS") == "required":  # CI: no skipping
+    raise RuntimeError(f"PYLENET_RAY_TESTS=required, but the Ray tests cannot run: {REASON}")
 pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
 
 LIMIT = 2000
@@ -229,18 +232,20 @@ def weights(workers):
         pylenet.fit(model, train, epochs=1, augment="affine", progress=False)
     return [p.data for p in model.parameters()]
 plain = weights(0)
-print(json.dumps({w: all(np.array_equal(a, b) for a, b in zip(plain, weights(w))) for w in (1, 2)}))
+print(json.dumps(all(np.array_equal(a, b) for a, b in zip(plain, weights(1)))))
 """
 
 
 def test_data_parallel_equals_plain_training(cluster, mnist_dir, tmp_path):
-    """1 and 2 workers (one per node) give plain training's weights bit for bit."""
+    """1 worker (pylenet.fit_distributed, with distortions) and 2 workers (pylenet train
+    --workers 2, one per node) give plain training's weights bit for bit. (Any number of
+    workers does: tests/test_distributed.py checks 1 to 8 without Ray.)"""
     script = tmp_path / "dp.py"
     script.write_text(DP_SCRIPT)
     r = cluster.netns.run([sys.executable, str(script), str(mnist_dir), cluster.address, str(LIMIT)],
                           timeout=240)
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout.strip().splitlines()[-1]) == {"1": True, "2": True}
+    assert json.loads(r.stdout.strip().splitlines()[-1]) is True
     # The CLI: pylenet train --workers 2 writes plain training's checkpoint.
     out = tmp_path / "dp"
     r = _cli(cluster.netns, ["train", "--data", str(mnist_dir), "--limit", str(LIMIT), "--epochs", "1",
