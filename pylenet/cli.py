@@ -365,6 +365,9 @@ def cmd_train(args) -> int:
                "confusion": result["confusion"].tolist(), "wall_time_s": wall,
                "threads": pylenet.ops.get_num_threads(), "train_images": len(train[0]),
                "recipe": args.recipe, "augment": args.augment, "device": device}
+    if args.workers is not None:
+        metrics["workers"] = args.workers  # data-parallel; "threads" is then per worker
+        metrics["threads"] = args.threads or 1
     if args.until_accuracy is not None:
         metrics["until_accuracy"] = {"target": args.until_accuracy,
                                      "epoch": reached[0] if reached else None,

@@ -259,12 +259,11 @@ def train_on_workers(trainer, train, *, epochs: int, workers: int, validation=No
             _gather(ray, [a.join.remote(group) for a in actors], timeout=START_TIMEOUT_S,
                     what="start and join the gloo group")
             while trainer.epoch < epochs:
-                start = time.perf_counter()
                 results = _gather(ray, [a.fit.remote(trainer.epoch + 1) for a in actors])
                 record, ckpt_bytes, _ = results[0]
                 _adopt(trainer, ckpt_bytes)
                 if progress:
-                    _log_epoch(dict(record, time=time.perf_counter() - start), epochs)
+                    _log_epoch(record, epochs)
         finally:
             for a in actors:
                 ray.kill(a)

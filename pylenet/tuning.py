@@ -497,9 +497,10 @@ def _searcher(search: str, space: dict, seed: int):
                                  f"of grid(...)")
         try:
             from ray.tune.search.optuna import OptunaSearch
-            import optuna  # noqa: F401
+            import optuna
         except ImportError:
             raise ImportError(f"--search optuna needs Optuna; install it with: {RAY_EXTRA}") from None
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line per study and trial
         return OptunaSearch(metric=METRIC, mode=MODE, seed=seed), space
     return BasicVariantGenerator(random_state=seed), space
 
@@ -550,7 +551,8 @@ def sweep(space, *, out, data=None, trials: int = 8, epochs: int = 3, search: st
     or ((train images, labels), (test images, labels)); limit trains on the first N images.
     fixed: train options every trial gets ({"optimizer": "adam"}). callbacks: pylenet
     callbacks added to every trial's Trainer (picklable). A trial is retried from its last
-    checkpoint up to max_failures times.
+    checkpoint up to max_failures times. Ctrl-C (from the main thread) stops the running
+    trials and returns what finished, with interrupted=True.
     """
     require_ray()
     from ray import tune

@@ -2,12 +2,13 @@
 127.0.0.1 only, inside a loopback-only network namespace (tests/ray_util.py), on a 2,000-image
 MNIST subset. One cluster serves every test here; the embedded mode gets a namespace of its own.
 """
+import contextlib
 import csv
+import io
 import json
 import os
 import signal
 import sys
-import textwrap
 import time
 
 import numpy as np
@@ -88,7 +89,6 @@ def test_sweep_on_cluster(cluster_sweep, mnist_dir, tmp_path):
     # best/model.ckpt is an ordinary checkpoint: `pylenet evaluate` reads it and finds the
     # accuracy the trial reported ...
     from pylenet.cli import main
-    import contextlib, io
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         assert main(["evaluate", "--model", str(out / "best" / "model.ckpt"), "--data",
