@@ -16,6 +16,8 @@ from pylenet.models import LeNet5
 from pylenet.serialize import load_model, save_model
 from pylenet.train import (ChanceAccuracyWarning, History, Trainer, TrainingDiverged, evaluate, fit,
                            predict)
+from pylenet.tuning import sweep               # Ray Tune, imported when called
+from pylenet.distributed import fit_distributed  # Ray workers, imported when called
 
 __all__ = [
     "__version__", "ops", "optim", "Augment", "DataLoader", "load_mnist", "AvgPool2d", "Conv2d", "Flatten",
@@ -26,4 +28,5 @@ __all__ = [
     "CudaUnavailableError", "cuda_available", "cuda_info", "resolve_device",
     "AdaptiveAvgPool2d", "BatchNorm1d", "BatchNorm2d", "Dropout", "ChanceAccuracyWarning",
     "callbacks", "Callback", "CSVLogger", "EarlyStopping", "ModelCheckpoint",
+    "sweep", "fit_distributed",
 ]

@@ -76,6 +76,13 @@ def _parser(R: dict = DEFAULT_RECIPE) -> argparse.ArgumentParser:
     t.add_argument("--out", default="runs/lenet5", metavar="DIR", help="default runs/lenet5")
     t.add_argument("--resume", metavar="CKPT", help="continue from a checkpoint written by train")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    t.add_argument("--workers", type=int, metavar="N",
+                   help="data-parallel training on N Ray workers (pip install 'pylenet[ray]'): "
+                        "each computes whole blocks of every batch; the weights equal plain "
+                        "training's bit for bit (--threads: threads per worker, default 1)")
+    t.add_argument("--address", metavar="ADDR",
+                   help="with --workers: the Ray cluster to run on (auto, or HOST:PORT of "
+                        "`ray start --head`); default: a local Ray with this machine's CPUs")
 
     e = sub.add_parser("evaluate", help="accuracy and confusion matrix on the MNIST test set",
                        epilog=EPILOG)
@@ -117,7 +124,67 @@ def _parser(R: dict = DEFAULT_RECIPE) -> argparse.ArgumentParser:
     xp.add_argument("--model", required=True, metavar="CKPT")
     xp.add_argument("image", metavar="IMAGE", help="a PNG/JPEG of one digit, read as `pylenet predict` reads it")
     xp.add_argument("--out", default="explain.png", metavar="PNG", help="figure to write (default %(default)s)")
+    _sweep_parser(sub)
     return p
+
+
+def _sweep_parser(sub) -> None:
+    """`pylenet sweep`: hyperparameter search on Ray Tune (pylenet/tuning.py)."""
+    from pylenet.tuning import SCHEDULERS, SEARCHES
+    s = sub.add_parser(
+        "sweep", help="search train options on Ray Tune (pip install 'pylenet[ray]')",
+        epilog=EPILOG,
+        description="Runs many `pylenet train` trials on Ray Tune and writes OUT/results.csv "
+                    "(one row per trial), OUT/best/model.ckpt (the best trial's weights) and "
+                    "OUT/sweep.png. Example: pylenet sweep --out runs/sweep --trials 8 "
+                    "--epochs 3 --space 'lr=loguniform(0.005,0.2)' --space 'batch_size=grid(32,64)'")
+    _data_arguments(s)
+    s.add_argument("--out", default="runs/sweep", metavar="DIR", help="default runs/sweep")
+    s.add_argument("--space", action="append", default=[], metavar="NAME=SPEC",
+                   help="an option of pylenet train to search (lr, batch_size, momentum, "
+                        "weight_decay, optimizer, schedule, warmup, augment, activation, pooling, "
+                        "variant, seed, ...) and its SPEC: choice(a,b,...), uniform(lo,hi), "
+                        "loguniform(lo,hi) or grid(a,b,...); repeat for more options")
+    s.add_argument("--trials", type=int, default=8, help="samples (per grid point; default 8)")
+    s.add_argument("--epochs", type=int, default=3, help="epochs per trial (default 3)")
+    s.add_argument("--search", choices=SEARCHES, default="random",
+                   help="random (default; seeded by --seed), grid (every choice tried) or optuna")
+    s.add_argument("--scheduler", choices=SCHEDULERS, default="none",
+                   help="none (default) or asha: stop weak trials after 1, 2, 4, ... epochs")
+    s.add_argument("--threads-per-trial", type=int, default=1, metavar="T",
+                   help="CPUs each trial reserves and core threads it runs (default 1)")
+    s.add_argument("--address", metavar="ADDR",
+                   help="Ray cluster to run on: auto or HOST:PORT of `ray start --head` "
+                        "(default: a local Ray with this machine's CPUs)")
+    s.add_argument("--limit", type=int, metavar="N", help="train on the first N images only")
+    s.add_argument("--seed", type=int, default=0, help="seed of the search (default 0); the "
+                                                       "trials' own seed is the train option seed")
+    s.add_argument("--max-failures", type=int, default=2,
+                   help="restarts of a failing trial from its last checkpoint (default 2)")
+    s.add_argument("--no-progress", action="store_true", help="no progress line")
+
+
+def train_options() -> dict:
+    """`pylenet train`'s options: dest name (lr, batch_size, ...) -> its argparse action."""
+    sub = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return {a.dest: a for a in sub.choices["train"]._actions if a.option_strings and a.dest != "help"}
+
+
+def train_args(argv: list[str]) -> argparse.Namespace:
+    """The arguments of `pylenet train ARGV` as main parses them (--recipe's defaults applied);
+    ValueError with argparse's message, not an exit, when one is bad."""
+    import contextlib
+    import io
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            args = _parser().parse_args(["train", *argv])
+            if args.recipe not in (None, "default"):
+                args = _parser(RECIPES[args.recipe]).parse_args(["train", *argv])
+    except SystemExit:
+        lines = [line for line in err.getvalue().splitlines() if line.strip()]
+        raise ValueError(lines[-1].split("error: ", 1)[-1] if lines else f"bad train arguments {argv}") from None
+    return args
 
 
 def _device_argument(parser, verb: str) -> None:
@@ -239,7 +306,6 @@ def cmd_train(args) -> int:
     import pylenet
     from pylenet.checkpoint import load_checkpoint
     from pylenet.recipe import model_recipe
-    from pylenet.serialize import model_from_checkpoint
     from pylenet.train import _live_progress
 
     for name in ("epochs", "batch_size"):
@@ -258,6 +324,10 @@ def cmd_train(args) -> int:
     if args.csv is not None and Path(args.csv).is_dir():
         raise ValueError(f"--csv {args.csv} is a folder; give the path of a file to write")
     _check_checkpoint_arg("--resume", args.resume)
+    if args.address is not None and args.workers is None:
+        raise ValueError("--address goes with --workers N (the cluster the workers run on)")
+    if args.workers is not None:
+        _check_workers(args)
     from pylenet.device import resolve_device
     resolve_device(args.device)  # an unusable --device cuda fails before any data is read
     out = Path(args.out)
@@ -272,36 +342,19 @@ def cmd_train(args) -> int:
         train = (train[0][:args.limit], train[1][:args.limit])
 
     resumed = load_checkpoint(args.resume) if args.resume else None
-    if resumed is not None:
-        model = model_from_checkpoint(resumed, args.resume)
-        opt_type = (resumed.optimizer or {}).get("config", {}).get("type", args.optimizer)
-        args.optimizer = opt_type
-        args.seed = int(resumed.extra.get("seed", args.seed))
-        args.batch_size = int(resumed.extra.get("batch_size", args.batch_size))
-    else:
-        model = pylenet.LeNet5(variant=args.variant, activation=args.activation,
-                               pooling=args.pooling, seed=args.seed)
-    recipe = get_recipe(args.recipe, model)  # --recipe, else the model's own (fit's rule too)
-    optimizer = make_optimizer(model.parameters(), args.optimizer, lr=args.lr,
-                               momentum=args.momentum, weight_decay=args.weight_decay,
-                               recipe=recipe)
-    scheduler = make_scheduler(optimizer, args.epochs, args.schedule, warmup=args.warmup)
-    device = _model_device(args.device, model)
-    # Per-epoch lines go to stdout as each epoch ends (_EpochLines), so the trainer's own
-    # per-epoch lines on stderr, which it writes when no bar can be redrawn, would repeat them:
-    # it shows bars on a terminal only.
     until = _UntilAccuracy(args.until_accuracy) if args.until_accuracy is not None else None
     early = (pylenet.EarlyStopping("val_accuracy", patience=args.early_stop)
              if args.early_stop is not None else None)
+    # Per-epoch lines go to stdout as each epoch ends (_EpochLines), so the trainer's own
+    # per-epoch lines on stderr, which it writes when no bar can be redrawn, would repeat them:
+    # it shows bars on a terminal only.
     callbacks = [_EpochLines()] + [cb for cb in (until, early) if cb is not None]
     if args.csv is not None:
         callbacks.append(pylenet.CSVLogger(args.csv))
-    trainer = pylenet.Trainer(model, optimizer, loss=args.loss, scheduler=scheduler,
-                              batch_size=args.batch_size, seed=args.seed, threads=args.threads,
-                              progress=progress and _live_progress(), checkpoint=ckpt_path,
-                              augment=args.augment, device=device, callbacks=callbacks)
-    if resumed is not None:
-        trainer.restore(resumed, args.resume)
+    trainer = build_trainer(args, resumed=resumed, resume_path=args.resume,
+                            progress=progress and _live_progress(), checkpoint=ckpt_path,
+                            device="cpu" if args.workers is not None else None, callbacks=callbacks)
+    model, device = trainer.model, trainer.device
     # --out is made only now that data and model are ready, and removed again if this run
     # made it and could not write into it.
     created = _make_dirs(out)
@@ -319,7 +372,13 @@ def cmd_train(args) -> int:
     if until is not None:
         until.start = start
     try:
-        history = trainer.fit(train, epochs=args.epochs, validation=test)
+        if args.workers is not None:  # data-parallel on Ray workers (pylenet.distributed)
+            from pylenet.distributed import train_on_workers
+            train_on_workers(trainer, train, epochs=args.epochs, validation=test,
+                             workers=args.workers, address=args.address, threads=args.threads)
+        else:
+            trainer.fit(train, epochs=args.epochs, validation=test)
+        history = trainer.history
     except KeyboardInterrupt:
         data = f" --data {args.data}" if args.data else ""
         data += f" --dataset {args.dataset}" if args.dataset != "mnist" else ""
@@ -335,6 +394,9 @@ def cmd_train(args) -> int:
                "confusion": result["confusion"].tolist(), "wall_time_s": wall,
                "threads": pylenet.ops.get_num_threads(), "train_images": len(train[0]),
                "recipe": args.recipe or model_recipe(model), "augment": args.augment, "device": device}
+    if args.workers is not None:
+        metrics["workers"] = args.workers  # data-parallel; "threads" is then per worker
+        metrics["threads"] = args.threads or 1
     reached = until.reached if until is not None else None
     if until is not None:
         metrics["until_accuracy"] = {"target": args.until_accuracy,
@@ -389,6 +451,104 @@ class _UntilAccuracy(Callback):
             self.reached = (epoch, time.perf_counter() - self.start)
             return True
         return False
+
+
+def build_trainer(args, *, resumed=None, resume_path=None, progress: bool = True, checkpoint=None,
+                  device: str | None = None, callbacks=None):
+    """The Trainer (model, optimizer, schedule) that `pylenet train` runs for its parsed args;
+    sweep trials and data-parallel workers build theirs with it too. resumed: a loaded
+    checkpoint to continue (its optimizer type, seed and batch size win, as for --resume).
+    device None: args.device, resolved for the model."""
+    import pylenet
+    from pylenet.serialize import model_from_checkpoint
+    if resumed is not None:
+        model = model_from_checkpoint(resumed, resume_path)
+        opt_type = (resumed.optimizer or {}).get("config", {}).get("type", args.optimizer)
+        args.optimizer = opt_type
+        args.seed = int(resumed.extra.get("seed", args.seed))
+        args.batch_size = int(resumed.extra.get("batch_size", args.batch_size))
+    else:
+        model = pylenet.LeNet5(variant=args.variant, activation=args.activation,
+                               pooling=args.pooling, seed=args.seed)
+    recipe = get_recipe(args.recipe, model)  # --recipe, else the model's own (fit's rule too)
+    optimizer = make_optimizer(model.parameters(), args.optimizer, lr=args.lr,
+                               momentum=args.momentum, weight_decay=args.weight_decay,
+                               recipe=recipe)
+    scheduler = make_scheduler(optimizer, args.epochs, args.schedule, warmup=args.warmup)
+    device = _model_device(args.device, model) if device is None else device
+    trainer = pylenet.Trainer(model, optimizer, loss=args.loss, scheduler=scheduler,
+                              batch_size=args.batch_size, seed=args.seed, threads=args.threads,
+                              progress=progress, checkpoint=checkpoint, augment=args.augment,
+                              device=device, callbacks=callbacks)
+    if resumed is not None:
+        trainer.restore(resumed, resume_path)
+    return trainer
+
+
+def _check_workers(args) -> None:
+    """--workers' own errors, before any data is read."""
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    if args.until_accuracy is not None:
+        raise ValueError("--until-accuracy is not available with --workers (it stops one "
+                         "process's training; drop one of them)")
+    if args.device == "cuda":
+        raise ValueError("--workers trains on the workers' CPUs; --device cuda cannot be combined with it")
+    from pylenet.cluster import check_address, require_ray, require_torch
+    require_ray()
+    require_torch()
+    check_address(args.address)
+
+
+def cmd_sweep(args) -> int:
+    from pylenet.cluster import check_address, require_ray
+    from pylenet.tuning import _scheduler, _searcher, parse_space, sweep, top_table
+    require_ray()
+    space = parse_space(args.space)  # spec errors before anything starts
+    _searcher(args.search, space, args.seed)
+    _scheduler(args.scheduler, args.epochs)
+    for name in ("trials", "epochs", "threads_per_trial"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {args.limit}")
+    if args.max_failures < 0:
+        raise ValueError(f"--max-failures must be >= 0, got {args.max_failures}")
+    check_address(args.address)
+    out = Path(args.out)
+    if (out / "results.csv").exists():
+        raise FileExistsError(f"--out {out} already holds results.csv from an earlier sweep; "
+                              f"choose another --out")
+    progress = not args.no_progress
+    data = tuple(_load_splits(args, ("train", "test"), progress))
+    print(f"sweep: {args.trials} trial(s) x {args.epochs} epoch(s) of {', '.join(space)}, "
+          f"search {args.search}, scheduler {args.scheduler}; writing {out}/", file=sys.stderr)
+    result = sweep(space, out=out, data=data, trials=args.trials, epochs=args.epochs,
+                   search=args.search, scheduler=args.scheduler,
+                   threads_per_trial=args.threads_per_trial, address=args.address,
+                   limit=args.limit, seed=args.seed, max_failures=args.max_failures,
+                   progress=progress)
+    names = list(space)
+    if result.interrupted:
+        stopped = sum(r["status"] == "interrupted" for r in result.rows)
+        print(f"\ninterrupted: {out / 'results.csv'} holds the {len(result.rows) - stopped} "
+              f"finished trial(s)" + (f" and {stopped} interrupted one(s)" if stopped else ""),
+              file=sys.stderr)
+    if result.best is not None:
+        print(top_table(result.rows, names))
+    for failure in result.failures:
+        print(f"pylenet: error: {_one_line(failure.message())}", file=sys.stderr)
+    if result.best is None:
+        if not result.interrupted and not result.failures:
+            print("pylenet: error: no trial finished with an accuracy", file=sys.stderr)
+        return 130 if result.interrupted else 1
+    best = result.best
+    options = " ".join(f"--{n.replace('_', '-')} {best[n]}" for n in names)
+    print(f"best: trial {best['trial']}, test accuracy {100 * best['final_accuracy']:.2f}% after "
+          f"{best['epochs']} epochs ({options}); {len(result.rows)} trials in "
+          f"{result.wall_time_s:.0f}s; wrote {out / 'results.csv'}, {result.best_checkpoint}"
+          + (f", {out / 'sweep.png'}" if (out / "sweep.png").exists() else ""))
+    return 130 if result.interrupted else 1 if result.failures else 0
 
 
 def _confusion_table(confusion) -> str:
@@ -554,7 +714,8 @@ def _main(argv: list[str] | None) -> int:
         print(f"pylenet: error: {e}", file=sys.stderr)
         return 1
     commands = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-                "export": cmd_export, "serve": cmd_serve, "info": cmd_info, "explain": cmd_explain}
+                "export": cmd_export, "serve": cmd_serve, "info": cmd_info, "explain": cmd_explain,
+                "sweep": cmd_sweep}
     try:
         return commands[args.command](args)
     except KeyboardInterrupt:

@@ -129,6 +129,69 @@ class CpuNet:
             layer.num_batches_tracked += 1
         return result
 
+    # Data-parallel training (pylenet.distributed): workers share a batch by whole blocks.
+    @property
+    def gradient_size(self) -> int:
+        """Floats in one block's gradient row: every parameter's gradient, flattened, in order."""
+        return self.net.gradient_size
+
+    def block_gradients(self, x: np.ndarray, labels: np.ndarray, N: int, b0: int, b1: int,
+                        loss: str = "cross_entropy"):
+        """(grads (b1-b0, gradient_size), loss sums float64 (b1-b0,), outputs (n, classes)) of
+        the blocks [b0, b1) of a batch of N (the split of train_step: _core.batch_blocks(N)
+        blocks); x and labels hold only those blocks' samples. Adding all the batch's rows in
+        block order (_core.sum_blocks) gives train_step's gradients bit for bit, and
+        mean_loss of all its loss sums train_step's loss."""
+        return self.net.block_gradients(x, labels, N, b0, b1, [p.data for p in self.params], loss)
+
+    def mean_loss(self, losses: np.ndarray, N: int, loss: str = "cross_entropy") -> float:
+        """A batch's mean loss from all its blocks' loss sums (train_step's arithmetic)."""
+        return self.net.mean_loss(losses, N, loss)
+
+    def set_gradients(self, row: np.ndarray) -> None:
+        """Overwrites every parameter's .grad from one flat gradient row (block_gradients' layout)."""
+        if len(row) != self.gradient_size:
+            raise ValueError(f"set_gradients: the row holds {len(row)} floats, the parameters "
+                             f"{self.gradient_size}")
+        offset = 0
+        for p in self.params:
+            g = p.grad_buffer()
+            g[...] = row[offset:offset + g.size].reshape(g.shape)
+            offset += g.size
+
+
+    # Data-parallel training (pylenet.distributed): workers share a batch by whole blocks.
+    @property
+    def gradient_size(self) -> int:
+        """Floats in one block's gradient row: every parameter's gradient, flattened, in order."""
+        return self.net.gradient_size
+
+    def block_gradients(self, x: np.ndarray, labels: np.ndarray, N: int, b0: int, b1: int,
+                        loss: str = "cross_entropy", noise: tuple = (0, 0, 0)):
+        """(grads (b1-b0, gradient_size), loss sums float64 (b1-b0,), outputs (n, classes)) of
+        the blocks [b0, b1) of a batch of N (the split of train_step: _core.batch_blocks(N)
+        blocks); x and labels hold only those blocks' samples, noise is the whole batch's.
+        Adding all the batch's rows in block order (_core.sum_blocks) gives train_step's
+        gradients bit for bit, and mean_loss of all its loss sums train_step's loss."""
+        seed, epoch, first = noise
+        return self.net.block_gradients(x, labels, N, b0, b1, [p.data for p in self.params], loss,
+                                        seed, epoch, first)
+
+    def mean_loss(self, losses: np.ndarray, N: int, loss: str = "cross_entropy") -> float:
+        """A batch's mean loss from all its blocks' loss sums (train_step's arithmetic)."""
+        return self.net.mean_loss(losses, N, loss)
+
+    def set_gradients(self, row: np.ndarray) -> None:
+        """Overwrites every parameter's .grad from one flat gradient row (block_gradients' layout)."""
+        if len(row) != self.gradient_size:
+            raise ValueError(f"set_gradients: the row holds {len(row)} floats, the parameters "
+                             f"{self.gradient_size}")
+        offset = 0
+        for p in self.params:
+            g = p.grad_buffer()
+            g[...] = row[offset:offset + g.size].reshape(g.shape)
+            offset += g.size
+
 
 def _settings(cls):
     """operator.attrgetter of the attributes a layer of class `cls` is described by (None when

@@ -195,6 +195,13 @@ class Module:
     def __call__(self, x):
         return self.forward(x)
 
+    # The backends a model caches on itself (engine.CpuNet, gpu.GpuNet): core objects that are
+    # rebuilt on demand, so a pickled or copied model leaves them out.
+    _CACHES = ("_cpu_net", "_gpu")
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k not in self._CACHES}
+
     def extra_repr(self) -> str:
         return ""
 
