@@ -24,7 +24,7 @@ from pylenet import train as train_module
 from pylenet.checkpoint import load_checkpoint
 from pylenet.data import DataLoader, pad_and_normalize
 from pylenet.device import EMULATE_ENV, cuda_info
-from pylenet.engine import LOSS_KINDS, describe, cpu_net_for
+from pylenet.engine import LOSS_KINDS, buffer_slots, cpu_net_for, describe
 from pylenet.gpu import GpuNet, gpu_net_for
 from pylenet.losses import get_loss
 from pylenet.optim import SGD, Adam, WarmupCosineLR
@@ -46,11 +46,18 @@ def backend(request, monkeypatch):
 
 
 def gpu_net(model, input_shape, backend):
-    """A GpuNet of `model` holding its parameters."""
+    """A GpuNet of `model` holding its parameters and buffers."""
     net = _core.GpuNet([describe(layer) for _, layer in model.layers], tuple(input_shape),
                        emulate=backend == "emulated")
     net.set_params([p.data for p in model.parameters()])
+    if net.buffer_shapes:
+        net.set_buffers(buffers_of(model))
     return net
+
+
+def buffers_of(model):
+    """The model's buffers in the core's order (running statistics)."""
+    return [getattr(layer, name) for layer, name in buffer_slots(model)]
 
 
 def assert_close(actual, expected, what="", rtol=1e-5):
@@ -76,7 +83,7 @@ def check_op(model, x, backend, seed=0):
     cpu = _core.Net([describe(layer) for _, layer in model.layers], x.shape[1:])
     params = [p.data for p in model.parameters()]
     out = net.forward(x)
-    assert_close(out, cpu.forward(x, params), "forward vs Net")
+    assert_close(out, cpu.forward(x, params, buffers_of(model)), "forward vs Net")
     assert_close(out, model.eval().forward(x), "forward vs layers")
     dy = np.random.default_rng(seed).standard_normal(out.shape).astype(np.float32)
     dx, grads = net.backward(x, dy)
@@ -139,6 +146,43 @@ def test_the_1998_layers(backend):
                        ScaledTanh(), Subsample2d(4, 2, rng=rng), Flatten(),
                        RBF(4 * 3 * 3, 5, centres=rng.choice([-1.0, 1.0], (5, 36))))
     check_op(model, randn(3, 3, 7, 7, seed=1), backend)
+
+
+def test_batchnorm_dropout_global_pooling_and_leaky_relu(backend):
+    """The layers that train differently from how they evaluate, in training mode on both sides:
+    the batch's statistics (the layer path's are over the whole batch too), the same dropout
+    masks (the hash of seed, epoch, layer and sample), the running statistics moved alike."""
+    rng = np.random.default_rng(8)
+    model = Sequential(Conv2d(2, 4, 3, padding=1, rng=rng), pylenet.BatchNorm2d(4), ReLU(), MaxPool2d(2),
+                       Conv2d(4, 6, 3, rng=rng), pylenet.layers.LeakyReLU(0.1), pylenet.Dropout(0.3),
+                       pylenet.AdaptiveAvgPool2d(1), Flatten(), Linear(6, 8, rng=rng),
+                       pylenet.BatchNorm1d(8), Tanh(), pylenet.Dropout(0.5), Linear(8, 3, rng=rng))
+    for layer in (model.layers[1][1], model.layers[10][1]):  # running statistics away from 0 and 1
+        layer.running_mean[...] = rng.standard_normal(layer.running_mean.shape)
+        layer.running_var[...] = rng.uniform(0.5, 2.0, layer.running_var.shape)
+    x = randn(9, 2, 10, 10, seed=3)
+    net = gpu_net(model, x.shape[1:], backend)
+    check_op(model, x, backend)  # evaluation forward; training backward, dropout and statistics
+    dx, _ = net.backward(x, randn(9, 3, seed=4))  # a training forward moves the running statistics
+    for got, want in zip(net.get_buffers(), buffers_of(model)):
+        assert_close(got, want, "running statistics", rtol=1e-4)
+
+
+def test_fit_with_batchnorm_and_dropout_on_cuda_tracks_the_cpu(backend):
+    def make():
+        rng = np.random.default_rng(0)
+        return Sequential(Conv2d(1, 4, 5, rng=rng), pylenet.BatchNorm2d(4), ReLU(), MaxPool2d(2), Flatten(),
+                          Linear(4 * 14 * 14, 16, rng=rng), pylenet.Dropout(0.25), ReLU(), Linear(16, 10, rng=rng))
+    images = np.random.default_rng(1).integers(0, 256, (96, 28, 28), dtype=np.uint8)
+    labels = np.random.default_rng(2).integers(0, 10, 96)
+    cpu, gpu = make(), make()
+    fit(cpu, (images, labels), epochs=2, batch_size=32, progress=False, device="cpu")
+    fit(gpu, (images, labels), epochs=2, batch_size=32, progress=False, device="cuda")
+    for (name, a), (_, b) in zip(cpu.state_dict().items(), gpu.state_dict().items()):
+        if a.dtype.kind == "f":
+            assert_close(b, a, name, rtol=2e-4)
+        else:
+            assert int(a) == int(b) == 6, name  # 2 epochs of 3 batches counted on both
 
 
 def test_a_whole_lenet5_forward_and_backward(backend):
