@@ -679,9 +679,20 @@ class Dropout(CoreLayer):
 
 
 class Sequential(Module):
-    """Named layers run in order; backward runs them in reverse."""
+    """Named layers run in order; backward runs them in reverse.
 
-    def __init__(self, *layers):
+    input_shape (C, H, W), optional: what one sample looks like. fit, evaluate and predict pad
+    uint8 MNIST digits (28x28) to it, e.g. (1, 28, 28) for none; without it, to LeNet-5's
+    32x32. summary() starts from it."""
+
+    input_shape = None
+
+    def __init__(self, *layers, input_shape: tuple | None = None):
+        if input_shape is not None:
+            shape = tuple(input_shape)
+            if len(shape) != 3 or not all(isinstance(d, (int, np.integer)) and d >= 1 for d in shape):
+                raise ValueError(f"Sequential: input_shape must be (C, H, W) of positive ints, got {input_shape!r}")
+            self.input_shape = tuple(int(d) for d in shape)
         self.layers: list[tuple[str, Module]] = []
         for i, item in enumerate(layers):
             name, layer = item if isinstance(item, tuple) else (str(i), item)
@@ -749,8 +760,10 @@ class Sequential(Module):
         only its connected weights)."""
         return sum(layer.num_parameters() for _, layer in self.layers)
 
-    def summary(self, input_shape: tuple = (1, 32, 32)) -> str:
-        """A table of layer name, type, output shape and parameter count."""
+    def summary(self, input_shape: tuple | None = None) -> str:
+        """A table of layer name, type, output shape and parameter count, from input_shape (the
+        model's own, else (1, 32, 32))."""
+        input_shape = input_shape or self.input_shape or (1, 32, 32)
         rows = [("layer", "type", "output shape", "params"), ("input", "", "x".join(map(str, input_shape)), "")]
         shape = tuple(input_shape)
         for name, layer in self.layers:

@@ -6,13 +6,15 @@ import numpy as np
 from pylenet import lecun98
 from pylenet.checkpoint import CheckpointError, load_checkpoint
 from pylenet.data import MNIST_MEAN, MNIST_STD
-from pylenet.layers import (RBF, AvgPool2d, Conv2d, Flatten, Linear, MaskedConv2d, MaxPool2d,
-                            ReLU, Rescale, ScaledTanh, Sequential, Sigmoid, Subsample2d, Tanh)
+from pylenet.layers import (RBF, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear,
+                            MaskedConv2d, MaxPool2d, ReLU, Rescale, ScaledTanh, Sequential, Sigmoid,
+                            Subsample2d, Tanh)
 from pylenet.serialize import model_from_checkpoint, register_architecture, save_model
 
 ACTIVATIONS = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid}
 POOLINGS = {"max": MaxPool2d, "avg": AvgPool2d}
 VARIANTS = ("modern", "lecun98")
+NORMS = ("none", "batch")  # the modern variant's normalisation: none, or BatchNorm after C1, C3, F5
 # lecun98's options: its weight initialisation and its input levels, each the paper's by default.
 LECUN98_INITS = ("lecun98", "default")      # U(+-2.4 / fan-in), or the layers' own U(+-1/sqrt(fan-in))
 LECUN98_INPUTS = ("lecun98", "mnist")       # background -0.1 / foreground 1.175, or mean 0 / std 1
@@ -40,18 +42,27 @@ class LeNet5(Sequential):
     levels, background -0.1 and foreground 1.175) or "mnist" (the input as pylenet gives it).
     activation and pooling belong to the modern variant; num_classes is 10 here.
 
+    norm="batch" (modern variant) adds BatchNorm2d after C1 and C3 and BatchNorm1d after F5,
+    each before its activation (the first thing a student adds to LeNet-5); "none" (default)
+    is the network above.
+
     Keyword-only arguments; all initial weights come from default_rng(seed).
     """
 
+    input_shape = (1, 32, 32)
+
     def __init__(self, *, variant: str = "modern", activation: str | None = None,
                  pooling: str | None = None, num_classes: int = 10, seed: int = 0,
-                 init: str | None = None, input_norm: str | None = None):
+                 init: str | None = None, input_norm: str | None = None, norm: str = "none"):
         if variant not in VARIANTS:
             raise ValueError(f"LeNet5: variant must be one of {list(VARIANTS)}, got {variant!r}")
         if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
             raise ValueError(f"LeNet5: num_classes must be an int >= 2, got {num_classes!r}")
         rng = np.random.default_rng(seed)
+        _choice("norm", norm, dict.fromkeys(NORMS))
         if variant == "lecun98":
+            if norm != "none":
+                raise ValueError("LeNet5: norm is an option of variant='modern'")
             self._build_lecun98(activation, pooling, int(num_classes), int(seed), init, input_norm, rng)
             return
         if init is not None or input_norm is not None:
@@ -62,20 +73,26 @@ class LeNet5(Sequential):
         pool = _choice("pooling", pooling, POOLINGS)
         self.config = {"name": "LeNet5", "activation": activation, "pooling": pooling,
                        "num_classes": int(num_classes), "seed": int(seed)}
-        super().__init__(
+        if norm != "none":  # kept out of the config of the plain network (checkpoints unchanged)
+            self.config["norm"] = norm
+        bn = norm == "batch"
+        super().__init__(*[stage for stage in (
             ("C1", Conv2d(1, 6, 5, rng=rng)),      # 1@32x32 -> 6@28x28
+            ("N1", BatchNorm2d(6)) if bn else None,
             ("A1", act()),
             ("S2", pool(2)),                       # 6@28x28 -> 6@14x14
             ("C3", Conv2d(6, 16, 5, rng=rng)),     # 6@14x14 -> 16@10x10
+            ("N3", BatchNorm2d(16)) if bn else None,
             ("A3", act()),
             ("S4", pool(2)),                       # 16@10x10 -> 16@5x5
             ("flatten", Flatten()),                # 16@5x5 -> 400
             ("F5", Linear(400, 120, rng=rng)),     # C5: a 5x5 conv over 5x5 maps = full connection
+            ("N5", BatchNorm1d(120)) if bn else None,
             ("A5", act()),
             ("F6", Linear(120, 84, rng=rng)),      # 120 -> 84
             ("A6", act()),
             ("output", Linear(84, num_classes, rng=rng)),  # 84 -> 10 logits
-        )
+        ) if stage is not None])
 
     def _build_lecun98(self, activation, pooling, num_classes, seed, init, input_norm, rng):
         if activation is not None or pooling is not None:
@@ -161,6 +178,34 @@ def _lecun98_init(model: Sequential, rng: np.random.Generator) -> None:
             w *= layer.mask[:, :, None, None]
         if layer.bias is not None:
             layer.bias.data[...] = rng.uniform(-1.0, 1.0, size=layer.bias.shape) * bound
+
+
+def mnist_example_net(*, num_classes: int = 10, seed: int = 0) -> Sequential:
+    """PyTorch's MNIST example network (pytorch/examples, mnist/main.py), for 1x28x28 digits:
+    conv 1->32 3x3, ReLU, conv 32->64 3x3, ReLU, max-pool 2, Dropout 0.25, Linear 9216->128,
+    ReLU, Dropout 0.5, Linear 128->num_classes; its layer names are that script's."""
+    rng = np.random.default_rng(seed)
+    return Sequential(
+        ("conv1", Conv2d(1, 32, 3, rng=rng)),     # 1@28x28 -> 32@26x26
+        ("relu1", ReLU()),
+        ("conv2", Conv2d(32, 64, 3, rng=rng)),    # -> 64@24x24
+        ("relu2", ReLU()),
+        ("pool", MaxPool2d(2)),                   # -> 64@12x12
+        ("dropout1", Dropout(0.25)),
+        ("flatten", Flatten()),                   # -> 9216
+        ("fc1", Linear(9216, 128, rng=rng)),
+        ("relu3", ReLU()),
+        ("dropout2", Dropout(0.5)),
+        ("fc2", Linear(128, num_classes, rng=rng)),
+        input_shape=(1, 28, 28))
+
+
+# The small CNNs the benchmarks and README measure, by name: seed -> (model, input shape).
+NETS = {
+    "mnist_example": lambda seed=0: (mnist_example_net(seed=seed), (1, 28, 28)),
+    "lenet5_bn": lambda seed=0: (LeNet5(norm="batch", seed=seed), (1, 32, 32)),
+    "lenet5": lambda seed=0: (LeNet5(seed=seed), (1, 32, 32)),
+}
 
 
 register_architecture("LeNet5", LeNet5)

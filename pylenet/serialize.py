@@ -63,7 +63,10 @@ def architecture(model) -> dict:
         for arg in _layer_args(layer.core_kind):
             spec[arg] = _json_value(getattr(layer, arg))
         specs.append(spec)
-    return {"name": "Sequential", "layers": specs}
+    arch = {"name": "Sequential", "layers": specs}
+    if model.input_shape is not None:
+        arch["input_shape"] = list(model.input_shape)
+    return arch
 
 
 def build_model(arch: dict, path="checkpoint"):
@@ -73,8 +76,10 @@ def build_model(arch: dict, path="checkpoint"):
     try:
         if name in _ARCHITECTURES:
             return _ARCHITECTURES[name](**arch)
-        if name == "Sequential" and set(arch) == {"layers"} and isinstance(arch["layers"], list):
-            return L.Sequential(*(_build_layer(spec) for spec in arch["layers"]))
+        if name == "Sequential" and set(arch) in ({"layers"}, {"layers", "input_shape"}) \
+                and isinstance(arch["layers"], list):
+            return L.Sequential(*(_build_layer(spec) for spec in arch["layers"]),
+                                input_shape=arch.get("input_shape"))
     except (TypeError, ValueError, KeyError) as e:
         raise CheckpointError(f"checkpoint {path} has an architecture this pylenet cannot build "
                               f"({arch}): {e}") from e

@@ -24,6 +24,15 @@ from pylenet.serialize import architecture, save_model
 
 
 PAD = 2  # MNIST's 28x28 digits zero-padded to LeNet-5's 32x32 input
+
+
+def digit_pad(model) -> int:
+    """The zero padding that takes 28x28 digits to the model's input: from its input_shape
+    (1, 28 + 2 pad, 28 + 2 pad) when it declares one, else LeNet-5's PAD."""
+    shape = getattr(model, "input_shape", None)
+    if shape and shape[0] == 1 and shape[1] == shape[2] and shape[1] >= 28 and (shape[1] - 28) % 2 == 0:
+        return (shape[1] - 28) // 2
+    return PAD
 _LUT = _normalize_lut(MNIST_MEAN, MNIST_STD)
 # Steps per GpuNet.train_indices call while a progress bar is shown: each call ends in one
 # host synchronisation, so a few dozen steps keep the bar moving at a negligible cost.
@@ -106,11 +115,12 @@ def _check_labels(name: str, labels, n: int) -> np.ndarray:
     return labels.astype(np.int64, copy=False)
 
 
-def _as_input(name: str, x) -> np.ndarray:
-    """One batch as the network's float32 (N, C, H, W): uint8 digits are padded and normalised."""
+def _as_input(name: str, x, pad: int = PAD) -> np.ndarray:
+    """One batch as the network's float32 (N, C, H, W): uint8 digits are padded by `pad` and
+    normalised."""
     _check_input(name, x)
     if x.dtype == np.uint8:
-        return pad_and_normalize(x, pad=PAD)
+        return pad_and_normalize(x, pad=pad)
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
@@ -135,8 +145,8 @@ class _ArrayBatches:
     """Seeded, epoch-aware batches of an in-memory (images, labels) pair, like DataLoader."""
 
     def __init__(self, name: str, images: np.ndarray, labels: np.ndarray, batch_size: int,
-                 shuffle: bool, seed: int, augment=None):
-        self.name, self.images, self.labels = name, images, labels
+                 shuffle: bool, seed: int, augment=None, pad: int = PAD):
+        self.name, self.images, self.labels, self.pad = name, images, labels, pad
         self.batch_size, self.shuffle, self.seed, self.epoch = batch_size, shuffle, seed, 0
         self.augment = augment  # an Augment (uint8 digits only) or None
 
@@ -159,16 +169,16 @@ class _ArrayBatches:
         for start in range(0, n, self.batch_size):
             idx = order[start:start + self.batch_size]
             if self.augment is not None:  # the same pass as DataLoader's (data._prepare)
-                yield _prepare(self.images, idx, PAD, _LUT, self.augment, self.seed, epoch), self.labels[idx]
+                yield _prepare(self.images, idx, self.pad, _LUT, self.augment, self.seed, epoch), self.labels[idx]
             else:
-                yield _as_input(self.name, self.images[idx]), self.labels[idx]
+                yield _as_input(self.name, self.images[idx], self.pad), self.labels[idx]
 
 
 class _IterableBatches:
     """Any re-iterable of (x, y) batches (a DataLoader, a list, a torch-style loader), checked per batch."""
 
-    def __init__(self, name: str, batches):
-        self.name, self.batches = name, batches
+    def __init__(self, name: str, batches, pad: int = PAD):
+        self.name, self.batches, self.pad = name, batches, pad
 
     def __len__(self):
         try:
@@ -186,12 +196,12 @@ class _IterableBatches:
             if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
                 raise TypeError(f"{self.name}: batch {i} must be an (x, y) tuple, got "
                                 f"{type(batch).__name__}")
-            x = _as_input(f"{self.name} batch {i}", batch[0])
+            x = _as_input(f"{self.name} batch {i}", batch[0], self.pad)
             yield x, _check_labels(f"{self.name} batch {i}", batch[1], len(x))
 
 
 def _batches(name: str, data, batch_size: int, *, shuffle: bool = False, seed: int = 0,
-             once: bool = False, augment=None):
+             once: bool = False, augment=None, pad: int = PAD):
     """The batches of `data`: an (images, labels) tuple of arrays, a DataLoader or an iterable of (x, y).
 
     augment (an Augment or None) applies to an (images, labels) tuple of uint8 digits only."""
@@ -203,7 +213,7 @@ def _batches(name: str, data, batch_size: int, *, shuffle: bool = False, seed: i
             raise ValueError(f"{name} is empty")
         if augment is not None and images.dtype != np.uint8:
             raise ValueError(f"{name}: augment distorts uint8 digits (N, 28, 28), got {images.dtype} images")
-        return _ArrayBatches(name, images, labels, batch_size, shuffle, seed, augment)
+        return _ArrayBatches(name, images, labels, batch_size, shuffle, seed, augment, pad)
     if augment is not None:
         raise ValueError(f"{name}: augment= applies to an (images, labels) tuple; for a loader, "
                          f"give DataLoader(..., augment=...) instead")
@@ -213,7 +223,7 @@ def _batches(name: str, data, batch_size: int, *, shuffle: bool = False, seed: i
     if not once and iter(data) is data:
         raise TypeError(f"{name}: a one-shot iterator cannot be read once per epoch; pass a list "
                         f"or a loader object (something iter() can restart)")
-    return _IterableBatches(name, data)
+    return _IterableBatches(name, data, pad)
 
 
 def _live_progress() -> bool:
@@ -271,7 +281,7 @@ def _device_dataset(loader) -> tuple | None:
     DataLoader; source has .epoch and .order(epoch), count the samples an epoch uses. Else None."""
     if isinstance(loader, _ArrayBatches):
         if loader.augment is None and loader.images.dtype == np.uint8:
-            return (loader, loader.images, loader.labels, _LUT, PAD, loader.batch_size,
+            return (loader, loader.images, loader.labels, _LUT, loader.pad, loader.batch_size,
                     len(loader.images))
         return None
     source = getattr(loader, "batches", None)
@@ -588,10 +598,11 @@ class Trainer:
 
     def fit(self, train, *, epochs: int, validation=None) -> History:
         """Trains until `epochs` epochs are finished in total (a resumed run continues)."""
+        pad = digit_pad(self.model)
         loader = _batches("train", train, self.batch_size, shuffle=True, seed=self.seed,
-                          augment=self.augment)
+                          augment=self.augment, pad=pad)
         if validation is not None:
-            _batches("validation", validation, self.batch_size)
+            _batches("validation", validation, self.batch_size, pad=pad)
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
             raise ValueError(f"epochs must be an int >= 0, got {epochs!r}")
         device = self.device
@@ -695,7 +706,7 @@ def evaluate(model, data, *, batch_size: int = 1000, loss=None, device=None) -> 
     device: "cpu", "cuda" (the network runs on the GPU, the loss on the host), "auto" (the GPU
     when one can run the model) or None (the model's .device)."""
     device = _inference_device(model, device)
-    batches = _batches("data", data, _check_batch_size(batch_size), once=True)
+    batches = _batches("data", data, _check_batch_size(batch_size), once=True, pad=digit_pad(model))
     loss_fn = get_loss(default_loss(model) if loss is None else loss)
     confusion, total, seen = None, 0.0, 0
     for x, y in batches:
@@ -741,10 +752,11 @@ def predict(model, images, *, batch_size: int = 1000, device=None) -> tuple[np.n
         _check_input("predict", x)
         fused = None
         if x.dtype == np.uint8:
-            shape = (1, 28 + 2 * PAD, 28 + 2 * PAD)
+            pad = digit_pad(model)
+            shape = (1, 28 + 2 * pad, 28 + 2 * pad)
             fused = gpu_net_for(model, shape) if device == "cuda" else cpu_net_for(model, shape)
         if fused is not None and len(x):  # padding, normalisation, network and softmax in one core call
-            probs = fused.predict_proba(x, _LUT, PAD)
+            probs = fused.predict_proba(x, _LUT, pad)
         else:
             chunks = [x[i:i + batch_size] for i in range(0, len(x), batch_size)]
             probs = _predict_batches(model, chunks, _num_classes(model), device)
@@ -758,7 +770,7 @@ def predict(model, images, *, batch_size: int = 1000, device=None) -> tuple[np.n
 
 
 def _predict_batches(model, chunks, num_classes: int, device: str = "cpu") -> np.ndarray:
-    probs = [ops.softmax(class_scores(model, _forward(model, _as_input("predict", x), device)))
+    probs = [ops.softmax(class_scores(model, _forward(model, _as_input("predict", x, digit_pad(model)), device)))
              for x in chunks]
     probs = [p for p in probs if len(p)]
     return np.concatenate(probs) if probs else np.zeros((0, num_classes), np.float32)
