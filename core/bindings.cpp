@@ -397,18 +397,19 @@ FArr py_softmax(const py::object& xo) {
     return p;
 }
 
-py::tuple py_softmax_cross_entropy(const py::object& lo, const py::object& labo) {
+py::tuple py_softmax_cross_entropy(const py::object& lo, const py::object& labo, double smoothing) {
     const char* op = "softmax_cross_entropy";
     FArr logits = as_float(op, "logits", lo);
     I64Arr labels = as_int<I64Arr>(op, "labels", labo);
     const Shape ls = shape_of(logits);
     check_softmax_cross_entropy(ls, shape_of(labels), labels.data());
+    check_label_smoothing(op, smoothing);
     FArr d = new_float(ls);
     float* dp = d.mutable_data();
     double loss;
     {
         py::gil_scoped_release nogil;
-        loss = softmax_cross_entropy(dp, logits.data(), labels.data(), ls[0], ls[1]);
+        loss = softmax_cross_entropy(dp, logits.data(), labels.data(), ls[0], ls[1], float(smoothing));
     }
     return py::make_tuple(loss, d);
 }
@@ -538,13 +539,14 @@ FArr py_net_predict_u8(Net& net, const py::array& images, const py::object& luto
 
 py::tuple py_net_train_step(Net& net, const py::object& xo, const py::object& labo,
                             const py::sequence& params, const py::sequence& grads,
-                            const std::string& loss) {
+                            const std::string& loss, double smoothing) {
     const char* op = "Net.train_step";
     FArr x = as_float("Net", "x", xo);
     I64Arr labels = as_int<I64Arr>(op, "labels", labo);
     net.check_train_step(shape_of(x), shape_of(labels), labels.data());
     const int64_t N = x.shape(0), classes = net.out_features();
     const LossKindInfo& kind = loss_kind(loss);
+    Net::check_loss_smoothing(kind, smoothing);
     std::vector<FArr> ps = net_params(net, params);
     std::vector<const float*> pp;
     for (auto& a : ps) pp.push_back(a.data());
@@ -569,7 +571,8 @@ py::tuple py_net_train_step(Net& net, const py::object& xo, const py::object& la
     double value;
     {
         py::gil_scoped_release nogil;
-        value = net.train_step(outp, gp.data(), x.data(), labels.data(), N, pp.data(), kind);
+        value = net.train_step(outp, gp.data(), x.data(), labels.data(), N, pp.data(), kind,
+                               float(smoothing));
     }
     return py::make_tuple(value, out);
 }
@@ -1186,8 +1189,9 @@ PYBIND11_MODULE(_core, m) {
     m.def("softmax", &py_softmax, py::arg("x"),
           "Row-wise softmax of x (N,C); rows of p sum to 1.");
     m.def("softmax_cross_entropy", &py_softmax_cross_entropy, py::arg("logits"), py::arg("labels"),
-          "(loss, dlogits): mean cross-entropy of softmax(logits) (N,C) against integer labels (N,) in [0, C); "
-          "dlogits = (softmax - onehot) / N.");
+          py::arg("smoothing") = 0.0,
+          "(loss, dlogits): mean cross-entropy of softmax(logits) (N,C) against integer labels (N,) in [0, C), "
+          "the target t = (1 - smoothing) onehot + smoothing / C; dlogits = (softmax - t) / N.");
     m.def("mse_loss", &py_mse_loss, py::arg("pred"), py::arg("target"),
           "(loss, dpred): mean of (pred - target)^2 over all elements; dpred = 2 (pred - target) / numel.");
     m.def("set_num_threads",
@@ -1211,8 +1215,9 @@ PYBIND11_MODULE(_core, m) {
              py::arg("params"),
              "Softmax of the class scores for raw uint8 images (N, h, w), padded and normalised in the core.")
         .def("train_step", &py_net_train_step, py::arg("x"), py::arg("labels"), py::arg("params"),
-             py::arg("grads"), py::arg("loss") = "cross_entropy",
-             "(loss, out): forward, mean loss and backward; overwrites the arrays in grads.")
+             py::arg("grads"), py::arg("loss") = "cross_entropy", py::arg("smoothing") = 0.0,
+             "(loss, out): forward, mean loss and backward; overwrites the arrays in grads. "
+             "smoothing: label smoothing of cross_entropy (target (1 - s) onehot + s / C).")
         .def_property_readonly("param_shapes", [](const Net& n) {
             py::list out;
             for (const auto& s : n.param_shapes()) out.append(py::tuple(py::cast(s)));

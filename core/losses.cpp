@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <stdexcept>
+#include <string>
 
 namespace pylenet {
 
@@ -21,6 +23,12 @@ void check_softmax_cross_entropy(const Shape& logits, const Shape& labels_shape,
     check_equal(op, "labels length", labels_shape[0], "logits rows logits.shape[0]", logits[0]);
     if (labels) check_indices(op, "labels", labels, logits[0], logits[1],
                               " for logits of shape " + shape_str(logits));
+}
+
+void check_label_smoothing(const char* op, double smoothing) {
+    if (!(smoothing >= 0.0 && smoothing <= 1.0))  // also refuses NaN
+        throw std::invalid_argument(std::string(op) + ": label smoothing must be in [0, 1], got " +
+                                    std::to_string(smoothing));
 }
 
 void check_mse_loss(const Shape& pred, const Shape& target) {
@@ -56,8 +64,10 @@ void softmax(float* p, const float* x, int64_t N, int64_t C) {
 }
 
 double softmax_cross_entropy_sum(float* dlogits, const float* logits, const int64_t* labels,
-                                 int64_t N, int64_t C, float scale) {
+                                 int64_t N, int64_t C, float scale, float smoothing) {
     softmax(dlogits, logits, N, C);
+    // t = (1 - s) onehot + s/C: the label's target and every other class's.
+    const float t_other = smoothing / float(C), t_label = 1.0f - smoothing + t_other;
     double loss = 0.0;
     for (int64_t n = 0; n < N; n++) {
         const float* xr = logits + n * C;
@@ -65,18 +75,31 @@ double softmax_cross_entropy_sum(float* dlogits, const float* logits, const int6
         for (int64_t c = 1; c < C; c++) mx = (xr[c] > mx || xr[c] != xr[c]) ? xr[c] : mx;
         double sum = 0.0;
         for (int64_t c = 0; c < C; c++) sum += std::exp(double(xr[c]) - mx);
-        // -log p_y = logsumexp(x) - x_y, computed without forming p_y (no log of 0).
-        loss += std::log(sum) + mx - xr[labels[n]];
+        // -sum_c t_c log p_c = logsumexp(x) - sum_c t_c x_c (the t_c sum to 1), computed
+        // without forming p (no log of 0); s = 0 leaves logsumexp(x) - x_y exactly.
+        double target_dot = xr[labels[n]];
+        if (smoothing != 0.0f) {
+            double row = 0.0;
+            for (int64_t c = 0; c < C; c++) row += xr[c];
+            target_dot = (1.0 - double(smoothing)) * xr[labels[n]] + double(smoothing) / double(C) * row;
+        }
+        loss += std::log(sum) + mx - target_dot;
         float* dr = dlogits + n * C;
-        dr[labels[n]] -= 1.0f;
+        if (smoothing != 0.0f) {
+            for (int64_t c = 0; c < C; c++) dr[c] -= t_other;
+            dr[labels[n]] -= t_label - t_other;
+        } else {
+            dr[labels[n]] -= 1.0f;
+        }
         for (int64_t c = 0; c < C; c++) dr[c] *= scale;
     }
     return loss;
 }
 
 double softmax_cross_entropy(float* dlogits, const float* logits, const int64_t* labels,
-                             int64_t N, int64_t C) {
-    return softmax_cross_entropy_sum(dlogits, logits, labels, N, C, 1.0f / float(N)) / double(N);
+                             int64_t N, int64_t C, float smoothing) {
+    return softmax_cross_entropy_sum(dlogits, logits, labels, N, C, 1.0f / float(N), smoothing) /
+           double(N);
 }
 
 double rbf_map_sum(float* dy, const float* y, const int64_t* labels, int64_t N, int64_t C,
@@ -138,9 +161,10 @@ void softmax_naive(float* p, const float* x, int64_t N, int64_t C) {
     }
 }
 
-// loss = mean_n [logsumexp(z_n) - z_n[label_n]]  =>  dz = (softmax(z) - onehot) / N.
+// t_c = (1 - s) [c = label] + s / C; loss = mean_n [-sum_c t_c log softmax(z_n)_c]
+//   =>  dz = (softmax(z) - t) / N.
 double softmax_cross_entropy_naive(float* dlogits, const float* logits, const int64_t* labels,
-                                   int64_t N, int64_t C) {
+                                   int64_t N, int64_t C, double smoothing) {
     double loss = 0.0;
     for (int64_t n = 0; n < N; n++) {
         const float* z = logits + n * C;
@@ -148,9 +172,12 @@ double softmax_cross_entropy_naive(float* dlogits, const float* logits, const in
         for (int64_t c = 1; c < C; c++) mx = std::max(mx, double(z[c]));
         double sum = 0.0;
         for (int64_t c = 0; c < C; c++) sum += std::exp(double(z[c]) - mx);
-        loss += mx + std::log(sum) - z[labels[n]];
-        for (int64_t c = 0; c < C; c++)
-            dlogits[n * C + c] = float((std::exp(double(z[c]) - mx) / sum - (c == labels[n] ? 1.0 : 0.0)) / double(N));
+        const double lse = mx + std::log(sum);
+        for (int64_t c = 0; c < C; c++) {
+            const double t = (1.0 - smoothing) * (c == labels[n] ? 1.0 : 0.0) + smoothing / double(C);
+            loss -= t * (double(z[c]) - lse);
+            dlogits[n * C + c] = float((std::exp(double(z[c]) - mx) / sum - t) / double(N));
+        }
     }
     return loss / double(N);
 }

@@ -92,6 +92,13 @@ void Net::check_train_step(const Shape& xs, const Shape& ls, const int64_t* labe
     check_indices("Net.train_step", "labels", labels, N, out_features_);
 }
 
+void Net::check_loss_smoothing(const LossKindInfo& loss, double smoothing) {
+    check_label_smoothing("Net.train_step", smoothing);
+    if (smoothing != 0.0 && !loss.takes_smoothing)
+        throw std::invalid_argument("Net.train_step: label smoothing applies to cross_entropy, not to the loss '" +
+                                    std::string(loss.name) + "' (got smoothing " + std::to_string(smoothing) + ")");
+}
+
 void Net::check_predict_u8(const Shape& is, int64_t pad, int64_t lut_size) const {
     const char* op = "Net.predict_u8";
     check_ndim(op, "images", is, 3, "(N, H, W)");
@@ -227,7 +234,8 @@ void Net::predict_u8(float* probs, const uint8_t* images, int64_t N, int64_t h, 
 }
 
 double Net::train_step(float* out, float* const* grads, const float* x, const int64_t* labels,
-                       int64_t N, const float* const* params, const LossKindInfo& loss) {
+                       int64_t N, const float* const* params, const LossKindInfo& loss,
+                       float smoothing) {
     std::lock_guard<std::mutex> lock(mutex_);
     const int64_t nblocks = batch_blocks(N);  // the split the per-op functions use
     const int nt = int(std::min<int64_t>(get_num_threads(), nblocks));
@@ -243,7 +251,7 @@ double Net::train_step(float* out, float* const* grads, const float* x, const in
         forward_block(ws, xb, n, params, true);
         const float* logits = act(ws, xb, layers_.size());
         std::memcpy(out + n0 * classes, logits, sizeof(float) * n * classes);
-        block_loss[b] = loss.block_sum(ws.grad_a.data(), logits, labels + n0, n, classes, N);
+        block_loss[b] = loss.block_sum(ws.grad_a.data(), logits, labels + n0, n, classes, N, smoothing);
         backward_block(ws, xb, n, params, gb);
     };
     // The block gradients summed in block order over the flat range [lo, hi).

@@ -40,6 +40,8 @@ public:
     void check_params(const char* what, const std::vector<Shape>& shapes) const;
     void check_train_step(const Shape& x, const Shape& labels_shape, const int64_t* labels) const;
     void check_predict_u8(const Shape& images, int64_t pad, int64_t lut_size) const;
+    // train_step's label smoothing: in [0, 1], and 0 unless the loss kind takes it.
+    static void check_loss_smoothing(const LossKindInfo& loss, double smoothing);
 
     // out (N, classes) = the network applied to x (N, C, H, W). params in param_shapes order.
     void forward(float* out, const float* x, int64_t N, const float* const* params);
@@ -53,8 +55,11 @@ public:
                     int64_t pad, const float* lut, const float* const* params);
     // Forward, loss (mean over the batch) and backward. Overwrites every grads[i] and
     // out (N, classes) with the outputs; returns the loss. Labels must be in [0, classes).
+    // smoothing: the loss's label smoothing (only a kind with takes_smoothing; checked by
+    // check_loss_smoothing).
     double train_step(float* out, float* const* grads, const float* x, const int64_t* labels,
-                      int64_t N, const float* const* params, const LossKindInfo& loss);
+                      int64_t N, const float* const* params, const LossKindInfo& loss,
+                      float smoothing = 0.0f);
 
 private:
     using Layer = NetLayer;

@@ -215,15 +215,15 @@ void flatten_backward(const NetLayer&, float*, float*, float*, const float*, con
 
 // ---------------------------------------------------------------- losses
 double cross_entropy_sum(float* dout, const float* out, const int64_t* labels, int64_t n,
-                         int64_t C, int64_t N) {
-    return softmax_cross_entropy_sum(dout, out, labels, n, C, 1.0f / float(N));
+                         int64_t C, int64_t N, float smoothing) {
+    return softmax_cross_entropy_sum(dout, out, labels, n, C, 1.0f / float(N), smoothing);
 }
 double rbf_map_block_sum(float* dout, const float* out, const int64_t* labels, int64_t n,
-                         int64_t C, int64_t N) {
+                         int64_t C, int64_t N, float) {
     return rbf_map_sum(dout, out, labels, n, C, 1.0f / float(N));
 }
 double mse_sum(float* dout, const float* out, const int64_t* labels, int64_t n, int64_t C,
-               int64_t N) {
+               int64_t N, float) {
     return mse_onehot_sum(dout, out, labels, n, C, 2.0f / float(N * C));
 }
 
@@ -278,7 +278,8 @@ const LayerKindInfo& layer_kind(const std::string& name) {
 
 const std::vector<LossKindInfo>& loss_kinds() {
     static const std::vector<LossKindInfo> kinds = {
-        {"cross_entropy", cross_entropy_sum, [](int64_t N, int64_t) { return double(N); }},
+        {"cross_entropy", cross_entropy_sum, [](int64_t N, int64_t) { return double(N); },
+         /*takes_smoothing=*/true},
         {"mse", mse_sum, [](int64_t N, int64_t C) { return double(N * C); }},
         {"rbf_map", rbf_map_block_sum, [](int64_t N, int64_t) { return double(N); }},
     };

@@ -84,11 +84,14 @@ const LayerKindInfo& layer_kind(const std::string& name);
 struct LossKindInfo {
     const char* name;  // "cross_entropy", "mse"
     // The SUM of the n rows' losses; overwrites dout (n, C) with the rows' gradient of the
-    // mean loss over a batch of N rows.
+    // mean loss over a batch of N rows. `smoothing` is the label smoothing of a kind that
+    // takes it (0 for the others: Net's callers check it).
     double (*block_sum)(float* dout, const float* out, const int64_t* labels, int64_t n,
-                        int64_t C, int64_t N);
+                        int64_t C, int64_t N, float smoothing);
     // What the summed loss of N rows of C is divided by for the mean.
     double (*mean_count)(int64_t N, int64_t C);
+    // Whether the kind takes label smoothing (its target (1 - s) onehot + s / C).
+    bool takes_smoothing = false;
 };
 
 // Every loss kind the fused network runs, and the one called `name` (std::invalid_argument).

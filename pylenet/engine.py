@@ -66,6 +66,11 @@ def class_scores(model, out: np.ndarray) -> np.ndarray:
     return -out if outputs_penalties(model) else out
 
 
+def loss_smoothing(loss) -> float:
+    """The label smoothing a loss object asks the core for (CrossEntropyLoss's), else 0."""
+    return float(getattr(loss, "label_smoothing", 0.0) or 0.0)
+
+
 def loss_name(loss) -> str | None:
     """The core's name for a loss whose class itself declares one of LOSS_KINDS as `core_kind`
     (a custom loss, even one subclassing a built-in, runs layer by layer), else None."""
@@ -111,11 +116,13 @@ class FusedNet:
         """Softmax of the class scores for raw uint8 images (N, h, w), prepared in the core (one call)."""
         return self.net.predict_u8(images, lut, pad, [getattr(layer, name).data for layer, name in self._slots])
 
-    def train_step(self, x: np.ndarray, labels: np.ndarray, loss: str = "cross_entropy"):
-        """(mean loss, outputs): forward, loss and backward; overwrites every parameter's .grad."""
+    def train_step(self, x: np.ndarray, labels: np.ndarray, loss: str = "cross_entropy",
+                   smoothing: float = 0.0):
+        """(mean loss, outputs): forward, loss and backward; overwrites every parameter's .grad.
+        smoothing: the label smoothing of "cross_entropy" (pylenet.losses.CrossEntropyLoss)."""
         params = self.params  # the core writes into each .grad in place (Parameter's rule)
         return self.net.train_step(x, labels, [p.data for p in params],
-                                   [p.grad_buffer() for p in params], loss)
+                                   [p.grad_buffer() for p in params], loss, smoothing)
 
 
 def _settings(cls):

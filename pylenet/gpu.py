@@ -12,7 +12,7 @@ import numpy as np
 
 from pylenet import _core
 from pylenet.device import emulating, require_cuda
-from pylenet.engine import LOSS_KINDS, _describe, _fits, _key, loss_name, param_slots
+from pylenet.engine import LOSS_KINDS, _describe, _fits, _key, loss_name, loss_smoothing, param_slots
 from pylenet.layers import Sequential
 from pylenet.optim import SGD, Adam
 
@@ -58,6 +58,9 @@ def check_training(model, optimizer, loss_fn, fused: bool = True) -> None:
     if loss_name(loss_fn) is None:
         raise TypeError(f"device 'cuda' computes the built-in losses {sorted(LOSS_KINDS)} on the "
                         f"GPU, got {type(loss_fn).__name__}; use one of those or device='cpu'")
+    if loss_smoothing(loss_fn):
+        raise ValueError(f"device 'cuda' computes cross-entropy without label smoothing, got "
+                         f"{loss_fn!r}; use label_smoothing=0 or device='cpu'")
 
 
 class GpuModel:

@@ -231,7 +231,7 @@ void test_unary_losses(std::mt19937& rng) {
         StepControl ctrl{};
         StepSlot slot{};
         grid(1, FinishLoss{&ctrl, &slot, rows.data(), ok.data(), N, kind.mean_count(N, C)});
-        const double ref = kind.block_sum(d_ref.data(), out.data(), labels.data(), N, C, N) / kind.mean_count(N, C);
+        const double ref = kind.block_sum(d_ref.data(), out.data(), labels.data(), N, C, N, 0.0f) / kind.mean_count(N, C);
         expect(std::fabs(slot.loss - ref) < 1e-6 * (1 + std::fabs(ref)), name + " loss");
         expect(max_rel_err(d, d_ref) < 1e-6, name + " gradient");
         expect(ctrl.apply == 1 && slot.applied == 1, name + " finite loss applies");
