@@ -14,7 +14,9 @@ from pylenet.device import DEVICES
 from pylenet.lecun98 import LR as LECUN98_LR
 from pylenet.losses import LOSSES
 from pylenet.models import ACTIVATIONS, POOLINGS, VARIANTS
-from pylenet.recipe import DEFAULT_RECIPE, OPTIMIZERS, RECIPES, SCHEDULES, make_optimizer, make_scheduler
+from pylenet.recipe import (DEFAULT_RECIPE, OPTIMIZERS, RECIPES, SCHEDULES, make_loss, make_optimizer,
+                            make_scheduler)
+from pylenet.tta import TTAS
 
 EPILOG = ("Data: --data DIR (a folder of MNIST-format IDX files, used as it is; --download fetches "
           "missing files into it), else $PYLENET_DATA (MNIST), else a per-user cache that is "
@@ -32,8 +34,9 @@ def _parser(R: dict = DEFAULT_RECIPE) -> argparse.ArgumentParser:
                        description="Train LeNet-5; writes model.ckpt, metrics.json and curves.png into --out.")
     _data_arguments(t)
     t.add_argument("--recipe", choices=list(RECIPES), default="default",
-                   help="the defaults of the flags below: default (SGD lr 0.02, cosine, 10 epochs) "
-                        "or fast (3 epochs, lr 0.05, per-step warm-up + cosine); flags given win")
+                   help="the defaults of the flags below: default (SGD lr 0.02, cosine, 10 epochs), "
+                        "fast (3 epochs, lr 0.05, per-step warm-up + cosine) or record (1 epoch, "
+                        "Adam, per-step warm-up + cosine, label smoothing); flags given win")
     t.add_argument("--epochs", type=int, default=R["epochs"], help="total epochs (default %(default)s)")
     t.add_argument("--batch-size", type=int, default=R["batch_size"], help="default %(default)s")
     t.add_argument("--lr", type=float, help="learning rate (default " + ", ".join(
@@ -60,6 +63,11 @@ def _parser(R: dict = DEFAULT_RECIPE) -> argparse.ArgumentParser:
     t.add_argument("--pooling", choices=list(POOLINGS), help="modern variant (default max)")
     t.add_argument("--loss", choices=list(LOSSES),
                    help=f"default {R['loss']}, or rbf_map for --variant lecun98")
+    t.add_argument("--label-smoothing", type=float, default=R["label_smoothing"], metavar="S",
+                   help="cross-entropy against (1 - S) onehot + S / classes (default %(default)s)")
+    t.add_argument("--tta", choices=list(TTAS), default=R["tta"],
+                   help="test-time augmentation of the test-set evaluations: the class probabilities "
+                        "averaged over pixel-shifted copies (default %(default)s; see pylenet.tta.TTAS)")
     _device_argument(t, "train")
     t.add_argument("--threads", type=int, help="core threads (default: all cores)")
     t.add_argument("--seed", type=int, default=R["seed"], help="weights and shuffling seed (default %(default)s)")
@@ -74,6 +82,8 @@ def _parser(R: dict = DEFAULT_RECIPE) -> argparse.ArgumentParser:
     _data_arguments(e)
     e.add_argument("--split", choices=["test", "train"], default="test")
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    e.add_argument("--tta", choices=list(TTAS), default="none",
+                   help="test-time augmentation (default none; see pylenet.tta.TTAS)")
     _device_argument(e, "evaluate")
 
     r = sub.add_parser("predict", help="classify PNG/JPEG images of digits")
@@ -221,6 +231,7 @@ def cmd_train(args) -> int:
     import pylenet
     from pylenet.checkpoint import load_checkpoint
     from pylenet.serialize import model_from_checkpoint
+    from pylenet.train import default_loss
 
     for name in ("epochs", "batch_size"):
         if getattr(args, name) < (0 if name == "epochs" else 1):
@@ -264,10 +275,11 @@ def cmd_train(args) -> int:
                                recipe=args.recipe)
     scheduler = make_scheduler(optimizer, args.epochs, args.schedule, warmup=args.warmup)
     device = _model_device(args.device, model)
-    trainer = pylenet.Trainer(model, optimizer, loss=args.loss, scheduler=scheduler,
+    loss = make_loss(args.loss or default_loss(model), label_smoothing=args.label_smoothing)
+    trainer = pylenet.Trainer(model, optimizer, loss=loss, scheduler=scheduler,
                               batch_size=args.batch_size, seed=args.seed, threads=args.threads,
                               progress=progress, checkpoint=ckpt_path, augment=args.augment,
-                              device=device)
+                              device=device, tta=args.tta)
     if resumed is not None:
         trainer.restore(resumed, args.resume)
     # --out is made only now that data and model are ready, and removed again if this run
@@ -304,12 +316,13 @@ def cmd_train(args) -> int:
               file=sys.stderr)
         return 130
     wall = time.perf_counter() - start
-    result = pylenet.evaluate(model, test, device=device)
+    result = pylenet.evaluate(model, test, device=device, tta=args.tta)
     metrics = {"model": model.config, "epochs": trainer.epoch, "history": history.records,
                "test_accuracy": result["accuracy"], "test_loss": result["loss"],
                "confusion": result["confusion"].tolist(), "wall_time_s": wall,
                "threads": pylenet.ops.get_num_threads(), "train_images": len(train[0]),
-               "recipe": args.recipe, "augment": args.augment, "device": device}
+               "recipe": args.recipe, "augment": args.augment, "device": device,
+               "label_smoothing": args.label_smoothing, "tta": args.tta}
     if args.until_accuracy is not None:
         metrics["until_accuracy"] = {"target": args.until_accuracy,
                                      "epoch": reached[0] if reached else None,
@@ -347,7 +360,7 @@ def cmd_evaluate(args) -> int:
     model = pylenet.load_model(args.model)
     device = _model_device(args.device, model)
     (data,) = _load_splits(args, (args.split,), progress=True)
-    result = pylenet.evaluate(model, data, device=device)
+    result = pylenet.evaluate(model, data, device=device, tta=args.tta)
     if args.json:
         print(json.dumps({"accuracy": result["accuracy"], "loss": result["loss"],
                           "confusion": result["confusion"].tolist()}))

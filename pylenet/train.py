@@ -16,11 +16,12 @@ from pylenet.checkpoint import CheckpointError
 from pylenet.data import (MNIST_MEAN, MNIST_STD, DataLoader, _normalize_lut, _prepare, get_augment,
                           pad_and_normalize)
 from pylenet.device import resolve_device
-from pylenet.engine import class_scores, fused_for, loss_name, outputs_penalties
+from pylenet.engine import class_scores, fused_for, loss_name, loss_smoothing, outputs_penalties
 from pylenet.gpu import check_training, gpu_for, unsupported
 from pylenet.losses import get_loss
-from pylenet.recipe import DEFAULT_RECIPE, get_recipe, make_optimizer, make_scheduler
+from pylenet.recipe import DEFAULT_RECIPE, get_recipe, make_loss, make_optimizer, make_scheduler
 from pylenet.serialize import architecture, save_model
+from pylenet.tta import get_tta, tta_probabilities
 
 
 PAD = 2  # MNIST's 28x28 digits zero-padded to LeNet-5's 32x32 input
@@ -296,14 +297,17 @@ class Trainer:
     callbacks: a list of pylenet.callbacks.Callback objects; Trainer.fit calls their
     on_train_begin(trainer), on_epoch_end(epoch, logs) after each epoch (True, or setting
     trainer.stop_training, stops after it) and on_train_end(trainer).
+
+    tta: the test-time augmentation of the validation after each epoch (evaluate's tta).
     """
 
     def __init__(self, model, optimizer=None, *, loss=None, scheduler=None,
                  batch_size: int = DEFAULT_RECIPE["batch_size"], seed: int = DEFAULT_RECIPE["seed"],
                  threads: int | None = None,
                  progress: bool = True, checkpoint=None, on_nonfinite: str = "raise",
-                 fused: bool = True, augment=None, device=None, callbacks=None):
+                 fused: bool = True, augment=None, device=None, callbacks=None, tta=None):
         self.model = model
+        self.tta = get_tta(tta)  # the validation's test-time augmentation (evaluate's tta)
         self.callbacks = check_callbacks(callbacks)
         self.stop_training = False  # a callback may set it (or return True from on_epoch_end)
         resolve_device(device)  # a bad name or an unusable CUDA fails here, before any work
@@ -324,6 +328,7 @@ class Trainer:
             raise ValueError(f"on_nonfinite must be 'raise' or 'skip', got {on_nonfinite!r}")
         self.on_nonfinite = on_nonfinite
         self._loss_name = loss_name(self.loss_fn)
+        self._smoothing = loss_smoothing(self.loss_fn)
         self._fused = bool(fused)
         self._use_fused = self._fused and self._loss_name is not None
         self.epoch = 0          # epochs finished
@@ -411,7 +416,7 @@ class Trainer:
         rest (backward unless the fused step did it, then the optimizer step)."""
         fused = self._fused_net(x)
         if fused is not None:
-            loss, out = fused.train_step(x, y, self._loss_name)
+            loss, out = fused.train_step(x, y, self._loss_name, self._smoothing)
             return loss, out, self.optimizer.step
         out = self.model.forward(x)
         loss, dout = self.loss_fn(out, y)
@@ -570,7 +575,7 @@ class Trainer:
             if self.scheduler is not None:
                 self.scheduler.step()
             if validation is not None:
-                val = evaluate(self.model, validation, loss=self.loss_fn, device=device)
+                val = evaluate(self.model, validation, loss=self.loss_fn, device=device, tta=self.tta)
                 record["val_loss"], record["val_accuracy"] = val["loss"], val["accuracy"]
             self.epoch += 1
             self.history.append(record)
@@ -589,27 +594,32 @@ def fit(model, train, *, epochs: int, batch_size: int | None = None,
         seed: int = DEFAULT_RECIPE["seed"], threads: int | None = None,
         progress: bool = True, checkpoint=None, on_nonfinite: str = "raise",
         fused: bool = True, augment=None, recipe="default", device=None,
-        callbacks=None) -> History:
+        callbacks=None, tta=None) -> History:
     """Trains `model` on `train` and returns its History.
 
     train (and validation): an (images, labels) tuple, where images are uint8 digits
     (N, 28, 28), padded to 32x32 and normalised as MNIST, or float (N, C, H, W) used as given;
     or a DataLoader or any re-iterable of (x, y) batches of those.
 
-    recipe ("default", "fast" or a dict like pylenet.recipe.DEFAULT_RECIPE) supplies what is
-    not given: batch_size, augment and, without an optimizer, its optimizer (SGD with momentum
-    and weight decay) and, unless a scheduler is given, its schedule over `epochs`, as
-    `pylenet train --recipe` does. augment: None (the recipe's), "none", a name in
-    pylenet.data.AUGMENTS or an Augment. loss None is the model's default_loss (cross-entropy,
-    or "rbf_map" for LeNet5(variant="lecun98")). validation is evaluated after each epoch;
+    recipe ("default", "fast", "record" or a dict like pylenet.recipe.DEFAULT_RECIPE) supplies
+    what is not given: batch_size, augment, the loss's label smoothing and, without an
+    optimizer, its optimizer (SGD with momentum and weight decay, or Adam) and, unless a
+    scheduler is given, its schedule over `epochs`, as `pylenet train --recipe` does. augment:
+    None (the recipe's), "none", a name in pylenet.data.AUGMENTS or an Augment. loss None is
+    the model's default_loss (cross-entropy with the recipe's label smoothing, or "rbf_map"
+    for LeNet5(variant="lecun98")). validation is evaluated after each epoch;
     checkpoint, if given, is rewritten atomically after every epoch. device: "cpu", "cuda",
     "auto" or None (the model's .device); see Trainer. callbacks: a list of
     pylenet.callbacks.Callback (on_train_begin, on_epoch_end, which may stop training, and
-    on_train_end).
+    on_train_end). tta: the validation's test-time augmentation (None: the recipe's; see
+    evaluate).
     """
     recipe = get_recipe(recipe)
     batch_size = recipe["batch_size"] if batch_size is None else batch_size
     augment = recipe["augment"] if augment is None else augment
+    tta = recipe["tta"] if tta is None else tta
+    if loss is None:  # the model's default loss, with the recipe's label smoothing
+        loss = make_loss(default_loss(model), recipe=recipe)
     if optimizer is None:
         optimizer = make_optimizer(model.parameters(), recipe=recipe)
         if scheduler is None and isinstance(epochs, (int, np.integer)) and not isinstance(epochs, bool):
@@ -617,7 +627,7 @@ def fit(model, train, *, epochs: int, batch_size: int | None = None,
     trainer = Trainer(model, optimizer, loss=loss, scheduler=scheduler, batch_size=batch_size,
                       seed=seed, threads=threads, progress=progress, checkpoint=checkpoint,
                       on_nonfinite=on_nonfinite, fused=fused, augment=augment, device=device,
-                      callbacks=callbacks)
+                      callbacks=callbacks, tta=tta)
     return trainer.fit(train, epochs=epochs, validation=validation)
 
 
@@ -646,14 +656,21 @@ def _inference_device(model, device) -> str:
     return resolved
 
 
-def evaluate(model, data, *, batch_size: int = 1000, loss=None, device=None) -> dict:
+def evaluate(model, data, *, batch_size: int = 1000, loss=None, device=None, tta=None) -> dict:
     """{"accuracy", "loss", "confusion"} of `model` on `data` (as fit takes it); rows = true label.
     loss None is the model's default_loss; predictions are the argmax of its class scores.
     device: "cpu", "cuda" (the network runs on the GPU, the loss on the host), "auto" (the GPU
-    when one can run the model) or None (the model's .device)."""
+    when one can run the model) or None (the model's .device). tta: None, a name in
+    pylenet.tta.TTAS or (dy, dx) shifts: predictions are then the argmax of the softmax of the
+    class scores averaged over the input and its shifted copies (test-time augmentation);
+    "loss" stays the unshifted input's."""
     device = _inference_device(model, device)
     batches = _batches("data", data, _check_batch_size(batch_size), once=True)
     loss_fn = get_loss(default_loss(model) if loss is None else loss)
+    views = get_tta(tta)
+
+    def scores(x):
+        return class_scores(model, _forward(model, x, device))
     confusion, total, seen = None, 0.0, 0
     for x, y in batches:
         out = _forward(model, x, device)
@@ -665,7 +682,10 @@ def evaluate(model, data, *, batch_size: int = 1000, loss=None, device=None) -> 
         batch_loss, _ = loss_fn(out, y)
         total += batch_loss * len(y)
         seen += len(y)
-        np.add.at(confusion, (y, class_scores(model, out).argmax(axis=1)), 1)
+        predicted = class_scores(model, out)
+        if views:
+            predicted = tta_probabilities(scores, x, views, first=predicted)
+        np.add.at(confusion, (y, predicted.argmax(axis=1)), 1)
     if not seen:
         raise ValueError("data is empty")
     return {"accuracy": float(np.trace(confusion) / confusion.sum()), "loss": total / seen,
