@@ -71,6 +71,8 @@ SEARCH = {name: {**ROUND1, **changes} for name, changes in {
     "linear decay": {"decay": "linear"},
     "batch 32 then 64 (first quarter at 32)": {"batches": ((0.25, 32), (1.0, 64))},
     "batch 64 then 128 (second half at 128)": {"batches": ((0.5, 64), (1.0, 128))},
+    "+ distortions: shifts of up to 1 pixel": {"augment": {"shift": 1.0}},
+    "+ distortions: affine": {"augment": "affine"},
     # the second round: the best of the first, combined (with fold 2 added)
     "label smoothing 0.2, warm-up 0.3": {"label_smoothing": 0.2, "warmup": 0.3},
     "label smoothing 0.3": {"label_smoothing": 0.3},

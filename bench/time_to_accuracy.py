@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(REPO))
     import pylenet
     if args.record:
-        return record(args)
+        return run_record(args)
     from pylenet.recipe import DEFAULT_RECIPE as R, make_optimizer, make_scheduler
 
     pylenet.ops.set_num_threads(args.threads)
@@ -83,18 +83,28 @@ def main(argv=None) -> int:
 
 
 def cpu_model() -> str:
-    """The CPU's model name (Linux /proc/cpuinfo), else platform's processor string."""
+    """The CPU's model name with its family and model numbers (Linux /proc/cpuinfo: a VM's
+    name may be only "AMD EPYC", and the family tells Zen 4 (25) from Zen 5 (26)), else
+    platform's processor string."""
     import platform
+    fields = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key in ("model name", "cpu family", "model") and key not in fields:
+                fields[key] = value.strip()
+            if not line.strip() and fields:  # the first processor's block is enough
+                break
     except OSError:
         pass
+    if "model name" in fields:
+        extra = ", ".join(f"{k} {fields[k]}" for k in ("cpu family", "model") if k in fields)
+        return f"{fields['model name']} ({extra})" if extra else fields["model name"]
     return platform.processor() or platform.machine()
 
 
-def record(args) -> int:
+def run_record(args) -> int:
     """--record: one epoch of RECORD_RECIPE per seed, timed, then the test set with its TTA."""
     import pylenet
     from pylenet.recipe import RECORD_RECIPE as R
