@@ -14,8 +14,9 @@ from pylenet.data import AUGMENTS, DATASETS
 from pylenet.device import DEVICES
 from pylenet.losses import LOSSES
 from pylenet.models import ACTIVATIONS, POOLINGS, VARIANTS
-from pylenet.recipe import (DEFAULT_RECIPE, OPTIMIZERS, RECIPES, SCHEDULES, get_recipe, make_optimizer,
-                            make_scheduler)
+from pylenet.recipe import (DEFAULT_RECIPE, OPTIMIZERS, RECIPES, SCHEDULES, get_recipe, make_loss,
+                            make_optimizer, make_scheduler)
+from pylenet.tta import TTAS
 
 EPILOG = ("Data: --data DIR (a folder of MNIST-format IDX files, used as it is; --download fetches "
           "missing files into it), else $PYLENET_DATA (MNIST), else a per-user cache that is "
@@ -34,9 +35,10 @@ def _parser(R: dict = DEFAULT_RECIPE) -> argparse.ArgumentParser:
     _data_arguments(t)
     t.add_argument("--recipe", choices=list(RECIPES), default=None,
                    help="the defaults of the flags below: default (SGD lr 0.02, cosine, 10 epochs), "
-                        "fast (3 epochs, lr 0.05, per-step warm-up + cosine) or lecun98 (the default "
-                        "at the 1998 network's rates); flags given win. Without it: the model's own "
-                        "(lecun98 for --variant lecun98, else default)")
+                        "fast (3 epochs, lr 0.05, per-step warm-up + cosine), lecun98 (the default "
+                        "at the 1998 network's rates) or record (1 epoch, Adam, per-step warm-up + "
+                        "cosine, label smoothing, test-time shifts); flags given win. Without it: "
+                        "the model's own (lecun98 for --variant lecun98, else default)")
     t.add_argument("--epochs", type=int, default=R["epochs"], help="total epochs (default %(default)s)")
     t.add_argument("--batch-size", type=int, default=R["batch_size"], help="default %(default)s")
     t.add_argument("--lr", type=float, help="learning rate (default: the recipe's, " + ", ".join(
@@ -69,6 +71,11 @@ def _parser(R: dict = DEFAULT_RECIPE) -> argparse.ArgumentParser:
     t.add_argument("--pooling", choices=list(POOLINGS), help="modern variant (default max)")
     t.add_argument("--loss", choices=list(LOSSES),
                    help=f"default {R['loss']}, or rbf_map for --variant lecun98")
+    t.add_argument("--label-smoothing", type=float, default=R["label_smoothing"], metavar="S",
+                   help="cross-entropy against (1 - S) onehot + S / classes (default %(default)s)")
+    t.add_argument("--tta", choices=list(TTAS), default=R["tta"],
+                   help="test-time augmentation of the test-set evaluations: the class probabilities "
+                        "averaged over pixel-shifted copies (default %(default)s; see pylenet.tta.TTAS)")
     _device_argument(t, "train")
     t.add_argument("--threads", type=int, help="core threads (default: all cores)")
     t.add_argument("--seed", type=int, default=R["seed"], help="weights and shuffling seed (default %(default)s)")
@@ -90,6 +97,8 @@ def _parser(R: dict = DEFAULT_RECIPE) -> argparse.ArgumentParser:
     _data_arguments(e)
     e.add_argument("--split", choices=["test", "train"], default="test")
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    e.add_argument("--tta", choices=list(TTAS), default="none",
+                   help="test-time augmentation (default none; see pylenet.tta.TTAS)")
     _device_argument(e, "evaluate")
 
     r = sub.add_parser("predict", help="classify PNG/JPEG images of digits")
@@ -388,12 +397,13 @@ def cmd_train(args) -> int:
               file=sys.stderr)
         return 130
     wall = time.perf_counter() - start
-    result = pylenet.evaluate(model, test, device=device)
+    result = pylenet.evaluate(model, test, device=device, tta=args.tta)
     metrics = {"model": model.config, "epochs": trainer.epoch, "history": history.records,
                "test_accuracy": result["accuracy"], "test_loss": result["loss"],
                "confusion": result["confusion"].tolist(), "wall_time_s": wall,
                "threads": pylenet.ops.get_num_threads(), "train_images": len(train[0]),
-               "recipe": args.recipe or model_recipe(model), "augment": args.augment, "device": device}
+               "recipe": args.recipe or model_recipe(model), "augment": args.augment, "device": device,
+               "label_smoothing": args.label_smoothing, "tta": args.tta}
     if args.workers is not None:
         metrics["workers"] = args.workers  # data-parallel; "threads" is then per worker
         metrics["threads"] = args.threads or 1
@@ -476,10 +486,12 @@ def build_trainer(args, *, resumed=None, resume_path=None, progress: bool = True
                                recipe=recipe)
     scheduler = make_scheduler(optimizer, args.epochs, args.schedule, warmup=args.warmup)
     device = _model_device(args.device, model) if device is None else device
-    trainer = pylenet.Trainer(model, optimizer, loss=args.loss, scheduler=scheduler,
+    from pylenet.train import default_loss
+    loss = make_loss(args.loss or default_loss(model), label_smoothing=args.label_smoothing)
+    trainer = pylenet.Trainer(model, optimizer, loss=loss, scheduler=scheduler,
                               batch_size=args.batch_size, seed=args.seed, threads=args.threads,
                               progress=progress, checkpoint=checkpoint, augment=args.augment,
-                              device=device, callbacks=callbacks)
+                              device=device, callbacks=callbacks, tta=args.tta)
     if resumed is not None:
         trainer.restore(resumed, resume_path)
     return trainer
@@ -566,7 +578,7 @@ def cmd_evaluate(args) -> int:
     model = pylenet.load_model(args.model)
     device = _model_device(args.device, model)
     (data,) = _load_splits(args, (args.split,), progress=True)
-    result = pylenet.evaluate(model, data, device=device)
+    result = pylenet.evaluate(model, data, device=device, tta=args.tta)
     if args.json:
         print(json.dumps({"accuracy": result["accuracy"], "loss": result["loss"],
                           "confusion": result["confusion"].tolist()}))

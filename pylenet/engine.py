@@ -47,6 +47,11 @@ def class_scores(model, out: np.ndarray) -> np.ndarray:
     return -out if outputs_penalties(model) else out
 
 
+def loss_smoothing(loss) -> float:
+    """The label smoothing a loss object asks the core for (CrossEntropyLoss's), else 0."""
+    return float(getattr(loss, "label_smoothing", 0.0) or 0.0)
+
+
 def loss_name(loss) -> str | None:
     """The core's name for a loss whose class itself declares one of LOSS_KINDS as `core_kind`
     (a custom loss, even one subclassing a built-in, runs layer by layer), else None."""
@@ -117,14 +122,15 @@ class CpuNet:
         return self.net.input_gradient(x, dout, [p.data for p in self.params], self.buffers)
 
     def train_step(self, x: np.ndarray, labels: np.ndarray, loss: str = "cross_entropy",
-                   noise: tuple = (0, 0, 0)):
+                   noise: tuple = (0, 0, 0), smoothing: float = 0.0):
         """(mean loss, outputs): forward (training mode), loss and backward; overwrites every
         parameter's .grad, moves the running statistics and counts the batch. noise: Dropout's
-        (seed, epoch, index in the epoch of the batch's first sample)."""
+        (seed, epoch, index in the epoch of the batch's first sample); smoothing: the label
+        smoothing of "cross_entropy" (pylenet.losses.CrossEntropyLoss)."""
         params = self.params  # the core writes into each .grad in place (Parameter's rule)
         seed, epoch, first = noise
         result = self.net.train_step(x, labels, [p.data for p in params], [p.grad_buffer() for p in params],
-                                     loss, self.buffers, seed, epoch, first)
+                                     loss, self.buffers, seed, epoch, first, smoothing)
         for layer in self._tracked:
             layer.num_batches_tracked += 1
         return result
@@ -136,38 +142,7 @@ class CpuNet:
         return self.net.gradient_size
 
     def block_gradients(self, x: np.ndarray, labels: np.ndarray, N: int, b0: int, b1: int,
-                        loss: str = "cross_entropy"):
-        """(grads (b1-b0, gradient_size), loss sums float64 (b1-b0,), outputs (n, classes)) of
-        the blocks [b0, b1) of a batch of N (the split of train_step: _core.batch_blocks(N)
-        blocks); x and labels hold only those blocks' samples. Adding all the batch's rows in
-        block order (_core.sum_blocks) gives train_step's gradients bit for bit, and
-        mean_loss of all its loss sums train_step's loss."""
-        return self.net.block_gradients(x, labels, N, b0, b1, [p.data for p in self.params], loss)
-
-    def mean_loss(self, losses: np.ndarray, N: int, loss: str = "cross_entropy") -> float:
-        """A batch's mean loss from all its blocks' loss sums (train_step's arithmetic)."""
-        return self.net.mean_loss(losses, N, loss)
-
-    def set_gradients(self, row: np.ndarray) -> None:
-        """Overwrites every parameter's .grad from one flat gradient row (block_gradients' layout)."""
-        if len(row) != self.gradient_size:
-            raise ValueError(f"set_gradients: the row holds {len(row)} floats, the parameters "
-                             f"{self.gradient_size}")
-        offset = 0
-        for p in self.params:
-            g = p.grad_buffer()
-            g[...] = row[offset:offset + g.size].reshape(g.shape)
-            offset += g.size
-
-
-    # Data-parallel training (pylenet.distributed): workers share a batch by whole blocks.
-    @property
-    def gradient_size(self) -> int:
-        """Floats in one block's gradient row: every parameter's gradient, flattened, in order."""
-        return self.net.gradient_size
-
-    def block_gradients(self, x: np.ndarray, labels: np.ndarray, N: int, b0: int, b1: int,
-                        loss: str = "cross_entropy", noise: tuple = (0, 0, 0)):
+                        loss: str = "cross_entropy", noise: tuple = (0, 0, 0), smoothing: float = 0.0):
         """(grads (b1-b0, gradient_size), loss sums float64 (b1-b0,), outputs (n, classes)) of
         the blocks [b0, b1) of a batch of N (the split of train_step: _core.batch_blocks(N)
         blocks); x and labels hold only those blocks' samples, noise is the whole batch's.
@@ -175,7 +150,7 @@ class CpuNet:
         gradients bit for bit, and mean_loss of all its loss sums train_step's loss."""
         seed, epoch, first = noise
         return self.net.block_gradients(x, labels, N, b0, b1, [p.data for p in self.params], loss,
-                                        seed, epoch, first)
+                                        seed, epoch, first, smoothing)
 
     def mean_loss(self, losses: np.ndarray, N: int, loss: str = "cross_entropy") -> float:
         """A batch's mean loss from all its blocks' loss sums (train_step's arithmetic)."""

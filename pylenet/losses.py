@@ -7,13 +7,27 @@ from pylenet import ops
 
 
 class CrossEntropyLoss:
-    """Softmax cross-entropy, mean over the batch; gradient (softmax - onehot) / N."""
+    """Softmax cross-entropy, mean over the batch; gradient (softmax - t) / N.
+
+    The target t is onehot(label), or with label_smoothing s in [0, 1] the smoothed
+    (1 - s) onehot + s / C, as torch's CrossEntropyLoss(label_smoothing=s). The fused core
+    step runs either (Net.train_step's smoothing); the GPU runs s = 0 only."""
 
     name = "cross_entropy"
     core_kind = "cross_entropy"  # the fused engine runs it (core/registry.h)
 
+    def __init__(self, label_smoothing: float = 0.0):
+        if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float, np.floating)) \
+                or not 0.0 <= float(label_smoothing) <= 1.0:
+            raise ValueError(f"CrossEntropyLoss: label_smoothing must be a number in [0, 1], "
+                             f"got {label_smoothing!r}")
+        self.label_smoothing = float(label_smoothing)
+
     def __call__(self, logits: np.ndarray, labels: np.ndarray):
-        return ops.softmax_cross_entropy(logits, labels)
+        return ops.softmax_cross_entropy(logits, labels, self.label_smoothing)
+
+    def __repr__(self):
+        return f"CrossEntropyLoss(label_smoothing={self.label_smoothing})"
 
 
 class MSELoss:

@@ -16,11 +16,12 @@ from pylenet.checkpoint import CheckpointError
 from pylenet.data import (MNIST_MEAN, MNIST_STD, DataLoader, _normalize_lut, _prepare, get_augment,
                           pad_and_normalize)
 from pylenet.device import resolve_device
-from pylenet.engine import class_scores, cpu_net_for, loss_name, outputs_penalties
+from pylenet.engine import class_scores, cpu_net_for, loss_name, loss_smoothing, outputs_penalties
 from pylenet.gpu import check_training, gpu_net_for, unsupported
 from pylenet.losses import get_loss
-from pylenet.recipe import DEFAULT_RECIPE, get_recipe, make_optimizer, make_scheduler
+from pylenet.recipe import DEFAULT_RECIPE, get_recipe, make_loss, make_optimizer, make_scheduler
 from pylenet.serialize import architecture, save_model
+from pylenet.tta import get_tta, tta_probabilities
 
 
 PAD = 2  # MNIST's 28x28 digits zero-padded to LeNet-5's 32x32 input
@@ -315,14 +316,17 @@ class Trainer:
     on_train_begin(trainer), on_epoch_end(epoch, logs) after each epoch (True, or setting
     trainer.stop_training, stops after it) and on_train_end(trainer). During fit,
     trainer.has_validation says whether the epoch records will have val_loss and val_accuracy.
+
+    tta: the test-time augmentation of the validation after each epoch (evaluate's tta).
     """
 
     def __init__(self, model, optimizer=None, *, loss=None, scheduler=None,
                  batch_size: int = DEFAULT_RECIPE["batch_size"], seed: int = DEFAULT_RECIPE["seed"],
                  threads: int | None = None,
                  progress: bool = True, checkpoint=None, on_nonfinite: str = "raise",
-                 fused: bool = True, augment=None, device=None, callbacks=None):
+                 fused: bool = True, augment=None, device=None, callbacks=None, tta=None):
         self.model = model
+        self.tta = get_tta(tta)  # the validation's test-time augmentation (evaluate's tta)
         self.callbacks = check_callbacks(callbacks)
         self.stop_training = False  # a callback may set it (or return True from on_epoch_end)
         self.has_validation = None  # fit sets it: whether the records will have val_* metrics
@@ -345,6 +349,7 @@ class Trainer:
             raise ValueError(f"on_nonfinite must be 'raise' or 'skip', got {on_nonfinite!r}")
         self.on_nonfinite = on_nonfinite
         self._loss_name = loss_name(self.loss_fn)
+        self._smoothing = loss_smoothing(self.loss_fn)
         self._fused = bool(fused)
         self._use_fused = self._fused and self._loss_name is not None
         self.epoch = 0          # epochs finished
@@ -449,7 +454,7 @@ class Trainer:
         in the epoch of the batch's first sample (Dropout draws from it)."""
         fused = self._fused_net(x)
         if fused is not None:
-            loss, out = fused.train_step(x, y, self._loss_name, (self.seed, self.epoch, first))
+            loss, out = fused.train_step(x, y, self._loss_name, (self.seed, self.epoch, first), self._smoothing)
             return loss, out, self.optimizer.step
         if hasattr(self.model, "set_noise"):
             self.model.set_noise(self.seed, self.epoch, first)
@@ -553,7 +558,8 @@ class Trainer:
         """(loss, outputs, None): one host batch's whole step on the GPU (the device skips the
         update itself when the loss is not finite)."""
         loss, out, _ = self._gpu_net(x.shape[1:]).net.train_step(x, y, self.optimizer.lr, self._loss_name,
-                                                                 self.seed, self.epoch, first)
+                                                                 self.seed, self.epoch, first,
+                                                                 self._smoothing)
         return loss, out, None
 
     def _gpu_dataset_epoch(self, source, images, labels, lut, pad, batch, count) -> dict:
@@ -577,7 +583,8 @@ class Trainer:
                 lrs[k] = self.optimizer.lr
             losses, correct, applied = gpu.net.train_indices(
                 order[first * batch:(steps[-1] + 1) * batch], batch, lrs, self._loss_name,
-                self.on_nonfinite == "raise", seed=self.seed, epoch=self.epoch, first=first * batch)
+                self.on_nonfinite == "raise", seed=self.seed, epoch=self.epoch, first=first * batch,
+                smoothing=self._smoothing)
             self._steps += len(steps)
             for k, i in enumerate(steps):
                 if not applied[k]:
@@ -624,7 +631,7 @@ class Trainer:
             if self.scheduler is not None:
                 self.scheduler.step()
             if validation is not None:
-                val = evaluate(self.model, validation, loss=self.loss_fn, device=device)
+                val = evaluate(self.model, validation, loss=self.loss_fn, device=device, tta=self.tta)
                 record["val_loss"], record["val_accuracy"] = val["loss"], val["accuracy"]
             self.epoch += 1
             self.history.append(record)
@@ -642,7 +649,7 @@ def fit(model, train, *, epochs: int, batch_size: int | None = None,
         seed: int = DEFAULT_RECIPE["seed"], threads: int | None = None,
         progress: bool = True, checkpoint=None, on_nonfinite: str = "raise",
         fused: bool = True, augment=None, recipe=None, device=None,
-        callbacks=None) -> History:
+        callbacks=None, tta=None) -> History:
     """Trains `model` on `train` and returns its History.
 
     train (and validation): an (images, labels) tuple, where images are uint8 digits
@@ -650,20 +657,25 @@ def fit(model, train, *, epochs: int, batch_size: int | None = None,
     or a DataLoader or any re-iterable of (x, y) batches of those.
 
     recipe (a name in pylenet.recipe.RECIPES, a dict like DEFAULT_RECIPE, or None: the model's
-    own, e.g. "lecun98" for LeNet5(variant="lecun98")) supplies what is
-    not given: batch_size, augment and, without an optimizer, its optimizer (SGD with momentum
-    and weight decay) and, unless a scheduler is given, its schedule over `epochs`, as
-    `pylenet train --recipe` does. augment: None (the recipe's), "none", a name in
-    pylenet.data.AUGMENTS or an Augment. loss None is the model's default_loss (cross-entropy,
-    or "rbf_map" for LeNet5(variant="lecun98")). validation is evaluated after each epoch;
+    own, e.g. "lecun98" for LeNet5(variant="lecun98")) supplies what is not given: batch_size,
+    augment, the loss's label smoothing and, without an optimizer, its optimizer (SGD with
+    momentum and weight decay, or Adam) and, unless a scheduler is given, its schedule over
+    `epochs`, as `pylenet train --recipe` does. augment: None (the recipe's), "none", a name in
+    pylenet.data.AUGMENTS or an Augment. loss None is the model's default_loss (cross-entropy
+    with the recipe's label smoothing, or "rbf_map" for LeNet5(variant="lecun98")). validation
+    is evaluated after each epoch;
     checkpoint, if given, is rewritten atomically after every epoch. device: "cpu", "cuda",
     "auto" or None (the model's .device); see Trainer. callbacks: a list of
     pylenet.callbacks.Callback (on_train_begin, on_epoch_end, which may stop training, and
-    on_train_end).
+    on_train_end). tta: the validation's test-time augmentation (None: the recipe's; see
+    evaluate).
     """
     recipe = get_recipe(recipe, model)
     batch_size = recipe["batch_size"] if batch_size is None else batch_size
     augment = recipe["augment"] if augment is None else augment
+    tta = recipe["tta"] if tta is None else tta
+    if loss is None:  # the model's default loss, with the recipe's label smoothing
+        loss = make_loss(default_loss(model), recipe=recipe)
     if optimizer is None:
         optimizer = make_optimizer(model.parameters(), recipe=recipe)
         if scheduler is None and isinstance(epochs, (int, np.integer)) and not isinstance(epochs, bool):
@@ -671,7 +683,7 @@ def fit(model, train, *, epochs: int, batch_size: int | None = None,
     trainer = Trainer(model, optimizer, loss=loss, scheduler=scheduler, batch_size=batch_size,
                       seed=seed, threads=threads, progress=progress, checkpoint=checkpoint,
                       on_nonfinite=on_nonfinite, fused=fused, augment=augment, device=device,
-                      callbacks=callbacks)
+                      callbacks=callbacks, tta=tta)
     return trainer.fit(train, epochs=epochs, validation=validation)
 
 
@@ -700,14 +712,21 @@ def _inference_device(model, device) -> str:
     return resolved
 
 
-def evaluate(model, data, *, batch_size: int = 1000, loss=None, device=None) -> dict:
+def evaluate(model, data, *, batch_size: int = 1000, loss=None, device=None, tta=None) -> dict:
     """{"accuracy", "loss", "confusion"} of `model` on `data` (as fit takes it); rows = true label.
     loss None is the model's default_loss; predictions are the argmax of its class scores.
     device: "cpu", "cuda" (the network runs on the GPU, the loss on the host), "auto" (the GPU
-    when one can run the model) or None (the model's .device)."""
+    when one can run the model) or None (the model's .device). tta: None, a name in
+    pylenet.tta.TTAS or (dy, dx) shifts: predictions are then the argmax of the softmax of the
+    class scores averaged over the input and its shifted copies (test-time augmentation);
+    "loss" stays the unshifted input's."""
     device = _inference_device(model, device)
     batches = _batches("data", data, _check_batch_size(batch_size), once=True, pad=digit_pad(model))
     loss_fn = get_loss(default_loss(model) if loss is None else loss)
+    views = get_tta(tta)
+
+    def scores(x):
+        return class_scores(model, _forward(model, x, device))
     confusion, total, seen = None, 0.0, 0
     for x, y in batches:
         out = _forward(model, x, device)
@@ -719,7 +738,10 @@ def evaluate(model, data, *, batch_size: int = 1000, loss=None, device=None) -> 
         batch_loss, _ = loss_fn(out, y)
         total += batch_loss * len(y)
         seen += len(y)
-        np.add.at(confusion, (y, class_scores(model, out).argmax(axis=1)), 1)
+        predicted = class_scores(model, out)
+        if views:
+            predicted = tta_probabilities(scores, x, views, first=predicted)
+        np.add.at(confusion, (y, predicted.argmax(axis=1)), 1)
     if not seen:
         raise ValueError("data is empty")
     return {"accuracy": float(np.trace(confusion) / confusion.sum()), "loss": total / seen,

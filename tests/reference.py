@@ -251,20 +251,21 @@ def softmax(x):
     return e / e.sum(axis=1, keepdims=True)
 
 
-def softmax_cross_entropy(logits, labels):
-    """logits (N, C), labels (N,) -> (loss, dlogits).
+def softmax_cross_entropy(logits, labels, smoothing=0.0):
+    """logits (N, C), labels (N,) -> (loss, dlogits), against the target
+    t = (1 - smoothing) onehot + smoothing / C.
 
-    loss = mean_n (logsumexp(logits[n]) - logits[n, labels[n]]);  dlogits = (p - onehot) / N.
+    loss = mean_n (logsumexp(logits[n]) - sum_c t[n, c] logits[n, c]);  dlogits = (p - t) / N.
     """
     x = _f64(logits)
     labels = np.asarray(labels).astype(np.int64)
-    N = x.shape[0]
+    N, C = x.shape
+    t = np.full((N, C), smoothing / C)
+    t[np.arange(N), labels] += 1.0 - smoothing
     m = x.max(axis=1, keepdims=True)
     lse = m[:, 0] + np.log(np.exp(x - m).sum(axis=1))
-    loss = float(np.mean(lse - x[np.arange(N), labels]))
-    dlogits = softmax(x)
-    dlogits[np.arange(N), labels] -= 1.0
-    return loss, dlogits / N
+    loss = float(np.mean(lse - (t * x).sum(axis=1)))
+    return loss, (softmax(x) - t) / N
 
 
 def mse_loss(pred, target):

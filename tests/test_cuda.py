@@ -26,7 +26,7 @@ from pylenet.data import DataLoader, pad_and_normalize
 from pylenet.device import EMULATE_ENV, cuda_info
 from pylenet.engine import LOSS_KINDS, buffer_slots, cpu_net_for, describe
 from pylenet.gpu import GpuNet, gpu_net_for
-from pylenet.losses import get_loss
+from pylenet.losses import CrossEntropyLoss, get_loss
 from pylenet.optim import SGD, Adam, WarmupCosineLR
 
 INFO = cuda_info()
@@ -233,9 +233,9 @@ def digits(n, seed=0, classes=10):
     return rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, classes, n)
 
 
-@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+@pytest.mark.parametrize("loss,smoothing", [("cross_entropy", 0.0), ("cross_entropy", 0.2), ("mse", 0.0)])
 @pytest.mark.parametrize("opt", list(OPTIMIZERS))
-def test_train_steps_match_the_cpu_engine_and_optimizer(opt, loss, backend):
+def test_train_steps_match_the_cpu_engine_and_optimizer(opt, loss, smoothing, backend):
     images, labels = digits(12, seed=3)
     x = pad_and_normalize(images)
     cpu_model, gpu_model = LeNet5(seed=1), LeNet5(seed=1)
@@ -245,9 +245,10 @@ def test_train_steps_match_the_cpu_engine_and_optimizer(opt, loss, backend):
     gpu.upload_optimizer(gpu_opt)
     fused = cpu_net_for(cpu_model)
     for step, batch in enumerate((slice(0, 5), slice(5, 12), slice(0, 1))):
-        ref_loss, ref_out = fused.train_step(x[batch], labels[batch], loss)
+        ref_loss, ref_out = fused.train_step(x[batch], labels[batch], loss, smoothing=smoothing)
         cpu_opt.step()
-        value, out, applied = gpu.net.train_step(x[batch], labels[batch], gpu_opt.lr, loss)
+        value, out, applied = gpu.net.train_step(x[batch], labels[batch], gpu_opt.lr, loss,
+                                                 smoothing=smoothing)
         assert applied is True and value == pytest.approx(ref_loss, rel=1e-5), step
         assert_close(out, ref_out, f"outputs of step {step}")
     assert gpu.net.optimizer_steps == 3
@@ -531,6 +532,15 @@ def test_fit_on_cuda_is_close_to_fit_on_the_cpu(opt, schedule, backend):
             for device in ("cuda", "cpu")]
     assert_close_runs(*runs)
     assert {"val_loss", "val_accuracy"} <= set(runs[0][1])
+
+
+def test_fit_on_cuda_with_label_smoothing_is_close_to_the_cpu(backend):
+    data = digits(96, seed=6)
+    runs = [train(device, data, opt="adam", loss=CrossEntropyLoss(label_smoothing=0.2))
+            for device in ("cuda", "cpu")]
+    assert_close_runs(*runs)
+    plain = train("cuda", data, opt="adam")
+    assert abs(plain[1]["loss"][-1] - runs[0][1]["loss"][-1]) > 1e-3  # the smoothing reached the GPU
 
 
 def test_fit_on_cuda_is_bit_identical_run_after_run(backend):

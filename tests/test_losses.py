@@ -136,6 +136,73 @@ def test_cross_entropy_returns_fresh_gradients():
     assert not np.shares_memory(first[1], second[1]) and not np.shares_memory(second[1], logits)
 
 
+# label smoothing: target (1 - s) onehot + s / C, as torch's CrossEntropyLoss(label_smoothing=s)
+
+
+def torch_smoothed_cross_entropy(logits, labels, s):
+    t = torch.tensor(logits, requires_grad=True)
+    loss = torch.nn.CrossEntropyLoss(label_smoothing=s)(t, torch.from_numpy(np.asarray(labels, np.int64)))
+    loss.backward()
+    return loss.item(), t.grad.numpy()
+
+
+@pytest.mark.parametrize("s", [0.1, 0.3, 1.0])
+@pytest.mark.parametrize("case", [(1, 10), (3, 17), (64, 10)], ids=str)
+def test_label_smoothing_matches_reference_and_torch(case, s):
+    logits, labels = make_logits(case, seed=5)
+    loss, d = ops.softmax_cross_entropy(logits, labels, s)
+    rloss, rd = ref.softmax_cross_entropy(logits, labels, s)
+    assert loss == pytest.approx(rloss, rel=1e-5, abs=1e-6)
+    ref.assert_close(d, rd, rtol=1e-5, atol=1e-7)
+    tloss, td = torch_smoothed_cross_entropy(logits, labels, s)
+    assert loss == pytest.approx(tloss, rel=1e-5, abs=1e-6)
+    ref.assert_close(d, td, rtol=1e-5, atol=1e-7)
+    plain_loss, plain_d = ops.softmax_cross_entropy(logits, labels)
+    assert abs(loss - plain_loss) > 1e-3 and np.abs(d - plain_d).max() > 1e-4  # it does something
+
+
+def test_label_smoothing_zero_is_the_plain_loss_bit_for_bit():
+    logits, labels = make_logits((64, 10), seed=6)
+    assert ops.softmax_cross_entropy(logits, labels, 0.0)[0] == ops.softmax_cross_entropy(logits, labels)[0]
+    np.testing.assert_array_equal(ops.softmax_cross_entropy(logits, labels, 0.0)[1],
+                                  ops.softmax_cross_entropy(logits, labels)[1])
+
+
+@pytest.mark.parametrize("case", [(1, 2), (3, 4), (5, 3)], ids=str)
+def test_label_smoothing_finite_differences(case):
+    logits, labels = make_logits(case, seed=23, scale=2.0)
+    gc.gradcheck(lambda logits, labels: ops.softmax_cross_entropy(logits, labels, 0.2)[0],
+                 lambda G, logits, labels: {"logits": ops.softmax_cross_entropy(logits, labels, 0.2)[1]},
+                 dict(logits=logits, labels=labels))
+
+
+def test_label_smoothing_finite_differences_reject_the_unsmoothed_gradient():
+    logits, labels = make_logits((3, 4), seed=24)
+    with pytest.raises(AssertionError, match="gradient of logits"):
+        gc.gradcheck(lambda logits, labels: ops.softmax_cross_entropy(logits, labels, 0.2)[0],
+                     lambda G, logits, labels: {"logits": ops.softmax_cross_entropy(logits, labels)[1]},
+                     dict(logits=logits, labels=labels))
+
+
+@pytest.mark.parametrize("s", [-0.1, 1.5, float("nan")])
+def test_label_smoothing_out_of_range_is_a_value_error(s):
+    logits, labels = make_logits((2, 3))
+    with pytest.raises(ValueError, match=r"label smoothing must be in \[0, 1\]"):
+        ops.softmax_cross_entropy(logits, labels, s)
+
+
+def test_cross_entropy_loss_object_takes_label_smoothing():
+    from pylenet.losses import CrossEntropyLoss
+    logits, labels = make_logits((8, 10), seed=7)
+    loss, d = CrossEntropyLoss(label_smoothing=0.1)(logits, labels)
+    tloss, td = torch_smoothed_cross_entropy(logits, labels, 0.1)
+    assert loss == pytest.approx(tloss, rel=1e-5)
+    ref.assert_close(d, td, rtol=1e-5, atol=1e-7)
+    for bad in (-0.5, 2, "0.1", True):
+        with pytest.raises(ValueError, match="label_smoothing must be a number in"):
+            CrossEntropyLoss(label_smoothing=bad)
+
+
 # ---------------------------------------------------------------------------------------------
 # mean squared error
 

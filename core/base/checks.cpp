@@ -13,6 +13,12 @@ std::string shape_str(const Shape& s) {
     return out.str();
 }
 
+std::string num_str(double v) {
+    std::ostringstream out;
+    out << v;
+    return out.str();
+}
+
 void check_ndim(const char* op, const char* arg, const Shape& s, size_t ndim, const char* layout) {
     if (s.size() != ndim)
         throw std::invalid_argument(std::string(op) + ": " + arg + " must be " +

@@ -13,6 +13,8 @@ using Shape = std::vector<int64_t>;
 
 // "(2, 3, 4)" for messages.
 std::string shape_str(const Shape& s);
+// A number for messages, as short as it prints ("0.1", "1e-05", "nan").
+std::string num_str(double v);
 // Throws "<op>: <arg> must be <ndim>-D <layout>, got shape (...)" unless s has ndim dims.
 void check_ndim(const char* op, const char* arg, const Shape& s, size_t ndim, const char* layout);
 // Throws unless value >= lo: "<op>: <arg> must be >= lo, got value".

@@ -488,6 +488,7 @@ struct LossRows {
     LossKind kind;
     bool penalty;
     float scale;
+    float smoothing;  // cross-entropy's label smoothing
     PYLENET_HD void operator()(int64_t n) const {
         const float* o = out + n * C;
         const int64_t y = labels[n];
@@ -495,7 +496,7 @@ struct LossRows {
         for (int64_t c = 1; c < C; c++)
             if (penalty ? o[c] < o[best] : o[c] > o[best]) best = c;
         row_ok[n] = best == y;
-        row_loss[n] = loss_row(kind, dout + n * C, o, y, C, scale);
+        row_loss[n] = loss_row(kind, dout + n * C, o, y, C, scale, smoothing);
     }
 };
 
@@ -530,11 +531,13 @@ struct SoftmaxRows {
 struct GraphKey {
     int prog, loss;
     int64_t n, extra;
+    float smoothing;  // the loss's label smoothing (a constant of the captured loss kernel)
     bool operator<(const GraphKey& o) const {
         if (prog != o.prog) return prog < o.prog;
         if (loss != o.loss) return loss < o.loss;
         if (n != o.n) return n < o.n;
-        return extra < o.extra;
+        if (extra != o.extra) return extra < o.extra;
+        return smoothing < o.smoothing;
     }
 };
 

@@ -118,9 +118,11 @@ public:
 
     // One training step on a host batch: forward, loss (`loss` names a loss kind), backward
     // and the optimiser update at rate lr; the update is skipped when the loss is not finite.
-    // out (N, classes), when not null, receives the outputs. noise: Dropout's, as Net's.
+    // out (N, classes), when not null, receives the outputs. noise: Dropout's, as Net's;
+    // smoothing: cross-entropy's label smoothing.
     StepResult train_step(float* out, const float* x, const int64_t* labels, int64_t N,
-                          float lr, const std::string& loss, const StepNoise& noise);
+                          float lr, const std::string& loss, const StepNoise& noise,
+                          float smoothing = 0.0f);
 
     // Keeps a uint8 dataset (N, h, w) with labels on the device, prepared as predict_u8 does
     // (padded by pad, mapped through lut) for train_indices. Replaces any earlier one.
@@ -134,7 +136,8 @@ public:
     // sample indices run from noise.first for indices[0].
     std::vector<StepResult> train_indices(const int64_t* indices, int64_t count, int64_t batch,
                                           const float* lrs, const std::string& loss,
-                                          bool stop_on_nonfinite, const StepNoise& noise);
+                                          bool stop_on_nonfinite, const StepNoise& noise,
+                                          float smoothing = 0.0f);
 
     // Test hooks. backward: forward of x (N, C, H, W), then backward from the output
     // gradient dy (N, classes): dx (N, C, H, W) and grads[i] (param_shapes) overwritten, no

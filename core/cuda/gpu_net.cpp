@@ -103,9 +103,11 @@ void GpuNet::predict_u8(float* probs, const uint8_t* images, int64_t N, int64_t 
     impl_->predict_u8(probs, images, N, h, w, pad, lut);
 }
 StepResult GpuNet::train_step(float* out, const float* x, const int64_t* labels, int64_t N, float lr,
-                              const std::string& loss, const StepNoise& noise) {
+                              const std::string& loss, const StepNoise& noise, float smoothing) {
+    const LossKindInfo& kind = loss_kind(loss);
+    check_loss_smoothing("GpuNet.train_step", kind, smoothing);
     std::lock_guard<std::mutex> lock(mutex_);
-    return impl_->train_step(out, x, labels, N, lr, loss_kind(loss), noise);
+    return impl_->train_step(out, x, labels, N, lr, kind, noise, smoothing);
 }
 void GpuNet::set_dataset(const uint8_t* images, const int64_t* labels, int64_t N, int64_t h, int64_t w,
                          int64_t pad, const float* lut) {
@@ -115,7 +117,8 @@ void GpuNet::set_dataset(const uint8_t* images, const int64_t* labels, int64_t N
 int64_t GpuNet::dataset_size() const { return impl_->dataset_size(); }
 std::vector<StepResult> GpuNet::train_indices(const int64_t* indices, int64_t count, int64_t batch,
                                               const float* lrs, const std::string& loss,
-                                              bool stop_on_nonfinite, const StepNoise& noise) {
+                                              bool stop_on_nonfinite, const StepNoise& noise,
+                                              float smoothing) {
     check_at_least("GpuNet.train_indices", "batch", batch, 1);
     if (impl_->dataset_size() == 0 && count > 0)
         throw std::invalid_argument("GpuNet.train_indices: no dataset on the device (call set_dataset first)");
@@ -125,7 +128,9 @@ std::vector<StepResult> GpuNet::train_indices(const int64_t* indices, int64_t co
         impl_->net().check_batch(std::min(batch, count));
         impl_->net().check_batch(count - (count - 1) / batch * batch);
     }
-    return impl_->train_indices(indices, count, batch, lrs, loss_kind(loss), stop_on_nonfinite, noise);
+    const LossKindInfo& kind = loss_kind(loss);
+    check_loss_smoothing("GpuNet.train_indices", kind, smoothing);
+    return impl_->train_indices(indices, count, batch, lrs, kind, stop_on_nonfinite, noise, smoothing);
 }
 void GpuNet::backward(float* dx, const std::vector<float*>& grads, const float* x, const float* dy,
                       int64_t N) {

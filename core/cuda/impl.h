@@ -29,7 +29,8 @@ struct Impl {
     virtual void predict_u8(float* probs, const uint8_t* images, int64_t N, int64_t h, int64_t w,
                             int64_t pad, const float* lut) = 0;
     virtual StepResult train_step(float* out, const float* x, const int64_t* labels, int64_t N,
-                                  float lr, const LossKindInfo& loss, const StepNoise& noise) = 0;
+                                  float lr, const LossKindInfo& loss, const StepNoise& noise,
+                                  float smoothing) = 0;
     virtual void set_dataset(const uint8_t* images, const int64_t* labels, int64_t N, int64_t h,
                              int64_t w, int64_t pad, const float* lut) = 0;
     virtual int64_t dataset_size() const = 0;
@@ -37,7 +38,8 @@ struct Impl {
     virtual std::vector<StepResult> train_indices(const int64_t* indices, int64_t count,
                                                   int64_t batch, const float* lrs,
                                                   const LossKindInfo& loss,
-                                                  bool stop_on_nonfinite, const StepNoise& noise) = 0;
+                                                  bool stop_on_nonfinite, const StepNoise& noise,
+                                                  float smoothing) = 0;
     virtual void backward(float* dx, const std::vector<float*>& grads, const float* x,
                           const float* dy, int64_t N) = 0;
     virtual double loss(float* dout, const float* out, const int64_t* labels, int64_t N,

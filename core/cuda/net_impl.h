@@ -200,7 +200,7 @@ public:
 
     // ------------------------------------------------------------ training
     StepResult train_step(float* out, const float* x, const int64_t* labels, int64_t N, float lr,
-                          const LossKindInfo& loss, const StepNoise& noise) override {
+                          const LossKindInfo& loss, const StepNoise& noise, float smoothing) override {
         reserve(N);
         steps_capacity(1);
         const int64_t in = N * net_.input_shape()[0] * net_.input_shape()[1] * net_.input_shape()[2];
@@ -209,7 +209,7 @@ public:
         b_.upload(lrs_.ptr, &lr, sizeof(float));
         begin_run(false, noise);
         trained_ = true;  // the device parameters may now differ from the shadow
-        b_.run(key(kProgTrainHost, int(loss.kind), N), [&] { enqueue_train(N, loss, N, false); });
+        b_.run(key(kProgTrainHost, int(loss.kind), N, 0, smoothing), [&] { enqueue_train(N, loss, N, false, smoothing); });
         std::vector<StepResult> r = end_run(1);
         if (out) b_.download(out, acts_[out_slot()].ptr, sizeof(float) * size_t(N * classes()));
         return r[0];
@@ -234,7 +234,8 @@ public:
 
     std::vector<StepResult> train_indices(const int64_t* indices, int64_t count, int64_t batch,
                                           const float* lrs, const LossKindInfo& loss,
-                                          bool stop_on_nonfinite, const StepNoise& noise) override {
+                                          bool stop_on_nonfinite, const StepNoise& noise,
+                                          float smoothing) override {
         const int64_t steps = (count + batch - 1) / batch;
         if (steps == 0) return {};
         reserve(std::min(batch, count));
@@ -246,9 +247,11 @@ public:
         trained_ = true;
         const int64_t full = count / batch, rest = count - full * batch;
         for (int64_t s = 0; s < full; s++)
-            b_.run(key(kProgTrainData, int(loss.kind), batch, batch), [&] { enqueue_train(batch, loss, batch, true); });
+            b_.run(key(kProgTrainData, int(loss.kind), batch, batch, smoothing),
+                   [&] { enqueue_train(batch, loss, batch, true, smoothing); });
         if (rest)  // its step counter still advances by `batch`: part of the key
-            b_.run(key(kProgTrainData, int(loss.kind), rest, batch), [&] { enqueue_train(rest, loss, batch, true); });
+            b_.run(key(kProgTrainData, int(loss.kind), rest, batch, smoothing),
+                   [&] { enqueue_train(rest, loss, batch, true, smoothing); });
         return end_run(steps);
     }
 
@@ -278,7 +281,7 @@ public:
         b_.upload(acts_[out_slot()].ptr, out, sizeof(float) * size_t(N * classes()));
         b_.upload(labels_.ptr, labels, sizeof(int64_t) * size_t(N));
         begin_run(false, StepNoise{});
-        enqueue_loss(N, loss);  // no EndStep: a loss alone is not an optimiser step
+        enqueue_loss(N, loss, 0.0f);  // no EndStep: a loss alone is not an optimiser step
         std::vector<StepResult> r = end_run(1);
         b_.download(dout, grad_a_.ptr, sizeof(float) * size_t(N * classes()));
         return r[0].loss;
@@ -288,7 +291,9 @@ private:
     static constexpr int64_t kMaxChunk = 8192;  // samples per inference program
     enum Prog { kProgForward = 1, kProgPredict, kProgTrainHost, kProgTrainData };
     // A captured program's key: what it runs, its loss, the batch and one more parameter.
-    static GraphKey key(int prog, int loss, int64_t n, int64_t extra = 0) { return {prog, loss, n, extra}; }
+    static GraphKey key(int prog, int loss, int64_t n, int64_t extra = 0, float smoothing = 0.0f) {
+        return {prog, loss, n, extra, smoothing};
+    }
 
     int64_t classes() const { return net_.out_features(); }
     int out_slot() const { return layers_.back().out_slot; }
@@ -539,9 +544,9 @@ private:
     }
 
     // Loss rows into grad_a and the step's result slot (ctrl: apply or not).
-    void enqueue_loss(int64_t n, const LossKindInfo& loss) {
+    void enqueue_loss(int64_t n, const LossKindInfo& loss, float smoothing) {
         b_.launch(n, LossRows{grad_a_.ptr, row_loss_.ptr, row_ok_.ptr, acts_[out_slot()].ptr, labels_.ptr,
-                              classes(), loss.kind, net_.penalty_output(), loss.scale(n, classes())});
+                              classes(), loss.kind, net_.penalty_output(), loss.scale(n, classes()), smoothing});
         b_.launch(1, FinishLoss{ctrl_dev_.ptr, results_.ptr, row_loss_.ptr, row_ok_.ptr, n,
                                 loss.mean_count(n, classes())});
     }
@@ -661,7 +666,7 @@ private:
 
     // The whole training step for n samples (from the dataset through the indices, or from
     // the uploaded batch), its loss, backward, update and step counter.
-    void enqueue_train(int64_t n, const LossKindInfo& loss, int64_t batch, bool from_data) {
+    void enqueue_train(int64_t n, const LossKindInfo& loss, int64_t batch, bool from_data, float smoothing) {
         if (from_data) {
             const int64_t Hp = data_h_ + 2 * data_pad_, Wp = data_w_ + 2 * data_pad_;
             b_.launch(n * Hp * Wp, PrepareU8{acts_[0].ptr, data_.ptr, idx_.ptr, &ctrl_dev_.ptr->first,
@@ -669,7 +674,7 @@ private:
             b_.launch(n, GatherLabels{labels_.ptr, data_labels_.ptr, idx_.ptr, &ctrl_dev_.ptr->first});
         }
         enqueue_forward(n, true);
-        enqueue_loss(n, loss);
+        enqueue_loss(n, loss, smoothing);
         enqueue_backward(n, false, true);
         b_.launch(total_, OptimizerUpdate{params_.ptr, state0_.ptr, state1_.ptr, grads_.ptr, lrs_.ptr,
                                           ctrl_dev_.ptr, opt_.kind == OptimConfig::kAdam ? 1 : 0,

@@ -303,7 +303,7 @@ void Net::predict_u8(float* probs, const uint8_t* images, int64_t N, int64_t h, 
 
 double Net::train_step(float* out, float* const* grads, const float* x, const int64_t* labels,
                        int64_t N, const float* const* params, float* const* buffers,
-                       const LossKindInfo& loss, const StepNoise& noise) {
+                       const LossKindInfo& loss, const StepNoise& noise, float smoothing) {
     std::lock_guard<std::mutex> lock(mutex_);
     const int64_t nblocks = batch_blocks(N);  // the split the per-op functions use
     const int nt = int(std::min<int64_t>(get_num_threads(), nblocks));
@@ -376,7 +376,7 @@ double Net::train_step(float* out, float* const* grads, const float* x, const in
             forward_range(ws, xb, n, params, mode_of(b), from, L);
             const float* logits = act(ws, xb, L);
             std::memcpy(out + n0 * classes, logits, sizeof(float) * n * classes);
-            block_loss[b] = loss_block_sum(loss, ws.grad_a.data(), logits, labels + n0, n, classes, N);
+            block_loss[b] = loss_block_sum(loss, ws.grad_a.data(), logits, labels + n0, n, classes, N, smoothing);
             ws.g = ws.grad_a.data();
             backward_range(ws, xb, n, params, grads_of(b), mode_of(b), tail, L, false);
         });
@@ -454,7 +454,8 @@ void Net::check_block_gradients(const Shape& xs, const Shape& ls, const int64_t*
 
 void Net::block_gradients(float* out, float* grads, double* losses, const float* x,
                           const int64_t* labels, int64_t N, int64_t b0, int64_t b1,
-                          const float* const* params, const LossKindInfo& loss, const StepNoise& noise) {
+                          const float* const* params, const LossKindInfo& loss, const StepNoise& noise,
+                          float smoothing) {
     std::lock_guard<std::mutex> lock(mutex_);
     const int64_t nblocks = batch_blocks(N), count = b1 - b0;
     if (count <= 0) return;
@@ -480,7 +481,7 @@ void Net::block_gradients(float* out, float* grads, double* losses, const float*
             forward_range(ws, xb, n, params, m, 0, layers_.size());
             const float* logits = act(ws, xb, layers_.size());
             std::memcpy(out + n0 * classes, logits, sizeof(float) * n * classes);
-            losses[i] = loss_block_sum(loss, ws.grad_a.data(), logits, labels + n0, n, classes, N);
+            losses[i] = loss_block_sum(loss, ws.grad_a.data(), logits, labels + n0, n, classes, N, smoothing);
             ws.g = ws.grad_a.data();
             backward_range(ws, xb, n, params, gb, m, 0, layers_.size(), false);
             float* row = grads + i * G;

@@ -74,12 +74,13 @@ public:
     void predict_u8(float* probs, const uint8_t* images, int64_t N, int64_t h, int64_t w,
                     int64_t pad, const float* lut, const float* const* params,
                     const float* const* buffers);
-    // Forward (training mode), loss (mean over the batch) and backward. Overwrites every
+    // Forward (training mode), loss (mean over the batch; cross-entropy against label-smoothed
+    // targets when smoothing > 0) and backward. Overwrites every
     // grads[i] and out (N, classes) with the outputs, moves the running statistics in buffers
     // (BatchNorm) and returns the loss. Labels must be in [0, classes).
     double train_step(float* out, float* const* grads, const float* x, const int64_t* labels,
                       int64_t N, const float* const* params, float* const* buffers,
-                      const LossKindInfo& loss, const StepNoise& noise);
+                      const LossKindInfo& loss, const StepNoise& noise, float smoothing = 0.0f);
     // dx (N, C, H, W) = the gradient of sum(dout * outputs) with respect to x, the network in
     // evaluation mode (what it computes for one class score: saliency), through the same
     // per-layer backward as training; nothing else changes. Bit-identical for any threads.
@@ -98,7 +99,8 @@ public:
     // (BatchNorm) cannot split its batch: check_block_gradients refuses it.
     void block_gradients(float* out, float* grads, double* losses, const float* x,
                          const int64_t* labels, int64_t N, int64_t b0, int64_t b1,
-                         const float* const* params, const LossKindInfo& loss, const StepNoise& noise);
+                         const float* const* params, const LossKindInfo& loss, const StepNoise& noise,
+                         float smoothing = 0.0f);
     // block_gradients' checks: x and labels of blocks [b0, b1) of a batch of N, 0 <= b0 <= b1 <= nb.
     void check_block_gradients(const Shape& x, const Shape& labels_shape, const int64_t* labels,
                                int64_t N, int64_t b0, int64_t b1) const;

@@ -3,10 +3,11 @@
 #include "net/registry.h"
 
 #include <cmath>
-#include <sstream>
 #include <stdexcept>
 
+#include "base/checks.h"
 #include "net/kinds.h"
+#include "ops/losses.h"
 
 namespace pylenet {
 
@@ -34,14 +35,6 @@ size_t LayerKindInfo::attr(const std::string& attr_name) const {
         if (attrs[i].name == attr_name) return i;
     throw std::invalid_argument(class_name + " has no attribute '" + attr_name + "'");
 }
-
-namespace {
-std::string num(double v) {
-    std::ostringstream s;
-    s << v;
-    return s.str();
-}
-}  // namespace
 
 LayerDesc make_layer(const std::string& kind, const std::vector<std::pair<std::string, double>>& values) {
     LayerDesc d;
@@ -90,22 +83,22 @@ void check_attrs(const LayerDesc& d) {
         }
         if (std::isnan(v)) throw std::invalid_argument(what + " must be a number, got nan");
         if (a.type == AttrType::kInt && v != std::floor(v))
-            throw std::invalid_argument(what + " must be an int, got " + num(v));
+            throw std::invalid_argument(what + " must be an int, got " + num_str(v));
         if (a.lo == a.hi && v != a.lo)
-            throw std::invalid_argument(what + " must be " + num(a.lo) + " (the only value pylenet "
-                                        "supports), got " + num(v));
+            throw std::invalid_argument(what + " must be " + num_str(a.lo) + " (the only value pylenet "
+                                        "supports), got " + num_str(v));
         const bool low = a.lo_open ? !(v > a.lo) : !(v >= a.lo);
         const bool high = a.hi_open ? !(v < a.hi) : !(v <= a.hi);
         if (low || high) {
             std::string range;
             if (a.hi >= 1e300)
-                range = (a.lo_open ? "> " : ">= ") + num(a.lo);
+                range = (a.lo_open ? "> " : ">= ") + num_str(a.lo);
             else if (a.lo <= -1e300)
-                range = (a.hi_open ? "< " : "<= ") + num(a.hi);
+                range = (a.hi_open ? "< " : "<= ") + num_str(a.hi);
             else
-                range = std::string("in ") + (a.lo_open ? "(" : "[") + num(a.lo) + ", " + num(a.hi) +
+                range = std::string("in ") + (a.lo_open ? "(" : "[") + num_str(a.lo) + ", " + num_str(a.hi) +
                         (a.hi_open ? ")" : "]");
-            throw std::invalid_argument(what + " must be " + range + ", got " + num(v));
+            throw std::invalid_argument(what + " must be " + range + ", got " + num_str(v));
         }
     }
     if (!has_table && !d.constant.empty())
@@ -165,11 +158,11 @@ int64_t no_workspace(const NetLayer&, int64_t) { return 0; }
 
 const std::vector<LossKindInfo>& loss_kinds() {
     static const std::vector<LossKindInfo> kinds = {
-        {"cross_entropy", LossKind::kCrossEntropy, [](int64_t N, int64_t) { return 1.0f / float(N); },
+        {"cross_entropy", LossKind::kCrossEntropy, true, [](int64_t N, int64_t) { return 1.0f / float(N); },
          [](int64_t N, int64_t) { return double(N); }},
-        {"mse", LossKind::kMse, [](int64_t N, int64_t C) { return 2.0f / float(N * C); },
+        {"mse", LossKind::kMse, false, [](int64_t N, int64_t C) { return 2.0f / float(N * C); },
          [](int64_t N, int64_t C) { return double(N * C); }},
-        {"rbf_map", LossKind::kRbfMap, [](int64_t N, int64_t) { return 1.0f / float(N); },
+        {"rbf_map", LossKind::kRbfMap, false, [](int64_t N, int64_t) { return 1.0f / float(N); },
          [](int64_t N, int64_t) { return double(N); }},
     };
     return kinds;
@@ -185,11 +178,19 @@ const LossKindInfo& loss_kind(const std::string& name) {
 }
 
 double loss_block_sum(const LossKindInfo& loss, float* dout, const float* out,
-                      const int64_t* labels, int64_t n, int64_t C, int64_t N) {
+                      const int64_t* labels, int64_t n, int64_t C, int64_t N, float smoothing) {
     const float scale = loss.scale(N, C);
     double total = 0.0;
-    for (int64_t r = 0; r < n; r++) total += loss_row(loss.kind, dout + r * C, out + r * C, labels[r], C, scale);
+    for (int64_t r = 0; r < n; r++)
+        total += loss_row(loss.kind, dout + r * C, out + r * C, labels[r], C, scale, smoothing);
     return total;
+}
+
+void check_loss_smoothing(const char* op, const LossKindInfo& loss, double smoothing) {
+    check_label_smoothing(op, smoothing);
+    if (smoothing != 0.0 && !loss.takes_smoothing)
+        throw std::invalid_argument(std::string(op) + ": label smoothing applies to cross_entropy, not to the loss '" +
+                                    loss.name + "' (got " + num_str(smoothing) + ")");
 }
 
 }  // namespace pylenet

@@ -168,6 +168,7 @@ Shape layer_output_shape(const LayerDesc& d, const Shape& in_shape);
 struct LossKindInfo {
     std::string name;  // "cross_entropy", "mse", "rbf_map"
     LossKind kind;     // the row formula (ops/loss_rows.h), on the CPU and the GPU
+    bool takes_smoothing;  // label smoothing applies (cross-entropy); the others refuse one
     // The gradient scale of the batch mean for N rows of C (1/N, or 2/(N C) for mse) and what
     // the summed loss of N rows of C is divided by for the mean (N, or N C).
     float (*scale)(int64_t N, int64_t C);
@@ -178,8 +179,10 @@ struct LossKindInfo {
 const std::vector<LossKindInfo>& loss_kinds();
 const LossKindInfo& loss_kind(const std::string& name);
 // The SUM of the n rows' losses of out (n, C); overwrites dout (n, C) with the rows' gradient
-// of the mean loss over a batch of N rows.
+// of the mean loss over a batch of N rows (smoothing: the label smoothing of cross-entropy).
 double loss_block_sum(const LossKindInfo& loss, float* dout, const float* out,
-                      const int64_t* labels, int64_t n, int64_t C, int64_t N);
+                      const int64_t* labels, int64_t n, int64_t C, int64_t N, float smoothing = 0.0f);
+// Validates a label smoothing for `loss`: in [0, 1], and 0 unless the loss takes one.
+void check_loss_smoothing(const char* op, const LossKindInfo& loss, double smoothing);
 
 }  // namespace pylenet

@@ -4,10 +4,10 @@
 
 #include <algorithm>
 #include <cmath>
-#include <sstream>
 #include <string>
 #include <vector>
 
+#include "base/checks.h"
 #include "base/parallel.h"
 #include "ops/preprocess.h"
 
@@ -213,19 +213,13 @@ void warp_one(float* out, const float* src, int64_t H, int64_t W, int64_t Hp, in
     }
 }
 
-std::string num(double v) {
-    std::ostringstream s;
-    s << v;
-    return s.str();
-}
-
 // "augment: <name> must be in [lo, hi], got v" unless v is finite and within the range.
 void check_in(const char* name, double v, double lo, double hi, bool lo_open, bool hi_open) {
     const bool ok = std::isfinite(v) && (lo_open ? v > lo : v >= lo) && (hi_open ? v < hi : v <= hi);
     if (!ok)
         throw std::invalid_argument(std::string("augment: ") + name + " must be in " +
-                                    (lo_open ? "(" : "[") + num(lo) + ", " + num(hi) +
-                                    (hi_open ? ")" : "]") + ", got " + num(v));
+                                    (lo_open ? "(" : "[") + num_str(lo) + ", " + num_str(hi) +
+                                    (hi_open ? ")" : "]") + ", got " + num_str(v));
 }
 
 }  // namespace
@@ -302,7 +296,7 @@ void check_warp_affine(const Shape& images, const Shape& theta, const float* the
     for (int64_t i = 0; i < theta[0] * 6; i++)
         if (!(std::fabs(theta_values[i]) <= kMaxTheta))
             throw std::invalid_argument(std::string(op) + ": theta.flat[" + std::to_string(i) + "] = " +
-                                        num(theta_values[i]) + " must be finite with |value| <= 1e6");
+                                        num_str(theta_values[i]) + " must be finite with |value| <= 1e6");
 }
 
 void warp_affine(float* out, const uint8_t* images, int64_t n, int64_t H, int64_t W, int64_t pad,

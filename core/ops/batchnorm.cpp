@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "base/checks.h"
 #include "base/parallel.h"
 #include "base/reduce.h"
 #include "ops/elementwise.h"
@@ -19,10 +20,10 @@ BatchNormParams check_batchnorm(const char* op, const Shape& x, int64_t num_feat
     for (int64_t d : x) check_at_least(op, "every dimension of x", d, 0);
     check_equal(op, "x channels x.shape[1]", x[1], "num_features", num_features);
     if (!(eps > 0.0))
-        throw std::invalid_argument(std::string(op) + ": eps must be > 0, got " + std::to_string(eps));
+        throw std::invalid_argument(std::string(op) + ": eps must be > 0, got " + num_str(eps));
     if (!(momentum >= 0.0 && momentum <= 1.0))
         throw std::invalid_argument(std::string(op) + ": momentum must be in [0, 1], got " +
-                                    std::to_string(momentum));
+                                    num_str(momentum));
     BatchNormParams p;
     p.N = x[0];
     p.C = x[1];

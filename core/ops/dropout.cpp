@@ -4,6 +4,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "base/checks.h"
 #include "base/parallel.h"
 #include "ops/noise.h"
 
@@ -11,7 +12,7 @@ namespace pylenet {
 
 void check_dropout(const char* op, double p) {
     if (!(p >= 0.0 && p <= 1.0))
-        throw std::invalid_argument(std::string(op) + ": p must be in [0, 1], got " + std::to_string(p));
+        throw std::invalid_argument(std::string(op) + ": p must be in [0, 1], got " + num_str(p));
 }
 
 float dropout_scale(double p) { return p >= 1.0 ? 0.0f : float(1.0 / (1.0 - p)); }

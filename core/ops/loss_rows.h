@@ -18,21 +18,29 @@ enum class LossKind : int { kCrossEntropy, kMse, kRbfMap };
 // keeps the other penalties from being pushed up once they exceed it.
 constexpr double kRbfMapJ = 0.1;
 
-// -log softmax(o)_y = logsumexp(o) - o_y (the row max subtracted; no log of 0);
-// d = (softmax(o) - onehot(y)) scale.
+// Cross-entropy against the target t = (1 - s) onehot(y) + s / C (s: the label smoothing, 0
+// for the plain one-hot): -sum_c t_c log softmax(o)_c = logsumexp(o) - sum_c t_c o_c (the row
+// max subtracted; no log of 0); d = (softmax(o) - t) scale.
 PYLENET_HD inline double cross_entropy_row(float* d, const float* o, int64_t y, int64_t C,
-                                           float scale) {
+                                           float scale, float smoothing = 0.0f) {
     float mx = o[0];
     for (int64_t c = 1; c < C; c++) mx = (o[c] > mx || o[c] != o[c]) ? o[c] : mx;
-    double sum = 0.0, sumd = 0.0;
+    double sum = 0.0, sumd = 0.0, row = 0.0;
     for (int64_t c = 0; c < C; c++) {
         d[c] = expf(o[c] - mx);
         sum += d[c];
         sumd += exp(double(o[c]) - mx);
+        row += o[c];
     }
     const float inv = float(1.0 / sum);
-    for (int64_t c = 0; c < C; c++) d[c] = (d[c] * inv - (c == y ? 1.0f : 0.0f)) * scale;
-    return log(sumd) + mx - o[y];
+    if (smoothing == 0.0f) {
+        for (int64_t c = 0; c < C; c++) d[c] = (d[c] * inv - (c == y ? 1.0f : 0.0f)) * scale;
+        return log(sumd) + mx - o[y];
+    }
+    const float t_other = smoothing / float(C), t_label = 1.0f - smoothing + t_other;
+    for (int64_t c = 0; c < C; c++) d[c] = (d[c] * inv - (c == y ? t_label : t_other)) * scale;
+    const double target_dot = (1.0 - double(smoothing)) * o[y] + double(smoothing) / double(C) * row;
+    return log(sumd) + mx - target_dot;
 }
 
 // sum_c (o_c - onehot_c)^2; d = (o - onehot) scale.
@@ -60,11 +68,11 @@ PYLENET_HD inline double rbf_map_row(float* d, const float* o, int64_t y, int64_
     return double(o[y]) + log_z;
 }
 
-// The row's loss and gradient for kind k.
+// The row's loss and gradient for kind k (smoothing: cross-entropy's label smoothing).
 PYLENET_HD inline double loss_row(LossKind k, float* d, const float* o, int64_t y, int64_t C,
-                                  float scale) {
+                                  float scale, float smoothing = 0.0f) {
     switch (k) {
-        case LossKind::kCrossEntropy: return cross_entropy_row(d, o, y, C, scale);
+        case LossKind::kCrossEntropy: return cross_entropy_row(d, o, y, C, scale, smoothing);
         case LossKind::kMse: return mse_row(d, o, y, C, scale);
         case LossKind::kRbfMap: return rbf_map_row(d, o, y, C, scale);
     }

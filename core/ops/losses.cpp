@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <stdexcept>
+#include <string>
 
 namespace pylenet {
 
@@ -21,6 +23,12 @@ void check_softmax_cross_entropy(const Shape& logits, const Shape& labels_shape,
     check_equal(op, "labels length", labels_shape[0], "logits rows logits.shape[0]", logits[0]);
     if (labels) check_indices(op, "labels", labels, logits[0], logits[1],
                               " for logits of shape " + shape_str(logits));
+}
+
+void check_label_smoothing(const char* op, double smoothing) {
+    if (!(smoothing >= 0.0 && smoothing <= 1.0))  // also refuses NaN
+        throw std::invalid_argument(std::string(op) + ": label smoothing must be in [0, 1], got " +
+                                    num_str(smoothing));
 }
 
 void check_mse_loss(const Shape& pred, const Shape& target) {
@@ -56,15 +64,16 @@ void softmax(float* p, const float* x, int64_t N, int64_t C) {
 }
 
 double softmax_cross_entropy_sum(float* dlogits, const float* logits, const int64_t* labels,
-                                 int64_t N, int64_t C, float scale) {
+                                 int64_t N, int64_t C, float scale, float smoothing) {
     double loss = 0.0;
-    for (int64_t n = 0; n < N; n++) loss += cross_entropy_row(dlogits + n * C, logits + n * C, labels[n], C, scale);
+    for (int64_t n = 0; n < N; n++)
+        loss += cross_entropy_row(dlogits + n * C, logits + n * C, labels[n], C, scale, smoothing);
     return loss;
 }
 
 double softmax_cross_entropy(float* dlogits, const float* logits, const int64_t* labels,
-                             int64_t N, int64_t C) {
-    return softmax_cross_entropy_sum(dlogits, logits, labels, N, C, 1.0f / float(N)) / double(N);
+                             int64_t N, int64_t C, float smoothing) {
+    return softmax_cross_entropy_sum(dlogits, logits, labels, N, C, 1.0f / float(N), smoothing) / double(N);
 }
 
 double rbf_map_sum(float* dy, const float* y, const int64_t* labels, int64_t N, int64_t C,

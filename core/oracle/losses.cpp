@@ -20,7 +20,7 @@ void softmax_naive(float* p, const float* x, int64_t N, int64_t C) {
 
 // loss = mean_n [logsumexp(z_n) - z_n[label_n]]  =>  dz = (softmax(z) - onehot) / N.
 double softmax_cross_entropy_naive(float* dlogits, const float* logits, const int64_t* labels,
-                                   int64_t N, int64_t C) {
+                                   int64_t N, int64_t C, double smoothing) {
     double loss = 0.0;
     for (int64_t n = 0; n < N; n++) {
         const float* z = logits + n * C;
@@ -28,9 +28,12 @@ double softmax_cross_entropy_naive(float* dlogits, const float* logits, const in
         for (int64_t c = 1; c < C; c++) mx = std::max(mx, double(z[c]));
         double sum = 0.0;
         for (int64_t c = 0; c < C; c++) sum += std::exp(double(z[c]) - mx);
-        loss += mx + std::log(sum) - z[labels[n]];
-        for (int64_t c = 0; c < C; c++)
-            dlogits[n * C + c] = float((std::exp(double(z[c]) - mx) / sum - (c == labels[n] ? 1.0 : 0.0)) / double(N));
+        const double lse = mx + std::log(sum);
+        for (int64_t c = 0; c < C; c++) {
+            const double t = (1.0 - smoothing) * (c == labels[n] ? 1.0 : 0.0) + smoothing / double(C);
+            loss -= t * (double(z[c]) - lse);
+            dlogits[n * C + c] = float((std::exp(double(z[c]) - mx) / sum - t) / double(N));
+        }
     }
     return loss / double(N);
 }

@@ -158,7 +158,8 @@ FArr py_gpu_predict_u8(GpuNet& net, const py::array& images, const py::object& l
 }
 
 py::tuple py_gpu_train_step(GpuNet& net, const py::object& xo, const py::object& labo, double lr,
-                            const std::string& loss, uint64_t seed, uint64_t epoch, int64_t first) {
+                            const std::string& loss, uint64_t seed, uint64_t epoch, int64_t first,
+                            double smoothing) {
     const char* op = "GpuNet.train_step";
     FArr x = as_float(op, "x", xo);
     I64Arr labels = as_int<I64Arr>(op, "labels", labo);
@@ -170,7 +171,8 @@ py::tuple py_gpu_train_step(GpuNet& net, const py::object& xo, const py::object&
     gpu::StepResult r;
     {
         py::gil_scoped_release nogil;
-        r = net.train_step(outp, x.data(), labels.data(), N, float(lr), loss, StepNoise{seed, epoch, first});
+        r = net.train_step(outp, x.data(), labels.data(), N, float(lr), loss, StepNoise{seed, epoch, first},
+                           float(smoothing));
     }
     return py::make_tuple(r.loss, out, r.applied);
 }
@@ -235,7 +237,7 @@ void py_gpu_set_dataset(GpuNet& net, const py::array& images, const py::object& 
 
 py::tuple py_gpu_train_indices(GpuNet& net, const py::object& idxo, int64_t batch, const py::object& lrso,
                                const std::string& loss, bool stop_on_nonfinite, uint64_t seed,
-                               uint64_t epoch, int64_t first) {
+                               uint64_t epoch, int64_t first, double smoothing) {
     const char* op = "GpuNet.train_indices";
     I64Arr idx = as_int<I64Arr>(op, "indices", idxo);
     check_ndim(op, "indices", shape_of(idx), 1, "(count,)");
@@ -249,7 +251,7 @@ py::tuple py_gpu_train_indices(GpuNet& net, const py::object& idxo, int64_t batc
     {
         py::gil_scoped_release nogil;
         r = net.train_indices(idx.data(), count, batch, lrs.data(), loss, stop_on_nonfinite,
-                              StepNoise{seed, epoch, first});
+                              StepNoise{seed, epoch, first}, float(smoothing));
     }
     py::array_t<double> losses(steps);
     I64Arr correct(steps);
@@ -342,6 +344,7 @@ void bind_gpu(py::module_& m) {
              "Softmax of the class scores for raw uint8 images (N, h, w), as Net.predict_u8.")
         .def("train_step", &py_gpu_train_step, py::arg("x"), py::arg("labels"), py::arg("lr"),
              py::arg("loss") = "cross_entropy", py::arg("seed") = 0, py::arg("epoch") = 0, py::arg("first") = 0,
+             py::arg("smoothing") = 0.0,
              "(loss, out, applied): forward, loss, backward and the update at rate lr (skipped when the "
              "loss is not finite).")
         .def("backward", &py_gpu_backward, py::arg("x"), py::arg("dy"),
@@ -352,7 +355,7 @@ void bind_gpu(py::module_& m) {
              py::arg("pad"), "Keeps uint8 images (N, h, w) and labels on the device for train_indices.")
         .def("train_indices", &py_gpu_train_indices, py::arg("indices"), py::arg("batch"), py::arg("lrs"),
              py::arg("loss") = "cross_entropy", py::arg("stop_on_nonfinite") = false, py::arg("seed") = 0,
-             py::arg("epoch") = 0, py::arg("first") = 0,
+             py::arg("epoch") = 0, py::arg("first") = 0, py::arg("smoothing") = 0.0,
              "(losses, correct, applied) per step over the device dataset: step s trains on "
              "indices[s*batch:(s+1)*batch] at rate lrs[s].");
 }

@@ -296,7 +296,7 @@ FArr py_net_predict_u8(Net& net, const py::array& images, const py::object& luto
 py::tuple py_net_train_step(Net& net, const py::object& xo, const py::object& labo,
                             const py::sequence& params, const py::sequence& grads,
                             const std::string& loss, const py::sequence& buffers, uint64_t seed,
-                            uint64_t epoch, int64_t first) {
+                            uint64_t epoch, int64_t first, double smoothing) {
     const char* op = "Net.train_step";
     FArr x = as_float("Net", "x", xo);
     I64Arr labels = as_int<I64Arr>(op, "labels", labo);
@@ -304,6 +304,7 @@ py::tuple py_net_train_step(Net& net, const py::object& xo, const py::object& la
     check_at_least(op, "first", first, 0);
     const int64_t N = x.shape(0), classes = net.out_features();
     const LossKindInfo& kind = loss_kind(loss);
+    check_loss_smoothing(op, kind, smoothing);
     std::vector<FArr> ps = net_params(net, params);
     std::vector<const float*> pp = data_of(ps);
     // Gradients and running statistics are written into the caller's arrays.
@@ -319,7 +320,8 @@ py::tuple py_net_train_step(Net& net, const py::object& xo, const py::object& la
     double value;
     {
         py::gil_scoped_release nogil;
-        value = net.train_step(outp, gp.data(), x.data(), labels.data(), N, pp.data(), bp.data(), kind, noise);
+        value = net.train_step(outp, gp.data(), x.data(), labels.data(), N, pp.data(), bp.data(), kind, noise,
+                               float(smoothing));
     }
     return py::make_tuple(value, out);
 }
@@ -347,13 +349,15 @@ FArr py_net_input_gradient(Net& net, const py::object& xo, const py::object& dou
 // (grads (b1 - b0, G), losses (b1 - b0,) float64, out (n, classes)): Net::block_gradients.
 py::tuple py_net_block_gradients(Net& net, const py::object& xo, const py::object& labo, int64_t N,
                                  int64_t b0, int64_t b1, const py::sequence& params,
-                                 const std::string& loss, uint64_t seed, uint64_t epoch, int64_t first) {
+                                 const std::string& loss, uint64_t seed, uint64_t epoch, int64_t first,
+                                 double smoothing) {
     const char* op = "Net.block_gradients";
     FArr x = as_float(op, "x", xo);
     I64Arr labels = as_int<I64Arr>(op, "labels", labo);
     net.check_block_gradients(shape_of(x), shape_of(labels), labels.data(), N, b0, b1);
     check_at_least(op, "first", first, 0);
     const LossKindInfo& kind = loss_kind(loss);
+    check_loss_smoothing(op, kind, smoothing);
     std::vector<FArr> ps = net_params(net, params);
     std::vector<const float*> pp = data_of(ps);
     const int64_t n = x.shape(0), count = b1 - b0;
@@ -366,7 +370,8 @@ py::tuple py_net_block_gradients(Net& net, const py::object& xo, const py::objec
     const StepNoise noise{seed, epoch, first};
     {
         py::gil_scoped_release nogil;
-        net.block_gradients(op_, gp, lp, x.data(), labels.data(), N, b0, b1, pp.data(), kind, noise);
+        net.block_gradients(op_, gp, lp, x.data(), labels.data(), N, b0, b1, pp.data(), kind, noise,
+                            float(smoothing));
     }
     return py::make_tuple(grads, losses, out);
 }
@@ -420,10 +425,10 @@ void bind_net(py::module_& m) {
              "Softmax of the class scores for raw uint8 images (N, h, w), padded and normalised in the core.")
         .def("train_step", &py_net_train_step, py::arg("x"), py::arg("labels"), py::arg("params"),
              py::arg("grads"), py::arg("loss") = "cross_entropy", py::arg("buffers") = py::tuple(),
-             py::arg("seed") = 0, py::arg("epoch") = 0, py::arg("first") = 0,
+             py::arg("seed") = 0, py::arg("epoch") = 0, py::arg("first") = 0, py::arg("smoothing") = 0.0,
              "(loss, out): forward (training mode), mean loss and backward; overwrites the arrays in "
              "grads and moves the running statistics in buffers. Dropout draws from (seed, epoch, "
-             "first + sample index).")
+             "first + sample index); smoothing: cross_entropy's label smoothing.")
         .def("input_gradient", &py_net_input_gradient, py::arg("x"), py::arg("dout"), py::arg("params"),
              py::arg("buffers") = py::tuple(),
              "dx (N, C, H, W): the gradient of sum(dout * outputs) with respect to x, in evaluation mode.")
@@ -435,7 +440,7 @@ void bind_net(py::module_& m) {
                                "Whether a layer needs the whole batch in training (BatchNorm).")
         .def("block_gradients", &py_net_block_gradients, py::arg("x"), py::arg("labels"), py::arg("N"),
              py::arg("b0"), py::arg("b1"), py::arg("params"), py::arg("loss") = "cross_entropy",
-             py::arg("seed") = 0, py::arg("epoch") = 0, py::arg("first") = 0,
+             py::arg("seed") = 0, py::arg("epoch") = 0, py::arg("first") = 0, py::arg("smoothing") = 0.0,
              "(grads (b1-b0, gradient_size), losses (b1-b0,) float64, out (n, classes)): train_step's "
              "per-block gradient rows and loss sums for blocks [b0, b1) of a batch of N, x and labels "
              "holding only their samples (data-parallel training).")

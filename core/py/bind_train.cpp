@@ -28,8 +28,9 @@ FArr py_softmax(const py::object& xo) {
     return p;
 }
 
-py::tuple py_softmax_cross_entropy(const py::object& lo, const py::object& labo) {
+py::tuple py_softmax_cross_entropy(const py::object& lo, const py::object& labo, double smoothing) {
     const char* op = "softmax_cross_entropy";
+    check_label_smoothing(op, smoothing);
     FArr logits = as_float(op, "logits", lo);
     I64Arr labels = as_int<I64Arr>(op, "labels", labo);
     const Shape ls = shape_of(logits);
@@ -39,7 +40,7 @@ py::tuple py_softmax_cross_entropy(const py::object& lo, const py::object& labo)
     double loss;
     {
         py::gil_scoped_release nogil;
-        loss = softmax_cross_entropy(dp, logits.data(), labels.data(), ls[0], ls[1]);
+        loss = softmax_cross_entropy(dp, logits.data(), labels.data(), ls[0], ls[1], float(smoothing));
     }
     return py::make_tuple(loss, d);
 }
@@ -194,8 +195,9 @@ void bind_train(py::module_& m) {
     m.def("softmax", &py_softmax, py::arg("x"),
           "Row-wise softmax of x (N,C); rows of p sum to 1.");
     m.def("softmax_cross_entropy", &py_softmax_cross_entropy, py::arg("logits"), py::arg("labels"),
-          "(loss, dlogits): mean cross-entropy of softmax(logits) (N,C) against integer labels (N,) in [0, C); "
-          "dlogits = (softmax - onehot) / N.");
+          py::arg("smoothing") = 0.0,
+          "(loss, dlogits): mean cross-entropy of softmax(logits) (N,C) against integer labels (N,) in [0, C), "
+          "the target t = (1 - smoothing) onehot + smoothing / C; dlogits = (softmax - t) / N.");
     m.def("mse_loss", &py_mse_loss, py::arg("pred"), py::arg("target"),
           "(loss, dpred): mean of (pred - target)^2 over all elements; dpred = 2 (pred - target) / numel.");
     m.def("gather_pad_normalize", &py_gather_pad_normalize, py::arg("images"), py::arg("idx"),

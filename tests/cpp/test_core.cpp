@@ -172,6 +172,21 @@ void test_losses(std::mt19937& rng) {
            "dlogits match the oracle");
     const int64_t N = 5, C = 7;
     auto z = randn(size_t(N * C), rng), t = randn(size_t(N * C), rng);
+    {  // label smoothing: the target (1 - s) onehot + s / C, against the oracle
+        const int64_t y[] = {0, 6, 3, 3, 1};
+        std::vector<float> ds(z.size()), ds_ref(z.size()), d0(z.size());
+        const double ls = softmax_cross_entropy(ds.data(), z.data(), y, N, C, 0.1f);
+        const double ls_ref = softmax_cross_entropy_naive(ds_ref.data(), z.data(), y, N, C, double(0.1f));
+        const double l0 = softmax_cross_entropy(d0.data(), z.data(), y, N, C);
+        expect(std::fabs(ls - ls_ref) < 1e-6 && max_rel_err(ds, ds_ref) < 1e-5,
+               "label-smoothed softmax_cross_entropy matches the oracle");
+        expect(std::fabs(ls - l0) > 1e-3 && std::fabs(ds[1] - d0[1]) > 1e-3,
+               "label smoothing changes the loss and the gradient");
+        expect(throws_invalid([] { check_label_smoothing("op", -0.1); }) &&
+                   throws_invalid([] { check_label_smoothing("op", 1.5); }) &&
+                   throws_invalid([] { check_label_smoothing("op", std::nan("")); }),
+               "check_label_smoothing refuses values outside [0, 1]");
+    }
     std::vector<float> p(z.size()), p_ref(z.size()), g(z.size()), g_ref(z.size());
     softmax(p.data(), z.data(), N, C);
     softmax_naive(p_ref.data(), z.data(), N, C);

@@ -244,7 +244,7 @@ void test_unary_losses(std::mt19937& rng) {
         std::vector<double> rows(static_cast<size_t>(N));
         std::vector<int32_t> ok(static_cast<size_t>(N));
         grid(N, LossRows{d.data(), rows.data(), ok.data(), out.data(), labels.data(), C, kind.kind,
-                         name == "rbf_map", kind.scale(N, C)});
+                         name == "rbf_map", kind.scale(N, C), 0.0f});
         StepControl ctrl{};
         StepSlot slot{};
         grid(1, FinishLoss{&ctrl, &slot, rows.data(), ok.data(), N, kind.mean_count(N, C)});
@@ -277,7 +277,7 @@ void test_unary_losses(std::mt19937& rng) {
     std::vector<double> rows(static_cast<size_t>(N));
     std::vector<int32_t> ok(static_cast<size_t>(N));
     grid(N, LossRows{d.data(), rows.data(), ok.data(), out.data(), labels.data(), C, LossKind::kCrossEntropy, false,
-                     1.0f / float(N)});
+                     1.0f / float(N), 0.0f});
     StepControl ctrl{};
     ctrl.stop_on_nonfinite = 1;
     StepSlot slot{};
@@ -701,12 +701,12 @@ void test_allocation_failures(std::mt19937& rng) {
             start(net);
             start(ref);
             std::vector<float> out(size_t(large * 10)), out_ref(out.size());
-            const StepResult a = net.train_step(nullptr, x_a.data(), labels.data(), small, 0.05f, ce, StepNoise{});
-            ref.train_step(nullptr, x_a.data(), labels.data(), small, 0.05f, ce, StepNoise{});  // the program for 8 is captured
+            const StepResult a = net.train_step(nullptr, x_a.data(), labels.data(), small, 0.05f, ce, StepNoise{}, 0.0f);
+            ref.train_step(nullptr, x_a.data(), labels.data(), small, 0.05f, ce, StepNoise{}, 0.0f);  // the program for 8 is captured
             FaultyBackend::allocs = 0;
             FaultyBackend::fail_at = k;
             try {
-                net.train_step(nullptr, x_large.data(), labels.data(), large, 0.05f, ce, StepNoise{});
+                net.train_step(nullptr, x_large.data(), labels.data(), large, 0.05f, ce, StepNoise{}, 0.0f);
             } catch (const std::bad_alloc&) {
                 failed = true;
             }
@@ -714,11 +714,11 @@ void test_allocation_failures(std::mt19937& rng) {
             if (!failed) break;  // k is past the allocations of a step at the larger batch
             failures++;
             (void)a;
-            const StepResult b = net.train_step(out.data(), x_b.data(), labels.data(), small, 0.05f, ce, StepNoise{});
-            const StepResult b_ref = ref.train_step(out_ref.data(), x_b.data(), labels.data(), small, 0.05f, ce, StepNoise{});
+            const StepResult b = net.train_step(out.data(), x_b.data(), labels.data(), small, 0.05f, ce, StepNoise{}, 0.0f);
+            const StepResult b_ref = ref.train_step(out_ref.data(), x_b.data(), labels.data(), small, 0.05f, ce, StepNoise{}, 0.0f);
             ok = ok && b.loss == b_ref.loss && b.correct == b_ref.correct && out == out_ref;
-            const StepResult c = net.train_step(out.data(), x_large.data(), labels.data(), large, 0.05f, ce, StepNoise{});
-            const StepResult c_ref = ref.train_step(out_ref.data(), x_large.data(), labels.data(), large, 0.05f, ce, StepNoise{});
+            const StepResult c = net.train_step(out.data(), x_large.data(), labels.data(), large, 0.05f, ce, StepNoise{}, 0.0f);
+            const StepResult c_ref = ref.train_step(out_ref.data(), x_large.data(), labels.data(), large, 0.05f, ce, StepNoise{}, 0.0f);
             ok = ok && c.loss == c_ref.loss && out == out_ref;
             net.forward(out.data(), x_a.data(), small);
             ref.forward(out_ref.data(), x_a.data(), small);
@@ -763,7 +763,7 @@ void test_allocation_failures(std::mt19937& rng) {
             start(ref);
             for (FaultyNet* n : {&net, &ref}) {
                 n->set_dataset(images.data(), dlabels.data(), N, image, image, pad, lut.data());
-                n->train_indices(idx_first.data(), N / 2, 5, lrs.data(), ce, false, StepNoise{});
+                n->train_indices(idx_first.data(), N / 2, 5, lrs.data(), ce, false, StepNoise{}, 0.0f);
             }
             FaultyBackend::allocs = 0;
             FaultyBackend::fail_at = k;
@@ -775,8 +775,8 @@ void test_allocation_failures(std::mt19937& rng) {
             FaultyBackend::fail_at = -1;
             ok = failed && net.dataset_size() == 0;
             for (FaultyNet* n : {&net, &ref}) n->set_dataset(images.data(), dlabels.data(), M, image, image, pad, lut.data());
-            const auto r = net.train_indices(idx.data(), M, 10, lrs.data(), ce, false, StepNoise{});
-            const auto r_ref = ref.train_indices(idx.data(), M, 10, lrs.data(), ce, false, StepNoise{});
+            const auto r = net.train_indices(idx.data(), M, 10, lrs.data(), ce, false, StepNoise{}, 0.0f);
+            const auto r_ref = ref.train_indices(idx.data(), M, 10, lrs.data(), ce, false, StepNoise{}, 0.0f);
             for (size_t s = 0; s < r.size() && s < r_ref.size(); s++) ok = ok && r[s].loss == r_ref[s].loss;
             ok = ok && r.size() == r_ref.size() && weights(net) == weights(ref);
         } catch (const std::exception& e) {
