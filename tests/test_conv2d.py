@@ -23,6 +23,8 @@ FIXED_CASES = [
     (1, 17, 3, 5, 3, 2, 1, 2, 0),     # many channels, tiny plane
     (2, 1, 32, 32, 6, 5, 5, 1, 0),    # LeNet C1
     (2, 6, 14, 14, 16, 5, 5, 1, 0),   # LeNet C3
+    (11, 16, 5, 5, 24, 5, 5, 1, 0),   # LeNet C5 as a conv: the dense (Linear) path, 2 blocks
+    (9, 3, 4, 6, 5, 4, 6, 2, 0),      # dense, non-square, any stride
 ]
 
 

@@ -35,7 +35,7 @@ Shape conv_setup(NetLayer& L, const std::string& where, std::vector<Shape>& para
     add_weight_bias(L, params, w, d.b(kBias), d.i(kOut));
     return {L.conv.K, L.conv.out_h(), L.conv.out_w()};
 }
-int64_t conv_workspace(const NetLayer& L, int64_t) { return conv2d_workspace(L.conv); }
+int64_t conv_workspace(const NetLayer& L, int64_t n) { return conv2d_workspace(L.conv, n); }
 void conv_forward(const NetLayer& L, float* out, const float* in, const BlockArgs& a, bool relu) {
     conv2d_forward_images(out, in, a.w, a.b, a.n, L.conv, a.scratch, relu);
 }
@@ -57,7 +57,7 @@ Shape masked_conv_setup(NetLayer& L, const std::string& where, std::vector<Shape
     add_weight_bias(L, params, w, d.b(kBias), d.i(kOut));
     return {L.conv.K, L.conv.out_h(), L.conv.out_w()};
 }
-int64_t masked_conv_workspace(const NetLayer& L, int64_t) { return masked_conv2d_workspace(L.conv); }
+int64_t masked_conv_workspace(const NetLayer& L, int64_t n) { return masked_conv2d_workspace(L.conv, n); }
 void masked_conv_forward(const NetLayer& L, float* out, const float* in, const BlockArgs& a, bool relu) {
     masked_conv2d_forward_images(out, in, a.w, L.desc.constant.data(), a.b, a.n, L.conv, a.scratch, relu);
 }

@@ -12,6 +12,7 @@
 #include "ops/activations.h"
 #include "ops/conv2d_gemm.h"
 #include "ops/im2col.h"
+#include "ops/linear.h"
 
 namespace pylenet {
 
@@ -81,13 +82,21 @@ void row_offsets(int64_t* off, int64_t rows, int64_t stride) {
 }
 }  // namespace
 
-int64_t conv2d_workspace(const Conv2dParams& p) {
+namespace {
+// The Linear layer a dense convolution is, for n images.
+inline LinearParams as_linear(const Conv2dParams& p, int64_t n) { return {n, p.crs(), p.K}; }
+}  // namespace
+
+int64_t conv2d_workspace(const Conv2dParams& p, int64_t n) {
+    n = std::max<int64_t>(n, 1);
+    if (conv2d_is_dense(p)) return linear_workspace(as_linear(p, n));
     const int64_t im2col_ws = Im2colScratch::floats(p);
     return conv2d_gemm_ok(p) ? std::max(im2col_ws, conv2d_gemm_workspace(p)) : im2col_ws;
 }
 
 void conv2d_forward_images(float* y, const float* x, const float* w, const float* b, int64_t n,
                            const Conv2dParams& p, float* ws, bool relu) {
+    if (conv2d_is_dense(p)) return linear_forward_rows(y, x, w, b, as_linear(p, n), ws, relu);
     if (conv2d_gemm_ok(p)) return conv2d_forward_gemm(y, x, w, b, n, p, ws, relu);
     const int64_t PQ = p.out_h() * p.out_w(), CRS = p.crs();
     Im2colScratch s(ws, p);
@@ -105,6 +114,7 @@ void conv2d_forward_images(float* y, const float* x, const float* w, const float
 // Backward of y = w * col + b: dw += dy col^T; db += sum_pq dy; dcol = w^T dy; dx = col2im(dcol).
 void conv2d_backward_images(float* dx, float* dw, float* db, const float* x, const float* w,
                             const float* dy, int64_t n, const Conv2dParams& p, float* ws) {
+    if (conv2d_is_dense(p)) return linear_backward_rows(dx, dw, db, x, w, dy, as_linear(p, n), ws);
     if (conv2d_gemm_ok(p) && conv2d_backward_gemm(dx, dw, db, x, w, dy, n, p, ws)) return;
     const int64_t PQ = p.out_h() * p.out_w(), CRS = p.crs();
     Im2colScratch s(ws, p);
@@ -124,15 +134,20 @@ void conv2d_backward_images(float* dx, float* dw, float* db, const float* x, con
     }
 }
 
+// Blocks of the batch as training cuts it (parallel.h: batch_blocks), so that each call
+// holds several images (the exact grid and the dense path need a few to pay off); the
+// forward's bits do not depend on the split.
 void conv2d_forward(float* y, const float* x, const float* w, const float* b,
                     const Conv2dParams& p) {
-    const int64_t PQ = p.out_h() * p.out_w();
-    const int64_t ws_size = (conv2d_workspace(p) + 15) / 16 * 16;  // per thread, aligned
-    const int nt = int(std::min<int64_t>(threads_for(p.N * p.K * PQ * p.crs()), std::max<int64_t>(p.N, 1)));
+    const int64_t PQ = p.out_h() * p.out_w(), nblocks = batch_blocks(p.N);
+    const int64_t cap = (p.N + nblocks - 1) / nblocks;
+    const int64_t ws_size = (conv2d_workspace(p, cap) + 15) / 16 * 16;  // per thread, aligned
+    const int nt = int(std::min<int64_t>(threads_for(p.N * p.K * PQ * p.crs()), nblocks));
     std::vector<float> ws(size_t(nt) * ws_size);
-    parallel_for(p.N, nt, [&](int64_t n) {
+    parallel_for(nblocks, nt, [&](int64_t blk) {
         float* mine = ws.data() + int64_t(thread_index()) * ws_size;
-        conv2d_forward_images(y + n * p.K * PQ, x + n * p.C * p.H * p.W, w, b, 1, p, mine);
+        const int64_t n0 = block_begin(p.N, nblocks, blk), n = block_begin(p.N, nblocks, blk + 1) - n0;
+        conv2d_forward_images(y + n0 * p.K * PQ, x + n0 * p.C * p.H * p.W, w, b, n, p, mine);
     });
 }
 
@@ -142,8 +157,8 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* b,
 void conv2d_backward(float* dx, float* dw, float* db, const float* x, const float* w,
                      const float* dy, const Conv2dParams& p) {
     const int64_t PQ = p.out_h() * p.out_w(), KCRS = p.K * p.crs();
-    const int64_t ws_size = (conv2d_workspace(p) + 15) / 16 * 16;  // per thread, aligned
     const int64_t nblocks = batch_blocks(p.N);
+    const int64_t ws_size = (conv2d_workspace(p, (p.N + nblocks - 1) / nblocks) + 15) / 16 * 16;
     const int nt = int(std::min<int64_t>(threads_for(3 * p.N * p.K * PQ * p.crs()), nblocks));
     std::vector<float> ws(size_t(nt) * ws_size);
     std::vector<float> dw_part(size_t(nblocks) * KCRS, 0.0f), db_part(size_t(nblocks) * p.K, 0.0f);

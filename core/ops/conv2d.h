@@ -22,9 +22,14 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* b,
 void conv2d_backward(float* dx, float* dw, float* db, const float* x, const float* w,
                      const float* dy, const Conv2dParams& p);
 
+// Whether the convolution is a Linear layer in disguise: unpadded and the kernel as large as
+// the input, so y (N, K) = x (N, C*H*W) w (K, C*R*S)^T. It runs on linear's kernels.
+inline bool conv2d_is_dense(const Conv2dParams& p) { return p.pad == 0 && p.R == p.H && p.S == p.W; }
+
 // Single-threaded building blocks of the two functions above for n images, for callers that
-// split a batch themselves (the fused network). `ws` holds conv2d_workspace(p) floats.
-int64_t conv2d_workspace(const Conv2dParams& p);
+// split a batch themselves (the fused network). `ws` holds conv2d_workspace(p, n) floats for
+// calls of up to n images.
+int64_t conv2d_workspace(const Conv2dParams& p, int64_t n);
 // y (n,K,P,Q) for the images x (n,C,H,W); with relu, y = relu(conv) (a fused ReLU layer).
 void conv2d_forward_images(float* y, const float* x, const float* w, const float* b, int64_t n,
                            const Conv2dParams& p, float* ws, bool relu = false);

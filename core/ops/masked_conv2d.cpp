@@ -62,8 +62,8 @@ void masked_conv2d_backward(float* dx, float* dw, float* db, const float* x, con
     add_masked(dw, part.data(), mask, p);
 }
 
-int64_t masked_conv2d_workspace(const Conv2dParams& p) {
-    return 2 * padded(p.K * p.crs()) + conv2d_workspace(p);
+int64_t masked_conv2d_workspace(const Conv2dParams& p, int64_t n) {
+    return 2 * padded(p.K * p.crs()) + conv2d_workspace(p, n);
 }
 
 void masked_conv2d_forward_images(float* y, const float* x, const float* w, const float* mask,

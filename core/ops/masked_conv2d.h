@@ -27,8 +27,8 @@ void masked_conv2d_backward(float* dx, float* dw, float* db, const float* x, con
                             const float* mask, const float* dy, const Conv2dParams& p);
 
 // Single-threaded building blocks for the fused network; `ws` holds
-// masked_conv2d_workspace(p) floats (64-byte aligned).
-int64_t masked_conv2d_workspace(const Conv2dParams& p);
+// masked_conv2d_workspace(p, n) floats (64-byte aligned).
+int64_t masked_conv2d_workspace(const Conv2dParams& p, int64_t n);
 // y (n,K,P,Q) for the images x (n,C,H,W); with relu, y = relu(conv).
 void masked_conv2d_forward_images(float* y, const float* x, const float* w, const float* mask,
                                   const float* b, int64_t n, const Conv2dParams& p, float* ws,
