@@ -11,7 +11,7 @@ HAVE_AVX2 := $(shell grep -q avx2 /proc/cpuinfo 2>/dev/null && echo yes || echo 
 # Expanded only where used (`=`), so that other targets do not start Python for it.
 NVCC_FOUND = $(shell $(PYTHON) build_cuda.py 2>&1 || echo "not found (build_cuda.py failed)")
 
-CXXFLAGS ?= -O3 -std=c++17 -ffp-contract=fast -Wall -Wextra -Wno-psabi
+CXXFLAGS ?= -O3 -std=c++17 -ffp-contract=fast -fno-math-errno -Wall -Wextra -Wno-psabi
 ifeq ($(HAVE_OPENMP),yes)
   OMPFLAGS := -fopenmp
 else

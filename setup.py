@@ -78,7 +78,7 @@ core = Pybind11Extension(
     include_dirs=["core"],
     cxx_std=17,
     define_macros=[("PYLENET_VERSION", f'"{VERSION}"')],
-    extra_compile_args=["-O3", "-ffp-contract=fast", "-Wno-psabi"],
+    extra_compile_args=["-O3", "-ffp-contract=fast", "-fno-math-errno", "-Wno-psabi"],
 )
 
 setup(version=VERSION, ext_modules=[core], cmdclass={"build_ext": BuildCore})

@@ -19,6 +19,7 @@
 #include "ops/elementwise.h"
 #include "ops/loss_rows.h"
 #include "ops/noise.h"
+#include "ops/optim_rules.h"
 
 namespace pylenet {
 namespace gpu {
@@ -770,26 +771,14 @@ struct OptimizerUpdate {
     PYLENET_HD void operator()(int64_t i) const {
         if (!ctrl->apply) return;
         const float lr = lrs[ctrl->step];
-        const float gi = g[i] + weight_decay * p[i];
         if (kind == 0) {
-            if (momentum == 0.0f) {
-                p[i] -= lr * gi;
-                return;
-            }
-            const float b = ctrl->buf_ready ? momentum * s0[i] + gi : gi;
-            s0[i] = b;
-            p[i] -= lr * (nesterov ? gi + momentum * b : b);
+            sgd_rule(p[i], momentum == 0.0f ? p[i] : s0[i], g[i], lr, momentum, weight_decay, nesterov,
+                     !ctrl->buf_ready);
             return;
         }
         const double t = double(ctrl->opt_steps + 1);
-        const float c1 = float(1.0 - pow(beta1, t)), c2 = float(1.0 - pow(beta2, t));
-        const float step = lr / c1, inv_c2 = 1.0f / c2;
-        const float b1 = float(beta1), b2 = float(beta2);
-        const float mi = b1 * s0[i] + (1.0f - b1) * gi;
-        const float vi = b2 * s1[i] + (1.0f - b2) * gi * gi;
-        s0[i] = mi;
-        s1[i] = vi;
-        p[i] -= step * mi / (sqrtf(vi * inv_c2) + eps);
+        const AdamStep step = adam_step(lr, float(1.0 - pow(beta1, t)), float(1.0 - pow(beta2, t)));
+        adam_rule(p[i], s0[i], s1[i], g[i], step, float(beta1), float(beta2), eps, weight_decay);
     }
 };
 

@@ -3,13 +3,14 @@
 // expression (and as the numpy reference in the tests) does.
 #include "ops/optim.h"
 
-#include <cmath>
 #include <stdexcept>
 #include <string>
 
 #include "base/compile_as.h"
 
 PYLENET_NO_FP_CONTRACT
+
+#include "ops/optim_rules.h"  // after the pragma: the rules inline without contraction
 
 namespace pylenet {
 
@@ -22,32 +23,20 @@ void check_update(const char* op, int64_t p_size, int64_t g_size) {
 
 void sgd_update(float* p, float* buf, const float* g, int64_t n, float lr, float momentum,
                 float weight_decay, bool nesterov, bool first) {
-    if (momentum == 0.0f) {
+    if (momentum == 0.0f) {  // the rule does not touch buf then: p stands in for it
 #pragma omp simd
-        for (int64_t i = 0; i < n; i++) p[i] -= lr * (g[i] + weight_decay * p[i]);
+        for (int64_t i = 0; i < n; i++) sgd_rule(p[i], p[i], g[i], lr, 0.0f, weight_decay, nesterov, first);
         return;
     }
 #pragma omp simd
-    for (int64_t i = 0; i < n; i++) {
-        const float gi = g[i] + weight_decay * p[i];
-        const float b = first ? gi : momentum * buf[i] + gi;
-        buf[i] = b;
-        p[i] -= lr * (nesterov ? gi + momentum * b : b);
-    }
+    for (int64_t i = 0; i < n; i++) sgd_rule(p[i], buf[i], g[i], lr, momentum, weight_decay, nesterov, first);
 }
 
 void adam_update(float* p, float* m, float* v, const float* g, int64_t n, float lr, float b1,
                  float b2, float eps, float weight_decay, float c1, float c2) {
-    const float step = lr / c1, inv_c2 = 1.0f / c2;
+    const AdamStep s = adam_step(lr, c1, c2);
 #pragma omp simd
-    for (int64_t i = 0; i < n; i++) {
-        const float gi = g[i] + weight_decay * p[i];
-        const float mi = b1 * m[i] + (1.0f - b1) * gi;
-        const float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
-        m[i] = mi;
-        v[i] = vi;
-        p[i] -= step * mi / (std::sqrt(vi * inv_c2) + eps);
-    }
+    for (int64_t i = 0; i < n; i++) adam_rule(p[i], m[i], v[i], g[i], s, b1, b2, eps, weight_decay);
 }
 
 }  // namespace pylenet
