@@ -25,6 +25,11 @@ FIXED_CASES = [
     (2, 6, 14, 14, 16, 5, 5, 1, 0),   # LeNet C3
     (11, 16, 5, 5, 24, 5, 5, 1, 0),   # LeNet C5 as a conv: the dense (Linear) path, 2 blocks
     (9, 3, 4, 6, 5, 4, 6, 2, 0),      # dense, non-square, any stride
+    (9, 16, 4, 4, 16, 3, 3, 1, 1),    # small maps: exact-grid dx, images grouped per GEMM
+    (5, 32, 7, 5, 16, 3, 2, 1, 0),    # exact-grid dx, non-square kernel and map
+    (3, 16, 6, 6, 32, 5, 5, 1, 4),    # exact-grid dx with padding R-1 (dy unpadded)
+    (4, 16, 5, 5, 8, 3, 3, 1, 1),     # exact-grid dx beside the wide-grid dw
+    (2, 16, 3, 3, 16, 1, 1, 1, 1),    # padding beyond the kernel's reach: the wide dx
 ]
 
 

@@ -91,7 +91,7 @@ int64_t conv2d_workspace(const Conv2dParams& p, int64_t n) {
     n = std::max<int64_t>(n, 1);
     if (conv2d_is_dense(p)) return linear_workspace(as_linear(p, n));
     const int64_t im2col_ws = Im2colScratch::floats(p);
-    return conv2d_gemm_ok(p) ? std::max(im2col_ws, conv2d_gemm_workspace(p)) : im2col_ws;
+    return conv2d_gemm_ok(p) ? std::max(im2col_ws, conv2d_gemm_workspace(p, n)) : im2col_ws;
 }
 
 void conv2d_forward_images(float* y, const float* x, const float* w, const float* b, int64_t n,

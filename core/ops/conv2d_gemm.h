@@ -10,8 +10,8 @@ namespace pylenet {
 
 // Whether the implicit-GEMM functions handle p (stride 1; other strides use im2col).
 inline bool conv2d_gemm_ok(const Conv2dParams& p) { return p.stride == 1; }
-// Scratch floats the implicit-GEMM functions need (for any number of images).
-int64_t conv2d_gemm_workspace(const Conv2dParams& p);
+// Scratch floats the implicit-GEMM functions need for calls of up to n images.
+int64_t conv2d_gemm_workspace(const Conv2dParams& p, int64_t n);
 // y (n,K,P,Q) for the n images x (n,C,H,W), plus bias b (K,) when not null, then max(y, 0)
 // when relu. Bit-identical for any n (the exact and the wide grid sum the taps alike).
 void conv2d_forward_gemm(float* y, const float* x, const float* w, const float* b,
