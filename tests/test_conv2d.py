@@ -30,6 +30,9 @@ FIXED_CASES = [
     (3, 16, 6, 6, 32, 5, 5, 1, 4),    # exact-grid dx with padding R-1 (dy unpadded)
     (4, 16, 5, 5, 8, 3, 3, 1, 1),     # exact-grid dx beside the wide-grid dw
     (2, 16, 3, 3, 16, 1, 1, 1, 1),    # padding beyond the kernel's reach: the wide dx
+    (3, 5, 11, 9, 16, 3, 3, 2, 1),    # stride 2, 16k outputs: exact-grid forward and dw, im2col dx
+    (9, 8, 16, 16, 32, 3, 3, 2, 1),   # the same with images grouped per GEMM
+    (2, 4, 10, 7, 16, 2, 3, 3, 0),    # stride 3, non-square
 ]
 
 

@@ -111,11 +111,11 @@ void conv2d_forward_images(float* y, const float* x, const float* w, const float
     }
 }
 
-// Backward of y = w * col + b: dw += dy col^T; db += sum_pq dy; dcol = w^T dy; dx = col2im(dcol).
-void conv2d_backward_images(float* dx, float* dw, float* db, const float* x, const float* w,
-                            const float* dy, int64_t n, const Conv2dParams& p, float* ws) {
-    if (conv2d_is_dense(p)) return linear_backward_rows(dx, dw, db, x, w, dy, as_linear(p, n), ws);
-    if (conv2d_gemm_ok(p) && conv2d_backward_gemm(dx, dw, db, x, w, dy, n, p, ws)) return;
+namespace {
+// Backward of y = w * col + b on im2col: dw += dy col^T and db += sum_pq dy (when with_dw);
+// dcol = w^T dy and dx = col2im(dcol) (when dx is not null).
+void im2col_backward(float* dx, float* dw, float* db, const float* x, const float* w, const float* dy,
+                     int64_t n, const Conv2dParams& p, float* ws, bool with_dw) {
     const int64_t PQ = p.out_h() * p.out_w(), CRS = p.crs();
     Im2colScratch s(ws, p);
     if (dx)  // w^T (CRS, K) once for all images
@@ -124,14 +124,30 @@ void conv2d_backward_images(float* dx, float* dw, float* db, const float* x, con
     row_offsets(s.off, std::max(CRS, p.K), PQ);  // rows of col (CRS, PQ) and of dy_i (K, PQ)
     for (int64_t i = 0; i < n; i++) {
         const float* dyi = dy + i * p.K * PQ;
-        im2col(s.col, x + i * p.C * p.H * p.W, p);
-        gemm_a_rows_t(dw, dyi, PQ, p.K, CRS, s.col, s.off, PQ);  // dw (K, CRS) += dy_i col^T
-        if (db)
-            for (int64_t k = 0; k < p.K; k++) db[k] += sum(dyi + k * PQ, PQ);
+        if (with_dw) {
+            im2col(s.col, x + i * p.C * p.H * p.W, p);
+            gemm_a_rows_t(dw, dyi, PQ, p.K, CRS, s.col, s.off, PQ);  // dw (K, CRS) += dy_i col^T
+            if (db)
+                for (int64_t k = 0; k < p.K; k++) db[k] += sum(dyi + k * PQ, PQ);
+        }
         if (!dx) continue;
         gemm_a_rows(s.dcol, PQ, s.wT, CRS, p.K, dyi, s.off, PQ, /*accumulate=*/false);
         col2im(dx + i * p.C * p.H * p.W, s.dcol, p);
     }
+}
+}  // namespace
+
+void conv2d_backward_images(float* dx, float* dw, float* db, const float* x, const float* w,
+                            const float* dy, int64_t n, const Conv2dParams& p, float* ws) {
+    if (conv2d_is_dense(p)) return linear_backward_rows(dx, dw, db, x, w, dy, as_linear(p, n), ws);
+    if (conv2d_gemm_ok(p)) {
+        const bool strided = p.stride > 1;  // the implicit GEMM gives dw and db; im2col dx
+        if (conv2d_backward_gemm(strided ? nullptr : dx, dw, db, x, w, dy, n, p, ws)) {
+            if (strided && dx) im2col_backward(dx, nullptr, nullptr, x, w, dy, n, p, ws, false);
+            return;
+        }
+    }
+    im2col_backward(dx, dw, db, x, w, dy, n, p, ws, true);
 }
 
 // Blocks of the batch as training cuts it (parallel.h: batch_blocks), so that each call

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <stdexcept>
 #include <vector>
 
 #include "base/reduce.h"
@@ -66,7 +67,7 @@ inline bool exact_grid(const Conv2dParams& p) { return p.K % 16 == 0; }
 // map is small, where the wide grid's per-tap calls are short (measured: 2x faster at 4x4,
 // 1.3x at 7x7, slower from 14x14 on).
 inline bool exact_dx(const Conv2dParams& p) {
-    return p.C % 16 == 0 && p.pad < p.R && p.pad < p.S && p.H * p.W <= 100;
+    return p.stride == 1 && p.C % 16 == 0 && p.pad < p.R && p.pad < p.S && p.H * p.W <= 100;
 }
 
 // Images per exact-grid GEMM: small maps are batched so that each call has about
@@ -134,12 +135,13 @@ Scratch carve(float* ws, const Conv2dParams& p, int64_t n) {
     return s;
 }
 
-// Output position offsets offp[i*P*Q + p*Q + q] = i*image + p*Wp + q for the G images of a
-// group, each `image` floats apart: where each output's window starts.
-void position_offsets(int64_t* offp, int64_t G, int64_t image, int64_t P, int64_t Q, int64_t Wp) {
+// Output position offsets offp[i*P*Q + p*Q + q] = i*image + (p*Wp + q)*stride for the G images
+// of a group, each `image` floats apart: where each output's window starts.
+void position_offsets(int64_t* offp, int64_t G, int64_t image, int64_t P, int64_t Q, int64_t Wp,
+                      int64_t stride = 1) {
     for (int64_t i = 0; i < G; i++)
         for (int64_t oh = 0; oh < P; oh++)
-            for (int64_t q = 0; q < Q; q++) offp[(i * P + oh) * Q + q] = i * image + oh * Wp + q;
+            for (int64_t q = 0; q < Q; q++) offp[(i * P + oh) * Q + q] = i * image + (oh * Wp + q) * stride;
 }
 
 // Copies dy (K, P, Q) into a zeroed (K, Hq, Wq) buffer at (top, left).
@@ -163,7 +165,7 @@ void conv2d_forward_gemm(float* y, const float* x, const float* w, const float* 
     tap_offsets(s.off, p, g);
     // The exact grid pays a transpose of w per call: worth it from the level's
     // exact_conv_from images on. Both grids sum each output's taps in order from 0, then add b.
-    const bool exact = exact_grid(p) && n >= simd_kernels().exact_conv_from;
+    const bool exact = exact_grid(p) && (n >= simd_kernels().exact_conv_from || p.stride > 1);
     const int64_t G = exact ? group_of(p, n) : 1, image = p.C * g.Hp * g.Wp;
     if (exact) transpose(s.wtap, p.K, w, CRS, p.K, CRS);  // w^T (CRS, K)
     for (int64_t i0 = 0; i0 < n; i0 += G) {
@@ -174,7 +176,7 @@ void conv2d_forward_gemm(float* y, const float* x, const float* w, const float* 
                 for (int64_t i = 0; i < m; i++) pad_into(s.xp + i * image, x + (i0 + i) * in_size, p.C, p.H, p.W, p.pad);
                 src = s.xp;
             }
-            position_offsets(s.offp, m, image, P, Q, g.Wp);  // image == in_size without padding
+            position_offsets(s.offp, m, image, P, Q, g.Wp, p.stride);  // image == in_size unpadded
             std::memset(s.yT, 0, sizeof(float) * m * PQ * p.K);
             gemm_rows_d(s.yT, p.K, s.wtap, p.K, m * PQ, p.K, src, s.offp, s.off, CRS);
             for (int64_t i = 0; i < m; i++) transpose(y + (i0 + i) * p.K * PQ, PQ, s.yT + i * PQ * p.K, p.K, PQ, p.K);
@@ -204,6 +206,7 @@ bool conv2d_backward_gemm(float* dx, float* dw, float* db, const float* x, const
     // The wide grid multiplies discarded columns (zero gradient) by x and by w: Inf or NaN
     // there would leak into results PyTorch keeps finite, so the caller uses im2col instead.
     if (!all_finite(x, n * in_size) || (dx && !all_finite(w, p.K * p.crs()))) return false;
+    if (p.stride > 1 && dx) throw std::logic_error("conv2d_backward_gemm: a strided dx is im2col's");
     const int64_t P = p.out_h(), Q = p.out_w(), PQ = P * Q, HW = p.H * p.W, CRS = p.crs(), RS = p.R * p.S;
     const Wide g = wide_of(p);
     const DyPad q = dy_pad_of(p);
@@ -245,7 +248,7 @@ bool conv2d_backward_gemm(float* dx, float* dw, float* db, const float* x, const
             // dw^T (CRS, K) += B^T (CRS, m*PQ) * dy^T (m*PQ, K): no horizontal sums; the
             // products are added image by image, position by position, whatever m is.
             for (int64_t i = 0; i < m; i++) transpose(s.yT + i * PQ * p.K, p.K, dy0 + i * p.K * PQ, PQ, p.K, PQ);
-            position_offsets(s.offp, m, image, P, Q, g.Wp);
+            position_offsets(s.offp, m, image, P, Q, g.Wp, p.stride);
             gemm_rows_d(s.dwT, p.K, s.yT, p.K, CRS, p.K, xs, s.off, s.offp, m * PQ);
         }
         if (db)
