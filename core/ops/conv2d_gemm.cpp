@@ -163,9 +163,12 @@ void conv2d_forward_gemm(float* y, const float* x, const float* w, const float* 
     const Wide g = wide_of(p);
     Scratch s = carve(ws, p, n);
     tap_offsets(s.off, p, g);
-    // The exact grid pays a transpose of w per call: worth it from the level's
-    // exact_conv_from images on. Both grids sum each output's taps in order from 0, then add b.
-    const bool exact = exact_grid(p) && (n >= simd_kernels().exact_conv_from || p.stride > 1);
+    // The exact grid pays a transpose of w per call (worth it from the level's exact_conv_from
+    // images on) and of y per image (worth it for long sums, CRS >= 128, where the wide grid
+    // drops more than 15% of its columns; measured on Zen 4). A strided conv has no wide grid.
+    // Both grids sum each output's taps in order from 0, then add b: the choice changes no bit.
+    const bool exact = exact_grid(p) && (p.stride > 1 || (n >= simd_kernels().exact_conv_from &&
+                                                          CRS >= 128 && 100 * Q < 85 * g.Wp));
     const int64_t G = exact ? group_of(p, n) : 1, image = p.C * g.Hp * g.Wp;
     if (exact) transpose(s.wtap, p.K, w, CRS, p.K, CRS);  // w^T (CRS, K)
     for (int64_t i0 = 0; i0 < n; i0 += G) {
