@@ -122,8 +122,9 @@ def from_torch(source, *, activation: str | None = None, pooling: str | None = N
     MaxPool2d, AvgPool2d, AdaptiveAvgPool2d(1), BatchNorm2d/1d, Dropout, ReLU, Sigmoid, Tanh,
     Flatten, ...) comes back as a Sequential with the same layer names and state_dict keys.
     Its outputs are checked against the module's own on one random batch of input_shape
-    (default: (C, 28, 28) or (C, 32, 32), whichever the layers fit); ValueError names what
-    cannot be mapped.
+    (default: (C, 28, 28) or (C, 32, 32), whichever the layers fit), which becomes the
+    Sequential's input_shape (how fit, evaluate and predict pad 28x28 digits); ValueError names
+    what cannot be mapped.
     """
     torch = _torch()
     for arg, value, options in (("activation", activation, ACTIVATIONS), ("pooling", pooling, POOLINGS)):
@@ -316,6 +317,8 @@ def _sequential_from_module(torch, module, input_shape) -> Sequential:
             continue
         if len(out) == 1:
             _check_against(torch, module, model, shape)
+            if len(shape) == 3:  # fit, evaluate and predict then pad digits to the shape found
+                model.input_shape = tuple(int(d) for d in shape)
             return model
         why = f": they end in {out} per sample, not (features,)"
     raise ValueError(f"from_torch: could not tell the input shape the layers take (tried {shapes}"

@@ -168,6 +168,36 @@ def test_batchnorm_dropout_global_pooling_and_leaky_relu(backend):
         assert_close(got, want, "running statistics", rtol=1e-4)
 
 
+def test_dropout_masks_follow_the_samples_index_in_the_epoch_as_on_the_cpu(backend):
+    """A sample's mask comes from its index in the epoch (the step's or the run's first sample
+    plus its place), on every device path: a train_step at first=k, and step s of a
+    train_indices run started at k, mask as the CPU's step at k (+ s * batch) does."""
+    rng = np.random.default_rng(14)
+    model = Sequential(Flatten(), Linear(64, 32, rng=rng), pylenet.Dropout(0.5), Linear(32, 3, rng=rng))
+    images, labels = rng.integers(0, 256, (12, 8, 8), dtype=np.uint8), rng.integers(0, 3, 12)
+    x = pad_and_normalize(images, pad=0)
+    cpu = cpu_net_for(model, (1, 8, 8))
+
+    def cpu_step(rows, first):
+        return cpu.train_step(x[rows], labels[rows], "cross_entropy", (3, 1, first))
+
+    outs = []
+    for first in (0, 40):
+        net = gpu_net(model, (1, 8, 8), backend)
+        net.set_optimizer("sgd")
+        _, out, _ = net.train_step(x[:6], labels[:6], 0.0, "cross_entropy", 3, 1, first)
+        assert_close(out, cpu_step(slice(0, 6), first)[1], f"train_step at first={first}")
+        outs.append(out)
+    assert not np.allclose(outs[0], outs[1])  # the precondition: the masks moved with the index
+    net = gpu_net(model, (1, 8, 8), backend)
+    net.set_optimizer("sgd")
+    net.set_dataset(images, labels, pylenet.train._LUT, 0)
+    losses, _, _ = net.train_indices(np.arange(12), 6, np.zeros(2, np.float32), "cross_entropy",
+                                     seed=3, epoch=1, first=40)
+    for s in range(2):
+        assert losses[s] == pytest.approx(cpu_step(slice(6 * s, 6 * s + 6), 40 + 6 * s)[0], rel=1e-5), s
+
+
 def test_fit_with_batchnorm_and_dropout_on_cuda_tracks_the_cpu(backend):
     def make():
         rng = np.random.default_rng(0)

@@ -213,6 +213,11 @@ class NotInOrder(nn.Module):
     (lambda: nn.Sequential(nn.MaxPool2d(2, ceil_mode=True)), r"ceil_mode=True; pylenet supports only False"),
     (lambda: nn.Sequential(nn.Conv2d(1, 6, 5), nn.ReLU()), r"could not tell the input shape"),
     (lambda: NotInOrder(), r"does not compute its children in order"),
+    (lambda: nn.Sequential(nn.Flatten(), nn.LSTM(784, 8)), r"layer '1' \(LSTM\) has no pylenet counterpart"),
+    (lambda: nn.Sequential(OrderedDict(features=nn.Sequential(nn.Conv2d(1, 4, 3), nn.Conv2d(4, 4, 3, dilation=2)))),
+     r"layer 'features.1' \(Conv2d\) has dilation=\(2, 2\)"),
+    (lambda: nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, padding_mode="reflect")),
+     r"layer '0' \(Conv2d\) has padding_mode='reflect'; pylenet supports only 'zeros'"),
 ])
 def test_from_torch_refuses_what_it_cannot_map_naming_the_layer(make, message):
     with pytest.raises(ValueError, match=message):
@@ -269,3 +274,132 @@ def test_importing_pylenet_imports_neither_torch_nor_onnx():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=REPO_ROOT).stdout
     assert out.strip() == "[]"
+
+
+# ------------------------------------------------------------------ other small torch CNNs
+
+def d2l_lenet():
+    """d2l.ai's LeNet for 28x28 digits: C1 padded to keep 28x28, sigmoids, average pooling."""
+    return nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.Sigmoid(), nn.AvgPool2d(2, 2),  # 6@28x28 -> 6@14x14
+                         nn.Conv2d(6, 16, 5), nn.Sigmoid(), nn.AvgPool2d(2, 2),            # 16@10x10 -> 16@5x5
+                         nn.Flatten(), nn.Linear(400, 120), nn.Sigmoid(),
+                         nn.Linear(120, 84), nn.Sigmoid(), nn.Linear(84, 10))
+
+
+def test_from_torch_reads_the_d2l_lenet_and_fit_trains_it_on_28x28_digits():
+    torch.manual_seed(0)
+    net = d2l_lenet()
+    model = from_torch(net)
+    assert isinstance(model, Sequential) and not isinstance(model, pylenet.LeNet5)  # padded C1: not LeNet5
+    assert list(model.state_dict()) == list(net.state_dict())
+    assert model.input_shape == (1, 28, 28)  # so fit, evaluate and predict feed digits unpadded
+    x = np.random.default_rng(5).standard_normal((16, 1, 28, 28)).astype(np.float32)
+    ref = torch_logits(net.eval(), x)
+    assert (np.abs(model.eval().forward(x) - ref) <= logit_tolerance(ref)).all()
+
+    # One SGD step of fit on uint8 digits equals torch's step on the same normalised batch.
+    rng = np.random.default_rng(6)
+    digits, labels = rng.integers(0, 256, (32, 28, 28), dtype=np.uint8), rng.integers(0, 10, 32)
+    history = pylenet.fit(model, (digits, labels), epochs=1, batch_size=32, progress=False,
+                          optimizer=pylenet.optim.SGD(model.parameters(), lr=0.5))
+    assert history["loss"][0] > 0
+    xt = torch.from_numpy(pylenet.data.pad_and_normalize(digits, pad=0))
+    loss = F.cross_entropy(net.train()(xt), torch.from_numpy(labels))
+    assert history["loss"][0] == pytest.approx(loss.item(), rel=1e-5)
+    loss.backward()
+    with torch.no_grad():
+        for p in net.parameters():
+            p -= 0.5 * p.grad
+    theirs = net.state_dict()
+    for name, value in model.state_dict().items():
+        np.testing.assert_allclose(value, theirs[name].numpy(), rtol=1e-4, atol=1e-6, err_msg=name)
+    assert pylenet.predict(model, digits[:3])[0].shape == (3,)
+
+
+def mnist_example_torch():
+    """PyTorch's MNIST example (pytorch/examples mnist/main.py) as an nn.Sequential of its layers."""
+    return nn.Sequential(OrderedDict(
+        conv1=nn.Conv2d(1, 32, 3), relu1=nn.ReLU(), conv2=nn.Conv2d(32, 64, 3), relu2=nn.ReLU(),
+        pool=nn.MaxPool2d(2), dropout1=nn.Dropout(0.25), flatten=nn.Flatten(),
+        fc1=nn.Linear(9216, 128), relu3=nn.ReLU(), dropout2=nn.Dropout(0.5), fc2=nn.Linear(128, 10)))
+
+
+def test_from_torch_reads_pytorchs_mnist_example_net():
+    torch.manual_seed(1)
+    net = mnist_example_torch().train()
+    model = from_torch(net)
+    assert net.training  # from_torch compared the two in evaluation mode and left the module as it was
+    # the same network as pylenet.models.mnist_example_net: its layers, names and input
+    ours = pylenet.models.mnist_example_net()
+    assert [(n, type(layer).__name__) for n, layer in model.layers] == \
+        [(n, type(layer).__name__) for n, layer in ours.layers]
+    assert list(model.state_dict()) == list(ours.state_dict()) == list(net.state_dict())
+    assert model.input_shape == ours.input_shape == (1, 28, 28)
+    assert (model.layers[5][1].p, model.layers[9][1].p) == (0.25, 0.5)
+    x = np.random.default_rng(7).standard_normal((8, 1, 28, 28)).astype(np.float32)
+    ref = torch_logits(net.eval(), x)
+    assert (np.abs(model.eval().forward(x) - ref) <= logit_tolerance(ref)).all()
+
+
+class InOrder(nn.Module):
+    """Not an nn.Sequential: named blocks that its forward calls one after another."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4),
+                                      nn.LeakyReLU(0.1), nn.MaxPool2d(2))
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.head(self.flatten(self.gap(self.features(x))))
+
+
+def test_from_torch_reads_a_module_whose_children_run_in_order():
+    torch.manual_seed(2)
+    net = InOrder()
+    with torch.no_grad():  # move the running statistics off their initial 0 and 1
+        net(torch.randn(16, 1, 28, 28) * 2 + 1)
+    model = from_torch(net.eval())
+    assert [name for name, _ in model.layers] == ["features.0", "features.1", "features.2",
+                                                  "features.3", "gap", "flatten", "head"]
+    assert model.layers[2][1].negative_slope == pytest.approx(0.1)
+    assert list(model.state_dict()) == list(net.state_dict())
+    x = np.random.default_rng(8).standard_normal((8, 1, 28, 28)).astype(np.float32)
+    ref = torch_logits(net, x)
+    assert (np.abs(model.eval().forward(x) - ref) <= logit_tolerance(ref)).all()
+
+
+def test_to_torch_and_back_keeps_every_batchnorm_running_statistic():
+    """Running means, variances and batch counts moved in pylenet reach torch, and those moved
+    further in torch come back: every buffer equal, and both evaluate alike."""
+    rng = np.random.default_rng(9)
+    model = Sequential(Conv2d(1, 4, 3, rng=rng), pylenet.BatchNorm2d(4), pylenet.ReLU(), Flatten(),
+                       Linear(4 * 6 * 6, 6, rng=rng), pylenet.BatchNorm1d(6, momentum=0.3), Linear(6, 3, rng=rng))
+    model.train()
+    for seed in range(3):  # pylenet's own training batches, off centre
+        model.forward((rng.standard_normal((8, 1, 8, 8)) * 3 + 2).astype(np.float32))
+    buffers = dict(model.named_buffers())
+    assert int(buffers["1.num_batches_tracked"]) == 3 and np.abs(buffers["1.running_mean"]).min() > 0
+    module = to_torch(model)
+    state = module.state_dict()
+    for name, value in buffers.items():
+        np.testing.assert_array_equal(state[name].numpy(), value, err_msg=name)
+    x = rng.standard_normal((5, 1, 8, 8)).astype(np.float32)
+    ref = torch_logits(module, x)
+    assert (np.abs(model.eval().forward(x) - ref) <= logit_tolerance(ref)).all()
+
+    module.train()
+    with torch.no_grad():  # torch's training batches move the statistics further
+        for _ in range(2):
+            module(torch.randn(8, 1, 8, 8) - 1)
+    back = from_torch(module.eval(), input_shape=(1, 8, 8))
+    state = module.state_dict()
+    back_buffers = dict(back.named_buffers())
+    assert list(back_buffers) == list(buffers)
+    for name, value in back_buffers.items():
+        np.testing.assert_array_equal(value, state[name].numpy(), err_msg=name)
+    assert int(back_buffers["5.num_batches_tracked"]) == 5
+    ref = torch_logits(module, x)
+    assert (np.abs(back.eval().forward(x) - ref) <= logit_tolerance(ref)).all()

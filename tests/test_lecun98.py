@@ -243,3 +243,41 @@ def test_cli_trains_the_lecun98_variant(tmp_path, monkeypatch, restore_threads):
     assert metrics["history"][0]["lr"] == RECIPES["lecun98"]["lr"]["sgd"]  # its own rate, not the modern 0.02
     assert cli.main(["train", "--variant", "lecun98", "--activation", "relu", "--epochs", "1",
                      "--out", str(tmp_path / "bad"), "--no-progress"]) == 1
+
+
+def test_fit_without_a_recipe_trains_lecun98_with_its_recipe_as_the_cli_does(tmp_path, monkeypatch,
+                                                                              restore_threads):
+    """fit(LeNet5(variant="lecun98")) with nothing but data: the lecun98 recipe's optimizer, rate
+    and loss, read from RECIPES (a changed rate reaches both), and `pylenet train --variant
+    lecun98` on the same data trains the same weights bit for bit."""
+    import json
+
+    import pylenet
+    from pylenet import cli
+    from pylenet.callbacks import Callback
+    recipe = RECIPES["lecun98"]
+    monkeypatch.setitem(recipe["lr"], "sgd", 0.0017)  # a rate written nowhere else
+
+    class Seen(Callback):
+        def on_train_begin(self, trainer):
+            self.optimizer, self.loss = trainer.optimizer, trainer.loss_fn
+
+    rng = np.random.default_rng(0)
+    data = (rng.integers(0, 256, (150, 28, 28), dtype=np.uint8), rng.integers(0, 10, 150))
+    model, seen = LeNet5(variant="lecun98", seed=0), Seen()
+    history = pylenet.fit(model, data, epochs=1, progress=False, threads=1, callbacks=[seen])
+    assert history["lr"] == [0.0017]
+    assert type(seen.optimizer) is SGD and recipe["optimizer"] == "sgd"
+    assert (seen.optimizer.momentum, seen.optimizer.weight_decay) == (recipe["momentum"], recipe["weight_decay"])
+    assert isinstance(seen.loss, RBFMAPLoss) and recipe["loss"] == "rbf_map"
+
+    monkeypatch.setattr(cli, "_load_splits", lambda args, splits, progress: [data for _ in splits])
+    out = tmp_path / "run"
+    assert cli.main(["train", "--variant", "lecun98", "--epochs", "1", "--out", str(out),
+                     "--no-progress", "--threads", "1"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["history"][0]["lr"] == history["lr"][0]
+    assert metrics["history"][0]["loss"] == history["loss"][0]
+    cli_state = LeNet5.load(out / "model.ckpt").state_dict()
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(cli_state[name], value, err_msg=name)
