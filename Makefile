@@ -27,7 +27,7 @@ CORE_SRC := $(filter-out core/py/%,$(sort $(wildcard core/*/*.cpp)))
 CORE_OBJ := $(patsubst core/%.cpp,$(BUILD)/core/%.o,$(CORE_SRC))
 CORE_HDR := $(wildcard core/*/*.h)
 
-.PHONY: help features install inplace test test-cpp test-py bench bench-compare peak wheel wheel-check clean \
+.PHONY: help features install inplace test test-cpp test-py bench bench-compare bench-shapes bench-nets peak wheel wheel-check clean \
         cuda-build test-cuda-build
 
 help:
@@ -35,6 +35,8 @@ help:
 	@echo "make test         C++ core tests, then pytest"
 	@echo "make bench        C++ benchmarks: per op, then a whole LeNet-5 training step"
 	@echo "                  (SIMD=avx2 etc. forces the core's SIMD level, as for bench-compare)"
+	@echo "make bench-shapes conv shapes of small CNNs against PyTorch eager (SIMD=level)"
+	@echo "make bench-nets   whole small CNNs (PyTorch's MNIST example, LeNet-5 + BatchNorm) against PyTorch"
 	@echo "make peak         measured single-core peak of every SIMD level this CPU runs"
 	@echo "make bench-compare pylenet vs PyTorch (eager, torch.compile) and JAX from Python"
 	@echo "make test-aarch64 core + C++ tests cross-built for aarch64, run under qemu-aarch64"
@@ -136,6 +138,14 @@ bench-compare:
 	$(PYTHON) setup.py -q build_ext --build-lib $(BUILD)/py-bench --build-temp $(BUILD)/py-bench-temp
 	cp pylenet/*.py $(BUILD)/py-bench/pylenet/
 	PYTHONPATH=$(BUILD)/py-bench $(PYTHON) bench/compare_peers.py $(if $(SIMD),--simd $(SIMD)) $(COMPARE_ARGS)
+
+# Convolution shapes of small CNNs against PyTorch eager (bench/bench_shapes.py), and whole
+# small CNNs (bench/compare_nets.py), on the in-place extension; SIMD= forces pylenet's level.
+bench-shapes: $(INPLACE_EXT)
+	$(PYTHON) bench/bench_shapes.py $(if $(SIMD),--simd $(SIMD)) $(SHAPES_ARGS)
+
+bench-nets: $(INPLACE_EXT)
+	$(PYTHON) bench/compare_nets.py $(if $(SIMD),--simd $(SIMD)) $(NETS_ARGS)
 
 # `make wheels`: the sdist, then one manylinux wheel per CPython in WHEEL_PYTHONS made from it
 # (pip wheel in that Python; auditwheel repair copies libgomp into the wheel, pylenet.libs/, and
