@@ -37,13 +37,30 @@ BatchNormParams check_batchnorm(const char* op, const Shape& x, int64_t num_feat
     return p;
 }
 
+// With HW = 1 (BatchNorm1d) each plane is one value: the loops below run across the
+// channels, adding what sum / sum_sq_dev / sum_dev_dot of that one value return (the value,
+// (x - m)^2 and (x - m) dy, each rounded to float once), so both forms give the same bits.
 void batchnorm_sum(double* s, const float* x, int64_t n, const BatchNormParams& p) {
+    if (p.HW == 1) {
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t c = 0; c < p.C; c++) s[c] += double(x[i * p.C + c]);
+        return;
+    }
     for (int64_t i = 0; i < n; i++)
         for (int64_t c = 0; c < p.C; c++) s[c] += sum(x + (i * p.C + c) * p.HW, p.HW);
 }
 
 void batchnorm_sum_sq(double* s, const float* x, const float* mean, int64_t n,
                       const BatchNormParams& p) {
+    if (p.HW == 1) {
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t c = 0; c < p.C; c++) {
+                const float d = x[i * p.C + c] - mean[c];
+                const float sq = d * d;
+                s[c] += double(sq);
+            }
+        return;
+    }
     for (int64_t i = 0; i < n; i++)
         for (int64_t c = 0; c < p.C; c++) s[c] += sum_sq_dev(x + (i * p.C + c) * p.HW, p.HW, mean[c]);
 }
@@ -92,6 +109,16 @@ void batchnorm_apply(float* y, const float* x, const float* scale, const float* 
 
 void batchnorm_backward_sums(double* s, const float* x, const float* dy, const float* mean,
                              int64_t n, const BatchNormParams& p) {
+    if (p.HW == 1) {
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t c = 0; c < p.C; c++) {
+                const int64_t at = i * p.C + c;
+                const float dot = (x[at] - mean[c]) * dy[at];
+                s[c] += double(dy[at]);
+                s[p.C + c] += double(dot);
+            }
+        return;
+    }
     for (int64_t i = 0; i < n; i++)
         for (int64_t c = 0; c < p.C; c++) {
             const int64_t at = (i * p.C + c) * p.HW;
