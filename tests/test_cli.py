@@ -522,13 +522,20 @@ def test_subprocess_module_entry_point_runs(tmp_path):
 
 # ------------------------------------------------------------------------------------- Ctrl-C
 
+def _sigint_as_at_a_terminal():
+    """Ctrl-C's default in the child: a suite started in the background (`cmd &` in a script)
+    passes SIGINT on ignored, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_exits_130_and_leaves_a_loadable_checkpoint(mnist_dir, tmp_path):
     out = tmp_path / "run"
     ckpt_path = out / "model.ckpt"
     proc = subprocess.Popen(
         [sys.executable, "-m", "pylenet", "train", "--data", str(mnist_dir), "--epochs", "50",
          "--limit", "500", "--out", str(out), "--no-progress", "--threads", "1"],
-        env=subprocess_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        env=subprocess_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=_sigint_as_at_a_terminal)
     try:
         deadline = time.monotonic() + 60
         while True:
