@@ -97,8 +97,10 @@ test-cpp: features $(BUILD)/test_core $(BUILD)/test_gpu
 	@echo "== C++ tests of the GPU kernels, emulated on the host"; $(BUILD)/test_gpu
 
 # The whole suite at the best level, then the files that exercise the GEMM kernels (ops and
-# the fused engine) again at every other level this CPU can execute.
-SIMD_PY_TESTS := tests/test_conv2d.py tests/test_linear.py tests/test_model.py tests/test_train.py tests/test_engine.py
+# the fused engine, BatchNorm and Dropout among them) again at every other level this CPU can
+# execute.
+SIMD_PY_TESTS := tests/test_conv2d.py tests/test_linear.py tests/test_model.py tests/test_train.py tests/test_engine.py \
+                 tests/test_norm.py
 test-py: $(INPLACE_EXT)
 	$(PYTHON) -m pytest -q
 	@set -e; for level in $$($(PYTHON) -c "import pylenet.ops as o; print(*o.build_info()['simd_supported'][1:])"); do \
