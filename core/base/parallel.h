@@ -1,7 +1,9 @@
 // Thread-count control for the core, working with or without OpenMP, and the one batch split
 // shared by every batch-parallel training path.
 #pragma once
+#include <cstddef>
 #include <cstdint>
+#include <vector>
 
 namespace pylenet {
 
@@ -47,6 +49,20 @@ void parallel_for(int64_t n, int threads, F&& body) {
 constexpr int64_t kMaxBatchBlocks = 8;
 int64_t batch_blocks(int64_t N);
 inline int64_t block_begin(int64_t N, int64_t nblocks, int64_t b) { return N * b / nblocks; }
+// Runs body(blk, n0, n, ws) for every block of the batch split of N: block blk holds samples
+// [n0, n0 + n), and ws is the running thread's own ws_floats floats of scratch. At most
+// `threads` threads (and never more than blocks); the results cannot depend on their number.
+template <class F>
+void for_each_batch_block(int64_t N, int threads, int64_t ws_floats, F&& body) {
+    const int64_t nblocks = batch_blocks(N);
+    const int64_t stride = (ws_floats + 15) / 16 * 16;  // each thread's share 64-byte apart
+    const int nt = int(threads < nblocks ? threads : nblocks);
+    std::vector<float> ws(std::size_t(nt > 1 ? nt : 1) * std::size_t(stride));
+    parallel_for(nblocks, nt, [&](int64_t blk) {
+        const int64_t n0 = block_begin(N, nblocks, blk);
+        body(blk, n0, block_begin(N, nblocks, blk + 1) - n0, ws.data() + int64_t(thread_index()) * stride);
+    });
+}
 // dst[i] = parts[i] + parts[stride + i] + ... + parts[(nblocks-1) stride + i] for i < n,
 // added in block order (the first block copied, so a lone block passes through unchanged).
 void sum_blocks(float* dst, const float* parts, int64_t stride, int64_t nblocks, int64_t n);

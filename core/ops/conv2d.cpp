@@ -155,15 +155,11 @@ void conv2d_backward_images(float* dx, float* dw, float* db, const float* x, con
 // forward's bits do not depend on the split.
 void conv2d_forward(float* y, const float* x, const float* w, const float* b,
                     const Conv2dParams& p) {
-    const int64_t PQ = p.out_h() * p.out_w(), nblocks = batch_blocks(p.N);
-    const int64_t cap = (p.N + nblocks - 1) / nblocks;
-    const int64_t ws_size = (conv2d_workspace(p, cap) + 15) / 16 * 16;  // per thread, aligned
-    const int nt = int(std::min<int64_t>(threads_for(p.N * p.K * PQ * p.crs()), nblocks));
-    std::vector<float> ws(size_t(nt) * ws_size);
-    parallel_for(nblocks, nt, [&](int64_t blk) {
-        float* mine = ws.data() + int64_t(thread_index()) * ws_size;
-        const int64_t n0 = block_begin(p.N, nblocks, blk), n = block_begin(p.N, nblocks, blk + 1) - n0;
-        conv2d_forward_images(y + n0 * p.K * PQ, x + n0 * p.C * p.H * p.W, w, b, n, p, mine);
+    const int64_t PQ = p.out_h() * p.out_w(), CHW = p.C * p.H * p.W, nblocks = batch_blocks(p.N);
+    for_each_batch_block(p.N, threads_for(p.N * p.K * PQ * p.crs()),
+                         conv2d_workspace(p, (p.N + nblocks - 1) / nblocks),
+                         [&](int64_t, int64_t n0, int64_t n, float* ws) {
+        conv2d_forward_images(y + n0 * p.K * PQ, x + n0 * CHW, w, b, n, p, ws);
     });
 }
 
@@ -172,18 +168,14 @@ void conv2d_forward(float* y, const float* x, const float* w, const float* b,
 // bit-identical to it and do not depend on the thread count.
 void conv2d_backward(float* dx, float* dw, float* db, const float* x, const float* w,
                      const float* dy, const Conv2dParams& p) {
-    const int64_t PQ = p.out_h() * p.out_w(), KCRS = p.K * p.crs();
+    const int64_t PQ = p.out_h() * p.out_w(), KCRS = p.K * p.crs(), CHW = p.C * p.H * p.W;
     const int64_t nblocks = batch_blocks(p.N);
-    const int64_t ws_size = (conv2d_workspace(p, (p.N + nblocks - 1) / nblocks) + 15) / 16 * 16;
-    const int nt = int(std::min<int64_t>(threads_for(3 * p.N * p.K * PQ * p.crs()), nblocks));
-    std::vector<float> ws(size_t(nt) * ws_size);
     std::vector<float> dw_part(size_t(nblocks) * KCRS, 0.0f), db_part(size_t(nblocks) * p.K, 0.0f);
-    parallel_for(nblocks, nt, [&](int64_t blk) {
-        float* mine = ws.data() + int64_t(thread_index()) * ws_size;
-        const int64_t n0 = block_begin(p.N, nblocks, blk), n = block_begin(p.N, nblocks, blk + 1) - n0;
-        conv2d_backward_images(dx + n0 * p.C * p.H * p.W, dw_part.data() + blk * KCRS,
-                               db_part.data() + blk * p.K, x + n0 * p.C * p.H * p.W, w,
-                               dy + n0 * p.K * PQ, n, p, mine);
+    for_each_batch_block(p.N, threads_for(3 * p.N * p.K * PQ * p.crs()),
+                         conv2d_workspace(p, (p.N + nblocks - 1) / nblocks),
+                         [&](int64_t blk, int64_t n0, int64_t n, float* ws) {
+        conv2d_backward_images(dx + n0 * CHW, dw_part.data() + blk * KCRS, db_part.data() + blk * p.K,
+                               x + n0 * CHW, w, dy + n0 * p.K * PQ, n, p, ws);
     });
     sum_blocks(dw, dw_part.data(), KCRS, nblocks, KCRS);
     sum_blocks(db, db_part.data(), p.K, nblocks, p.K);

@@ -9,10 +9,6 @@
 #include "gemm/gemm.h"
 #include "ops/activations.h"
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 namespace pylenet {
 
 LinearParams check_linear(const Shape& x, const Shape& w, const std::optional<Shape>& b,
@@ -92,44 +88,25 @@ void linear_backward_rows(float* dx, float* dw, float* db, const float* x, const
 // blocks' dw/db are added in block order, so no result depends on the thread count.
 void linear_forward(float* y, const float* x, const float* w, const float* b,
                     const LinearParams& p) {
-    const int64_t nblocks = batch_blocks(p.N);
-    const int64_t ws_size = (linear_workspace(p) + 15) / 16 * 16;  // per thread, int64-aligned
-    const int nt = int(std::min<int64_t>(threads_for(p.N * p.I * p.O), nblocks));
-    std::vector<float> ws(size_t(nt) * ws_size);
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (int64_t blk = 0; blk < nblocks; blk++) {
-#ifdef _OPENMP
-        float* mine = ws.data() + int64_t(omp_get_thread_num()) * ws_size;
-#else
-        float* mine = ws.data();
-#endif
-        const int64_t n0 = block_begin(p.N, nblocks, blk);
+    for_each_batch_block(p.N, threads_for(p.N * p.I * p.O), linear_workspace(p),
+                         [&](int64_t, int64_t n0, int64_t n, float* ws) {
         LinearParams bp = p;
-        bp.N = block_begin(p.N, nblocks, blk + 1) - n0;
-        linear_forward_rows(y + n0 * p.O, x + n0 * p.I, w, b, bp, mine);
-    }
+        bp.N = n;
+        linear_forward_rows(y + n0 * p.O, x + n0 * p.I, w, b, bp, ws);
+    });
 }
 
 void linear_backward(float* dx, float* dw, float* db, const float* x, const float* w,
                      const float* dy, const LinearParams& p) {
     const int64_t nblocks = batch_blocks(p.N), OI = p.O * p.I;
-    const int64_t ws_size = (linear_workspace(p) + 15) / 16 * 16;  // per thread, int64-aligned
-    const int nt = int(std::min<int64_t>(threads_for(2 * p.N * p.I * p.O), nblocks));
-    std::vector<float> ws(size_t(nt) * ws_size);
     std::vector<float> dw_part(size_t(nblocks) * OI, 0.0f), db_part(size_t(nblocks) * p.O, 0.0f);
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (int64_t blk = 0; blk < nblocks; blk++) {
-#ifdef _OPENMP
-        float* mine = ws.data() + int64_t(omp_get_thread_num()) * ws_size;
-#else
-        float* mine = ws.data();
-#endif
-        const int64_t n0 = block_begin(p.N, nblocks, blk);
+    for_each_batch_block(p.N, threads_for(2 * p.N * p.I * p.O), linear_workspace(p),
+                         [&](int64_t blk, int64_t n0, int64_t n, float* ws) {
         LinearParams bp = p;
-        bp.N = block_begin(p.N, nblocks, blk + 1) - n0;
+        bp.N = n;
         linear_backward_rows(dx + n0 * p.I, dw_part.data() + blk * OI, db_part.data() + blk * p.O,
-                             x + n0 * p.I, w, dy + n0 * p.O, bp, mine);
-    }
+                             x + n0 * p.I, w, dy + n0 * p.O, bp, ws);
+    });
     sum_blocks(dw, dw_part.data(), OI, nblocks, OI);
     sum_blocks(db, db_part.data(), p.O, nblocks, p.O);
 }
