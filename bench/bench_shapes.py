@@ -93,13 +93,25 @@ def rel(a, b) -> float:
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
 
 
+def force_level(simd: str | None) -> None:
+    """Before pylenet or torch is imported: pylenet at `simd` (PYLENET_SIMD) and torch's oneDNN
+    capped to the same level (compare_peers.PEER_ISA); pylenet from this checkout."""
+    if simd:
+        os.environ["PYLENET_SIMD"] = simd
+        if simd in PEER_ISA:
+            os.environ["ONEDNN_MAX_CPU_ISA"] = PEER_ISA[simd][0]
+    sys.path.insert(0, str(REPO))
+
+
+def torch_label(torch) -> str:
+    """'torch VERSION', with the oneDNN cap when force_level set one."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    return f"torch {torch.__version__}" + (f", oneDNN capped to {cap}" if cap else "")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.simd:
-        os.environ["PYLENET_SIMD"] = args.simd
-        if args.simd in PEER_ISA:
-            os.environ["ONEDNN_MAX_CPU_ISA"] = PEER_ISA[args.simd][0]
-    sys.path.insert(0, str(REPO))
+    force_level(args.simd)
     import torch
     import torch.nn.functional as F
 
@@ -110,7 +122,7 @@ def main(argv=None) -> int:
     shapes = [s for s in SHAPES if not args.quick or s[0] in QUICK]
     rounds = 3 if args.quick else args.rounds
     print(f"conv shapes, batch {args.batch}, {args.threads} threads, pylenet {ops.simd_level()} "
-          f"(torch {torch.__version__}{', oneDNN capped to ' + os.environ['ONEDNN_MAX_CPU_ISA'] if 'ONEDNN_MAX_CPU_ISA' in os.environ else ''}); "
+          f"({torch_label(torch)}); "
           f"{cpu_name()}")
     print(f"{'shape':32s} {'out':>9s} {'fwd ms':>8s} {'torch':>8s} {'x':>6s}   {'bwd ms':>8s} {'torch':>8s} {'x':>6s}")
     rows = []

@@ -27,8 +27,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_shapes import cpu_name  # noqa: E402
-from compare_peers import PEER_ISA  # noqa: E402
+from bench_shapes import cpu_name, force_level, torch_label  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -47,11 +46,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.simd:
-        os.environ["PYLENET_SIMD"] = args.simd
-        if args.simd in PEER_ISA:
-            os.environ["ONEDNN_MAX_CPU_ISA"] = PEER_ISA[args.simd][0]
-    sys.path.insert(0, str(REPO))
+    force_level(args.simd)
     import torch
     import torch.nn.functional as F
 
@@ -68,8 +63,8 @@ def main(argv=None) -> int:
     B, steps = args.batch, args.steps
     rng = np.random.default_rng(0)
     idx = rng.permutation(len(train[0]))[:B * steps]
-    print(f"whole nets, batch {B}, {args.threads} threads, pylenet {ops.simd_level()} (torch "
-          f"{torch.__version__}{', oneDNN capped to ' + os.environ['ONEDNN_MAX_CPU_ISA'] if 'ONEDNN_MAX_CPU_ISA' in os.environ else ''}); "
+    print(f"whole nets, batch {B}, {args.threads} threads, pylenet {ops.simd_level()} "
+          f"({torch_label(torch)}); "
           f"{cpu_name()}")
     rows = []
     for name in args.nets.split(","):
