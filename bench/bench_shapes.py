@@ -20,17 +20,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare_peers import PEER_ISA  # noqa: E402  (the same caps as the peer benchmark)
+from compare_peers import PEER_ISA, cpu_model, per_call  # noqa: E402  (the same caps as the peer benchmark)
 
 # (name, C, K, H, kernel, stride, padding): the layers of the nets README measures and the
 # corners of the small-CNN range.
@@ -64,28 +62,6 @@ def parse_args(argv=None):
     ap.add_argument("--quick", action="store_true", help="a few shapes, fewer rounds")
     ap.add_argument("--json", default=None, metavar="PATH")
     return ap.parse_args(argv)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def timed(fn, min_time=0.05):
-    """Seconds per call of fn: enough calls to last min_time, after one warm-up call."""
-    fn()
-    reps, start = 0, time.perf_counter()
-    while True:
-        fn()
-        reps += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= min_time:
-            return elapsed / reps
 
 
 def rel(a, b) -> float:
@@ -123,7 +99,7 @@ def main(argv=None) -> int:
     rounds = 3 if args.quick else args.rounds
     print(f"conv shapes, batch {args.batch}, {args.threads} threads, pylenet {ops.simd_level()} "
           f"({torch_label(torch)}); "
-          f"{cpu_name()}")
+          f"{cpu_model()}")
     print(f"{'shape':32s} {'out':>9s} {'fwd ms':>8s} {'torch':>8s} {'x':>6s}   {'bwd ms':>8s} {'torch':>8s} {'x':>6s}")
     rows = []
     for name, C, K, H, R, stride, pad in shapes:
@@ -162,7 +138,7 @@ def main(argv=None) -> int:
             if r % 2:
                 pairs = pairs[1::-1] + pairs[3:1:-1]
             for key, fn in pairs:
-                times[key].append(timed(fn))
+                times[key].append(per_call(fn, 0.05)[0])
         med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
         row = {"shape": name, "C": C, "K": K, "H": H, "kernel": R, "stride": stride, "padding": pad,
                "out": P, "fwd_ms": med["fwd"], "torch_fwd_ms": med["tfwd"], "bwd_ms": med["bwd"],
@@ -170,8 +146,8 @@ def main(argv=None) -> int:
         if P == 1 and pad == 0 and R == H:  # the Linear this convolution equals
             xf, wf = x.reshape(N, -1), w.reshape(K, -1)
             dyf = dy.reshape(N, K)
-            row["linear_fwd_ms"] = statistics.median(timed(lambda: ops.linear_forward(xf, wf, b)) for _ in range(rounds)) * 1e3
-            row["linear_bwd_ms"] = statistics.median(timed(lambda: ops.linear_backward(xf, wf, dyf)) for _ in range(rounds)) * 1e3
+            row["linear_fwd_ms"] = statistics.median(per_call(lambda: ops.linear_forward(xf, wf, b), 0.05)[0] for _ in range(rounds)) * 1e3
+            row["linear_bwd_ms"] = statistics.median(per_call(lambda: ops.linear_backward(xf, wf, dyf), 0.05)[0] for _ in range(rounds)) * 1e3
         rows.append(row)
         line = (f"{name:32s} {f'{K}x{P}x{P}':>9s} {med['fwd']:8.3f} {med['tfwd']:8.3f} "
                 f"{med['tfwd'] / med['fwd']:5.2f}x   {med['bwd']:8.3f} {med['tbwd']:8.3f} "
@@ -185,7 +161,7 @@ def main(argv=None) -> int:
           + (f"; slower: {', '.join(r['shape'] for r in slow)}" if slow else ""))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"cpu": cpu_name(), "simd": ops.simd_level(), "threads": args.threads,
+        Path(args.json).write_text(json.dumps({"cpu": cpu_model(), "simd": ops.simd_level(), "threads": args.threads,
                                                "batch": args.batch, "torch": torch.__version__, "rows": rows}, indent=1))
     return 0
 

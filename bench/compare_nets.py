@@ -27,7 +27,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_shapes import cpu_name, force_level, torch_label  # noqa: E402
+from bench_shapes import force_level, torch_label  # noqa: E402
+from compare_peers import cpu_model  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -65,7 +66,7 @@ def main(argv=None) -> int:
     idx = rng.permutation(len(train[0]))[:B * steps]
     print(f"whole nets, batch {B}, {args.threads} threads, pylenet {ops.simd_level()} "
           f"({torch_label(torch)}); "
-          f"{cpu_name()}")
+          f"{cpu_model()}")
     rows = []
     for name in args.nets.split(","):
         model, shape = NETS[name](seed=0)
@@ -127,7 +128,7 @@ def main(argv=None) -> int:
               f"torch eager {tips:10,.0f} img/s   {ips / tips:5.2f}x", flush=True)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"cpu": cpu_name(), "simd": ops.simd_level(), "threads": args.threads,
+        Path(args.json).write_text(json.dumps({"cpu": cpu_model(), "simd": ops.simd_level(), "threads": args.threads,
                                                "batch": B, "torch": torch.__version__, "rows": rows}, indent=1))
     return 0
 

@@ -221,13 +221,24 @@ def per_call(f, min_time: float):
 
 
 def cpu_model() -> str:
+    """The CPU's model name with its family and model numbers (Linux /proc/cpuinfo: a VM's
+    name may be only "AMD EPYC", and the family tells Zen 4 (25) from Zen 5 (26)), else
+    platform's processor string."""
+    fields = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key in ("model name", "cpu family", "model") and key not in fields:
+                fields[key] = value.strip()
+            if not line.strip() and fields:  # the first processor's block is enough
+                break
     except OSError:
         pass
-    return platform.processor() or platform.machine() or "unknown"
+    if "model name" in fields:
+        extra = ", ".join(f"{k} {fields[k]}" for k in ("cpu family", "model") if k in fields)
+        return f"{fields['model name']} ({extra})" if extra else fields["model name"]
+    return platform.processor() or platform.machine()
 
 
 def load_average() -> float | None:

@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     import pylenet
     from pylenet import fit, ops
     from pylenet.models import NETS
-    from time_to_accuracy import cpu_model
+    from compare_peers import cpu_model
 
     train = pylenet.load_mnist("train", root=args.data, download=False, progress=False)
     test = pylenet.load_mnist("test", root=args.data, download=False, progress=False)

@@ -28,6 +28,8 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compare_peers import cpu_model  # noqa: E402  (imports nothing heavy: no torch, no pylenet)
 
 
 def main(argv=None) -> int:
@@ -80,28 +82,6 @@ def main(argv=None) -> int:
                                               "target": args.target, "seconds": reached,
                                               "epochs": records}, indent=1))
     return 0 if reached is not None else 1
-
-
-def cpu_model() -> str:
-    """The CPU's model name with its family and model numbers (Linux /proc/cpuinfo: a VM's
-    name may be only "AMD EPYC", and the family tells Zen 4 (25) from Zen 5 (26)), else
-    platform's processor string."""
-    import platform
-    fields = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip()
-            if key in ("model name", "cpu family", "model") and key not in fields:
-                fields[key] = value.strip()
-            if not line.strip() and fields:  # the first processor's block is enough
-                break
-    except OSError:
-        pass
-    if "model name" in fields:
-        extra = ", ".join(f"{k} {fields[k]}" for k in ("cpu family", "model") if k in fields)
-        return f"{fields['model name']} ({extra})" if extra else fields["model name"]
-    return platform.processor() or platform.machine()
 
 
 def run_record(args) -> int:
