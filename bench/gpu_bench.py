@@ -131,7 +131,7 @@ class Pylenet:
     def __init__(self, pylenet, emulate: bool):
         from pylenet import _core
         from pylenet.engine import describe
-        from pylenet.train import _LUT, PAD
+        from pylenet.batches import _LUT, PAD
         self.pylenet, self.lut, self.pad = pylenet, _LUT, PAD
         self.model = pylenet.LeNet5(seed=0).to("cuda")
         self.init = [p.data.copy() for p in self.model.parameters()]

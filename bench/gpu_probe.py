@@ -31,7 +31,7 @@ import pylenet  # noqa: E402
 from pylenet import Conv2d, Flatten, LeNet5, Linear, MaxPool2d, Sequential, _core  # noqa: E402
 from pylenet.data import pad_and_normalize  # noqa: E402
 from pylenet.engine import describe  # noqa: E402
-from pylenet.train import _LUT  # noqa: E402
+from pylenet.batches import _LUT  # noqa: E402
 
 
 def close(what: str, device, emulated, rtol: float = 1e-4) -> None:

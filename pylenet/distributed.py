@@ -24,7 +24,8 @@ import numpy as np
 from pylenet import _core
 from pylenet.cluster import ray_session, require_ray, require_torch
 from pylenet.engine import cpu_net_for
-from pylenet.train import PAD, _LUT, History, Trainer, _as_input, _batches, _log_epoch
+from pylenet.batches import PAD, _LUT, _as_input, _batches
+from pylenet.train import History, Trainer, _log_epoch
 from pylenet.data import _prepare
 
 # Seconds a worker waits in a collective for the others before it gives up (a dead peer).
